@@ -1,0 +1,29 @@
+"""fastmixste: a fast, weight-compatible MixSTE stack with fused Triton attention kernels."""
+
+from setuptools import setup
+
+setup(
+    name="fastmixste",
+    version="0.1.0",
+    description="MixSTE 3D human pose transformer with fused Triton attention kernels, "
+    "weight-compatible with upstream MixSTE checkpoints",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["fastmixste", "fastmixste.data", "fastmixste.kernels", "train", "benchmarks"],
+    package_dir={"fastmixste.kernels": "kernels"},
+    package_data={"train": ["configs/*.yaml"]},
+    install_requires=[
+        "torch>=2.6",
+        "triton>=3.2; platform_system == 'Linux'",
+        "numpy>=1.24",
+        "tqdm>=4.60",
+        "PyYAML>=6.0",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "pytest-benchmark>=4.0", "ruff>=0.6"],
+        "xformers": ["xformers>=0.0.28"],
+    },
+    license="MIT",
+)
