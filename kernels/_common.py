@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -74,3 +76,22 @@ def check_qkv(qkv: torch.Tensor, num_heads: int, op: str) -> tuple[int, int, int
     if qkv.stride(-1) != 1:
         raise ValueError(f"{op}: qkv must be contiguous in its last dim, got strides {qkv.stride()}")
     return B, T, N, num_heads, D
+
+
+@dataclass(frozen=True)
+class KernelCase:
+    """One kernel configuration a launcher can pick, for ahead-of-time compilation by ``kernels.report``.
+
+    ``signature`` maps every argument of ``fn`` to a Triton type string ("*fp16", "i32", "fp32", "constexpr");
+    ``constexprs`` gives the value of each constexpr argument.
+    """
+
+    name: str
+    fn: Any
+    signature: dict[str, str]
+    constexprs: dict[str, Any]
+    num_warps: int
+    num_stages: int
+    dtype: str
+    label: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
