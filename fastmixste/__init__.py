@@ -1,0 +1,26 @@
+"""fastmixste: a fast, weight-compatible MixSTE stack for 3D human pose estimation.
+
+>>> from fastmixste import MixSTE
+>>> model = MixSTE(num_frame=243)            # upstream MixSTE2 arguments, attn_backend="auto"
+>>> pose3d = model(keypoints_2d)            # (B, F, 17, 2) -> (B, F, 17, 3)
+"""
+
+from .attention import BACKENDS, BackendUnavailableError, available_backends
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from .config import MixSTEConfig
+from .model import MixSTE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailableError",
+    "CheckpointError",
+    "MixSTE",
+    "MixSTEConfig",
+    "available_backends",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
+    "__version__",
+]

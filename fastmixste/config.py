@@ -1,0 +1,61 @@
+"""Model configuration: the upstream MixSTE2 constructor arguments, as a dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class MixSTEConfig:
+    """Hyper-parameters of :class:`fastmixste.MixSTE`; names and meanings follow upstream ``MixSTE2``.
+
+    The defaults are the upstream training sizes at 243 frames (33,783,811 parameters).
+    """
+
+    num_frame: int = 243
+    num_joints: int = 17
+    in_chans: int = 2
+    embed_dim_ratio: int = 512
+    depth: int = 8
+    num_heads: int = 8
+    mlp_ratio: float = 2.0
+    qkv_bias: bool = True
+    qk_scale: float | None = None
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    attn_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("num_frame", "num_joints", "in_chans", "embed_dim_ratio", "depth", "num_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MixSTEConfig.{name} must be a positive int, got {value!r}")
+        if self.embed_dim_ratio % self.num_heads != 0:
+            raise ValueError(
+                f"MixSTEConfig: embed_dim_ratio ({self.embed_dim_ratio}) must be divisible by "
+                f"num_heads ({self.num_heads})"
+            )
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"MixSTEConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
+        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"MixSTEConfig.{name} must be in [0, 1), got {value}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim_ratio // self.num_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MixSTEConfig:
+        """Build from a dict, refusing unknown keys (a typo in a YAML file should not pass silently)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"MixSTEConfig: unknown keys {unknown}; expected a subset of {sorted(known)}")
+        return cls(**values)

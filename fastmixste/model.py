@@ -1,0 +1,240 @@
+"""MixSTE: the mixed spatio-temporal encoder of Zhang et al. (CVPR 2022), weight-compatible with upstream MixSTE2.
+
+Parameter names, shapes and the forward computation follow upstream ``MixSTE2`` exactly, so upstream checkpoints
+load with ``strict=True``. The difference is the layout: activations stay (B, T, N, C) through the whole network
+(LayerNorm, Linear and MLP act per token), and only the attention cores know which axis they attend over.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+
+from .attention import Attention, Axis, check_backend_name, resolve_backend
+from .config import MixSTEConfig
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU (exact erf) -> dropout -> fc2 -> dropout, as upstream."""
+
+    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth with upstream's sample granularity: one draw per frame (spatial blocks, whose upstream
+    samples are (B*T, N, C)) or per joint (temporal blocks, (B*N, T, C)), in the same order as upstream's draws."""
+
+    def __init__(self, drop_prob: float, axis: Axis) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+        self.axis = axis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        B, T, N, _ = x.shape
+        shape = (B, T, 1, 1) if self.axis == "spatial" else (B, 1, N, 1)
+        mask = (keep + torch.rand(shape, dtype=x.dtype, device=x.device)).floor_()
+        return x.div(keep) * mask
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}, axis={self.axis}"
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + drop_path(attn(norm1(x))); x + drop_path(mlp(norm2(x)))."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        qk_scale: float | None,
+        drop: float,
+        attn_drop: float,
+        drop_path: float,
+        axis: Axis,
+    ) -> None:
+        super().__init__()
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)
+        self.norm1 = norm_layer(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop, axis=axis)
+        self.drop_path = DropPath(drop_path, axis)
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x: torch.Tensor, backend: str = "eager") -> torch.Tensor:
+        """(B, T, N, C) -> (B, T, N, C)."""
+        x = x + self.drop_path(self.attn(self.norm1(x), backend))
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x
+
+
+class MixSTE(nn.Module):
+    """MixSTE 2D-to-3D pose lifter; constructor arguments and state_dict are those of upstream ``MixSTE2``.
+
+    Input (B, F, J, in_chans) with F <= num_frame -> output (B, F, J, 3).
+
+    ``attn_backend`` selects the attention cores ("eager", "sdpa", "xformers", "triton" or "auto"); all backends
+    share the same weights. It is resolved at every forward for the input's device and dtype, so a model can be
+    built on the CPU and moved to a GPU.
+    """
+
+    def __init__(
+        self,
+        num_frame: int = 243,
+        num_joints: int = 17,
+        in_chans: int = 2,
+        embed_dim_ratio: int = 512,
+        depth: int = 8,
+        num_heads: int = 8,
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        attn_backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.config = MixSTEConfig(
+            num_frame=num_frame,
+            num_joints=num_joints,
+            in_chans=in_chans,
+            embed_dim_ratio=embed_dim_ratio,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            qk_scale=qk_scale,
+            drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate,
+            drop_path_rate=drop_path_rate,
+            attn_backend=check_backend_name(attn_backend),
+        )
+        C = embed_dim_ratio
+        self.block_depth = depth
+        self.Spatial_patch_to_embedding = nn.Linear(in_chans, C)
+        self.Spatial_pos_embed = nn.Parameter(torch.zeros(1, num_joints, C))
+        self.Temporal_pos_embed = nn.Parameter(torch.zeros(1, num_frame, C))
+        self.pos_drop = nn.Dropout(p=drop_rate)
+        # as upstream; index i is shared by STEblocks[i] and TTEblocks[i] (cpu: also builds under a meta device)
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
+        make = partial(
+            Block,
+            dim=C,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            qk_scale=qk_scale,
+            drop=drop_rate,
+            attn_drop=attn_drop_rate,
+        )
+        self.STEblocks = nn.ModuleList([make(drop_path=dpr[i], axis="spatial") for i in range(depth)])
+        self.TTEblocks = nn.ModuleList([make(drop_path=dpr[i], axis="temporal") for i in range(depth)])
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)
+        self.Spatial_norm = norm_layer(C)
+        self.Temporal_norm = norm_layer(C)
+        self.head = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, 3))
+        self._init_weights()
+
+    @classmethod
+    def from_config(cls, config: MixSTEConfig) -> MixSTE:
+        return cls(**config.to_dict())
+
+    def _init_weights(self) -> None:
+        # Upstream leaves the positional embeddings at zero and Linear/LayerNorm at PyTorch defaults; small random
+        # positional embeddings break the symmetry between joints/frames from the first step.
+        nn.init.trunc_normal_(self.Spatial_pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.Temporal_pos_embed, std=0.02)
+
+    # ------------------------------------------------------------------------------------------------------------
+    @property
+    def attn_backend(self) -> str:
+        """The requested backend name (possibly "auto")."""
+        return self.config.attn_backend
+
+    def set_attn_backend(self, name: str) -> MixSTE:
+        """Switch the attention backend in place (same weights); returns self."""
+        self.config.attn_backend = check_backend_name(name)
+        return self
+
+    def resolved_backend(self, x: torch.Tensor) -> str:
+        """The backend that a forward on ``x`` (in this train/eval mode) will use; raises if it cannot run."""
+        dtype = x.dtype
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+        return resolve_backend(
+            self.config.attn_backend,
+            x.device,
+            dtype,
+            self.training,
+            head_dim=self.config.head_dim,
+            num_joints=self.config.num_joints,
+            attn_drop=self.config.attn_drop_rate,
+        )
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        cfg = self.config
+        expected = f"(B, F<={cfg.num_frame}, {cfg.num_joints}, {cfg.in_chans})"
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"MixSTE input must be a torch.Tensor of shape {expected}, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"MixSTE input must be 4-D {expected}, got {x.dim()}-D shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"MixSTE input must be a floating-point tensor, got dtype {x.dtype}")
+        _, F_, J, Cin = x.shape
+        if J != cfg.num_joints:
+            raise ValueError(f"MixSTE input has {J} joints, expected {cfg.num_joints}: shape {tuple(x.shape)}")
+        if Cin != cfg.in_chans:
+            raise ValueError(f"MixSTE input has {Cin} channels, expected {cfg.in_chans}: shape {tuple(x.shape)}")
+        if not 1 <= F_ <= cfg.num_frame:
+            raise ValueError(
+                f"MixSTE input has {F_} frames, expected 1..{cfg.num_frame} (num_frame): shape {tuple(x.shape)}"
+            )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F, J, in_chans) -> (B, F, J, C): per-joint features before the regression head (for backbones)."""
+        if not torch.compiler.is_compiling():
+            self._check_input(x)
+            backend = self.resolved_backend(x)
+        else:
+            backend = "sdpa" if self.config.attn_backend == "auto" else self.config.attn_backend
+        F_ = x.shape[1]
+        x = self.Spatial_patch_to_embedding(x) + self.Spatial_pos_embed  # (B, F, J, C)
+        x = self.pos_drop(x)
+        x = self.Spatial_norm(self.STEblocks[0](x, backend))
+        x = x + self.Temporal_pos_embed[:, :F_].unsqueeze(2)  # (1, F, 1, C): shorter windows slice it
+        x = self.pos_drop(x)
+        x = self.Temporal_norm(self.TTEblocks[0](x, backend))
+        for i in range(1, self.block_depth):
+            x = self.Spatial_norm(self.STEblocks[i](x, backend))
+            x = self.Temporal_norm(self.TTEblocks[i](x, backend))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F, J, in_chans) -> (B, F, J, 3) root-relative 3D joints (metres, as trained upstream)."""
+        return self.head(self.forward_features(x))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"num_frame={c.num_frame}, num_joints={c.num_joints}, embed={c.embed_dim_ratio}, depth={c.depth}, "
+            f"heads={c.num_heads}, attn_backend={c.attn_backend!r}, params={self.num_parameters() / 1e6:.2f}M"
+        )
+

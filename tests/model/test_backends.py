@@ -1,0 +1,111 @@
+"""Attention backends: eager vs sdpa parity (forward and every gradient), dispatch and its error messages."""
+
+import pytest
+import torch
+
+from fastmixste import BackendUnavailableError, MixSTE, available_backends
+from fastmixste.attention import ENV_BACKEND, resolve_backend
+
+SMALL = dict(num_frame=16, embed_dim_ratio=64, depth=2, num_heads=4)
+
+
+def _grads(model: MixSTE, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # same drop-path draws for both backends
+    out = model(x)
+    (out.square().mean() + out.sum() * 1e-3).backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_eager_and_sdpa_agree_forward_and_all_gradients(train):
+    model = MixSTE(**SMALL, drop_path_rate=0.3 if train else 0.0).train(train)
+    x = torch.randn(3, 16, 17, 2)
+    model.set_attn_backend("eager")
+    out_e, g_e = _grads(model, x, seed=1)
+    model.set_attn_backend("sdpa")
+    out_s, g_s = _grads(model, x, seed=1)
+    torch.testing.assert_close(out_s, out_e, rtol=1e-5, atol=1e-5)
+    assert g_e.keys() == g_s.keys() and len(g_e) == len(list(model.parameters()))
+    for name in g_e:
+        torch.testing.assert_close(g_s[name], g_e[name], rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_drop_path_is_active_in_training_and_off_in_eval():
+    model = MixSTE(**SMALL, drop_path_rate=0.5, attn_backend="sdpa")
+    x = torch.randn(2, 16, 17, 2)
+    model.train()
+    torch.manual_seed(0)
+    a = model(x)
+    torch.manual_seed(1)
+    b = model(x)
+    assert not torch.allclose(a, b)
+    model.eval()
+    torch.testing.assert_close(model(x), model(x))
+
+
+def test_set_attn_backend_keeps_weights_and_validates_name():
+    model = MixSTE(**SMALL, attn_backend="eager")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.set_attn_backend("sdpa") is model
+    assert model.attn_backend == "sdpa"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    with pytest.raises(ValueError, match="unknown attention backend 'flash'"):
+        model.set_attn_backend("flash")
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        MixSTE(**SMALL, attn_backend="cuda")
+
+
+def test_available_backends_lists_every_backend_with_reasons(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    table = available_backends("cpu", torch.float32, training=True)
+    assert set(table) == {"eager", "sdpa", "xformers", "triton"}
+    assert table["eager"] == [] and table["sdpa"] == []
+    assert any("CUDA" in r for r in table["xformers"])
+    assert any("TRITON_INTERPRET=1" in r for r in table["triton"])
+
+
+def test_triton_limits_are_reported(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    table = available_backends("cpu", torch.bfloat16, True, head_dim=24, num_joints=80, attn_drop=0.1)
+    reasons = " | ".join(table["triton"])
+    for needle in ("bfloat16", "head_dim 24", "64 joints", "attention dropout"):
+        assert needle in reasons
+
+
+def test_unavailable_backend_error_lists_all_backends(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    model = MixSTE(**SMALL, attn_backend="triton")
+    with pytest.raises(BackendUnavailableError) as info:
+        model(torch.randn(1, 16, 17, 2))
+    msg = str(info.value)
+    assert "'triton'" in msg
+    for name in ("eager: available", "sdpa: available", "xformers:", "triton:"):
+        assert name in msg
+    assert "TRITON_INTERPRET=1" in msg
+
+
+def test_auto_picks_sdpa_on_cpu_and_env_overrides(monkeypatch):
+    monkeypatch.delenv(ENV_BACKEND, raising=False)
+    assert resolve_backend("auto", "cpu", torch.float32, False) == "sdpa"
+    monkeypatch.setenv(ENV_BACKEND, "eager")
+    assert resolve_backend("auto", "cpu", torch.float32, False) == "eager"
+    # an explicit request is not overridden
+    assert resolve_backend("sdpa", "cpu", torch.float32, False) == "sdpa"
+    monkeypatch.setenv(ENV_BACKEND, "xformers")
+    with pytest.raises(BackendUnavailableError, match=f"set by {ENV_BACKEND}"):
+        resolve_backend("auto", "cpu", torch.float32, False)
+    monkeypatch.setenv(ENV_BACKEND, "nonsense")
+    with pytest.raises(ValueError, match="unknown attention backend 'nonsense'"):
+        resolve_backend("auto", "cpu", torch.float32, False)
+
+
+def test_activations_stay_btnc_between_blocks():
+    # Outside eager, the tensors flowing between blocks are (B, T, N, C) and contiguous: no layout round trips.
+    model = MixSTE(**SMALL, attn_backend="sdpa").eval()
+    seen = []
+    for blk in list(model.STEblocks) + list(model.TTEblocks):
+        blk.register_forward_hook(lambda m, inp, out: seen.append((tuple(out.shape), out.is_contiguous())))
+    model(torch.randn(2, 16, 17, 2))
+    assert seen and all(s == ((2, 16, 17, 64), True) for s in seen)
