@@ -211,7 +211,10 @@ class MixSTE(nn.Module):
             self._check_input(x)
             backend = self.resolved_backend(x)
         else:
-            backend = "sdpa" if self.config.attn_backend == "auto" else self.config.attn_backend
+            # traced by torch.compile: no dispatch checks inside the graph (they ran in eager warm-up)
+            backend = self.config.attn_backend
+            if backend == "auto":
+                backend = "triton" if x.device.type == "cuda" else "sdpa"
         F_ = x.shape[1]
         x = self.Spatial_patch_to_embedding(x) + self.Spatial_pos_embed  # (B, F, J, C)
         x = self.pos_drop(x)
