@@ -1,0 +1,211 @@
+"""Training configuration: YAML files with defaults, ``--set key.sub=value`` overrides and named flags.
+
+Resolution order (later wins): built-in defaults -> YAML file -> ``--set`` -> named command-line flags. The
+``train:`` section holds options shared by both stages; ``pretrain:`` and ``finetune:`` override them per stage.
+The resolved config is flat per stage (each stage section lists every training option) and is what a run saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+STAGES: tuple[str, ...] = ("pretrain", "finetune")
+
+#: Options of one training stage (the ``train:`` section and the per-stage sections).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 1,
+    "batch_size": 32,  # sequences per optimizer step, summed over all processes
+    "lr": 1e-3,
+    "optimizer": "adam",  # adam | adamw
+    "weight_decay": 0.0,
+    "betas": [0.9, 0.999],
+    "lr_decay": 0.96,  # multiplied into the lr once per epoch
+    "warmup_steps": 0,  # linear warm-up from 0 over the first steps of the stage
+    "grad_clip": 1.0,  # max global grad norm; 0 or null disables clipping
+    "max_steps": None,  # cap on optimizer steps of the stage (smoke runs, tests)
+    "stride": None,  # window stride of the training clips; null = num_frame (non-overlapping, upstream)
+    "flip": True,  # random left/right mirror augmentation (p = 0.5 per clip)
+    "checkpoint_every": 0,  # also write last.pt every N steps (0: once per epoch)
+    "val_every": 1,  # validate every N epochs (and at the end of the stage)
+}
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "device": "auto",  # auto | cpu | cuda | cuda:N
+    "amp": "auto",  # auto (bf16 on CUDA where supported, else none) | none | fp16 | bf16
+    "out": "runs/default",
+    "stage": "all",  # pretrain | finetune | all
+    "init": None,  # weights the first trained stage starts from (ours or upstream MixSTE)
+    "resume": None,  # path of a last.pt to continue from
+    "fused": False,  # train with the Triton attention kernels
+    "compare_scratch": False,  # also fine-tune from scratch with the same budget, plot both curves
+    "progress": True,  # tqdm bars
+    "data": {
+        "dir": None,  # VideoPose3D-format npz files; null = the built-in dataset
+        "keypoints": "cpn_ft_h36m_dbb",
+        "mocap": [],  # extra pretraining corpora (npz files from the mocap import)
+        "num_workers": 0,
+    },
+    "model": {},  # MixSTEConfig fields; omitted ones take MixSTEConfig's defaults
+    "train": {},
+    "pretrain": {"h36m_3d": True, "corruption": {}},  # h36m_3d: use the training subjects' 3D as a source
+    "finetune": {},
+    "val": {"max_frames": 486, "batch_size": 64},  # per-epoch validation: one test clip per action, no flip
+    "eval": {"flip": True, "batch_size": 64, "max_frames": None},  # final evaluation: full test set
+    "debug": {"nan_step": None},  # inject a NaN loss at this step of a stage (tests the divergence stop)
+}
+
+_STAGE_ONLY_KEYS = {"pretrain": {"h36m_3d", "corruption"}, "finetune": set()}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base``; dict values merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value, f"{where}{key}.")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        candidate = CONFIG_DIR / path.name if path.suffix else CONFIG_DIR / f"{path}.yaml"
+        if candidate.is_file():
+            path = candidate
+        else:
+            raise FileNotFoundError(f"config file not found: {path} (built-in configs: "
+                                    f"{sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))})")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_set(cfg: dict[str, Any], assignment: str) -> None:
+    """Apply one ``key.sub=value`` override in place; the value is parsed as YAML (numbers, lists, null...)."""
+    if "=" not in assignment:
+        raise ValueError(f"--set expects key.sub=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = cfg
+    for p in parts[:-1]:
+        if not isinstance(node.setdefault(p, {}), dict):
+            raise ValueError(f"--set {assignment!r}: {p!r} is not a section")
+        node = node[p]
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def _check_keys(cfg: dict[str, Any]) -> None:
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown config section(s) {unknown}; expected some of {sorted(DEFAULTS)}")
+    for section in ("data", "val", "eval", "debug"):
+        bad = sorted(set(cfg[section]) - set(DEFAULTS[section]))
+        if bad:
+            raise ValueError(f"unknown key(s) {bad} in '{section}:'; expected some of {sorted(DEFAULTS[section])}")
+    for section in ("train",) + STAGES:
+        allowed = set(TRAIN_DEFAULTS) | _STAGE_ONLY_KEYS.get(section, set())
+        bad = sorted(set(cfg[section]) - allowed)
+        if bad:
+            raise ValueError(f"unknown key(s) {bad} in '{section}:'; expected some of {sorted(allowed)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.run",
+        description="Pretrain MixSTE on corrupted 2D from 3D motion, fine-tune on Human3.6M 2D detections, "
+        "evaluate (Protocol #1 and #2 per action).",
+    )
+    p.add_argument("--config", help="YAML config (a path, or the name of one in train/configs/); default: default")
+    p.add_argument("--stage", choices=("pretrain", "finetune", "all"))
+    p.add_argument("--data-dir", help="folder with data_3d_h36m.npz and data_2d_h36m_<keypoints>.npz; "
+                   "default: the built-in dataset")
+    p.add_argument("--mocap", action="append", metavar="NPZ", help="extra pretraining corpus (repeatable)")
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--epochs", type=int, help="epochs of every stage")
+    p.add_argument("--batch-size", type=int, help="sequences per step (all processes together)")
+    p.add_argument("--lr", type=float, help="learning rate of every stage")
+    p.add_argument("--max-steps", type=int, help="cap the optimizer steps of each stage")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--amp", choices=("auto", "none", "fp16", "bf16"))
+    p.add_argument("--resume", nargs="?", const="auto", metavar="LAST_PT",
+                   help="continue from OUT/checkpoints/last.pt (or the file given)")
+    p.add_argument("--init", metavar="CKPT", help="weights to start from (this project's or upstream MixSTE)")
+    p.add_argument("--fused", action="store_true", help="train with the fused Triton attention kernels")
+    p.add_argument("--compare-scratch", action="store_true",
+                   help="also fine-tune from scratch with the same budget and plot both validation curves")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config entry, e.g. --set model.depth=4 --set finetune.lr=5e-4")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+    """argparse namespace -> fully resolved config dict (plain YAML-able values)."""
+    cfg = deep_merge(DEFAULTS, load_yaml(args.config or CONFIG_DIR / "default.yaml"))
+    for assignment in args.set:
+        apply_set(cfg, assignment)
+    _check_keys(cfg)
+    # Flatten: every stage section lists every training option.
+    for stage in STAGES:
+        cfg[stage] = deep_merge(deep_merge(TRAIN_DEFAULTS, cfg["train"]), cfg[stage])
+    cfg.pop("train")
+    cfg["pretrain"]["corruption"] = dict(cfg["pretrain"].get("corruption") or {})
+    named = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "max_steps": args.max_steps}
+    for stage in STAGES:
+        for key, value in named.items():
+            if value is not None:
+                cfg[stage][key] = value
+    for key in ("stage", "out", "seed", "device", "amp", "init", "resume"):
+        value = getattr(args, key)
+        if value is not None:
+            cfg[key] = value
+    if args.data_dir is not None:
+        cfg["data"]["dir"] = args.data_dir
+    if args.mocap:
+        cfg["data"]["mocap"] = list(cfg["data"]["mocap"] or []) + list(args.mocap)
+    if args.fused:
+        cfg["fused"] = True
+    if args.compare_scratch:
+        cfg["compare_scratch"] = True
+    if args.no_progress:
+        cfg["progress"] = False
+    if cfg["fused"]:
+        cfg["model"]["attn_backend"] = "triton"
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Raise ValueError on values that cannot work, saying what was expected."""
+    if cfg["stage"] not in ("pretrain", "finetune", "all"):
+        raise ValueError(f"stage must be pretrain, finetune or all, got {cfg['stage']!r}")
+    if cfg["amp"] not in ("auto", "none", "fp16", "bf16"):
+        raise ValueError(f"amp must be auto, none, fp16 or bf16, got {cfg['amp']!r}")
+    for stage in STAGES:
+        s = cfg[stage]
+        if not isinstance(s["epochs"], int) or s["epochs"] < 0:
+            raise ValueError(f"{stage}.epochs must be an int >= 0, got {s['epochs']!r}")
+        if not isinstance(s["batch_size"], int) or s["batch_size"] < 1:
+            raise ValueError(f"{stage}.batch_size must be an int >= 1, got {s['batch_size']!r}")
+        if s["max_steps"] is not None and (not isinstance(s["max_steps"], int) or s["max_steps"] < 0):
+            raise ValueError(f"{stage}.max_steps must be null or an int >= 0, got {s['max_steps']!r}")
+        if s["optimizer"] not in ("adam", "adamw"):
+            raise ValueError(f"{stage}.optimizer must be adam or adamw, got {s['optimizer']!r}")
+        if float(s["lr"]) <= 0:
+            raise ValueError(f"{stage}.lr must be > 0, got {s['lr']!r}")
+
+
+def dump_yaml(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
