@@ -1,0 +1,101 @@
+"""Evaluate a MixSTE checkpoint (ours or upstream) on the Human3.6M test subjects.
+
+    python -m train.evaluate --checkpoint PATH [--data-dir DIR] [--no-flip] [--backend NAME] [--out DIR]
+
+Upstream MixSTE's protocol: windows of the model's num_frame frames, flip test-time augmentation (unless
+``--no-flip``), root joint zeroed, MPJPE with the root, per-action means over the 15 actions and their average.
+Prints the Protocol #1 / #2 tables in the paper's layout, N-MPJPE, MPJVE and throughput; with ``--out DIR`` writes
+``DIR/results.json`` (the training run's schema) and ``DIR/results.md``. Without ``--data-dir`` the built-in
+generated stand-in dataset is used (numbers then say nothing about Human3.6M).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastmixste import BACKENDS, load_checkpoint
+from fastmixste.evaluation import evaluate, evaluate_constant_pose, format_markdown, results_to_dict
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="fastmixste checkpoint or upstream MixSTE .bin")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with data_3d_h36m.npz and data_2d_h36m_<keypoints>.npz (default: built-in data)")
+    p.add_argument("--keypoints", default="cpn_ft_h36m_dbb", help="2D detections: data_2d_h36m_<this>.npz")
+    p.add_argument("--no-flip", action="store_true", help="disable flip test-time augmentation")
+    p.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS, help="attention backend")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
+    p.add_argument("--subjects", nargs="+", default=None, help="test subjects (default: S9 S11)")
+    p.add_argument("--actions", nargs="+", default=None, help="restrict to these actions (default: all)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the mean-training-pose baseline (saves loading the training subjects)")
+    p.add_argument("--num-heads", type=int, default=None, help="heads of an upstream checkpoint (default 8)")
+    p.add_argument("--out", default=None, help="folder for results.json and results.md")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from fastmixste.data.h36m import TEST_SUBJECTS, TRAIN_SUBJECTS, load_h36m
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_checkpoint(args.checkpoint, attn_backend=args.backend, map_location=device,
+                            num_heads=args.num_heads)
+    cfg = model.config
+    if cfg.num_joints != 17 or cfg.in_chans != 2:
+        raise SystemExit(f"error: Human3.6M evaluation feeds (T, 17, 2) keypoints; the checkpoint has "
+                         f"num_joints={cfg.num_joints}, in_chans={cfg.in_chans}")
+
+    if args.data_dir is None:
+        from fastmixste.data.builtin import builtin_data_dir
+
+        data_dir = builtin_data_dir()
+        print(f"note: no --data-dir given; using the built-in generated stand-in dataset at {data_dir} "
+              f"(not Human3.6M)", file=sys.stderr)
+    else:
+        data_dir = Path(args.data_dir)
+    data = load_h36m(data_dir, keypoints=args.keypoints)
+    sequences = data.sequences(args.subjects or list(TEST_SUBJECTS), args.actions)
+    if not sequences:
+        raise SystemExit(f"error: no test sequences for subjects {args.subjects or list(TEST_SUBJECTS)} "
+                         f"and actions {args.actions or 'all'} in {data_dir}")
+
+    backend = model.resolved_backend(torch.zeros(1, cfg.num_frame, 17, 2, device=device))
+    print(f"checkpoint {args.checkpoint}: num_frame={cfg.num_frame}, depth={cfg.depth}, "
+          f"embed_dim={cfg.embed_dim_ratio}, heads={cfg.num_heads}; backend {backend} on {device}; "
+          f"flip TTA {'off' if args.no_flip else 'on'}; {len(sequences)} sequences", file=sys.stderr)
+    result = evaluate(model, sequences, flip=not args.no_flip, batch_size=args.batch_size, device=device,
+                      progress=not args.no_progress)
+
+    baseline = None
+    if not args.no_baseline:
+        train = data.sequences(list(TRAIN_SUBJECTS))
+        if train:
+            mean_pose = np.concatenate([s.pose_3d for s in train]).mean(0)
+            baseline = evaluate_constant_pose(mean_pose, sequences).protocol1["Avg"]
+
+    title = f"{Path(args.checkpoint).name} ({backend}, flip {'off' if args.no_flip else 'on'})"
+    text = format_markdown(result, title=title)
+    if baseline is not None:
+        text += f"- Baseline (mean training pose for every frame): {baseline:.1f} mm MPJPE\n"
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results_to_dict(result, baseline), indent=2) + "\n")
+        (out / "results.md").write_text(text)
+        print(f"wrote {out / 'results.json'} and {out / 'results.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
