@@ -1,0 +1,547 @@
+"""Motion-capture import for pretraining corpora: BVH and ASF/AMC -> 17 H36M joints -> resampled npz.
+
+    python -m fastmixste.data.mocap walk.bvh subject.asf 01.amc 02.amc --out corpus.npz --fps 50
+
+Output coordinates follow Human3.6M world conventions: metres, Z up (mocap files are Y up; converted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fastmixste.skeleton import H36M_JOINT_NAMES
+
+MOCAP_FORMAT = "fastmixste-mocap-v1"
+
+
+@dataclass
+class MocapClip:
+    """Joint positions of one clip: positions (T, K, 3) float64 in metres, in the file's axes (see `up`).
+
+    For BVH the points are the joint origins (End Sites are '<parent>_end'); for ASF/AMC they are the end points
+    of the bones ('root' is the root position), e.g. 'lfemur' is the left knee.
+    """
+
+    names: list[str]
+    parents: list[int]
+    positions: np.ndarray
+    fps: float
+    source: str  # "bvh" or "asf"
+    up: str = "y"
+
+    def joint(self, name: str) -> np.ndarray:
+        """(T, 3) positions of one named point."""
+        return self.positions[:, self.names.index(name)]
+
+
+# --------------------------------------------------------------------------------------------------- rotations
+def _axis_rot(axis: str, deg: np.ndarray) -> np.ndarray:
+    """(T,) degrees -> (T, 3, 3) rotation about 'x', 'y' or 'z' (column vectors)."""
+    a = np.deg2rad(np.asarray(deg, dtype=np.float64))
+    c, s = np.cos(a), np.sin(a)
+    k = "xyz".index(axis.lower())
+    i, j = [(1, 2), (2, 0), (0, 1)][k]
+    R = np.zeros((*a.shape, 3, 3))
+    R[..., k, k] = 1
+    R[..., i, i], R[..., j, j], R[..., i, j], R[..., j, i] = c, c, -s, s
+    return R
+
+
+def _euler(order: str, angles: np.ndarray) -> np.ndarray:
+    """(T, len(order)) degrees about the axes of `order`, applied first to last -> (T, 3, 3).
+
+    'XYZ' rotates about X first: R = Rz @ Ry @ Rx (Acclaim and BVH both compose this way, in their own orders).
+    """
+    R = np.broadcast_to(np.eye(3), (*angles.shape[:-1], 3, 3)).copy()
+    for n, axis in enumerate(order):
+        R = _axis_rot(axis, angles[..., n]) @ R
+    return R
+
+
+# --------------------------------------------------------------------------------------------------------- BVH
+def read_bvh(path: str | Path, scale: float | str = "auto") -> MocapClip:
+    """Read a BVH file and run forward kinematics -> MocapClip of joint origins (and End Sites), metres.
+
+    scale: metres per file unit, or "auto": the first of m, cm, inch, mm that gives a 1.0-2.5 m tall rest pose.
+    Local transform of a joint: translation = OFFSET (+ position channels), rotation = channels in file order
+    (Zrotation Xrotation Yrotation -> Rz @ Rx @ Ry).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"BVH file not found: {path}")
+    tokens = path.read_text(errors="replace").split()
+    pos = 0
+
+    def take(expect: str | None = None) -> str:
+        nonlocal pos
+        if pos >= len(tokens):
+            raise ValueError(f"{path}: unexpected end of file" + (f", expected {expect!r}" if expect else ""))
+        t = tokens[pos]
+        pos += 1
+        if expect is not None and t.upper() != expect.upper():
+            raise ValueError(f"{path}: expected {expect!r}, got {t!r} (token {pos})")
+        return t
+
+    take("HIERARCHY")
+    names: list[str] = []
+    parents: list[int] = []
+    offsets: list[np.ndarray] = []
+    channels: list[list[str]] = []
+    stack: list[int] = []
+    kw = take()
+    if kw.upper() != "ROOT":
+        raise ValueError(f"{path}: expected ROOT after HIERARCHY, got {kw!r}")
+    while True:
+        if kw.upper() in ("ROOT", "JOINT") or kw.upper() == "END":
+            if kw.upper() == "END":
+                take("Site")
+                name = f"{names[stack[-1]]}_end"
+            else:
+                name = take()
+            take("{")
+            names.append(name)
+            parents.append(stack[-1] if stack else -1)
+            take("OFFSET")
+            offsets.append(np.array([float(take()) for _ in range(3)]))
+            ch: list[str] = []
+            if kw.upper() != "END" and pos < len(tokens) and tokens[pos].upper() == "CHANNELS":
+                take()
+                ch = [take() for _ in range(int(take()))]
+            channels.append(ch)
+            stack.append(len(names) - 1)
+        elif kw == "}":
+            stack.pop()
+            if not stack:
+                break
+        else:
+            raise ValueError(f"{path}: unexpected token {kw!r} in HIERARCHY (token {pos})")
+        kw = take()
+    take("MOTION")
+    take("Frames:")
+    n_frames = int(take())
+    if take().lower() != "frame" or take().lower() != "time:":
+        raise ValueError(f"{path}: expected 'Frame Time:' after the frame count")
+    frame_time = float(take())
+    n_ch = sum(len(c) for c in channels)
+    values = np.array(tokens[pos : pos + n_frames * n_ch], dtype=np.float64)
+    if values.size != n_frames * n_ch:
+        raise ValueError(f"{path}: expected {n_frames} frames x {n_ch} channels = {n_frames * n_ch} values, got "
+                         f"{values.size}")  # fmt: skip
+    if n_frames < 1 or frame_time <= 0:
+        raise ValueError(f"{path}: need >= 1 frame and a positive frame time, got {n_frames} and {frame_time}")
+    values = values.reshape(n_frames, n_ch)
+
+    T, K = n_frames, len(names)
+    P = np.zeros((T, K, 3))
+    R = np.zeros((T, K, 3, 3))
+    col = 0
+    for j in range(K):
+        ch = channels[j]
+        v = values[:, col : col + len(ch)]
+        col += len(ch)
+        trans = np.broadcast_to(offsets[j], (T, 3)).copy()
+        rot_axes, rot_cols = "", []
+        for n, c in enumerate(ch):
+            c = c.lower()
+            if c.endswith("position"):
+                trans[:, "xyz".index(c[0])] += v[:, n]
+            elif c.endswith("rotation"):
+                rot_axes += c[0]
+                rot_cols.append(n)
+            else:
+                raise ValueError(f"{path}: unknown channel {c!r} of joint {names[j]!r}")
+        # Channels list rotations outermost first: R = R_c0 @ R_c1 @ R_c2.
+        local = _euler(rot_axes[::-1], v[:, rot_cols[::-1]]) if rot_axes else np.broadcast_to(np.eye(3), (T, 3, 3))
+        p = parents[j]
+        if p < 0:
+            P[:, j], R[:, j] = trans, local
+        else:
+            P[:, j] = P[:, p] + np.einsum("tij,tj->ti", R[:, p], trans)
+            R[:, j] = R[:, p] @ local
+    rest_height = _rest_height(offsets, parents)
+    scale = _auto_scale(rest_height, path) if scale == "auto" else float(scale)
+    return MocapClip(names, parents, P * scale, 1.0 / frame_time, "bvh")
+
+
+def _rest_height(offsets: list[np.ndarray], parents: list[int]) -> float:
+    """Vertical extent (Y) of the skeleton in its rest pose, in file units."""
+    rest = []
+    for j, p in enumerate(parents):
+        rest.append(offsets[j] + (rest[p] if p >= 0 else 0))
+    ys = np.array(rest)[:, 1]
+    return float(ys.max() - ys.min())
+
+
+def _auto_scale(height: float, path: Path) -> float:
+    for unit in (1.0, 0.01, 0.0254, 0.001):
+        if 1.0 <= height * unit <= 2.5:
+            return unit
+    raise ValueError(f"{path}: cannot infer units from a rest-pose height of {height:g} file units; pass scale=")
+
+
+# ------------------------------------------------------------------------------------------------------ ASF/AMC
+@dataclass
+class _Bone:
+    name: str
+    direction: np.ndarray
+    length: float
+    axis: np.ndarray
+    axis_order: str
+    dof: list[str]
+
+
+def _parse_asf(path: Path) -> tuple[dict, dict[str, _Bone], dict[str, list[str]]]:
+    lines = [ln.split("#")[0].strip() for ln in path.read_text(errors="replace").splitlines()]
+    lines = [ln for ln in lines if ln]
+    units = {"length": 1.0, "angle": "deg"}
+    root = {"order": ["tx", "ty", "tz", "rx", "ry", "rz"], "axis": "XYZ", "position": np.zeros(3),
+            "orientation": np.zeros(3)}  # fmt: skip
+    bones: dict[str, _Bone] = {}
+    children: dict[str, list[str]] = {}
+    section, cur = None, None
+    for ln in lines:
+        f = ln.split()
+        if ln.startswith(":"):
+            section = f[0][1:].lower()
+            continue
+        key = f[0].lower()
+        if section == "units" and len(f) >= 2:
+            units[key] = float(f[1]) if key in ("length", "mass") else f[1].lower()
+        elif section == "root":
+            if key == "order":
+                root["order"] = [x.lower() for x in f[1:]]
+            elif key == "axis":
+                root["axis"] = f[1].upper()
+            elif key in ("position", "orientation"):
+                root[key] = np.array(f[1:4], dtype=np.float64)
+        elif section == "bonedata":
+            if key == "begin":
+                cur = {"dof": [], "axis": np.zeros(3), "axis_order": "XYZ"}
+            elif key == "end":
+                missing = {"name", "direction", "length"} - set(cur)
+                if missing:
+                    raise ValueError(f"{path}: a bone in :bonedata lacks {sorted(missing)}")
+                bones[cur["name"]] = _Bone(cur["name"], cur["direction"], cur["length"], cur["axis"],
+                                           cur["axis_order"], cur["dof"])  # fmt: skip
+                cur = None
+            elif cur is not None:
+                if key == "name":
+                    cur["name"] = f[1]
+                elif key == "direction":
+                    cur["direction"] = np.array(f[1:4], dtype=np.float64)
+                elif key == "length":
+                    cur["length"] = float(f[1])
+                elif key == "axis":
+                    cur["axis"], cur["axis_order"] = np.array(f[1:4], dtype=np.float64), f[4].upper()
+                elif key == "dof":
+                    cur["dof"] = [x.lower() for x in f[1:]]
+        elif section == "hierarchy" and key not in ("begin", "end"):
+            children.setdefault(f[0], []).extend(f[1:])
+    if not bones or not children:
+        raise ValueError(f"{path}: not an ASF skeleton (no :bonedata or :hierarchy)")
+    for parent, kids in children.items():
+        for k in kids:
+            if k not in bones:
+                raise ValueError(f"{path}: hierarchy names bone {k!r} (child of {parent!r}) that :bonedata lacks")
+    return {"units": units, "root": root}, bones, children
+
+
+def _parse_amc(path: Path, names: set[str]) -> tuple[dict[str, np.ndarray], bool]:
+    """AMC -> bone name -> (T, n_dof) values; and whether angles are in degrees."""
+    frames: list[dict[str, list[float]]] = []
+    degrees = True
+    for ln in path.read_text(errors="replace").splitlines():
+        ln = ln.strip()
+        if not ln or ln.startswith("#"):
+            continue
+        if ln.startswith(":"):
+            degrees = degrees and ln.upper() != ":RADIANS"
+            continue
+        f = ln.split()
+        if len(f) == 1 and f[0].isdigit():
+            frames.append({})
+            continue
+        if not frames:
+            raise ValueError(f"{path}: data line before the first frame number: {ln!r}")
+        if f[0] not in names:
+            raise ValueError(f"{path}: frame {len(frames)} moves bone {f[0]!r} that the ASF does not define")
+        frames[-1][f[0]] = [float(x) for x in f[1:]]
+    if not frames:
+        raise ValueError(f"{path}: no frames")
+    out = {}
+    for name in frames[0]:
+        try:
+            out[name] = np.array([fr[name] for fr in frames], dtype=np.float64)
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{path}: bone {name!r} is missing or has a varying value count in some frame") from e
+    return out, degrees
+
+
+def read_asf_amc(
+    asf_path: str | Path, amc_path: str | Path, fps: float = 120.0, length_to_m: float | None = None
+) -> MocapClip:
+    """Read an Acclaim skeleton (.asf) and motion (.amc) and run forward kinematics -> MocapClip, metres.
+
+    AMC files do not store their frame rate: `fps` (CMU captures at 120). length_to_m: metres per ASF length unit;
+    default from ':units length L' with the CMU/Vicon convention (L file units per inch): 0.0254 / L.
+    Per bone: C = rotation of its 'axis' angles, M = rotation of the frame's dof angles (x, then y, then z);
+    global rotation R = R_parent C M C^-1 and end = start + length * R @ direction.
+    """
+    asf_path, amc_path = Path(asf_path), Path(amc_path)
+    for p in (asf_path, amc_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"ASF/AMC file not found: {p}")
+    info, bones, children = _parse_asf(asf_path)
+    motion, degrees = _parse_amc(amc_path, set(bones) | {"root"})
+    units, root = info["units"], info["root"]
+    if length_to_m is None:
+        length_to_m = 0.0254 / float(units["length"])
+    to_deg = (lambda a: a) if degrees and units.get("angle", "deg").startswith("deg") else np.rad2deg
+    axis_deg = (lambda a: a) if units.get("angle", "deg").startswith("deg") else np.rad2deg
+    T = len(next(iter(motion.values())))
+    if "root" not in motion:
+        raise ValueError(f"{amc_path}: frames carry no 'root' line")
+    rv = motion["root"]
+    if rv.shape[1] != len(root["order"]):
+        raise ValueError(f"{amc_path}: root lines have {rv.shape[1]} values, the ASF root order has "
+                         f"{len(root['order'])} ({' '.join(root['order'])})")  # fmt: skip
+    names, parents = ["root"], [-1]
+    P = [np.zeros((T, 3))]
+    R = [None]
+    trans = np.zeros((T, 3))
+    rot = np.zeros((T, 3))
+    for n, c in enumerate(root["order"]):
+        (trans if c[0] == "t" else rot)[:, "xyz".index(c[1])] = rv[:, n] if c[0] == "t" else to_deg(rv[:, n])
+    C = _euler(root["axis"], axis_deg(root["orientation"]))
+    R[0] = C @ _euler("xyz", rot) @ C.T
+    P[0] = trans + root["position"]
+
+    def visit(parent: str, pi: int) -> None:
+        for name in children.get(parent, []):
+            b = bones[name]
+            C = _euler(b.axis_order, axis_deg(b.axis))
+            ang = np.zeros((T, 3))
+            if b.dof:
+                if name not in motion:
+                    raise ValueError(f"{amc_path}: bone {name!r} has dof {b.dof} in the ASF but no AMC values")
+                v = motion[name]
+                if v.shape[1] != len(b.dof):
+                    raise ValueError(f"{amc_path}: bone {name!r} has {v.shape[1]} values per frame, the ASF "
+                                     f"declares dof {b.dof}")  # fmt: skip
+                for n, d in enumerate(b.dof):
+                    if d[0] == "r":
+                        ang[:, "xyz".index(d[1])] = to_deg(v[:, n])
+            Rg = R[pi] @ C @ _euler("xyz", ang) @ C.T
+            names.append(name)
+            parents.append(pi)
+            R.append(Rg)
+            P.append(P[pi] + b.length * np.einsum("tij,j->ti", Rg, b.direction))
+            visit(name, len(names) - 1)
+
+    visit("root", 0)
+    return MocapClip(names, parents, np.stack(P, axis=1) * length_to_m, float(fps), "asf")
+
+
+# ------------------------------------------------------------------------------------------------ to 17 joints
+# H36M joint -> candidate point names, first match wins; a tuple averages several points.
+ASF_TO_H36M: dict[str, list] = {
+    "pelvis": ["root"], "r_hip": ["rhipjoint"], "r_knee": ["rfemur"], "r_ankle": ["rtibia"],
+    "l_hip": ["lhipjoint"], "l_knee": ["lfemur"], "l_ankle": ["ltibia"],
+    "spine": ["upperback"], "thorax": ["lowerneck"], "neck_nose": ["upperneck"], "head": ["head"],
+    "l_shoulder": ["lclavicle"], "l_elbow": ["lhumerus"], "l_wrist": ["lradius"],
+    "r_shoulder": ["rclavicle"], "r_elbow": ["rhumerus"], "r_wrist": ["rradius"],
+}  # fmt: skip
+BVH_TO_H36M: dict[str, list] = {
+    "pelvis": ["Hips", "hip", "Pelvis", "pelvis", "Root"],
+    "r_hip": ["RightUpLeg", "RightHip", "RHip", "rthigh", "RightThigh"],
+    "r_knee": ["RightLeg", "RightKnee", "RKnee", "rshin", "RightShin"],
+    "r_ankle": ["RightFoot", "RightAnkle", "RAnkle", "rfoot"],
+    "l_hip": ["LeftUpLeg", "LeftHip", "LHip", "lthigh", "LeftThigh"],
+    "l_knee": ["LeftLeg", "LeftKnee", "LKnee", "lshin", "LeftShin"],
+    "l_ankle": ["LeftFoot", "LeftAnkle", "LAnkle", "lfoot"],
+    "spine": ["Spine1", "Spine", "spine", "Chest", "chest", "abdomen"],
+    "thorax": ["Neck", "neck", "Spine2", "Chest2", "chest2"],
+    "neck_nose": ["Head", "head"],
+    "head": ["HeadTop_End", "Head_end", "head_end", "HeadTop_End_end"],
+    "l_shoulder": ["LeftArm", "LeftUpArm", "LeftShoulder", "lshldr", "LShoulder"],
+    "l_elbow": ["LeftForeArm", "LeftLowArm", "LeftElbow", "lforearm", "LElbow"],
+    "l_wrist": ["LeftHand", "LeftWrist", "lhand", "LWrist"],
+    "r_shoulder": ["RightArm", "RightUpArm", "RightShoulder", "rshldr", "RShoulder"],
+    "r_elbow": ["RightForeArm", "RightLowArm", "RightElbow", "rforearm", "RElbow"],
+    "r_wrist": ["RightHand", "RightWrist", "rhand", "RWrist"],
+}
+
+
+def to_h36m17(clip: MocapClip, mapping: Mapping[str, Iterable[str] | str] | None = None, up: str | None = None):
+    """MocapClip -> (T, 17, 3) float32 H36M joints in metres, Z up (H36M world convention).
+
+    mapping: H36M joint name (fastmixste.skeleton.H36M_JOINT_NAMES) -> point name or candidates (first present
+    wins); defaults by file type (ASF_TO_H36M, BVH_TO_H36M). up: the clip's up axis ('y' or 'z'; default clip.up).
+    """
+    mapping = dict(mapping) if mapping is not None else (ASF_TO_H36M if clip.source == "asf" else BVH_TO_H36M)
+    lookup = {n: i for i, n in enumerate(clip.names)}
+    lower = {n.lower(): i for i, n in enumerate(clip.names)}
+    idx, missing = [], []
+    for joint in H36M_JOINT_NAMES:
+        cands = mapping.get(joint, [])
+        cands = [cands] if isinstance(cands, str) else list(cands)
+        hit = next((lookup[c] for c in cands if c in lookup), None)
+        if hit is None:
+            hit = next((lower[c.lower()] for c in cands if c.lower() in lower), None)
+        if hit is None:
+            missing.append(f"{joint} (tried {cands})")
+        idx.append(hit)
+    if missing:
+        raise ValueError(f"cannot map {len(missing)} H36M joint(s): {'; '.join(missing)}; the clip has points "
+                         f"{clip.names}; pass mapping=")  # fmt: skip
+    x = clip.positions[:, idx]
+    up = (up or clip.up).lower()
+    if up == "y":  # rotate +90 deg about x: (x, y, z) -> (x, -z, y), right-handed stays right-handed
+        x = np.stack([x[..., 0], -x[..., 2], x[..., 1]], axis=-1)
+    elif up != "z":
+        raise ValueError(f"up must be 'y' or 'z', got {up!r}")
+    if not np.isfinite(x).all():
+        raise ValueError("mocap positions contain NaN/inf after forward kinematics")
+    return x.astype(np.float32)
+
+
+def resample(x: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
+    """(T, ...) at src_fps -> (T', ...) at dst_fps by linear interpolation in time; T' = floor((T-1) r) + 1."""
+    if src_fps <= 0 or dst_fps <= 0:
+        raise ValueError(f"frame rates must be positive, got src {src_fps} and dst {dst_fps}")
+    x = np.asarray(x)
+    T = x.shape[0]
+    if T == 0:
+        raise ValueError("resample got an empty sequence")
+    if src_fps == dst_fps:
+        return x.copy()
+    n = int(np.floor((T - 1) * dst_fps / src_fps + 1e-9)) + 1
+    t = np.arange(n) * (src_fps / dst_fps)
+    i0 = np.minimum(np.floor(t).astype(np.int64), T - 1)
+    i1 = np.minimum(i0 + 1, T - 1)
+    w = (t - i0).reshape(-1, *([1] * (x.ndim - 1)))
+    return (x[i0] * (1 - w) + x[i1] * w).astype(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64)
+
+
+# -------------------------------------------------------------------------------------------------------- npz
+def save_mocap_npz(path: str | Path, clips: Mapping[str, np.ndarray], fps: float) -> None:
+    """Write clips name -> (T, 17, 3) metres (Z up) at `fps` to an npz the pretraining stage reads (atomic)."""
+    path = Path(path)
+    if not clips:
+        raise ValueError("save_mocap_npz got no clips")
+    arrays: dict[str, np.ndarray] = {}
+    for i, (name, x) in enumerate(clips.items()):
+        x = np.asarray(x)
+        if x.ndim != 3 or x.shape[1:] != (17, 3) or x.shape[0] < 1:
+            raise ValueError(f"clip {name!r}: expected shape (T, 17, 3), got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"clip {name!r} contains NaN/inf")
+        arrays[f"clip_{i:05d}"] = x.astype(np.float32)
+    arrays["names"] = np.array(list(clips), dtype=str)
+    arrays["fps"] = np.array(float(fps))
+    arrays["format"] = np.array(MOCAP_FORMAT)
+    arrays["joint_names"] = np.array(H36M_JOINT_NAMES)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _open_mocap_npz(path: Path):
+    if not path.is_file():
+        raise FileNotFoundError(f"mocap corpus not found: {path} (write one with python -m fastmixste.data.mocap)")
+    z = np.load(path, allow_pickle=False)
+    for key in ("names", "fps", "format"):
+        if key not in z.files:
+            raise KeyError(f"{path}: missing key {key!r}; not a fastmixste mocap corpus (keys {sorted(z.files)})")
+    if str(z["format"]) != MOCAP_FORMAT:
+        raise ValueError(f"{path}: format {str(z['format'])!r}, expected {MOCAP_FORMAT!r}")
+    return z
+
+
+def load_mocap_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """npz written by save_mocap_npz -> name -> (T, 17, 3) float32 metres, Z up (frame rate: mocap_npz_fps)."""
+    path = Path(path)
+    z = _open_mocap_npz(path)
+    out = {}
+    for i, name in enumerate(z["names"].tolist()):
+        key = f"clip_{i:05d}"
+        if key not in z.files:
+            raise KeyError(f"{path}: missing key {key!r} for clip {name!r}")
+        x = z[key]
+        if x.ndim != 3 or x.shape[1:] != (17, 3):
+            raise ValueError(f"{path}: {key!r} ({name!r}) has shape {x.shape}, expected (T, 17, 3)")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{path}: {key!r} ({name!r}) contains NaN/inf")
+        out[name] = x.astype(np.float32, copy=False)
+    return out
+
+
+def mocap_npz_fps(path: str | Path) -> float:
+    """Frame rate of a corpus written by save_mocap_npz."""
+    return float(_open_mocap_npz(Path(path))["fps"])
+
+
+# -------------------------------------------------------------------------------------------------------- CLI
+def import_files(
+    files: Iterable[str | Path], fps: float = 50.0, amc_fps: float = 120.0, bvh_scale: float | str = "auto"
+) -> dict[str, np.ndarray]:
+    """BVH files and ASF skeletons each followed by their AMC motions -> name -> (T', 17, 3) at `fps`."""
+    clips: dict[str, np.ndarray] = {}
+    asf: Path | None = None
+    for f in map(Path, files):
+        ext = f.suffix.lower()
+        if ext == ".asf":
+            if not f.is_file():
+                raise FileNotFoundError(f"ASF file not found: {f}")
+            asf = f
+            continue
+        if ext == ".bvh":
+            clip = read_bvh(f, scale=bvh_scale)
+        elif ext == ".amc":
+            if asf is None:
+                raise ValueError(f"{f}: an .amc file needs its .asf skeleton listed before it")
+            clip = read_asf_amc(asf, f, fps=amc_fps)
+        else:
+            raise ValueError(f"{f}: unsupported file type {ext!r} (expected .bvh, .asf, .amc)")
+        base = re.sub(r"\s+", "_", f.stem)
+        name, k = base, 1
+        while name in clips:
+            name, k = f"{base}_{k}", k + 1
+        clips[name] = resample(to_h36m17(clip), clip.fps, fps)
+    if not clips:
+        raise ValueError("no motion files given (.bvh, or .asf followed by .amc)")
+    return clips
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Convert BVH / ASF+AMC motion capture to a 17-joint H36M corpus npz.")
+    p.add_argument("files", nargs="+", help=".bvh files; .asf skeletons each followed by their .amc motions")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--fps", type=float, default=50.0, help="target frame rate (default 50, as Human3.6M)")
+    p.add_argument("--amc-fps", type=float, default=120.0, help="frame rate of the AMC files (CMU: 120)")
+    p.add_argument("--bvh-scale", default="auto", help="metres per BVH unit, or 'auto'")
+    a = p.parse_args(argv)
+    scale = a.bvh_scale if a.bvh_scale == "auto" else float(a.bvh_scale)
+    clips = import_files(a.files, fps=a.fps, amc_fps=a.amc_fps, bvh_scale=scale)
+    save_mocap_npz(a.out, clips, a.fps)
+    frames = sum(c.shape[0] for c in clips.values())
+    print(f"wrote {a.out}: {len(clips)} clip(s), {frames} frames at {a.fps:g} fps ({frames / a.fps:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
