@@ -362,7 +362,9 @@ def pick_person(raw: RawKeypoints, person: int | None = None, min_confidence: fl
     if person is not None:
         raise KeypointError(f"{raw.source}: --person needs person identities (array slots or track ids); this "
                             f"input has none, so the most prominent person is tracked instead -- omit --person")
-    prev_centre, prev_diag, start = None, None, None
+    # Follow the pick: in each frame take the detection nearest to the last pick, but only within half its bbox
+    # diagonal per frame elapsed, so a missed detection leaves a gap (filled later) instead of a switch of person.
+    prev_centre, prev_diag, prev_t, start, lost = None, 0.0, 0, (0, 0), 0
     for t, f in enumerate(raw.frames):
         if not len(f):
             continue
@@ -373,13 +375,16 @@ def pick_person(raw: RawKeypoints, person: int | None = None, min_confidence: fl
         else:
             dist = [np.linalg.norm(c - prev_centre) if np.isfinite(c).all() else np.inf for c, _, _ in stats]
             k = int(np.argmin(dist))
+            if dist[k] > 0.5 * max(prev_diag, 1.0) * (t - prev_t):
+                lost += 1
+                continue
         out[t] = f[k]
         centre, diag, _ = stats[k]
         if np.isfinite(centre).all():
-            prev_centre, prev_diag = centre, diag
-    del prev_diag
+            prev_centre, prev_diag, prev_t = centre, diag, t
     return out, (f"picked the most prominent person of frame {start[0]} (detection {start[1]}) and followed the "
-                 f"nearest detection in later frames; {crowded} of {len(raw.frames)} frames had several people")
+                 f"nearest detection in later frames ({lost} frame(s) without a detection close enough were left "
+                 f"to gap filling); {crowded} of {len(raw.frames)} frames had several people")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -37,9 +37,10 @@ def plot_learning_curves(
     """{stage: [per-epoch rows]} -> PNG with two panels: training loss and validation MPJPE (mm) per epoch.
 
     Each row needs ``"epoch"``, ``"train_loss"`` and ``"val_mpjpe"`` (None/NaN for epochs without validation).
-    One line per stage; stages after the first continue the epoch axis when their epochs restart at 0/1, so a
-    pretraining + fine-tuning run reads left to right. ``compare`` overlays a second set of runs dashed (e.g. the
-    paper's "with vs without pretraining").
+    One line per stage; each stage continues the epoch axis after the one before (whatever its first epoch
+    number), so a pretraining + fine-tuning run reads left to right. ``compare`` overlays a second set of runs,
+    dashed: a stage named like one of ``rows_by_stage`` sits on top of it (the paper's "fine-tuning with vs
+    without pretraining"), other names start at the left.
     """
     if not rows_by_stage:
         raise ValueError("plot_learning_curves: rows_by_stage is empty")
@@ -47,8 +48,10 @@ def plot_learning_curves(
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=_DPI)
 
-    def draw(runs: dict[str, list[dict]], style: str, suffix: str) -> None:
-        offset = 0.0
+    offsets: dict[str, float] = {}
+
+    def draw(runs: dict[str, list[dict]], style: str, compare_set: bool) -> None:
+        next_start = 0.0
         for stage, rows in runs.items():
             if not rows:
                 continue
@@ -56,21 +59,30 @@ def plot_learning_curves(
                 if "epoch" not in row:
                     raise ValueError(f"plot_learning_curves: stage {stage!r} has a row without 'epoch': {row}")
             epochs = np.array([float(r["epoch"]) for r in rows])
+            # Stages follow each other on one axis; a compared stage with a known name overlays that stage.
+            if compare_set and stage in offsets:
+                offset = offsets[stage]
+            else:
+                offset = next_start - epochs.min()
+                if not compare_set:
+                    offsets[stage] = offset
             x = epochs + offset
+            next_start = float(x.max()) + 1.0
             loss = np.array([_value(r, "train_loss") for r in rows])
             val = np.array([_value(r, "val_mpjpe") for r in rows])
-            label = f"{stage}{suffix}"
+            label = f"{stage} (compare)" if compare_set and stage in rows_by_stage else stage
             ax_loss.plot(x, loss, style, label=label)
             finite = np.isfinite(val)
             if finite.any():
-                ax_val.plot(x[finite], val[finite], style, marker="o", markersize=3, label=label)
-            offset = float(x.max())
+                ax_val.plot(x[finite], val[finite], style, marker="o", markersize=3, label=label,
+                            color=ax_loss.get_lines()[-1].get_color())
 
-    draw(rows_by_stage, "-", "")
+    draw(rows_by_stage, "-", False)
     if compare:
-        draw(compare, "--", " (compare)")
-    ax_loss.set(xlabel="epoch", ylabel="training loss", title="Training loss")
-    ax_val.set(xlabel="epoch", ylabel="MPJPE (mm)", title="Validation MPJPE")
+        draw(compare, "--", True)
+    xlabel = "epoch" if len(rows_by_stage) == 1 else "epoch (" + " then ".join(rows_by_stage) + ")"
+    ax_loss.set(xlabel=xlabel, ylabel="training loss", title="Training loss")
+    ax_val.set(xlabel=xlabel, ylabel="MPJPE (mm)", title="Validation MPJPE")
     for ax in (ax_loss, ax_val):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
     baseline = None
     if not args.no_baseline:
-        train = data.sequences(list(TRAIN_SUBJECTS))
+        train_subjects = [s for s in TRAIN_SUBJECTS if s in data.subjects]
+        train = data.sequences(train_subjects) if train_subjects else []
         if train:
             mean_pose = np.concatenate([s.pose_3d for s in train]).mean(0)
             baseline = evaluate_constant_pose(mean_pose, sequences).protocol1["Avg"]
