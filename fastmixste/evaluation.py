@@ -6,9 +6,11 @@ edge-padded), stitches the window predictions back to one prediction per frame, 
 scores each sequence. Errors are aggregated per action (``fastmixste.data.h36m.action_group``), frame-weighted over
 that action's sequences, and ``"Avg"`` is the mean of the action means -- the number papers report.
 
-Upstream scores the windows themselves, so the frames shared by the last two windows of a sequence (and the
-edge-padded frames of sequences shorter than a window) count twice there; here each real frame counts once. The
-difference is a small fraction of a millimetre.
+Differences from upstream MixSTE's ``evaluate`` (all small, all deliberate): upstream scores the windows themselves,
+so the frames shared by the last two windows of a sequence count twice, the edge-padded frames of a sequence shorter
+than a window count as frames, and MPJVE takes differences across window boundaries; here each real frame counts
+once and velocities are taken along the stitched sequence. Upstream zeroes only the target's root and relies on the
+model predicting ~0 there; here both roots are zeroed.
 """
 
 from __future__ import annotations

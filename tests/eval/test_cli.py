@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fastmixste import save_checkpoint
@@ -68,6 +69,19 @@ def test_evaluate_cli(tmp_path, checkpoint, capsys):
                             "--no-baseline", "--no-progress", "--actions", "Walking"])
     assert rc == 0
     assert "flip off" in capsys.readouterr().out
+
+
+def test_evaluate_cli_upstream_checkpoint_same_numbers(tmp_path, checkpoint):
+    data_dir = write_h36m(tmp_path / "h36m")
+    upstream = tmp_path / "best_epoch.bin"  # upstream MixSTE layout: DataParallel prefixes, pickled RandomState
+    torch.save({"epoch": 3, "lr": 4e-5, "random_state": np.random.RandomState(0), "optimizer": {},
+                "model_pos": {"module." + k: v for k, v in tiny_mixste().state_dict().items()}}, upstream)
+    for name, path, extra in (("ours", checkpoint, []), ("upstream", upstream, ["--num-heads", "2"])):
+        assert evaluate_cli.main(["--checkpoint", str(path), "--data-dir", str(data_dir), "--out",
+                                  str(tmp_path / name), "--no-progress", "--no-baseline"] + extra) == 0
+    ours = json.loads((tmp_path / "ours" / "results.json").read_text())
+    theirs = json.loads((tmp_path / "upstream" / "results.json").read_text())
+    assert ours["protocol1"] == theirs["protocol1"] and ours["protocol2"] == theirs["protocol2"]
 
 
 def test_evaluate_cli_rejects_mismatched_checkpoint(tmp_path):

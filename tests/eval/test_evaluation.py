@@ -115,8 +115,8 @@ def _backends() -> list[str]:
 
 
 @pytest.mark.parametrize("backend", _backends())
-def test_same_result_with_every_backend(sequences, backend):
-    seqs = sequences[:3]
+def test_same_result_with_every_backend(backend):
+    seqs = make_sequences({"Walking": [12], "Eating": [5]})  # 3 windows: the Triton interpreter is slow
     ref = evaluate(tiny_mixste(), seqs, progress=False, batch_size=8)
     got = evaluate(tiny_mixste(attn_backend=backend), seqs, progress=False, batch_size=8)
     for key in ref.protocol1:
