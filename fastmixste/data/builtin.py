@@ -307,7 +307,7 @@ def _gen_posing(m: _Motion, style: str) -> None:
         for k in p:
             p[k] += rng.normal(0, 0.1)
         poses.append(p)
-    times = np.cumsum(rng.uniform(1.2, 2.2, len(poses))) - 1.5
+    times = np.cumsum(rng.uniform(1.2, 2.2, len(poses))) - 0.6  # first pose reached after >= 0.6 s
     times = times[times < dur + 1]
     for k in _ANGLES:
         keys = [(0.0, 0.0)]
