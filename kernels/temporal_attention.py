@@ -19,16 +19,19 @@ run to run, and the only fp32 buffers are the (B, N, H, T) lse and delta rows.
 
 from __future__ import annotations
 
-import math
+import contextlib
+import sys
+import types
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
+from torch._subclasses.fake_tensor import is_fake
 from torch.library import triton_op, wrap_triton
 from torch.utils.flop_counter import register_flop_formula
 
-from ._common import SUPPORTED_HEAD_DIMS, KernelCase, check_qkv, triton_unavailable_reasons
+from ._common import SUPPORTED_HEAD_DIMS, KernelCase, check_qkv, interpreter_active, triton_unavailable_reasons
 
 __all__ = [
     "temporal_attention",
@@ -45,6 +48,10 @@ _LN2 = 0.6931471805599453
 
 # ----------------------------------------------------------------------------------------------------------------
 # Kernels
+#
+# A program handles G heads of one (batch, joint) and one block of rows. On a GPU G = 1. Under the Triton
+# interpreter, which pays per program and per op but almost nothing per element, G > 1 stacks G heads into one
+# tile (rows head-major) and masks the cross-head scores: the same arithmetic, G times fewer programs.
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -66,41 +73,50 @@ def _temporal_attn_fwd_kernel(
     D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    G: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     # Every dot has M, N, K >= 16: the interpreter accepts less, the GPU compiler does not.
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16 and D >= 16)
-    # Grid axis 0 = flattened (b, n, h, query block); its limit is 2^31 - 1 (axes 1 and 2 stop at 65535).
+    # Grid axis 0 = flattened (b, n, head group, query block); its limit is 2^31 - 1 (axes 1 and 2 stop at 65535).
     pid = tl.program_id(0)
-    num_m = tl.cdiv(T, BLOCK_M)
+    num_m = (T + BLOCK_M - 1) // BLOCK_M
     i_m = pid % num_m
-    i_bnh = pid // num_m
-    i_h = i_bnh % H
-    i_bn = i_bnh // H
+    i_bng = pid // num_m
+    i_hg = i_bng % (H // G)
+    i_bn = i_bng // (H // G)
     i_n = i_bn % N
     i_b = i_bn // N
     C = H * D
 
     # Batch offsets in int64: B*T*N*3C passes 2^31 at large batches; offsets within one batch element stay int32.
-    p_q = QKV + i_b.to(tl.int64) * stride_qkv_b + i_n * stride_qkv_n + i_h * D
+    p_q = QKV + i_b.to(tl.int64) * stride_qkv_b + i_n * stride_qkv_n + i_hg * G * D
     p_k = p_q + C
     p_v = p_q + 2 * C
-    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    o_r = tl.arange(0, G * BLOCK_M)
+    o_gr = o_r // BLOCK_M  # head of each row within the group
+    o_m = i_m * BLOCK_M + o_r % BLOCK_M
     o_d = tl.arange(0, D)
     m_m = o_m < T
 
-    b_q = tl.load(p_q + o_m[:, None] * stride_qkv_t + o_d[None, :], mask=m_m[:, None], other=0.0)
-    b_m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running row max (log2 units)
-    b_l = tl.zeros([BLOCK_M], dtype=tl.float32)  # running row sum of exp2
-    b_acc = tl.zeros([BLOCK_M, D], dtype=tl.float32)
+    b_q = tl.load(p_q + o_m[:, None] * stride_qkv_t + (o_gr * D)[:, None] + o_d[None, :], mask=m_m[:, None], other=0.0)
+    b_m = tl.full([G * BLOCK_M], float("-inf"), dtype=tl.float32)  # running row max (log2 units)
+    b_l = tl.zeros([G * BLOCK_M], dtype=tl.float32)  # running row sum of exp2
+    b_acc = tl.zeros([G * BLOCK_M, D], dtype=tl.float32)
     for start_n in range(0, T, BLOCK_N):
-        o_n = start_n + tl.arange(0, BLOCK_N)
+        o_c = tl.arange(0, G * BLOCK_N)
+        o_gc = o_c // BLOCK_N
+        o_n = start_n + o_c % BLOCK_N
         m_n = o_n < T
-        b_k = tl.load(p_k + o_n[:, None] * stride_qkv_t + o_d[None, :], mask=m_n[:, None], other=0.0)
-        b_v = tl.load(p_v + o_n[:, None] * stride_qkv_t + o_d[None, :], mask=m_n[:, None], other=0.0)
-        # Scores in log2 units so the softmax uses exp2; keys past T get -inf.
+        p_kv = o_n[:, None] * stride_qkv_t + (o_gc * D)[:, None] + o_d[None, :]
+        b_k = tl.load(p_k + p_kv, mask=m_n[:, None], other=0.0)
+        b_v = tl.load(p_v + p_kv, mask=m_n[:, None], other=0.0)
+        # Scores in log2 units so the softmax uses exp2; keys past T (and other heads' keys) get -inf.
         b_s = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION) * scale_log2e
-        b_s = tl.where(m_n[None, :], b_s, float("-inf"))
+        m_s = m_n[None, :]
+        if G > 1:
+            m_s = m_s & (o_gr[:, None] == o_gc[None, :])
+        b_s = tl.where(m_s, b_s, float("-inf"))
         b_m_new = tl.maximum(b_m, tl.max(b_s, 1))
         # A row with every key masked keeps m = -inf; shifting by 0 instead keeps exp2 away from (-inf) - (-inf).
         b_shift = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
@@ -112,11 +128,12 @@ def _temporal_attn_fwd_kernel(
 
     b_l_safe = tl.where(b_l > 0.0, b_l, 1.0)
     b_o = b_acc / b_l_safe[:, None]
-    p_o = O + i_b.to(tl.int64) * stride_o_b + i_n * stride_o_n + i_h * D
-    tl.store(p_o + o_m[:, None] * stride_o_t + o_d[None, :], b_o.to(O.dtype.element_ty), mask=m_m[:, None])
+    p_o = O + i_b.to(tl.int64) * stride_o_b + i_n * stride_o_n + i_hg * G * D
+    p_o += o_m[:, None] * stride_o_t + (o_gr * D)[:, None] + o_d[None, :]
+    tl.store(p_o, b_o.to(O.dtype.element_ty), mask=m_m[:, None])
     # Natural-log lse per row, (B, N, H, T) contiguous.
     b_lse = (b_m + tl.log2(b_l_safe)) * 0.6931471805599453
-    tl.store(LSE + i_bnh.to(tl.int64) * T + o_m, b_lse, mask=m_m)
+    tl.store(LSE + (i_bn * H + i_hg * G + o_gr).to(tl.int64) * T + o_m, b_lse, mask=m_m)
 
 
 @triton.jit
@@ -148,54 +165,65 @@ def _temporal_attn_bwd_dq_kernel(
     D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    G: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """One program per (b, n, h, query block): delta = rowsum(dO * O), then dQ looping over key blocks."""
+    """One program per (b, n, head group, query block): delta = rowsum(dO * O), then dQ looping over key blocks."""
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16 and D >= 16)
     pid = tl.program_id(0)
-    num_m = tl.cdiv(T, BLOCK_M)
+    num_m = (T + BLOCK_M - 1) // BLOCK_M
     i_m = pid % num_m
-    i_bnh = pid // num_m
-    i_h = i_bnh % H
-    i_bn = i_bnh // H
+    i_bng = pid // num_m
+    i_hg = i_bng % (H // G)
+    i_bn = i_bng // (H // G)
     i_n = i_bn % N
     i_b = i_bn // N
     C = H * D
     i_b64 = i_b.to(tl.int64)
 
-    p_q = QKV + i_b64 * stride_qkv_b + i_n * stride_qkv_n + i_h * D
+    p_q = QKV + i_b64 * stride_qkv_b + i_n * stride_qkv_n + i_hg * G * D
     p_k = p_q + C
     p_v = p_q + 2 * C
-    p_o = O + i_b64 * stride_o_b + i_n * stride_o_n + i_h * D
+    p_o = O + i_b64 * stride_o_b + i_n * stride_o_n + i_hg * G * D
     # dO may be any strided view (a stride-0 expand from .sum().backward()): all four strides are honoured.
-    p_do = DO + i_b64 * stride_do_b + i_n * stride_do_n + i_h * D * stride_do_d
-    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    p_do = DO + i_b64 * stride_do_b + i_n * stride_do_n + i_hg * G * D * stride_do_d
+    o_r = tl.arange(0, G * BLOCK_M)
+    o_gr = o_r // BLOCK_M
+    o_m = i_m * BLOCK_M + o_r % BLOCK_M
     o_d = tl.arange(0, D)
     m_m = o_m < T
+    o_hd = (o_gr * D)[:, None] + o_d[None, :]  # channel offset of each (row, d) within the group
 
-    b_q = tl.load(p_q + o_m[:, None] * stride_qkv_t + o_d[None, :], mask=m_m[:, None], other=0.0)
-    b_do = tl.load(p_do + o_m[:, None] * stride_do_t + o_d[None, :] * stride_do_d, mask=m_m[:, None], other=0.0)
-    b_o = tl.load(p_o + o_m[:, None] * stride_o_t + o_d[None, :], mask=m_m[:, None], other=0.0)
+    b_q = tl.load(p_q + o_m[:, None] * stride_qkv_t + o_hd, mask=m_m[:, None], other=0.0)
+    b_do = tl.load(p_do + o_m[:, None] * stride_do_t + o_hd * stride_do_d, mask=m_m[:, None], other=0.0)
+    b_o = tl.load(p_o + o_m[:, None] * stride_o_t + o_hd, mask=m_m[:, None], other=0.0)
     # delta_i = sum_j P_ij dP_ij = rowsum(dO * O): computed once here, read by every key block of the dK/dV kernel.
     b_delta = tl.sum(b_do.to(tl.float32) * b_o.to(tl.float32), 1)
-    tl.store(DELTA + i_bnh.to(tl.int64) * T + o_m, b_delta, mask=m_m)
-    b_lse2 = tl.load(LSE + i_bnh.to(tl.int64) * T + o_m, mask=m_m, other=0.0) * 1.4426950408889634
+    o_row = (i_bn * H + i_hg * G + o_gr).to(tl.int64) * T + o_m  # index into the (B, N, H, T) rows
+    tl.store(DELTA + o_row, b_delta, mask=m_m)
+    b_lse2 = tl.load(LSE + o_row, mask=m_m, other=0.0) * 1.4426950408889634
 
-    b_dq = tl.zeros([BLOCK_M, D], dtype=tl.float32)
+    b_dq = tl.zeros([G * BLOCK_M, D], dtype=tl.float32)
     for start_n in range(0, T, BLOCK_N):
-        o_n = start_n + tl.arange(0, BLOCK_N)
+        o_c = tl.arange(0, G * BLOCK_N)
+        o_gc = o_c // BLOCK_N
+        o_n = start_n + o_c % BLOCK_N
         m_n = o_n < T
-        b_k = tl.load(p_k + o_n[:, None] * stride_qkv_t + o_d[None, :], mask=m_n[:, None], other=0.0)
-        b_v = tl.load(p_v + o_n[:, None] * stride_qkv_t + o_d[None, :], mask=m_n[:, None], other=0.0)
+        p_kv = o_n[:, None] * stride_qkv_t + (o_gc * D)[:, None] + o_d[None, :]
+        b_k = tl.load(p_k + p_kv, mask=m_n[:, None], other=0.0)
+        b_v = tl.load(p_v + p_kv, mask=m_n[:, None], other=0.0)
         b_s = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION) * scale_log2e
-        b_p = tl.where(m_n[None, :], tl.exp2(b_s - b_lse2[:, None]), 0.0)
+        m_s = m_n[None, :]
+        if G > 1:
+            m_s = m_s & (o_gr[:, None] == o_gc[None, :])
+        b_p = tl.where(m_s, tl.exp2(b_s - b_lse2[:, None]), 0.0)
         b_dp = tl.dot(b_do, tl.trans(b_v), input_precision=DOT_PRECISION)
         b_ds = b_p * (b_dp - b_delta[:, None])
         b_dq += tl.dot(b_ds.to(b_k.dtype), b_k, input_precision=DOT_PRECISION)
     b_dq = b_dq * scale
 
-    p_dq = DQKV + i_b64 * stride_dqkv_b + i_n * stride_dqkv_n + i_h * D
-    tl.store(p_dq + o_m[:, None] * stride_dqkv_t + o_d[None, :], b_dq.to(DQKV.dtype.element_ty), mask=m_m[:, None])
+    p_dq = DQKV + i_b64 * stride_dqkv_b + i_n * stride_dqkv_n + i_hg * G * D
+    tl.store(p_dq + o_m[:, None] * stride_dqkv_t + o_hd, b_dq.to(DQKV.dtype.element_ty), mask=m_m[:, None])
 
 
 @triton.jit
@@ -223,56 +251,63 @@ def _temporal_attn_bwd_dkdv_kernel(
     D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    G: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """One program per (b, n, h, key block): dK and dV accumulated in registers over every query block."""
+    """One program per (b, n, head group, key block): dK and dV accumulated in registers over every query block."""
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16 and D >= 16)
     pid = tl.program_id(0)
-    num_n = tl.cdiv(T, BLOCK_N)
+    num_n = (T + BLOCK_N - 1) // BLOCK_N
     i_kb = pid % num_n
-    i_bnh = pid // num_n
-    i_h = i_bnh % H
-    i_bn = i_bnh // H
+    i_bng = pid // num_n
+    i_hg = i_bng % (H // G)
+    i_bn = i_bng // (H // G)
     i_n = i_bn % N
     i_b = i_bn // N
     C = H * D
     i_b64 = i_b.to(tl.int64)
 
-    p_q = QKV + i_b64 * stride_qkv_b + i_n * stride_qkv_n + i_h * D
+    p_q = QKV + i_b64 * stride_qkv_b + i_n * stride_qkv_n + i_hg * G * D
     p_k = p_q + C
     p_v = p_q + 2 * C
-    p_do = DO + i_b64 * stride_do_b + i_n * stride_do_n + i_h * D * stride_do_d
-    p_lse = LSE + i_bnh.to(tl.int64) * T
-    p_delta = DELTA + i_bnh.to(tl.int64) * T
-    o_n = i_kb * BLOCK_N + tl.arange(0, BLOCK_N)
+    p_do = DO + i_b64 * stride_do_b + i_n * stride_do_n + i_hg * G * D * stride_do_d
+    o_rows = (i_bn * H + i_hg * G).to(tl.int64) * T  # first (B, N, H, T) row of the group
+    o_r = tl.arange(0, G * BLOCK_N)
+    o_gr = o_r // BLOCK_N
+    o_n = i_kb * BLOCK_N + o_r % BLOCK_N
     o_d = tl.arange(0, D)
     m_n = o_n < T
+    o_hd = (o_gr * D)[:, None] + o_d[None, :]
 
-    b_k = tl.load(p_k + o_n[:, None] * stride_qkv_t + o_d[None, :], mask=m_n[:, None], other=0.0)
-    b_v = tl.load(p_v + o_n[:, None] * stride_qkv_t + o_d[None, :], mask=m_n[:, None], other=0.0)
-    b_dk = tl.zeros([BLOCK_N, D], dtype=tl.float32)
-    b_dv = tl.zeros([BLOCK_N, D], dtype=tl.float32)
+    b_k = tl.load(p_k + o_n[:, None] * stride_qkv_t + o_hd, mask=m_n[:, None], other=0.0)
+    b_v = tl.load(p_v + o_n[:, None] * stride_qkv_t + o_hd, mask=m_n[:, None], other=0.0)
+    b_dk = tl.zeros([G * BLOCK_N, D], dtype=tl.float32)
+    b_dv = tl.zeros([G * BLOCK_N, D], dtype=tl.float32)
     for start_m in range(0, T, BLOCK_M):
-        o_m = start_m + tl.arange(0, BLOCK_M)
+        o_c = tl.arange(0, G * BLOCK_M)
+        o_gc = o_c // BLOCK_M
+        o_m = start_m + o_c % BLOCK_M
         m_m = o_m < T
-        b_q = tl.load(p_q + o_m[:, None] * stride_qkv_t + o_d[None, :], mask=m_m[:, None], other=0.0)
-        b_do = tl.load(
-            p_do + o_m[:, None] * stride_do_t + o_d[None, :] * stride_do_d, mask=m_m[:, None], other=0.0
-        )
-        b_lse2 = tl.load(p_lse + o_m, mask=m_m, other=0.0) * 1.4426950408889634
-        b_delta = tl.load(p_delta + o_m, mask=m_m, other=0.0)
+        o_chd = (o_gc * D)[:, None] + o_d[None, :]
+        b_q = tl.load(p_q + o_m[:, None] * stride_qkv_t + o_chd, mask=m_m[:, None], other=0.0)
+        b_do = tl.load(p_do + o_m[:, None] * stride_do_t + o_chd * stride_do_d, mask=m_m[:, None], other=0.0)
+        b_lse2 = tl.load(LSE + o_rows + o_gc * T + o_m, mask=m_m, other=0.0) * 1.4426950408889634
+        b_delta = tl.load(DELTA + o_rows + o_gc * T + o_m, mask=m_m, other=0.0)
         # Transposed tiles (keys x queries) so dV = P^T dO and dK = dS^T Q need no transposes of P or dS.
         b_st = tl.dot(b_k, tl.trans(b_q), input_precision=DOT_PRECISION) * scale_log2e
-        b_pt = tl.where(m_m[None, :], tl.exp2(b_st - b_lse2[None, :]), 0.0)
+        m_st = m_m[None, :]
+        if G > 1:
+            m_st = m_st & (o_gr[:, None] == o_gc[None, :])
+        b_pt = tl.where(m_st, tl.exp2(b_st - b_lse2[None, :]), 0.0)
         b_dv += tl.dot(b_pt.to(b_do.dtype), b_do, input_precision=DOT_PRECISION)
         b_dpt = tl.dot(b_v, tl.trans(b_do), input_precision=DOT_PRECISION)
         b_dst = b_pt * (b_dpt - b_delta[None, :])
         b_dk += tl.dot(b_dst.to(b_q.dtype), b_q, input_precision=DOT_PRECISION)
     b_dk = b_dk * scale
 
-    p_dk = DQKV + i_b64 * stride_dqkv_b + i_n * stride_dqkv_n + C + i_h * D
+    p_dk = DQKV + i_b64 * stride_dqkv_b + i_n * stride_dqkv_n + C + i_hg * G * D
     p_dv = p_dk + C
-    o_nd = o_n[:, None] * stride_dqkv_t + o_d[None, :]
+    o_nd = o_n[:, None] * stride_dqkv_t + o_hd
     tl.store(p_dk + o_nd, b_dk.to(DQKV.dtype.element_ty), mask=m_n[:, None])
     tl.store(p_dv + o_nd, b_dv.to(DQKV.dtype.element_ty), mask=m_n[:, None])
 
@@ -284,10 +319,49 @@ def _temporal_attn_bwd_dkdv_kernel(
 
 @dataclass(frozen=True)
 class _Config:
-    block_m: int
-    block_n: int
+    block_m: int  # query rows per tile
+    block_n: int  # key rows per tile
     num_warps: int
     num_stages: int
+
+
+@dataclass(frozen=True)
+class _Configs:
+    fwd: _Config
+    bwd_dq: _Config
+    bwd_dkdv: _Config
+
+
+# (block_m, block_n, num_warps) caps per (kernel, fp32?, D), chosen with ``python -m fastmixste.kernels.report``:
+# the largest tiles that compile for sm_89 and sm_90 with no register spills and shared memory <= 101,376 B.
+# fp32 uses IEEE (non-tensor-core) dots whose operands live in registers, hence the smaller tiles.
+_CAPS: dict[tuple[str, bool, int], tuple[int, int, int]] = {
+    # kernel, fp32, D: block_m, block_n, num_warps
+    ("fwd", True, 16): (64, 64, 4),
+    ("fwd", True, 32): (64, 64, 8),
+    ("fwd", True, 64): (64, 32, 8),
+    ("fwd", True, 128): (64, 32, 8),
+    ("fwd", False, 16): (64, 64, 4),
+    ("fwd", False, 32): (64, 64, 4),
+    ("fwd", False, 64): (64, 64, 4),
+    ("fwd", False, 128): (64, 64, 8),
+    ("bwd_dq", True, 16): (64, 64, 4),
+    ("bwd_dq", True, 32): (64, 64, 8),
+    ("bwd_dq", True, 64): (64, 32, 8),
+    ("bwd_dq", True, 128): (32, 32, 8),
+    ("bwd_dq", False, 16): (64, 64, 4),
+    ("bwd_dq", False, 32): (64, 64, 4),
+    ("bwd_dq", False, 64): (64, 64, 8),
+    ("bwd_dq", False, 128): (32, 64, 8),
+    ("bwd_dkdv", True, 16): (64, 32, 8),
+    ("bwd_dkdv", True, 32): (32, 32, 8),
+    ("bwd_dkdv", True, 64): (32, 16, 4),
+    ("bwd_dkdv", True, 128): (32, 16, 4),
+    ("bwd_dkdv", False, 16): (64, 64, 4),
+    ("bwd_dkdv", False, 32): (64, 64, 4),
+    ("bwd_dkdv", False, 64): (64, 32, 4),
+    ("bwd_dkdv", False, 128): (64, 32, 4),
+}
 
 
 def _block(T: int, cap: int) -> int:
@@ -295,17 +369,26 @@ def _block(T: int, cap: int) -> int:
     return max(16, min(cap, triton.next_power_of_2(T)))
 
 
-def _select_config(T: int, D: int, dtype: torch.dtype) -> tuple[_Config, _Config]:
-    """Block sizes, warps and stages for (forward, backward) at sequence length T, head dim D, element type dtype.
+def _select_config(T: int, D: int, dtype: torch.dtype) -> _Configs:
+    """Tile sizes, warps and stages of the three kernels at sequence length T, head dim D, element type dtype."""
+    fp32 = dtype == torch.float32
 
-    64x64 tiles (T=243 -> 4 blocks, 5% padding); fp32 and D=128 tiles are halved in the backward, which holds
-    five D-wide tiles (k, v, dk, dv, q/dO) at once, to stay in registers and under sm_89's 99 KB shared memory.
-    """
-    wide = dtype == torch.float32 or D == 128
-    fwd = _Config(block_m=_block(T, 64), block_n=_block(T, 64 if D <= 64 else 32), num_warps=4, num_stages=2)
-    bwd_cap = 32 if wide else 64
-    bwd = _Config(block_m=_block(T, bwd_cap), block_n=_block(T, bwd_cap), num_warps=4, num_stages=2)
-    return fwd, bwd
+    def pick(kernel: str) -> _Config:
+        bm, bn, warps = _CAPS[(kernel, fp32, D)]
+        return _Config(block_m=_block(T, bm), block_n=_block(T, bn), num_warps=warps, num_stages=2)
+
+    return _Configs(fwd=pick("fwd"), bwd_dq=pick("bwd_dq"), bwd_dkdv=pick("bwd_dkdv"))
+
+
+def _heads_per_program(H: int, cfg: _Config) -> int:
+    """G, the heads one program handles: 1 on a GPU. Under the interpreter, which pays per program, the most heads
+    (a power of two dividing H) that keep a tile within 256 rows."""
+    if not interpreter_active():
+        return 1
+    G = 1
+    while H % (2 * G) == 0 and 2 * G * max(cfg.block_m, cfg.block_n) <= 256:
+        G *= 2
+    return G
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -325,38 +408,63 @@ def _check(qkv: torch.Tensor, num_heads: int) -> tuple[int, int, int, int, int]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _shape_only(t: torch.Tensor) -> bool:
+    """True when ``t`` carries no data and the launch must be skipped (shapes are all the caller needs).
+
+    Meta tensors never run a kernel. Fake tensors are handled by wrap_triton (traced, not run) except under
+    TRITON_INTERPRET=1, where wrap_triton hands back the interpreted kernel itself, which would try to run.
+    """
+    return t.device.type == "meta" or (interpreter_active() and is_fake(t))
+
+
+def _empty(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # Every buffer the launchers hand to a kernel comes from here, so tests can prefill them with NaN.
+    return torch.empty(shape, device=device, dtype=dtype)
+
+
+def _device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    # Triton launches on the current CUDA device: make it the tensor's.
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
 def temporal_attn_fwd(qkv: torch.Tensor, num_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, N, 3*C) qkv -> o (B, T, N, C) in qkv's dtype and lse (B, N, H, T) fp32 (natural log).
 
-    Launches ``_temporal_attn_fwd_kernel`` on B*N*H*cdiv(T, BLOCK_M) programs (grid axis 0).
+    Launches ``_temporal_attn_fwd_kernel`` on B*N*H*cdiv(T, BLOCK_M) programs (grid axis 0; / G heads per
+    program under the interpreter).
     """
     B, T, N, H, D = _check(qkv, num_heads)
     C = H * D
-    o = qkv.new_empty((B, T, N, C))
-    lse = torch.empty((B, N, H, T), device=qkv.device, dtype=torch.float32)
-    cfg, _ = _select_config(T, D, qkv.dtype)
-    grid = (B * N * H * triton.cdiv(T, cfg.block_m),)
-    wrap_triton(_temporal_attn_fwd_kernel)[grid](
-        qkv,
-        o,
-        lse,
-        qkv.stride(0),
-        qkv.stride(1),
-        qkv.stride(2),
-        o.stride(0),
-        o.stride(1),
-        o.stride(2),
-        T,
-        N,
-        H,
-        scale * _LOG2E,
-        D=D,
-        BLOCK_M=cfg.block_m,
-        BLOCK_N=cfg.block_n,
-        DOT_PRECISION=_dot_precision(qkv.dtype),
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
-    )
+    o = _empty((B, T, N, C), qkv.device, qkv.dtype)
+    lse = _empty((B, N, H, T), qkv.device, torch.float32)
+    if _shape_only(qkv):
+        return o, lse
+    cfg = _select_config(T, D, qkv.dtype).fwd
+    G = _heads_per_program(H, cfg)
+    grid = (B * N * (H // G) * triton.cdiv(T, cfg.block_m),)
+    with _device_guard(qkv):
+        wrap_triton(_temporal_attn_fwd_kernel)[grid](
+            qkv,
+            o,
+            lse,
+            qkv.stride(0),
+            qkv.stride(1),
+            qkv.stride(2),
+            o.stride(0),
+            o.stride(1),
+            o.stride(2),
+            T,
+            N,
+            H,
+            scale * _LOG2E,
+            D=D,
+            BLOCK_M=cfg.block_m,
+            BLOCK_N=cfg.block_n,
+            G=G,
+            DOT_PRECISION=_dot_precision(qkv.dtype),
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+        )
     return o, lse
 
 
@@ -383,57 +491,69 @@ def temporal_attn_bwd(
         o = o.contiguous()
     if do.dtype != qkv.dtype:
         do = do.to(qkv.dtype)
-    dqkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
-    delta = torch.empty((B, N, H, T), device=qkv.device, dtype=torch.float32)
-    _, cfg = _select_config(T, D, qkv.dtype)
+    dqkv = _empty((B, T, N, 3 * C), qkv.device, qkv.dtype)
+    delta = _empty((B, N, H, T), qkv.device, torch.float32)
+    if _shape_only(qkv):
+        return dqkv
+    cfgs = _select_config(T, D, qkv.dtype)
     precision = _dot_precision(qkv.dtype)
     s_qkv = (qkv.stride(0), qkv.stride(1), qkv.stride(2))
     s_do = (do.stride(0), do.stride(1), do.stride(2), do.stride(3))
     s_dqkv = (dqkv.stride(0), dqkv.stride(1), dqkv.stride(2))
-    meta = dict(
-        D=D,
-        BLOCK_M=cfg.block_m,
-        BLOCK_N=cfg.block_n,
-        DOT_PRECISION=precision,
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
-    )
-    wrap_triton(_temporal_attn_bwd_dq_kernel)[(B * N * H * triton.cdiv(T, cfg.block_m),)](
-        qkv,
-        o,
-        do,
-        lse,
-        delta,
-        dqkv,
-        *s_qkv,
-        o.stride(0),
-        o.stride(1),
-        o.stride(2),
-        *s_do,
-        *s_dqkv,
-        T,
-        N,
-        H,
-        scale,
-        scale * _LOG2E,
-        **meta,
-    )
-    wrap_triton(_temporal_attn_bwd_dkdv_kernel)[(B * N * H * triton.cdiv(T, cfg.block_n),)](
-        qkv,
-        do,
-        lse,
-        delta,
-        dqkv,
-        *s_qkv,
-        *s_do,
-        *s_dqkv,
-        T,
-        N,
-        H,
-        scale,
-        scale * _LOG2E,
-        **meta,
-    )
+    with _device_guard(qkv):
+        cfg = cfgs.bwd_dq
+        G = _heads_per_program(H, cfg)
+        wrap_triton(_temporal_attn_bwd_dq_kernel)[(B * N * (H // G) * triton.cdiv(T, cfg.block_m),)](
+            qkv,
+            o,
+            do,
+            lse,
+            delta,
+            dqkv,
+            *s_qkv,
+            o.stride(0),
+            o.stride(1),
+            o.stride(2),
+            *s_do,
+            *s_dqkv,
+            T,
+            N,
+            H,
+            scale,
+            scale * _LOG2E,
+            D=D,
+            BLOCK_M=cfg.block_m,
+            BLOCK_N=cfg.block_n,
+            G=G,
+            DOT_PRECISION=precision,
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+        )
+        # Launched after the dQ kernel on the same stream: it reads the delta rows that kernel wrote.
+        cfg = cfgs.bwd_dkdv
+        G = _heads_per_program(H, cfg)
+        wrap_triton(_temporal_attn_bwd_dkdv_kernel)[(B * N * (H // G) * triton.cdiv(T, cfg.block_n),)](
+            qkv,
+            do,
+            lse,
+            delta,
+            dqkv,
+            *s_qkv,
+            *s_do,
+            *s_dqkv,
+            T,
+            N,
+            H,
+            scale,
+            scale * _LOG2E,
+            D=D,
+            BLOCK_M=cfg.block_m,
+            BLOCK_N=cfg.block_n,
+            G=G,
+            DOT_PRECISION=precision,
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+        )
     return dqkv
 
 
@@ -559,14 +679,14 @@ def report_cases(T: int = 243) -> list[KernelCase]:
     cases: list[KernelCase] = []
     for dtype, tname in _TRITON_DTYPE.items():
         for D in SUPPORTED_HEAD_DIMS:
-            fwd, bwd = _select_config(T, D, dtype)
+            cfgs = _select_config(T, D, dtype)
             ptr = f"*{tname}"
-            common_c = {"D": D, "DOT_PRECISION": _dot_precision(dtype)}
+            common_c = {"D": D, "G": 1, "DOT_PRECISION": _dot_precision(dtype)}
             specs = (
                 (
                     "fwd",
                     _temporal_attn_fwd_kernel,
-                    fwd,
+                    cfgs.fwd,
                     {"QKV": ptr, "O": ptr, "LSE": "*fp32"},
                     ["stride_qkv_b", "stride_qkv_t", "stride_qkv_n", "stride_o_b", "stride_o_t", "stride_o_n"],
                     ["scale_log2e"],
@@ -574,7 +694,7 @@ def report_cases(T: int = 243) -> list[KernelCase]:
                 (
                     "bwd_dq",
                     _temporal_attn_bwd_dq_kernel,
-                    bwd,
+                    cfgs.bwd_dq,
                     {"QKV": ptr, "O": ptr, "DO": ptr, "LSE": "*fp32", "DELTA": "*fp32", "DQKV": ptr},
                     ["stride_qkv_b", "stride_qkv_t", "stride_qkv_n", "stride_o_b", "stride_o_t", "stride_o_n"]
                     + ["stride_do_b", "stride_do_t", "stride_do_n", "stride_do_d"]
@@ -584,7 +704,7 @@ def report_cases(T: int = 243) -> list[KernelCase]:
                 (
                     "bwd_dkdv",
                     _temporal_attn_bwd_dkdv_kernel,
-                    bwd,
+                    cfgs.bwd_dkdv,
                     {"QKV": ptr, "DO": ptr, "LSE": "*fp32", "DELTA": "*fp32", "DQKV": ptr},
                     ["stride_qkv_b", "stride_qkv_t", "stride_qkv_n"]
                     + ["stride_do_b", "stride_do_t", "stride_do_n", "stride_do_d"]
@@ -598,7 +718,13 @@ def report_cases(T: int = 243) -> list[KernelCase]:
                 signature.update({"T": "i32", "N": "i32", "H": "i32"})
                 signature.update({f: "fp32" for f in floats})
                 constexprs = {**common_c, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n}
+                if "stride_do_d" in strides:
+                    # Launches with a contiguous dO see stride 1, which Triton specialises to a constant.
+                    constexprs["stride_do_d"] = 1
                 signature.update({c: "constexpr" for c in constexprs})
+                signature = {name: signature[name] for name in fn.arg_names}  # the kernel's argument order
+                # Pointers and strides of contiguous (B, T, N, 3C) / (B, T, N, C) tensors are multiples of 16.
+                aligned = list(ptrs) + [s for s in strides if s not in constexprs]
                 cases.append(
                     KernelCase(
                         name=f"_temporal_attn_{kind}_kernel",
@@ -608,15 +734,23 @@ def report_cases(T: int = 243) -> list[KernelCase]:
                         num_warps=cfg.num_warps,
                         num_stages=cfg.num_stages,
                         dtype=tname,
-                        label=f"temporal {kind} {tname} D={D} T={T} BLOCK_M={cfg.block_m} BLOCK_N={cfg.block_n}",
+                        label=f"D={D} T={T} BLOCK_M={cfg.block_m} BLOCK_N={cfg.block_n}",
+                        extra={"divisible_by_16": aligned, "block": {"BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n}},
                     )
                 )
     return cases
 
 
-def _fmt_bytes(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`temporal_attention`.
+
+    Importing ``fastmixste.kernels.temporal_attention`` binds the package attribute ``temporal_attention`` to this
+    module, shadowing the function of the same name that ``fastmixste.kernels`` exports lazily; callers of
+    ``kernels.temporal_attention(qkv, num_heads, scale)`` then get the function's behaviour either way.
+    """
+
+    def __call__(self, qkv: torch.Tensor, num_heads: int, scale: float | None = None) -> torch.Tensor:
+        return temporal_attention(qkv, num_heads, scale)
 
 
-def _default_scale(D: int) -> float:
-    return 1.0 / math.sqrt(D)
+sys.modules[__name__].__class__ = _CallableModule

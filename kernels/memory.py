@@ -1,0 +1,109 @@
+"""Bytes kept for backward, measured on the meta device at full scale (no GPU, no data).
+
+Every tensor autograd saves passes through ``torch.autograd.graph.saved_tensors_hooks``; tensors are counted once
+per storage, so a tensor saved by two ops (the attention output ``o``, saved by the fused op and by the proj Linear
+for its weight gradient) costs once, as it does on a GPU. Parameters are left out: they live anyway.
+
+    python -m fastmixste.kernels.memory        # prints the temporal-attention and layer-pair tables
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+__all__ = ["saved_bytes", "temporal_attention_saved_bytes", "layer_pair_saved_bytes"]
+
+FULL_SCALE = dict(B=128, T=243, N=17, C=512, H=8)
+
+
+def saved_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> int:
+    """Bytes of the distinct storages autograd saves while running ``fn()``, minus the storages of ``exclude``.
+
+    Works on meta tensors: a storage is identified by its StorageImpl address (``_cdata``), which views share.
+    """
+    excluded = {t.untyped_storage()._cdata for t in exclude}
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        if st._cdata not in excluded:
+            storages[st._cdata] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(storages.values())
+
+
+def temporal_attention_saved_bytes(
+    B: int = 128, T: int = 243, N: int = 17, C: int = 512, H: int = 8, dtype: torch.dtype = torch.float16
+) -> dict[str, int]:
+    """Bytes saved for backward by the temporal attention core alone, (B, T, N, 3*C) qkv -> (B, T, N, C).
+
+    Returns {"eager": upstream q k^T / softmax / @ v math (:func:`temporal_attention_ref`), "triton": the fused op
+    (qkv, o, fp32 lse), "qkv": bytes of qkv, "o": bytes of o, "lse": bytes of the lse rows}.
+    """
+    from .temporal_attention import temporal_attention, temporal_attention_ref
+
+    qkv = torch.empty((B, T, N, 3 * C), dtype=dtype, device="meta", requires_grad=True)
+    item = torch.empty((), dtype=dtype).element_size()
+    return {
+        "eager": saved_bytes(lambda: temporal_attention_ref(qkv, H)),
+        "triton": saved_bytes(lambda: temporal_attention(qkv, H)),
+        "qkv": B * T * N * 3 * C * item,
+        "o": B * T * N * C * item,
+        "lse": B * N * H * T * 4,
+    }
+
+
+def layer_pair_saved_bytes(
+    B: int = 128,
+    T: int = 243,
+    N: int = 17,
+    C: int = 512,
+    H: int = 8,
+    dtype: torch.dtype = torch.float16,
+    backends: tuple[str, ...] = ("eager", "triton"),
+) -> dict[str, int]:
+    """Bytes saved for backward by one spatial + temporal block pair (STE then TTE) of MixSTE, per backend.
+
+    The blocks are the model's own (:class:`fastmixste.model.Block`, mlp_ratio 2, qkv bias, no dropout), built on the
+    meta device; the input (B, T, N, C) is not counted when it is saved (it is the previous layer's output).
+    """
+    from fastmixste.model import Block
+
+    with torch.device("meta"):
+        blocks = [Block(C, H, 2.0, True, None, 0.0, 0.0, 0.0, axis=axis).to(dtype) for axis in ("spatial", "temporal")]
+    params = [p for b in blocks for p in b.parameters()]
+    x = torch.empty((B, T, N, C), dtype=dtype, device="meta", requires_grad=True)
+
+    def run(backend: str) -> torch.Tensor:
+        return blocks[1](blocks[0](x, backend), backend)
+
+    return {name: saved_bytes(lambda name=name: run(name), exclude=[*params, x]) for name in backends}
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3f} GiB"
+
+
+def main() -> None:
+    for dtype in (torch.float16, torch.float32):
+        attn = temporal_attention_saved_bytes(**FULL_SCALE, dtype=dtype)
+        pair = layer_pair_saved_bytes(**FULL_SCALE, dtype=dtype)
+        print(f"B=128 T=243 N=17 C=512 H=8 {dtype}")
+        print(
+            f"  temporal attention core: eager {_gib(attn['eager'])}, triton {_gib(attn['triton'])} "
+            f"(qkv {_gib(attn['qkv'])} + o {_gib(attn['o'])} + lse {_gib(attn['lse'])})"
+        )
+        print(
+            f"  STE+TTE layer pair:      eager {_gib(pair['eager'])}, triton {_gib(pair['triton'])} "
+            f"(saves {_gib(pair['eager'] - pair['triton'])}, {pair['eager'] / pair['triton']:.2f}x less)"
+        )
+
+
+if __name__ == "__main__":
+    main()
