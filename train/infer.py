@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +100,13 @@ def run(args: argparse.Namespace) -> dict:
     if args.render is not None:
         from fastmixste.plots import render_pose
 
-        written = render_pose(kps.pose, pose_3d, args.render, width=kps.width, height=kps.height, frame=args.frame,
-                              fps=args.fps, max_frames=args.max_frames, title=Path(args.keypoints).name)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            written = render_pose(kps.pose, pose_3d, args.render, width=kps.width, height=kps.height,
+                                  frame=args.frame, fps=args.fps, max_frames=args.max_frames,
+                                  title=Path(args.keypoints).name)
+        for w in caught:  # e.g. no MP4 encoder: say so plainly, the GIF was written instead
+            print(f"note: {w.message}", file=sys.stderr)
         meta["render"] = str(written)
     return meta
 

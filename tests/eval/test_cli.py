@@ -177,3 +177,17 @@ def test_infer_with_confidence_model(tmp_path):
     assert rc == 0
     with np.load(tmp_path / "o.npz") as z:
         assert z["pose_2d_normalized"].shape == (10, 17, 3)
+
+
+def test_infer_mp4_without_encoder_says_so_and_writes_gif(tmp_path, checkpoint, capsys, monkeypatch):
+    from matplotlib import animation
+
+    monkeypatch.setattr(animation.writers, "is_available", lambda name: False)
+    np.save(tmp_path / "kp.npy", coco_walk(4))
+    rc = infer_cli.main(["--checkpoint", str(checkpoint), "--keypoints", str(tmp_path / "kp.npy"), "--layout",
+                         "coco", "--width", "1000", "--height", "1000", "--out", str(tmp_path / "o.npz"),
+                         "--render", str(tmp_path / "clip.mp4")])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "note: no ffmpeg encoder available" in captured.err and "clip.gif" in captured.out
+    assert Image.open(tmp_path / "clip.gif").n_frames == 4
