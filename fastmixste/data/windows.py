@@ -216,8 +216,10 @@ def stitch(preds: ArrayT, starts: np.ndarray, length: int) -> ArrayT:
         raise ValueError(f"stitch expects preds (W, F, J, C) with W = len(starts) = {len(starts)}, "
                          f"got shape {tuple(preds.shape)}")  # fmt: skip
     F = preds.shape[1]
-    out = preds.new_empty((length, *preds.shape[2:])) if isinstance(preds, torch.Tensor) else np.empty(
-        (length, *preds.shape[2:]), dtype=preds.dtype
+    out = (
+        preds.new_empty((length, *preds.shape[2:]))
+        if isinstance(preds, torch.Tensor)
+        else np.empty((length, *preds.shape[2:]), dtype=preds.dtype)
     )
     covered = 0  # frames [0, covered) are written; windows must not leave gaps
     for w, s in enumerate(starts.tolist()):

@@ -4,7 +4,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from fastmixste.data.h36m import Sequence
-from fastmixste.data.windows import TrainWindows, eval_windows, make_train_loader, stitch
+from fastmixste.data.windows import TrainWindows, benchmark_windows, eval_windows, make_train_loader, stitch
 from fastmixste.skeleton import flip_pose
 
 
@@ -149,3 +149,11 @@ def test_stitch_torch_and_gaps():
         stitch(w[:, :10], s, 50)
     with pytest.raises(ValueError, match="cover frames 0..49 of a 60-frame"):
         stitch(w, s, 60)
+    short = x[:10]
+    w, s = eval_windows(short, 27)
+    assert w.shape == (1, 27, 17, 3) and torch.equal(w[0, 10:], short[-1:].expand(17, 17, 3))
+    assert torch.equal(stitch(w, s, 10), short)
+
+
+def test_benchmark_runs():
+    assert benchmark_windows(num_frame=27, batch_size=8, seconds=0.0) > 0
