@@ -178,3 +178,13 @@ def test_not_an_npz(tmp_path):
     p.write_text("hello")
     with pytest.raises(ValueError, match="not a readable npz"):
         load_positions_3d(p)
+
+
+def test_package_exports():
+    import fastmixste.data as data
+
+    for name in data.__all__:
+        assert getattr(data, name) is not None
+    assert data.load_h36m is load_h36m
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        data.nope  # noqa: B018
