@@ -1,0 +1,166 @@
+"""The meta-device counters and the roofline model behind the benchmark proxies, checked by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastmixste import profiling
+from fastmixste.profiling import DeviceSpec, OpCounter, OpRecord, SavedTensorCounter, roofline_seconds, storage_key
+
+F32 = 4
+
+
+def _meta(*shape: int, dtype: torch.dtype = torch.float32, grad: bool = False) -> torch.Tensor:
+    return torch.empty(*shape, device="meta", dtype=dtype, requires_grad=grad)
+
+
+def test_linear_counts_bytes_and_flops_by_hand() -> None:
+    x, w, b = _meta(4, 8), _meta(16, 8), _meta(16)
+    with OpCounter() as c:
+        y = F.linear(x, w, b)
+    assert y.shape == (4, 16)
+    assert [r.op for r in c.records] == ["aten.addmm.default"]  # w.t() is a view: not counted
+    (r,) = c.records
+    assert r.bytes_read == (4 * 8 + 16 * 8 + 16) * F32
+    assert r.bytes_written == 4 * 16 * F32
+    assert r.flops == 2 * 4 * 8 * 16
+    assert r.launches == 1
+
+
+def test_batched_matmul_and_dtype_sizes() -> None:
+    a, b = _meta(2, 3, 4, dtype=torch.bfloat16), _meta(2, 4, 5, dtype=torch.bfloat16)
+    with OpCounter() as c:
+        a @ b
+    (r,) = c.records
+    assert r.op == "aten.bmm.default"
+    assert r.bytes == (2 * 3 * 4 + 2 * 4 * 5 + 2 * 3 * 5) * 2
+    assert r.flops == 2 * 2 * 3 * 4 * 5
+
+
+def test_views_move_nothing_and_copies_count_twice() -> None:
+    x = _meta(2, 3, 4)
+    with OpCounter() as c:
+        v = x.view(6, 4).t().unsqueeze(0).expand(5, 4, 6)
+        x.permute(2, 0, 1).transpose(0, 1)[1:].select(0, 0).detach()
+        x.reshape(24)
+    assert c.records == []
+    with OpCounter() as c:
+        x.permute(2, 0, 1).contiguous()
+    (r,) = c.records
+    assert (r.bytes_read, r.bytes_written) == (24 * F32, 24 * F32)
+    # An expanded input is read once per distinct element.
+    with OpCounter() as c:
+        v + 1.0
+    (r,) = c.records
+    assert r.bytes_read == 24 * F32 and r.bytes_written == 5 * 24 * F32
+
+
+def test_overwrite_ops_do_not_read_their_destination() -> None:
+    dst, src = _meta(10), _meta(10)
+    with OpCounter() as c:
+        dst.copy_(src)
+        dst.zero_()
+        dst.add_(src)
+    copy, zero, add = c.records
+    assert (copy.bytes_read, copy.bytes_written) == (10 * F32, 10 * F32)
+    assert (zero.bytes_read, zero.bytes_written) == (0, 10 * F32)
+    assert (add.bytes_read, add.bytes_written) == (20 * F32, 10 * F32)
+
+
+def test_backward_ops_are_counted_and_launch_overrides_apply() -> None:
+    x, w = _meta(4, 8, grad=True), _meta(16, 8, grad=True)
+    with OpCounter({"aten.mm.default": 3}) as c:
+        F.linear(x, w).backward(_meta(4, 16))
+    mms = [r for r in c.records if r.op == "aten.mm.default"]
+    assert len(mms) == 3  # forward, grad input, grad weight
+    assert all(r.flops == 2 * 4 * 8 * 16 for r in mms)
+    assert c.totals()["launches"] == sum(r.launches for r in c.records) >= 9
+    assert c.by_op()["aten.mm.default"]["count"] == 3
+
+
+def test_roofline_is_per_op_max_summed() -> None:
+    dev = DeviceSpec("toy", peak_flops=100.0, bandwidth=10.0)  # ridge 10 FLOP/byte
+    mem_bound = OpRecord("a", bytes_read=30, bytes_written=20, flops=100, launches=1)  # 5 s vs 1 s
+    compute_bound = OpRecord("b", bytes_read=10, bytes_written=0, flops=1000, launches=2)  # 1 s vs 10 s
+    out = roofline_seconds([mem_bound, compute_bound], dev)
+    assert out["memory_bound_seconds"] == pytest.approx(5.0)
+    assert out["compute_bound_seconds"] == pytest.approx(10.0)
+    assert out["seconds"] == pytest.approx(15.0)
+    assert roofline_seconds([mem_bound, compute_bound], dev, launch_overhead_s=0.5)["seconds"] == pytest.approx(16.5)
+    padded = OpRecord("c", 10, 0, flops=10, issued_flops=1000)
+    assert roofline_seconds([padded], dev)["seconds"] == pytest.approx(1.0)
+    assert roofline_seconds([padded], dev, padded=True)["seconds"] == pytest.approx(10.0)
+    assert profiling.RTX_4090.ridge == pytest.approx(165e12 / 1008e9)
+
+
+def test_storage_key_is_shared_by_views_on_meta() -> None:
+    x, y = _meta(3, 4), _meta(3, 4)
+    assert storage_key(x) == storage_key(x.t()) == storage_key(x[1:]) == storage_key(x.view(12))
+    assert storage_key(x) != storage_key(y)
+
+
+def test_saved_bytes_dedupe_by_storage_and_exclude() -> None:
+    x = _meta(10, 10, grad=True)
+    w = _meta(10, 10, grad=True)
+    with SavedTensorCounter() as s:
+        x.sin()  # saves x
+        x.t().cos()  # saves a view of x: the same storage
+    assert s.tensors_saved == 2
+    assert (s.count, s.bytes) == (1, 100 * F32)
+    with SavedTensorCounter(exclude=[w]) as s:
+        y = x.sin()  # saves x
+        z = y @ w  # saves y and w (w excluded)
+        z.exp()  # saves its output
+    assert s.count == 3
+    assert s.bytes == 3 * 100 * F32
+    # A saved slice keeps its whole base alive: the full storage counts.
+    big = _meta(100, grad=True) * 1.0
+    with SavedTensorCounter() as s:
+        big[:10].sin()
+    assert s.bytes == 100 * F32
+
+
+def test_sdpa_routes_to_one_flash_op_on_meta() -> None:
+    from benchmarks.proxies import cuda_like_attention
+
+    q = _meta(2, 8, 17, 64, dtype=torch.bfloat16)
+    with cuda_like_attention(), OpCounter() as c:
+        F.scaled_dot_product_attention(q, q, q)
+    assert [r.op for r in c.records] == ["aten._scaled_dot_product_flash_attention.default"]
+    assert F.scaled_dot_product_attention is torch.nn.functional.scaled_dot_product_attention
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("fastmixste.kernels.temporal_attention") is None, reason="temporal kernel not built"
+)
+def test_fused_temporal_op_counts_its_inputs_and_outputs_once() -> None:
+    from fastmixste.kernels.temporal_attention import temporal_attention
+
+    B, T, N, H, D = 2, 27, 17, 8, 64
+    qkv = _meta(B, T, N, 3 * H * D, dtype=torch.bfloat16)
+    with OpCounter() as c:
+        temporal_attention(qkv, H)
+    (r,) = c.records
+    assert r.op == "fastmixste.temporal_attention.default"
+    assert r.bytes_read == B * T * N * 3 * H * D * 2
+    assert r.bytes_written == B * T * N * H * D * 2 + B * N * H * T * F32  # o + fp32 log-sum-exp
+    assert r.flops == 4 * B * N * H * T * T * D
+
+
+def test_proxy_case_is_consistent() -> None:
+    from benchmarks import proxies
+    from benchmarks.cases import Shape
+
+    train = proxies.proxy_case("spatial_attention", "eager", "train", Shape(4, 27))
+    fwd = proxies.proxy_case("spatial_attention", "eager", "forward", Shape(4, 27))
+    assert train["bytes"] == train["bytes_read"] + train["bytes_written"]
+    assert train["saved_bytes"] > 0 and fwd["saved_bytes"] == 0
+    assert train["flops"] == pytest.approx(3 * fwd["flops"], rel=0.05)  # backward = 2 x forward matmul FLOPs
+    for dev, spec in profiling.DEVICES.items():
+        m = train["modelled"][dev]
+        assert m["seconds"] >= train["bytes"] / spec.bandwidth * 0.999
+        assert m["seconds_with_launch_overhead"] > m["seconds"]
