@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "fused": False,  # train with the Triton attention kernels
     "compare_scratch": False,  # also fine-tune from scratch with the same budget, plot both curves
     "progress": True,  # tqdm bars
+    "threads": None,  # CPU threads per process (torch.set_num_threads); null = torch's default
     "data": {
         "dir": None,  # VideoPose3D-format npz files; null = the built-in dataset
         "keypoints": "cpn_ft_h36m_dbb",
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-scratch", action="store_true",
                    help="also fine-tune from scratch with the same budget and plot both validation curves")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, help="CPU threads per process (default: torch's choice)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config entry, e.g. --set model.depth=4 --set finetune.lr=5e-4")
     return p
@@ -167,7 +169,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         for key, value in named.items():
             if value is not None:
                 cfg[stage][key] = value
-    for key in ("stage", "out", "seed", "device", "amp", "init", "resume"):
+    for key in ("stage", "out", "seed", "device", "amp", "init", "resume", "threads"):
         value = getattr(args, key)
         if value is not None:
             cfg[key] = value

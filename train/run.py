@@ -130,6 +130,8 @@ def setup_runtime(cfg: dict[str, Any]) -> Runtime:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = _resolve_device(cfg["device"], local_rank)
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
     if world > 1:
         for stage in STAGES:
             bs = cfg[stage]["batch_size"]
@@ -138,7 +140,7 @@ def setup_runtime(cfg: dict[str, Any]) -> Runtime:
                                  f"it is the global batch, split evenly across processes")
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        else:
+        elif not cfg["threads"]:
             # Processes on one CPU machine share its cores: do not oversubscribe them.
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
