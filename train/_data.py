@@ -110,6 +110,17 @@ class EpochBatchSampler(Sampler[list[int]]):
             yield self.order[lo:lo + self.batch_size]
 
 
+def resample_clip(x: np.ndarray, fps_in: float, fps_out: float = 50.0) -> np.ndarray:
+    """(T, J, 3) at ``fps_in`` -> (T', J, 3) at ``fps_out`` by linear interpolation in time (H36M runs at 50 fps)."""
+    if abs(fps_in - fps_out) < 1e-6 or len(x) < 2:
+        return x
+    t_out = np.arange(0.0, (len(x) - 1) / fps_in + 1e-9, 1.0 / fps_out)
+    pos = t_out * fps_in
+    lo = np.minimum(np.floor(pos).astype(np.int64), len(x) - 2)
+    w = (pos - lo)[:, None, None].astype(np.float32)
+    return ((1 - w) * x[lo] + w * x[lo + 1]).astype(np.float32)
+
+
 def unique_world_clips(sequences: Sequence) -> list[np.ndarray]:
     """Per-camera H36M sequences -> one world-coordinate 3D clip per (subject, action)."""
     seen: dict[tuple[str, str], np.ndarray] = {}

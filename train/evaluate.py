@@ -12,6 +12,7 @@ generated stand-in dataset is used (numbers then say nothing about Human3.6M).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -35,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
     p.add_argument("--subjects", nargs="+", default=None, help="test subjects (default: S9 S11)")
     p.add_argument("--actions", nargs="+", default=None, help="restrict to these actions (default: all)")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="score only the first N frames of each sequence (quick checks; a training run's "
+                        "eval.max_frames)")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the mean-training-pose baseline (saves loading the training subjects)")
     p.add_argument("--num-heads", type=int, default=None, help="heads of an upstream checkpoint (default 8)")
@@ -68,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     if not sequences:
         raise SystemExit(f"error: no test sequences for subjects {args.subjects or list(TEST_SUBJECTS)} "
                          f"and actions {args.actions or 'all'} in {data_dir}")
+
+    if args.max_frames is not None:
+        if args.max_frames < 1:
+            raise SystemExit(f"error: --max-frames must be >= 1, got {args.max_frames}")
+        sequences = [dataclasses.replace(s, pose_2d=s.pose_2d[:args.max_frames], pose_3d=s.pose_3d[:args.max_frames],
+                                         world_3d=s.world_3d[:args.max_frames]) for s in sequences]
 
     backend = model.resolved_backend(torch.zeros(1, cfg.num_frame, 17, 2, device=device))
     print(f"checkpoint {args.checkpoint}: num_frame={cfg.num_frame}, depth={cfg.depth}, "

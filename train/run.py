@@ -34,6 +34,7 @@ from train._data import (
     EpochBatchSampler,
     MotionWindows,
     crop_sequences,
+    resample_clip,
     seed_step,
     step_generator,
     unique_world_clips,
@@ -261,14 +262,21 @@ def load_run_data(cfg: dict[str, Any], rt: Runtime, need_pretrain: bool) -> RunD
     val = validation_subset(test, cfg["val"]["max_frames"])
     clips: list[np.ndarray] = []
     if need_pretrain:
+        sources = []
         if cfg["pretrain"]["h36m_3d"]:
             clips += unique_world_clips(train)
+            sources.append(f"{len(clips)} clips of the training subjects' 3D")
         for path in cfg["data"]["mocap"] or []:
-            from fastmixste.data.mocap import load_mocap_npz
+            from fastmixste.data.mocap import load_mocap_npz, mocap_npz_fps
 
-            clips += [np.asarray(v, dtype=np.float32) for v in load_mocap_npz(path).values()]
+            fps = mocap_npz_fps(path)
+            extra = [resample_clip(np.asarray(v, dtype=np.float32), fps) for v in load_mocap_npz(path).values()]
+            clips += extra
+            sources.append(f"{len(extra)} clips from {path} ({fps:g} fps)")
         if not clips:
             raise ValueError("pretraining has no 3D source: set pretrain.h36m_3d: true or pass --mocap files")
+        if rt.is_main:
+            print(f"pretraining sources: {', '.join(sources)}", flush=True)
     frames = np.concatenate([s.pose_3d for s in train])
     return RunData(train=train, test=test, val=val, pretrain_clips=clips, mean_pose=frames.mean(axis=0))
 

@@ -11,11 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from fastmixste import read_checkpoint
 from fastmixste.data.h36m import ACTIONS
+from fastmixste.skeleton import H36M_32_TO_17
 from tests.train.conftest import tiny_args
 from train.run import main
 
@@ -41,10 +43,18 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 
 
 def test_all_stages_write_every_output(tmp_path: Path, builtin_dir: Path, capsys) -> None:
+    from fastmixste.data.mocap import save_mocap_npz
+
+    # An extra pretraining corpus at 120 fps (resampled to 50 fps on load): two 3D clips of the built-in data.
+    world = np.load(builtin_dir / "data_3d_h36m.npz", allow_pickle=True)["positions_3d"].item()["S1"]
+    clips = {name: pos[:60, H36M_32_TO_17] for name, pos in list(world.items())[:2]}
+    save_mocap_npz(tmp_path / "extra.npz", clips, fps=120.0)
     out = tmp_path / "run"
-    rc = main(tiny_args(out, "--stage", "all", "--epochs", "1", "--max-steps", "3", "--compare-scratch"))
+    rc = main(tiny_args(out, "--stage", "all", "--epochs", "1", "--max-steps", "3", "--compare-scratch",
+                        "--mocap", str(tmp_path / "extra.npz")))
     assert rc == 0
     printed = capsys.readouterr().out
+    assert "pretraining sources: 150 clips of the training subjects' 3D, 2 clips from" in printed
     for name in ("config.yaml", "metrics.csv", "curves.png", "curves_compare.png", "results.md", "results.json",
                  "checkpoints/last.pt", "checkpoints/best.pt", "checkpoints/pretrained.pt",
                  "checkpoints/pretrain_best.pt", "scratch/results.json", "scratch/checkpoints/last.pt"):
@@ -164,3 +174,17 @@ def test_fused_without_cuda_exits_with_message(tmp_path: Path, monkeypatch, caps
     err = capsys.readouterr().err
     assert "CUDA" in err and "TRITON_INTERPRET=1" in err
     assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_init_copies_weights_and_checks_the_architecture(tmp_path: Path) -> None:
+    from fastmixste import MixSTE, save_checkpoint
+    from train.run import load_init_weights
+
+    torch.manual_seed(1)
+    src = MixSTE(num_frame=9, embed_dim_ratio=32, depth=1, num_heads=2)
+    save_checkpoint(tmp_path / "src.pt", src)
+    dst = MixSTE(num_frame=9, embed_dim_ratio=32, depth=1, num_heads=2)
+    load_init_weights(dst, str(tmp_path / "src.pt"))
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+    with pytest.raises(ValueError, match="num_frame: run has 27, file has 9"):
+        load_init_weights(MixSTE(num_frame=27, embed_dim_ratio=32, depth=1, num_heads=2), str(tmp_path / "src.pt"))
