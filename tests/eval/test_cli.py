@@ -66,9 +66,16 @@ def test_evaluate_cli(tmp_path, checkpoint, capsys):
     assert results["baseline_mpjpe"] > 0
 
     rc = evaluate_cli.main(["--checkpoint", str(checkpoint), "--data-dir", str(data_dir), "--no-flip",
-                            "--no-baseline", "--no-progress", "--actions", "Walking"])
+                            "--no-baseline", "--no-progress", "--actions", "Walking", "--max-frames", "8",
+                            "--out", str(tmp_path / "walk")])
     assert rc == 0
     assert "flip off" in capsys.readouterr().out
+    walk = json.loads((tmp_path / "walk" / "results.json").read_text())
+    cropped = [s for s in sequences if s.action == "Walking"]
+    for s in cropped:
+        s.pose_2d, s.pose_3d = s.pose_2d[:8], s.pose_3d[:8]
+    assert walk["protocol1"]["Walking"] == pytest.approx(
+        evaluate(tiny_mixste(), cropped, flip=False, progress=False).protocol1["Walking"], rel=1e-6)
 
 
 def test_evaluate_cli_upstream_checkpoint_same_numbers(tmp_path, checkpoint):
