@@ -584,10 +584,13 @@ def run_pipeline(cfg: dict[str, Any], rt: Runtime, data: RunData | None = None) 
     t_run = time.perf_counter()
     out = Path(cfg["out"])
     ckpt_dir = out / "checkpoints"
+    names = planned_stages(cfg)
+    if names == ["finetune"] and not cfg["init"] and not cfg["resume"] and (ckpt_dir / "pretrained.pt").is_file():
+        # A --stage pretrain run wrote this folder's pretrained weights: fine-tune from them.
+        cfg = {**cfg, "init": str(ckpt_dir / "pretrained.pt")}
     if rt.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write(out / "config.yaml", dump_yaml(cfg))
-    names = planned_stages(cfg)
     if data is None:
         data = load_run_data(cfg, rt, need_pretrain="pretrain" in names)
     stages = make_stages(cfg, data, names)
@@ -619,6 +622,9 @@ def run_pipeline(cfg: dict[str, Any], rt: Runtime, data: RunData | None = None) 
             print(f"resuming from {resume}: stage {ckpt['stage']}, step {ckpt['step']}", flush=True)
     elif cfg["init"]:
         load_init_weights(model, cfg["init"])
+        if Path(cfg["init"]) == ckpt_dir / "pretrained.pt":
+            # Continuing this folder's pretraining run: keep its curves in metrics.csv and curves.png.
+            history = {k: list(v) for k, v in read_checkpoint(cfg["init"]).get("history", {}).items()}
         if rt.is_main:
             print(f"initialised from {cfg['init']}", flush=True)
 
@@ -633,7 +639,7 @@ def run_pipeline(cfg: dict[str, Any], rt: Runtime, data: RunData | None = None) 
         if stage.name == "pretrain" and rt.is_main:
             # The fine-tuning stage starts from these weights (also usable with --init).
             save_checkpoint(ckpt_dir / "pretrained.pt", model, stage="pretrain", step=trainer.global_step,
-                            run_config=cfg)
+                            run_config=cfg, history={"pretrain": history.get("pretrain", [])})
         rt.barrier()
     train_seconds = time.perf_counter() - t_run
 
