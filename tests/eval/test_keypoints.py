@@ -296,3 +296,17 @@ def test_single_person_needs_no_choice():
     picked, who = pick_person(raw)
     assert who == "one person per frame; no choice needed"
     assert picked.shape == (12, 17, 3)
+
+
+def test_coco_track_ids_pick_a_person(tmp_path):
+    near, far = walking_coco(5, seed=7), walking_coco(5, seed=8)
+    far[..., :2] = far[..., :2] * 0.2 + 600  # small: far from the camera
+    anns = [{"image_id": t, "track_id": tid, "keypoints": coco_keypoints_list(p[t])}
+            for t in range(5) for tid, p in ((3, far), (9, near)) if not (tid == 9 and t == 2)]
+    (tmp_path / "tracks.json").write_text(json.dumps(anns))
+    k = load_keypoints(tmp_path / "tracks.json", "coco", width=1000, height=1000)
+    assert k.meta["person"].startswith("picked person id 9 of 2 (the most prominent")
+    np.testing.assert_allclose(k.pose[[0, 1, 3, 4]], to_h36m(near, "coco")[[0, 1, 3, 4], :, :2], rtol=1e-6)
+    assert k.filled[2].all()  # person 9 was not detected in frame 2: interpolated, not swapped for person 3
+    k3 = load_keypoints(tmp_path / "tracks.json", "coco", width=1000, height=1000, person=3)
+    np.testing.assert_allclose(k3.pose, to_h36m(far, "coco")[..., :2], rtol=1e-6)
