@@ -332,7 +332,7 @@ def pick_person(raw: RawKeypoints, person: int | None = None, min_confidence: fl
     if not any(counts):
         raise KeypointError(f"{raw.source}: no person detected in any of the {len(raw.frames)} frames")
     crowded = sum(c > 1 for c in counts)
-    if max(counts) == 1 and person in (None, 0):
+    if max(counts) == 1 and (person is None or (raw.ids is None and person == 0)):
         for t, f in enumerate(raw.frames):
             if len(f):
                 out[t] = f[0]
