@@ -2,8 +2,8 @@
 
 - Without ``--benchmark-json``, results go to ``benchmarks/results/<device>-<date>.json`` (measured timings).
 - Every JSON records the device name, torch/triton versions, git commit and date (``machine_info["fastmixste"]``)
-  and carries the full-scale modelled proxies (``fastmixste_proxies``; from results/proxies.json, computed when
-  absent) plus, on CUDA, the proxies of the very shapes that were timed, for modelled-vs-measured plots.
+  and references the full-scale modelled proxies (results/proxies.json, computed when absent), carrying the
+  modelled rows of the shapes it timed (GPU shapes; none for the reduced CPU sizes) for modelled-vs-measured plots.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import pytest
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: (test id, reason) of every skipped case, written into the run's JSON so the report can say what was not timed.
+SKIPPED: list[tuple[str, str]] = []
 
 
 def device_name() -> str:
@@ -55,7 +57,14 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info["fastmixste"] = info
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        SKIPPED.append((report.nodeid.split("[")[-1].rstrip("]"), str(report.longrepr[2]).removeprefix("Skipped: ")))
+
+
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
+    # The full-scale modelled proxies live in results/proxies.json (computed here when absent); this run's JSON
+    # references them and carries the rows of the very shapes it timed (the GPU shapes), for modelled-vs-measured.
     from . import proxies
 
     path = RESULTS / "proxies.json"
@@ -64,4 +73,20 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
     else:
         full = proxies.compute()
         path.write_text(json.dumps(full, indent=1))
-    output_json["fastmixste_proxies"] = {"file": str(path.relative_to(RESULTS.parent.parent)), **full}
+    timed = {
+        (b["extra_info"].get("scope"), b["extra_info"].get("mode"), b["extra_info"].get("B"), b["extra_info"].get("T"))
+        for b in output_json["benchmarks"]
+    }
+    rows = [
+        {k: v for k, v in r.items() if k != "top_ops_by_bytes"}
+        for r in full["results"]
+        if (r["scope"], r["mode"], r["B"], r["T"]) in timed
+    ]
+    output_json["fastmixste_skipped"] = [{"case": case, "reason": reason} for case, reason in SKIPPED]
+    output_json["fastmixste_proxies"] = {
+        "file": "benchmarks/results/proxies.json",
+        "kind": "modelled",
+        "environment": full["environment"],
+        "note": full["note"],
+        "results_for_timed_shapes": rows,
+    }

@@ -79,7 +79,7 @@ def load_measured(folder: Path) -> list[dict]:
                     "rounds": b["stats"]["rounds"],
                 }
             )
-        runs.append({"file": path.name, "info": info, "rows": rows})
+        runs.append({"file": path.name, "info": info, "rows": rows, "skipped": data.get("fastmixste_skipped", [])})
     return runs
 
 
@@ -160,7 +160,14 @@ def bytes_table(proxies: dict, T: int = 243) -> str:
 def headline(proxies: dict, T: int = 243) -> dict[str, float]:
     """The whole-model training step at full scale: modelled speedups and bytes/saved ratios of triton."""
     idx = _index(proxies["results"])
-    key = next(k for k in idx if k[0] == "model" and k[1] == "train" and k[3] == T and idx[k]["eager"]["full_scale"])
+    keys = [
+        k
+        for k in idx
+        if k[0] == "model" and k[1] == "train" and k[3] == T and "eager" in idx[k] and idx[k]["eager"]["full_scale"]
+    ]
+    if not keys or not all(p in idx[keys[0]] for p in ("eager", "sdpa", "xformers", "triton")):
+        return {}
+    key = keys[0]
     row = idx[key]
     out: dict[str, float] = {"B": key[2], "T": T}
     for dev in ("rtx4090", "h100"):
@@ -187,23 +194,34 @@ def headline(proxies: dict, T: int = 243) -> dict[str, float]:
 
 
 def fused_not_winning(proxies: dict | None, runs: list[dict]) -> list[str]:
-    """Every modelled or measured case where triton is not at least TIE faster than the best other provider."""
+    """Every modelled or measured case where triton is not at least TIE faster than the best other provider.
+
+    Modelled cases are grouped per (scope, mode, B, T): one line lists the devices/variants and the peers that
+    tie with (within TIE) or beat triton.
+    """
     out = []
     if proxies:
-        for (scope, mode, B, T), row in sorted(_index(proxies["results"]).items()):
+        for (scope, mode, B, T), row in sorted(
+            _index(proxies["results"]).items(), key=lambda kv: (kv[0][1], list(SCOPE_LABEL).index(kv[0][0]), kv[0][3])
+        ):
             if "triton" not in row:
                 continue
+            hits = []
             for dev in ("rtx4090", "h100"):
-                for variant in ("seconds", "seconds_with_launch_overhead", "seconds_padded_tiles"):
+                for variant, label in (
+                    ("seconds", "roofline"),
+                    ("seconds_with_launch_overhead", "+3 us/launch"),
+                    ("seconds_padded_tiles", "padded tiles"),
+                ):
                     tt = row["triton"]["modelled"][dev][variant]
                     peers = {p: r["modelled"][dev][variant] for p, r in row.items() if p != "triton"}
-                    best = min(peers, key=peers.get)
-                    if tt > peers[best] * (1 - TIE):
-                        verdict = "loses to" if tt > peers[best] * (1 + TIE) else "ties with"
-                        out.append(
-                            f"MODELLED {dev} ({variant}): {SCOPE_LABEL[scope]} {mode} B={B} T={T}: triton "
-                            f"{_ms(tt)} ms {verdict} {best} {_ms(peers[best])} ms"
-                        )
+                    close = {p: t for p, t in peers.items() if tt > t * (1 - TIE)}
+                    if close:
+                        verdict = "loses to" if any(tt > t * (1 + TIE) for t in close.values()) else "ties with"
+                        peer_text = ", ".join(f"{p} {_ms(t)} ms" for p, t in sorted(close.items()))
+                        hits.append(f"{dev} {label}: triton {_ms(tt)} ms {verdict} {peer_text}")
+            if hits:
+                out.append(f"MODELLED {SCOPE_LABEL[scope]} {mode} B={B} T={T}: " + "; ".join(hits))
     for run in runs:
         idx: dict[tuple, dict[str, dict]] = defaultdict(dict)
         for r in run["rows"]:
@@ -249,6 +267,18 @@ def measured_table(run: dict) -> str:
     return "\n".join(lines)
 
 
+def skipped_table(run: dict) -> str:
+    """Markdown: the skip reasons of a run, one line per distinct reason with the cases it covers."""
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for item in run["skipped"]:
+        by_reason[item["reason"]].append(item["case"])
+    lines = []
+    for reason, names in by_reason.items():
+        providers = sorted({n.rsplit("-", 1)[-1] for n in names})
+        lines.append(f"- not timed ({len(names)} cases; {', '.join(providers)}): {reason}")
+    return "\n".join(lines)
+
+
 def kernel_table(rows: list[dict], dtype: str | None = "bf16", D: int | None = 64) -> str:
     head = (
         "| kernel | target | dtype | config | warps | registers | spills (B) | shared (B) | shared limit (B) "
@@ -282,7 +312,10 @@ def _bars(ax, groups: list[str], series: dict[str, list[float]], ylabel: str, ti
     ax.set_xticklabels(groups, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    if groups and series:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no cases", ha="center", va="center", transform=ax.transAxes)
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -315,7 +348,8 @@ def plot_modelled_memory(proxies: dict, out: Path) -> None:
     """Bytes moved and bytes saved for backward per provider, training step at full scale (modelled)."""
     idx = {k: v for k, v in _index(proxies["results"]).items() if k[1] == "train" and v["eager"]["full_scale"]}
     keys = sorted(idx, key=lambda k: (list(SCOPE_LABEL).index(k[0]), k[3]))
-    keys = [k for k in keys if k[3] == 243]
+    T = max(k[3] for k in keys)  # the longest sequence present (243 at full scale)
+    keys = [k for k in keys if k[3] == T]
     groups = [SCOPE_LABEL[k[0]] for k in keys]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     for ax, field, label in ((axes[0], "saved_bytes", "saved for backward"), (axes[1], "bytes", "bytes moved")):
@@ -328,7 +362,7 @@ def plot_modelled_memory(proxies: dict, out: Path) -> None:
             groups,
             series,
             f"{label}, relative to eager",
-            f"MODELLED (meta device) {label}: training step, B={keys[0][2]}, T=243, bf16",
+            f"MODELLED (meta device) {label}: training step, B={keys[0][2]}, T={T}, bf16",
         )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -405,6 +439,46 @@ def plot_modelled_vs_measured(run: dict, proxies: dict, device: str, out: Path) 
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def headline_section(head: dict[str, Any]) -> list[str]:
+    """Markdown lines of the headline table (whole model, training step, T = 243); [] without those rows."""
+    if not head:
+        return []
+    lines = [
+        f"## Headline (MODELLED, whole MixSTE, training step, B = {head['B']}, T = {head['T']}, bf16)",
+        "",
+        "| | vs eager | vs sdpa | vs xformers |",
+        "|---|---|---|---|",
+    ]
+    for dev, name in (("rtx4090", "RTX 4090"), ("h100", "H100")):
+        for prefix, label in (
+            ("", "fused speedup"),
+            ("launch_", "same, + 3 us per launch"),
+            ("padded_", "same, padded-tile FLOPs"),
+        ):
+            cells = " | ".join(f"{head[f'{dev}_{prefix}speedup_vs_{p}']:.2f}x" for p in ("eager", "sdpa", "xformers"))
+            lines.append(f"| {label}, {name} | {cells} |")
+    for key, label in (
+        ("bytes_ratio", "bytes moved"),
+        ("saved_ratio", "saved for backward"),
+        ("launch_ratio", "kernel launches"),
+    ):
+        cells = " | ".join(f"{head[f'{key}_{p}']:.2f}x" for p in ("eager", "sdpa", "xformers"))
+        lines.append(f"| {label}, peer / fused | {cells} |")
+    lines += [
+        "",
+        "Modelled RTX 4090 time per step (ms): "
+        + ", ".join(f"{p} {v:.0f}" for p, v in head["rtx4090_ms"].items())
+        + "; bytes moved (GB): "
+        + ", ".join(f"{p} {v:.0f}" for p, v in head["bytes_gb"].items())
+        + "; saved for backward (GB): "
+        + ", ".join(f"{p} {v:.1f}" for p, v in head["saved_gb"].items())
+        + ". At this batch every path keeps 100+ GB for backward: it fits no single GPU (the GPU timing suite "
+        "uses B = 16 at T = 243).",
+        "",
+    ]
+    return lines
+
+
 def build(folder: Path = RESULTS, regenerate_kernels: bool = False) -> dict[str, Any]:
     """Write report.md, PERFORMANCE.md and the PNGs into ``folder``; returns the headline numbers."""
     proxies = load_proxies(folder)
@@ -449,49 +523,9 @@ def build(folder: Path = RESULTS, regenerate_kernels: bool = False) -> dict[str,
             f"training batch {proxies['train_batch']} x T, inference batch {proxies['infer_batch']} x T; "
             f"torch {env['torch']}, commit {env['commit']}, {env['date'][:10]}.",
             "",
-            "## Headline (MODELLED, whole MixSTE, training step, B = 128, T = 243, bf16)",
-            "",
-            "| | vs eager | vs sdpa | vs xformers |",
-            "|---|---|---|---|",
         ]
-        for dev, name in (("rtx4090", "RTX 4090"), ("h100", "H100")):
-            perf.append(
-                f"| fused speedup, {name} | {head[f'{dev}_speedup_vs_eager']:.2f}x | "
-                f"{head[f'{dev}_speedup_vs_sdpa']:.2f}x | {head[f'{dev}_speedup_vs_xformers']:.2f}x |"
-            )
-            perf.append(
-                f"| same, + 3 us per launch, {name} | {head[f'{dev}_launch_speedup_vs_eager']:.2f}x | "
-                f"{head[f'{dev}_launch_speedup_vs_sdpa']:.2f}x | "
-                f"{head[f'{dev}_launch_speedup_vs_xformers']:.2f}x |"
-            )
-            perf.append(
-                f"| same, padded-tile FLOPs, {name} | {head[f'{dev}_padded_speedup_vs_eager']:.2f}x | "
-                f"{head[f'{dev}_padded_speedup_vs_sdpa']:.2f}x | "
-                f"{head[f'{dev}_padded_speedup_vs_xformers']:.2f}x |"
-            )
-        perf.append(
-            f"| bytes moved, peer / fused | {head['bytes_ratio_eager']:.2f}x | {head['bytes_ratio_sdpa']:.2f}x"
-            f" | {head['bytes_ratio_xformers']:.2f}x |"
-        )
-        perf.append(
-            f"| saved for backward, peer / fused | {head['saved_ratio_eager']:.2f}x | "
-            f"{head['saved_ratio_sdpa']:.2f}x | {head['saved_ratio_xformers']:.2f}x |"
-        )
-        perf.append(
-            f"| kernel launches, peer / fused | {head['launch_ratio_eager']:.2f}x | "
-            f"{head['launch_ratio_sdpa']:.2f}x | {head['launch_ratio_xformers']:.2f}x |"
-        )
+        perf += headline_section(head)
         perf += [
-            "",
-            "Modelled RTX 4090 time per step (ms): "
-            + ", ".join(f"{p} {v:.0f}" for p, v in head["rtx4090_ms"].items())
-            + "; bytes moved (GB): "
-            + ", ".join(f"{p} {v:.0f}" for p, v in head["bytes_gb"].items())
-            + "; saved for backward (GB): "
-            + ", ".join(f"{p} {v:.1f}" for p, v in head["saved_gb"].items())
-            + ". At this batch every path keeps 100+ GB for backward: it fits no single GPU (the GPU timing suite "
-            "uses B = 16 at T = 243).",
-            "",
             "## Modelled time, RTX 4090, T = 243 (ms)",
             "",
             modelled_table(proxies, "rtx4090", T=243),
@@ -517,6 +551,8 @@ def build(folder: Path = RESULTS, regenerate_kernels: bool = False) -> dict[str,
             measured_table(run),
             "",
         ]
+        if run["skipped"]:
+            perf += [skipped_table(run), ""]
     for title, img in measured_imgs:
         perf += [f"![{title}]({img})", ""]
     perf += ["## Where the fused path does not win", ""]

@@ -164,3 +164,52 @@ def test_proxy_case_is_consistent() -> None:
         m = train["modelled"][dev]
         assert m["seconds"] >= train["bytes"] / spec.bandwidth * 0.999
         assert m["seconds_with_launch_overhead"] > m["seconds"]
+
+
+def test_report_writes_tables_plots_and_lists_losses(tmp_path) -> None:
+    import json
+
+    from benchmarks import proxies, report
+    from benchmarks.cases import Shape
+
+    rows = []
+    for mode in ("forward", "train"):
+        for provider in proxies.MODELLED_PROVIDERS:
+            row = proxies.proxy_case("spatial_attention", provider, mode, Shape(2, 27))
+            rows.append({**row, "full_scale": True, "gpu_timing_shape": True})
+    (tmp_path / "proxies.json").write_text(json.dumps({**proxies.compute(scopes=()), "results": rows}))
+    kernel_row = {
+        "kernel": "_spatial_attn_fwd_kernel", "target": "sm_89 (RTX 4090)", "dtype": "bf16", "config": "D=64",
+        "num_warps": 4, "registers": 96, "spill_bytes": 0, "shared_bytes": 6144, "shared_limit": 101376,
+        "blocks_per_sm": 5, "occupancy": 0.42, "limited_by": "registers",
+    }  # fmt: skip
+    (tmp_path / "kernel_resources.json").write_text(json.dumps([kernel_row]))
+
+    def bench(provider: str, median: float) -> dict:
+        extra = {"scope": "spatial_attention", "mode": "train", "provider": provider, "B": 2, "T": 27,
+                 "dtype": "bf16-autocast", "peak_memory_bytes": 1e9}  # fmt: skip
+        return {"extra_info": extra, "stats": {"median": median, "rounds": 3, "data": [median] * 3}}
+
+    run = {
+        "machine_info": {
+            "fastmixste": {
+                "device": "NVIDIA GeForce RTX 4090",
+                "date": "2026-01-01T00:00:00Z",
+                "torch": "x",
+                "triton": "y",
+                "commit": "abc",
+            }
+        },  # fmt: skip
+        "benchmarks": [bench("eager", 0.010), bench("triton", 0.012)],
+        "fastmixste_skipped": [{"case": "spatial_attention-train-B2-T27-xformers", "reason": "not installed"}],
+    }
+    (tmp_path / "cuda-rtx-4090.json").write_text(json.dumps(run))
+    report.build(tmp_path)
+    perf = (tmp_path / "PERFORMANCE.md").read_text()
+    assert "MEASURED: NVIDIA GeForce RTX 4090" in perf and "MODELLED" in perf
+    assert "triton 12.00 ms vs eager 10.00 ms" in perf  # a measured loss is listed, not hidden
+    assert "not installed" in perf and "_spatial_attn_fwd_kernel" in perf
+    for png in ("modelled_speedup_rtx4090.png", "modelled_memory.png", "measured_cuda-rtx-4090.png",
+                "modelled_vs_cuda-rtx-4090.png"):  # fmt: skip
+        assert (tmp_path / png).stat().st_size > 0
+    assert (tmp_path / "report.md").exists()
