@@ -49,9 +49,10 @@ _LN2 = 0.6931471805599453
 # ----------------------------------------------------------------------------------------------------------------
 # Kernels
 #
-# A program handles G heads of one (batch, joint) and one block of rows. On a GPU G = 1. Under the Triton
-# interpreter, which pays per program and per op but almost nothing per element, G > 1 stacks G heads into one
-# tile (rows head-major) and masks the cross-head scores: the same arithmetic, G times fewer programs.
+# Sequences are the B*N*H (batch, joint, head) triples, flattened as s = (b*N + n)*H + h (the row order of the
+# (B, N, H, T) lse). A program handles G sequences and one block of rows. On a GPU G = 1. Under the Triton
+# interpreter, which pays per program and per op but almost nothing per element, G > 1 stacks G sequences into
+# one tile (rows sequence-major) and masks the cross-sequence scores: the same arithmetic, G times fewer programs.
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -78,44 +79,49 @@ def _temporal_attn_fwd_kernel(
 ):
     # Every dot has M, N, K >= 16: the interpreter accepts less, the GPU compiler does not.
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16 and D >= 16)
-    # Grid axis 0 = flattened (b, n, head group, query block); its limit is 2^31 - 1 (axes 1 and 2 stop at 65535).
+    # Grid axis 0 = flattened (sequence group, query block); its limit is 2^31 - 1 (axes 1 and 2 stop at 65535).
     pid = tl.program_id(0)
     num_m = (T + BLOCK_M - 1) // BLOCK_M
     i_m = pid % num_m
-    i_bng = pid // num_m
-    i_hg = i_bng % (H // G)
-    i_bn = i_bng // (H // G)
-    i_n = i_bn % N
-    i_b = i_bn // N
+    i_sg = pid // num_m
     C = H * D
-
-    # Batch offsets in int64: B*T*N*3C passes 2^31 at large batches; offsets within one batch element stay int32.
-    p_q = QKV + i_b.to(tl.int64) * stride_qkv_b + i_n * stride_qkv_n + i_hg * G * D
-    p_k = p_q + C
-    p_v = p_q + 2 * C
-    o_r = tl.arange(0, G * BLOCK_M)
-    o_gr = o_r // BLOCK_M  # head of each row within the group
+    o_r = tl.arange(0, G * BLOCK_M)  # query rows, sequence-major
+    o_c = tl.arange(0, G * BLOCK_N)  # key rows, sequence-major
     o_m = i_m * BLOCK_M + o_r % BLOCK_M
     o_d = tl.arange(0, D)
     m_m = o_m < T
+    if G == 1:
+        s_r = i_sg
+        s_c = i_sg
+    else:
+        s_r = i_sg * G + o_r // BLOCK_M
+        s_c = i_sg * G + o_c // BLOCK_N
+    # Batch offsets in int64: B*T*N*3C passes 2^31 at large batches; offsets within one batch element stay int32.
+    b_r = (s_r // H // N).to(tl.int64)
+    b_c = (s_c // H // N).to(tl.int64)
+    off_q = b_r * stride_qkv_b + (s_r // H % N) * stride_qkv_n + (s_r % H) * D
+    off_k = b_c * stride_qkv_b + (s_c // H % N) * stride_qkv_n + (s_c % H) * D + C
+    off_o = b_r * stride_o_b + (s_r // H % N) * stride_o_n + (s_r % H) * D
+    if G > 1:
+        off_q = off_q[:, None]
+        off_k = off_k[:, None]
+        off_o = off_o[:, None]
 
-    b_q = tl.load(p_q + o_m[:, None] * stride_qkv_t + (o_gr * D)[:, None] + o_d[None, :], mask=m_m[:, None], other=0.0)
+    b_q = tl.load(QKV + off_q + o_m[:, None] * stride_qkv_t + o_d[None, :], mask=m_m[:, None], other=0.0)
     b_m = tl.full([G * BLOCK_M], float("-inf"), dtype=tl.float32)  # running row max (log2 units)
     b_l = tl.zeros([G * BLOCK_M], dtype=tl.float32)  # running row sum of exp2
     b_acc = tl.zeros([G * BLOCK_M, D], dtype=tl.float32)
     for start_n in range(0, T, BLOCK_N):
-        o_c = tl.arange(0, G * BLOCK_N)
-        o_gc = o_c // BLOCK_N
         o_n = start_n + o_c % BLOCK_N
         m_n = o_n < T
-        p_kv = o_n[:, None] * stride_qkv_t + (o_gc * D)[:, None] + o_d[None, :]
-        b_k = tl.load(p_k + p_kv, mask=m_n[:, None], other=0.0)
-        b_v = tl.load(p_v + p_kv, mask=m_n[:, None], other=0.0)
-        # Scores in log2 units so the softmax uses exp2; keys past T (and other heads' keys) get -inf.
+        p_k = QKV + off_k + o_n[:, None] * stride_qkv_t + o_d[None, :]
+        b_k = tl.load(p_k, mask=m_n[:, None], other=0.0)
+        b_v = tl.load(p_k + C, mask=m_n[:, None], other=0.0)
+        # Scores in log2 units so the softmax uses exp2; keys past T (and other sequences' keys) get -inf.
         b_s = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION) * scale_log2e
         m_s = m_n[None, :]
         if G > 1:
-            m_s = m_s & (o_gr[:, None] == o_gc[None, :])
+            m_s = m_s & (s_r[:, None] == s_c[None, :])
         b_s = tl.where(m_s, b_s, float("-inf"))
         b_m_new = tl.maximum(b_m, tl.max(b_s, 1))
         # A row with every key masked keeps m = -inf; shifting by 0 instead keeps exp2 away from (-inf) - (-inf).
@@ -128,12 +134,11 @@ def _temporal_attn_fwd_kernel(
 
     b_l_safe = tl.where(b_l > 0.0, b_l, 1.0)
     b_o = b_acc / b_l_safe[:, None]
-    p_o = O + i_b.to(tl.int64) * stride_o_b + i_n * stride_o_n + i_hg * G * D
-    p_o += o_m[:, None] * stride_o_t + (o_gr * D)[:, None] + o_d[None, :]
+    p_o = O + off_o + o_m[:, None] * stride_o_t + o_d[None, :]
     tl.store(p_o, b_o.to(O.dtype.element_ty), mask=m_m[:, None])
-    # Natural-log lse per row, (B, N, H, T) contiguous.
+    # Natural-log lse per row, (B, N, H, T) contiguous: row s*T + t.
     b_lse = (b_m + tl.log2(b_l_safe)) * 0.6931471805599453
-    tl.store(LSE + (i_bn * H + i_hg * G + o_gr).to(tl.int64) * T + o_m, b_lse, mask=m_m)
+    tl.store(LSE + s_r.to(tl.int64) * T + o_m, b_lse, mask=m_m)
 
 
 @triton.jit
@@ -168,62 +173,68 @@ def _temporal_attn_bwd_dq_kernel(
     G: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """One program per (b, n, head group, query block): delta = rowsum(dO * O), then dQ looping over key blocks."""
+    """One program per (sequence group, query block): delta = rowsum(dO * O), then dQ looping over key blocks."""
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16 and D >= 16)
     pid = tl.program_id(0)
     num_m = (T + BLOCK_M - 1) // BLOCK_M
     i_m = pid % num_m
-    i_bng = pid // num_m
-    i_hg = i_bng % (H // G)
-    i_bn = i_bng // (H // G)
-    i_n = i_bn % N
-    i_b = i_bn // N
+    i_sg = pid // num_m
     C = H * D
-    i_b64 = i_b.to(tl.int64)
-
-    p_q = QKV + i_b64 * stride_qkv_b + i_n * stride_qkv_n + i_hg * G * D
-    p_k = p_q + C
-    p_v = p_q + 2 * C
-    p_o = O + i_b64 * stride_o_b + i_n * stride_o_n + i_hg * G * D
-    # dO may be any strided view (a stride-0 expand from .sum().backward()): all four strides are honoured.
-    p_do = DO + i_b64 * stride_do_b + i_n * stride_do_n + i_hg * G * D * stride_do_d
     o_r = tl.arange(0, G * BLOCK_M)
-    o_gr = o_r // BLOCK_M
+    o_c = tl.arange(0, G * BLOCK_N)
     o_m = i_m * BLOCK_M + o_r % BLOCK_M
     o_d = tl.arange(0, D)
     m_m = o_m < T
-    o_hd = (o_gr * D)[:, None] + o_d[None, :]  # channel offset of each (row, d) within the group
+    if G == 1:
+        s_r = i_sg
+        s_c = i_sg
+    else:
+        s_r = i_sg * G + o_r // BLOCK_M
+        s_c = i_sg * G + o_c // BLOCK_N
+    b_r = (s_r // H // N).to(tl.int64)
+    b_c = (s_c // H // N).to(tl.int64)
+    off_q = b_r * stride_qkv_b + (s_r // H % N) * stride_qkv_n + (s_r % H) * D
+    off_k = b_c * stride_qkv_b + (s_c // H % N) * stride_qkv_n + (s_c % H) * D + C
+    off_o = b_r * stride_o_b + (s_r // H % N) * stride_o_n + (s_r % H) * D
+    # dO may be any strided view (a stride-0 expand from .sum().backward()): all four strides are honoured.
+    off_do = b_r * stride_do_b + (s_r // H % N) * stride_do_n + (s_r % H) * D * stride_do_d
+    off_dq = b_r * stride_dqkv_b + (s_r // H % N) * stride_dqkv_n + (s_r % H) * D
+    if G > 1:
+        off_q = off_q[:, None]
+        off_k = off_k[:, None]
+        off_o = off_o[:, None]
+        off_do = off_do[:, None]
+        off_dq = off_dq[:, None]
 
-    b_q = tl.load(p_q + o_m[:, None] * stride_qkv_t + o_hd, mask=m_m[:, None], other=0.0)
-    b_do = tl.load(p_do + o_m[:, None] * stride_do_t + o_hd * stride_do_d, mask=m_m[:, None], other=0.0)
-    b_o = tl.load(p_o + o_m[:, None] * stride_o_t + o_hd, mask=m_m[:, None], other=0.0)
+    b_q = tl.load(QKV + off_q + o_m[:, None] * stride_qkv_t + o_d[None, :], mask=m_m[:, None], other=0.0)
+    p_do = DO + off_do + o_m[:, None] * stride_do_t + o_d[None, :] * stride_do_d
+    b_do = tl.load(p_do, mask=m_m[:, None], other=0.0)
+    b_o = tl.load(O + off_o + o_m[:, None] * stride_o_t + o_d[None, :], mask=m_m[:, None], other=0.0)
     # delta_i = sum_j P_ij dP_ij = rowsum(dO * O): computed once here, read by every key block of the dK/dV kernel.
     b_delta = tl.sum(b_do.to(tl.float32) * b_o.to(tl.float32), 1)
-    o_row = (i_bn * H + i_hg * G + o_gr).to(tl.int64) * T + o_m  # index into the (B, N, H, T) rows
+    o_row = s_r.to(tl.int64) * T + o_m  # index into the (B, N, H, T) rows
     tl.store(DELTA + o_row, b_delta, mask=m_m)
     b_lse2 = tl.load(LSE + o_row, mask=m_m, other=0.0) * 1.4426950408889634
 
     b_dq = tl.zeros([G * BLOCK_M, D], dtype=tl.float32)
     for start_n in range(0, T, BLOCK_N):
-        o_c = tl.arange(0, G * BLOCK_N)
-        o_gc = o_c // BLOCK_N
         o_n = start_n + o_c % BLOCK_N
         m_n = o_n < T
-        p_kv = o_n[:, None] * stride_qkv_t + (o_gc * D)[:, None] + o_d[None, :]
-        b_k = tl.load(p_k + p_kv, mask=m_n[:, None], other=0.0)
-        b_v = tl.load(p_v + p_kv, mask=m_n[:, None], other=0.0)
+        p_k = QKV + off_k + o_n[:, None] * stride_qkv_t + o_d[None, :]
+        b_k = tl.load(p_k, mask=m_n[:, None], other=0.0)
+        b_v = tl.load(p_k + C, mask=m_n[:, None], other=0.0)
         b_s = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION) * scale_log2e
         m_s = m_n[None, :]
         if G > 1:
-            m_s = m_s & (o_gr[:, None] == o_gc[None, :])
+            m_s = m_s & (s_r[:, None] == s_c[None, :])
         b_p = tl.where(m_s, tl.exp2(b_s - b_lse2[:, None]), 0.0)
         b_dp = tl.dot(b_do, tl.trans(b_v), input_precision=DOT_PRECISION)
         b_ds = b_p * (b_dp - b_delta[:, None])
         b_dq += tl.dot(b_ds.to(b_k.dtype), b_k, input_precision=DOT_PRECISION)
     b_dq = b_dq * scale
 
-    p_dq = DQKV + i_b64 * stride_dqkv_b + i_n * stride_dqkv_n + i_hg * G * D
-    tl.store(p_dq + o_m[:, None] * stride_dqkv_t + o_hd, b_dq.to(DQKV.dtype.element_ty), mask=m_m[:, None])
+    p_dq = DQKV + off_dq + o_m[:, None] * stride_dqkv_t + o_d[None, :]
+    tl.store(p_dq, b_dq.to(DQKV.dtype.element_ty), mask=m_m[:, None])
 
 
 @triton.jit
@@ -254,50 +265,55 @@ def _temporal_attn_bwd_dkdv_kernel(
     G: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """One program per (b, n, head group, key block): dK and dV accumulated in registers over every query block."""
+    """One program per (sequence group, key block): dK and dV accumulated in registers over every query block."""
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16 and D >= 16)
     pid = tl.program_id(0)
     num_n = (T + BLOCK_N - 1) // BLOCK_N
     i_kb = pid % num_n
-    i_bng = pid // num_n
-    i_hg = i_bng % (H // G)
-    i_bn = i_bng // (H // G)
-    i_n = i_bn % N
-    i_b = i_bn // N
+    i_sg = pid // num_n
     C = H * D
-    i_b64 = i_b.to(tl.int64)
-
-    p_q = QKV + i_b64 * stride_qkv_b + i_n * stride_qkv_n + i_hg * G * D
-    p_k = p_q + C
-    p_v = p_q + 2 * C
-    p_do = DO + i_b64 * stride_do_b + i_n * stride_do_n + i_hg * G * D * stride_do_d
-    o_rows = (i_bn * H + i_hg * G).to(tl.int64) * T  # first (B, N, H, T) row of the group
-    o_r = tl.arange(0, G * BLOCK_N)
-    o_gr = o_r // BLOCK_N
+    o_r = tl.arange(0, G * BLOCK_N)  # key rows of this program, sequence-major
+    o_c = tl.arange(0, G * BLOCK_M)  # query rows of each step
     o_n = i_kb * BLOCK_N + o_r % BLOCK_N
     o_d = tl.arange(0, D)
     m_n = o_n < T
-    o_hd = (o_gr * D)[:, None] + o_d[None, :]
+    if G == 1:
+        s_r = i_sg
+        s_c = i_sg
+    else:
+        s_r = i_sg * G + o_r // BLOCK_N
+        s_c = i_sg * G + o_c // BLOCK_M
+    b_r = (s_r // H // N).to(tl.int64)
+    b_c = (s_c // H // N).to(tl.int64)
+    off_k = b_r * stride_qkv_b + (s_r // H % N) * stride_qkv_n + (s_r % H) * D + C
+    off_dk = b_r * stride_dqkv_b + (s_r // H % N) * stride_dqkv_n + (s_r % H) * D + C
+    off_q = b_c * stride_qkv_b + (s_c // H % N) * stride_qkv_n + (s_c % H) * D
+    off_do = b_c * stride_do_b + (s_c // H % N) * stride_do_n + (s_c % H) * D * stride_do_d
+    o_rows = s_c.to(tl.int64) * T  # first (B, N, H, T) row of each query's sequence
+    if G > 1:
+        off_k = off_k[:, None]
+        off_dk = off_dk[:, None]
+        off_q = off_q[:, None]
+        off_do = off_do[:, None]
 
-    b_k = tl.load(p_k + o_n[:, None] * stride_qkv_t + o_hd, mask=m_n[:, None], other=0.0)
-    b_v = tl.load(p_v + o_n[:, None] * stride_qkv_t + o_hd, mask=m_n[:, None], other=0.0)
+    p_k = QKV + off_k + o_n[:, None] * stride_qkv_t + o_d[None, :]
+    b_k = tl.load(p_k, mask=m_n[:, None], other=0.0)
+    b_v = tl.load(p_k + C, mask=m_n[:, None], other=0.0)
     b_dk = tl.zeros([G * BLOCK_N, D], dtype=tl.float32)
     b_dv = tl.zeros([G * BLOCK_N, D], dtype=tl.float32)
     for start_m in range(0, T, BLOCK_M):
-        o_c = tl.arange(0, G * BLOCK_M)
-        o_gc = o_c // BLOCK_M
         o_m = start_m + o_c % BLOCK_M
         m_m = o_m < T
-        o_chd = (o_gc * D)[:, None] + o_d[None, :]
-        b_q = tl.load(p_q + o_m[:, None] * stride_qkv_t + o_chd, mask=m_m[:, None], other=0.0)
-        b_do = tl.load(p_do + o_m[:, None] * stride_do_t + o_chd * stride_do_d, mask=m_m[:, None], other=0.0)
-        b_lse2 = tl.load(LSE + o_rows + o_gc * T + o_m, mask=m_m, other=0.0) * 1.4426950408889634
-        b_delta = tl.load(DELTA + o_rows + o_gc * T + o_m, mask=m_m, other=0.0)
+        b_q = tl.load(QKV + off_q + o_m[:, None] * stride_qkv_t + o_d[None, :], mask=m_m[:, None], other=0.0)
+        p_do = DO + off_do + o_m[:, None] * stride_do_t + o_d[None, :] * stride_do_d
+        b_do = tl.load(p_do, mask=m_m[:, None], other=0.0)
+        b_lse2 = tl.load(LSE + o_rows + o_m, mask=m_m, other=0.0) * 1.4426950408889634
+        b_delta = tl.load(DELTA + o_rows + o_m, mask=m_m, other=0.0)
         # Transposed tiles (keys x queries) so dV = P^T dO and dK = dS^T Q need no transposes of P or dS.
         b_st = tl.dot(b_k, tl.trans(b_q), input_precision=DOT_PRECISION) * scale_log2e
         m_st = m_m[None, :]
         if G > 1:
-            m_st = m_st & (o_gr[:, None] == o_gc[None, :])
+            m_st = m_st & (s_r[:, None] == s_c[None, :])
         b_pt = tl.where(m_st, tl.exp2(b_st - b_lse2[None, :]), 0.0)
         b_dv += tl.dot(b_pt.to(b_do.dtype), b_do, input_precision=DOT_PRECISION)
         b_dpt = tl.dot(b_v, tl.trans(b_do), input_precision=DOT_PRECISION)
@@ -305,11 +321,9 @@ def _temporal_attn_bwd_dkdv_kernel(
         b_dk += tl.dot(b_dst.to(b_q.dtype), b_q, input_precision=DOT_PRECISION)
     b_dk = b_dk * scale
 
-    p_dk = DQKV + i_b64 * stride_dqkv_b + i_n * stride_dqkv_n + C + i_hg * G * D
-    p_dv = p_dk + C
-    o_nd = o_n[:, None] * stride_dqkv_t + o_hd
-    tl.store(p_dk + o_nd, b_dk.to(DQKV.dtype.element_ty), mask=m_n[:, None])
-    tl.store(p_dv + o_nd, b_dv.to(DQKV.dtype.element_ty), mask=m_n[:, None])
+    p_dk = DQKV + off_dk + o_n[:, None] * stride_dqkv_t + o_d[None, :]
+    tl.store(p_dk, b_dk.to(DQKV.dtype.element_ty), mask=m_n[:, None])
+    tl.store(p_dk + C, b_dv.to(DQKV.dtype.element_ty), mask=m_n[:, None])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -380,13 +394,14 @@ def _select_config(T: int, D: int, dtype: torch.dtype) -> _Configs:
     return _Configs(fwd=pick("fwd"), bwd_dq=pick("bwd_dq"), bwd_dkdv=pick("bwd_dkdv"))
 
 
-def _heads_per_program(H: int, cfg: _Config) -> int:
-    """G, the heads one program handles: 1 on a GPU. Under the interpreter, which pays per program, the most heads
-    (a power of two dividing H) that keep a tile within 256 rows."""
+def _seqs_per_program(S: int, cfg: _Config) -> int:
+    """G, the (batch, joint, head) sequences one program handles: 1 on a GPU. Under the interpreter, which pays per
+    program, the most sequences (a power of two dividing S = B*N*H) that keep a tile within 128 rows (its dots
+    run without BLAS and cost G^2 times the per-sequence work)."""
     if not interpreter_active():
         return 1
     G = 1
-    while H % (2 * G) == 0 and 2 * G * max(cfg.block_m, cfg.block_n) <= 256:
+    while S % (2 * G) == 0 and 2 * G * max(cfg.block_m, cfg.block_n) <= 128:
         G *= 2
     return G
 
@@ -430,7 +445,7 @@ def _device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
 def temporal_attn_fwd(qkv: torch.Tensor, num_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, N, 3*C) qkv -> o (B, T, N, C) in qkv's dtype and lse (B, N, H, T) fp32 (natural log).
 
-    Launches ``_temporal_attn_fwd_kernel`` on B*N*H*cdiv(T, BLOCK_M) programs (grid axis 0; / G heads per
+    Launches ``_temporal_attn_fwd_kernel`` on B*N*H*cdiv(T, BLOCK_M) programs (grid axis 0; / G sequences per
     program under the interpreter).
     """
     B, T, N, H, D = _check(qkv, num_heads)
@@ -440,8 +455,8 @@ def temporal_attn_fwd(qkv: torch.Tensor, num_heads: int, scale: float) -> tuple[
     if _shape_only(qkv):
         return o, lse
     cfg = _select_config(T, D, qkv.dtype).fwd
-    G = _heads_per_program(H, cfg)
-    grid = (B * N * (H // G) * triton.cdiv(T, cfg.block_m),)
+    G = _seqs_per_program(B * N * H, cfg)
+    grid = (B * N * H // G * triton.cdiv(T, cfg.block_m),)
     with _device_guard(qkv):
         wrap_triton(_temporal_attn_fwd_kernel)[grid](
             qkv,
@@ -502,8 +517,8 @@ def temporal_attn_bwd(
     s_dqkv = (dqkv.stride(0), dqkv.stride(1), dqkv.stride(2))
     with _device_guard(qkv):
         cfg = cfgs.bwd_dq
-        G = _heads_per_program(H, cfg)
-        wrap_triton(_temporal_attn_bwd_dq_kernel)[(B * N * (H // G) * triton.cdiv(T, cfg.block_m),)](
+        G = _seqs_per_program(B * N * H, cfg)
+        wrap_triton(_temporal_attn_bwd_dq_kernel)[(B * N * H // G * triton.cdiv(T, cfg.block_m),)](
             qkv,
             o,
             do,
@@ -531,8 +546,8 @@ def temporal_attn_bwd(
         )
         # Launched after the dQ kernel on the same stream: it reads the delta rows that kernel wrote.
         cfg = cfgs.bwd_dkdv
-        G = _heads_per_program(H, cfg)
-        wrap_triton(_temporal_attn_bwd_dkdv_kernel)[(B * N * (H // G) * triton.cdiv(T, cfg.block_n),)](
+        G = _seqs_per_program(B * N * H, cfg)
+        wrap_triton(_temporal_attn_bwd_dkdv_kernel)[(B * N * H // G * triton.cdiv(T, cfg.block_n),)](
             qkv,
             do,
             lse,

@@ -84,8 +84,8 @@ def test_fp32_matches_float64_reference(T: int, B: int, N: int, H: int) -> None:
 
 @pytest.mark.parametrize("T", [27, 100])
 def test_one_head_per_program(T: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """G = 1, the GPU's program layout (the interpreter otherwise stacks several heads per program)."""
-    monkeypatch.setattr(ta, "_heads_per_program", lambda H, cfg: 1)
+    """G = 1, the GPU's program layout (the interpreter otherwise stacks several sequences per program)."""
+    monkeypatch.setattr(ta, "_seqs_per_program", lambda S, cfg: 1)
     B, N, H, D = 1, 2, 2, 16
     qkv = make_qkv(B, T, N, H, D)
     grad = torch.randn(B, T, N, H * D, device=DEVICE)
