@@ -194,11 +194,13 @@ def _xformers_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis, 
 
 
 def _triton_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis) -> torch.Tensor:
-    from fastmixste import kernels
-
     if axis == "spatial":
-        return kernels.spatial_attention(qkv, num_heads, scale)
-    return kernels.temporal_attention(qkv, num_heads, scale)
+        from fastmixste.kernels.spatial_attention import spatial_attention
+
+        return spatial_attention(qkv, num_heads, scale)
+    from fastmixste.kernels.temporal_attention import temporal_attention
+
+    return temporal_attention(qkv, num_heads, scale)
 
 
 class Attention(nn.Module):
