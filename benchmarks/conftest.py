@@ -72,7 +72,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
         full = json.loads(path.read_text())
     else:
         full = proxies.compute()
-        path.write_text(json.dumps(full, indent=1))
+        path.write_text(proxies.dumps(full))
     timed = {
         (b["extra_info"].get("scope"), b["extra_info"].get("mode"), b["extra_info"].get("B"), b["extra_info"].get("T"))
         for b in output_json["benchmarks"]

@@ -572,6 +572,14 @@ def build(folder: Path = RESULTS, regenerate_kernels: bool = False) -> dict[str,
         "math fallback (materialised T x T scores, fp32 upcasts) - on CUDA too; the modelled xformers leaves out "
         "its backward workspace (optimistic for xformers); compile is measured only.",
         "",
+        "What the model cannot see, so where the fused path may still lose on a GPU: (1) fp32 - only bf16 is "
+        "modelled, and in fp32 the fused kernels use exact IEEE dots on the CUDA cores (no tensor cores), while "
+        "cuBLAS/SDPA may use TF32; (2) occupancy - the roofline grants every op the full DRAM bandwidth, but the "
+        "kernel table below shows the fused backward kernels at 17-25% occupancy (register-limited), which may "
+        "not saturate bandwidth; (3) small batches, where launch latency and tail effects dominate (the +3 us per "
+        "launch variant is a first-order estimate only). The spatial forward ties with sdpa/xformers in the model "
+        "because all three read qkv once and write o once; only a measurement can separate them.",
+        "",
         "## Kernel resources (AOT, no GPU needed; bf16, D = 64)",
         "",
     ]
