@@ -238,16 +238,17 @@ class SpatialConfig:
 
 # (backward, fp32, BLOCK_R, D) -> (BLOCK_D, num_warps). Chosen from the AOT report (registers, spills) on sm_89 and
 # sm_90. fp16/bf16 use 64-row tiles for every N. fp32 (tf32x3 dots split every operand in two) needs 32-row tiles
-# to stay spill-free; N > 32 must take 64 rows, where the fp32 backward spills for D >= 64: not offered.
+# for N <= 32; its backward spills on one target or the other (whatever the warps) for D = 128, and for D >= 32
+# once N > 32 forces 64-row tiles: those fp32 backward classes are not offered (see _FP32_BWD_LIMIT).
 _CONFIGS: dict[tuple[bool, bool, int, int], tuple[int, int]] = {
     **{(False, False, 64, D): (min(D, 32), 8 if D >= 128 else 4) for D in (16, 32, 64, 128)},
     **{(True, False, 64, D): (min(D, 32), 8 if D >= 128 else 4) for D in (16, 32, 64, 128)},
     **{(False, True, 32, D): (16, 4) for D in (16, 32, 64, 128)},
-    **{(True, True, 32, D): (16, 4) for D in (16, 32, 64, 128)},
+    **{(True, True, 32, D): (16, 4) for D in (16, 32, 64)},
     **{(False, True, 64, D): (16, 4) for D in (16, 32, 64, 128)},
     (True, True, 64, 16): (16, 4),
-    (True, True, 64, 32): (16, 8),
 }
+_FP32_BWD_LIMIT = "the float32 backward supports head_dim <= 64 for N <= 32 and head_dim 16 for N > 32"
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -267,8 +268,8 @@ def _select_config(N: int, D: int, dtype: torch.dtype, backward: bool) -> Spatia
     key = (backward, dtype == torch.float32, block_r, D)
     if key not in _CONFIGS:
         raise ValueError(
-            f"{_OP}: the float32 backward supports N <= 32 for head_dim >= 64 (its 64-row tile spills registers), "
-            f"got N={N}, head_dim={D}; use float16/bfloat16 or another attention backend"
+            f"{_OP}: {_FP32_BWD_LIMIT} (larger tiles spill registers), got N={N}, head_dim={D}; "
+            "use float16/bfloat16 or another attention backend"
         )
     block_d, num_warps = _CONFIGS[key]
     return SpatialConfig(block_r=block_r, block_d=block_d, num_warps=num_warps, num_stages=1)

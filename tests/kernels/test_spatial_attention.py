@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from fastmixste.kernels import spatial_attention as sa_mod
 from fastmixste.kernels.spatial_attention import (
     saved_bytes_report,
@@ -24,6 +22,7 @@ from fastmixste.kernels.spatial_attention import (
     spatial_attn_fwd,
     unsupported_reasons,
 )
+from torch.utils.flop_counter import FlopCounterMode
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -89,7 +88,7 @@ def test_fp32_matches_float64(shape):
     _assert_close("dqkv", dqkv, dqkv_ref, 1e-4)
 
 
-@pytest.mark.parametrize("shape", [(1, 5, 17, 2, 32), (1, 7, 16, 1, 64), (1, 1, 64, 1, 32)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 5, 17, 2, 32), (1, 7, 16, 1, 64), (1, 1, 64, 1, 16)], ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_launchers_write_every_row(shape, dtype):
     """Launchers into NaN-filled outputs: any row or head slice left unwritten shows up."""
@@ -253,7 +252,7 @@ def test_report_cases_cover_every_launcher_choice():
                     try:
                         cfg = sa_mod._select_config(N, D, dtype, backward)
                     except ValueError:
-                        assert dtype == torch.float32 and backward and N > 32 and D >= 64
+                        assert dtype == torch.float32 and backward and (D == 128 or (N > 32 and D >= 32))
                         continue
                     kernel = sa_mod._spatial_attn_bwd_kernel if backward else sa_mod._spatial_attn_fwd_kernel
                     key = (kernel.__name__, names[str(dtype).split(".")[1]], D, cfg.block_r, cfg.block_d)
@@ -266,8 +265,8 @@ def test_report_cases_cover_every_launcher_choice():
 @pytest.mark.parametrize("shape", [(2, 27, 17, 8, 64), (1, 9, 31, 2, 128), (1, 5, 64, 2, 32)], ids=str)
 def test_gpu_compiled_parity(dtype, shape):
     B, T, N, H, D = shape
-    if dtype == torch.float32 and N > 32 and D >= 64:
-        pytest.skip("float32 backward with N > 32 and D >= 64 is not offered")
+    if dtype == torch.float32 and (D == 128 or (N > 32 and D >= 32)):
+        pytest.skip("this float32 backward class is not offered (register spills)")
     qkv = _qkv(B, T, N, H, D, dtype)
     grad = torch.randn(B, T, N, H * D, device=DEVICE, dtype=dtype)
     o_ref, dqkv_ref = _reference(qkv, grad, H)
