@@ -123,27 +123,6 @@ def _module(scope: str, T: int) -> nn.Module:
     raise ValueError(f"unknown scope {scope!r}; expected one of {SCOPES}")
 
 
-def bind_kernel_functions() -> None:
-    """Make ``fastmixste.kernels.spatial_attention`` / ``temporal_attention`` the functions, as documented.
-
-    The package exposes them through a lazy ``__getattr__`` that imports submodules of the same names; importing a
-    submodule binds the *module* to that attribute, so from the second access on, the attention backend would get a
-    module instead of the function. Binding the functions once keeps every benchmark call on the fused ops.
-    """
-    import importlib
-    import types
-
-    from fastmixste import kernels
-
-    for name in ("spatial_attention", "temporal_attention"):
-        try:
-            mod = importlib.import_module(f"fastmixste.kernels.{name}")
-        except ImportError:  # kernel not in this build: the triton provider is skipped with the reason
-            continue
-        if isinstance(getattr(kernels, name, None), types.ModuleType):
-            setattr(kernels, name, getattr(mod, name))
-
-
 def build(
     scope: str,
     provider: str,
@@ -160,8 +139,6 @@ def build(
     if provider not in PROVIDERS:
         raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
     device = torch.device(device)
-    if provider == "triton":
-        bind_kernel_functions()
     with torch.device(device):
         module = _module(scope, shape.T)
     module = module.to(dtype)
