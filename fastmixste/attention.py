@@ -172,10 +172,11 @@ def _sdpa_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis, drop
         q, k, v = (t.reshape(B * T, N, num_heads, -1).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
         return out.transpose(1, 2).reshape(B, T, N, C3 // 3)
-    # (B, T, N, H, D) -> (B, N, H, T, D)
-    q, k, v = (t.permute(0, 2, 3, 1, 4) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)  # (B, N, H, T, D)
-    return out.permute(0, 3, 1, 2, 4).reshape(B, T, N, C3 // 3)
+    # (B, T, N, H, D) -> (B*N, H, T, D): a copy, but the fused SDPA kernels (flash, memory-efficient) take 4-D
+    # inputs only; 5-D would fall back to the math path that materialises T x T scores.
+    q, k, v = (t.permute(0, 2, 3, 1, 4).reshape(B * N, num_heads, T, -1) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)  # (B*N, H, T, D)
+    return out.reshape(B, N, num_heads, T, -1).permute(0, 3, 1, 2, 4).reshape(B, T, N, C3 // 3)
 
 
 def _xformers_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis, dropout_p: float) -> torch.Tensor:

@@ -174,7 +174,8 @@ class MixSTE(nn.Module):
     def resolved_backend(self, x: torch.Tensor) -> str:
         """The backend that a forward on ``x`` (in this train/eval mode) will use; raises if it cannot run."""
         dtype = x.dtype
-        if torch.is_autocast_enabled(x.device.type):
+        # autocast exists for cpu/cuda (and a few others), not for meta tensors (used for counting at full scale)
+        if x.device.type in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(x.device.type):
             dtype = torch.get_autocast_dtype(x.device.type)
         return resolve_backend(
             self.config.attn_backend,

@@ -126,3 +126,11 @@ def test_bad_inputs_raise_value_error(shape, dtype, match):
 def test_single_frame_window():
     model = MixSTE(**SMALL, attn_backend="sdpa").eval()
     assert model(torch.randn(1, 1, 17, 2)).shape == (1, 1, 17, 3)
+
+
+def test_forward_on_meta_device_at_full_scale():
+    # used to count bytes/FLOPs without allocating: must run end to end on meta tensors
+    with torch.device("meta"):
+        model = MixSTE(num_frame=243, attn_backend="sdpa")
+        out = model(torch.empty(2, 243, 17, 2))
+    assert out.shape == (2, 243, 17, 3) and out.device.type == "meta"
