@@ -60,8 +60,15 @@ def _triton_reasons(
         reasons.append(f"fused kernels not available in this build: {', '.join(missing)}")
     if head_dim is not None and head_dim not in kernels.SUPPORTED_HEAD_DIMS:
         reasons.append(f"head_dim {head_dim} is not supported (fused kernels take {kernels.SUPPORTED_HEAD_DIMS})")
-    if num_joints is not None and num_joints > 64:
+    elif num_joints is not None and num_joints > 64:
         reasons.append(f"the spatial kernel takes at most 64 joints, got {num_joints}")
+    elif head_dim is not None and num_joints is not None and not missing and kernels.triton_installed():
+        # Shape/dtype limits of the spatial kernel's configurations (e.g. fp32 backward at large N x D would
+        # spill), asked of the kernel module itself on a meta tensor.
+        from fastmixste.kernels.spatial_attention import unsupported_reasons
+
+        probe = torch.empty(1, 1, num_joints, 3 * head_dim, device="meta", dtype=dtype)
+        reasons += unsupported_reasons(probe, 1, backward=training)
     if training and attn_drop > 0:
         reasons.append(f"attention dropout (attn_drop_rate={attn_drop}) is not implemented in the fused kernels")
     return reasons

@@ -8,6 +8,7 @@ from ._common import (
     SUPPORTED_DTYPES,
     SUPPORTED_HEAD_DIMS,
     interpreter_active,
+    triton_installed,
     triton_unavailable_reasons,
 )
 
@@ -15,6 +16,7 @@ __all__ = [
     "SUPPORTED_DTYPES",
     "SUPPORTED_HEAD_DIMS",
     "interpreter_active",
+    "triton_installed",
     "triton_unavailable_reasons",
     "spatial_attention",
     "temporal_attention",
