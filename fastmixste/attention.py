@@ -58,11 +58,14 @@ def _triton_reasons(
     ]
     if missing:
         reasons.append(f"fused kernels not available in this build: {', '.join(missing)}")
-    if head_dim is not None and head_dim not in kernels.SUPPORTED_HEAD_DIMS:
+    bad_head = head_dim is not None and head_dim not in kernels.SUPPORTED_HEAD_DIMS
+    bad_joints = num_joints is not None and num_joints > 64
+    if bad_head:
         reasons.append(f"head_dim {head_dim} is not supported (fused kernels take {kernels.SUPPORTED_HEAD_DIMS})")
-    elif num_joints is not None and num_joints > 64:
+    if bad_joints:
         reasons.append(f"the spatial kernel takes at most 64 joints, got {num_joints}")
-    elif head_dim is not None and num_joints is not None and not missing and kernels.triton_installed():
+    probe_ok = kernels.triton_installed() and not (bad_head or bad_joints or missing)
+    if probe_ok and head_dim is not None and num_joints is not None:
         # Shape/dtype limits of the spatial kernel's configurations (e.g. fp32 backward at large N x D would
         # spill), asked of the kernel module itself on a meta tensor.
         from fastmixste.kernels.spatial_attention import unsupported_reasons
