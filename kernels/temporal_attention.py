@@ -15,6 +15,13 @@ Forward is flash-style (online softmax in fp32, masked tails) and saves qkv, o a
 Backward recomputes the probabilities tile by tile: one program per query block computes delta = rowsum(dO * O)
 and dQ, one program per key block loops over query blocks for dK and dV. No atomics, so gradients are bit-identical
 run to run, and the only fp32 buffers are the (B, N, H, T) lse and delta rows.
+
+Memory: the saved ``o`` is the very tensor the proj Linear saves for its weight gradient, so inside a block the
+op adds only qkv and the lse rows to what backward keeps (``python -m fastmixste.kernels.memory`` measures it).
+
+Registration uses ``torch.library.triton_op``, so torch.compile/export see the kernels on a GPU. Under
+TRITON_INTERPRET=1, wrap_triton hands back the interpreted kernel itself, which cannot run on fake tensors: the
+launchers then skip the launch (shapes are all a fake pass needs), and compiled execution needs a GPU.
 """
 
 from __future__ import annotations
@@ -43,7 +50,6 @@ __all__ = [
 
 _OP = "temporal_attention"
 _LOG2E = 1.4426950408889634
-_LN2 = 0.6931471805599453
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -614,7 +620,7 @@ _temporal_attention_op.register_autograd(_backward, setup_context=_setup_context
 
 
 def _attn_flops(qkv_shape: torch.Size, num_heads: int) -> int:
-    # One (T x T x D) matmul over every (b, n, h): 2*T*T*D multiply-adds... counted as FLOPs.
+    # FLOPs of one (T x T x D) matmul for every (b, n, h): 2*T*T*D each.
     B, T, N, C3 = qkv_shape
     D = C3 // (3 * num_heads)
     return 2 * B * N * num_heads * T * T * D
