@@ -57,8 +57,11 @@ DEFAULTS: dict[str, Any] = {
     "train": {},
     "pretrain": {"h36m_3d": True, "corruption": {}},  # h36m_3d: use the training subjects' 3D as a source
     "finetune": {},
-    "val": {"max_frames": 486, "batch_size": 64},  # per-epoch validation: one test clip per action, no flip
-    "eval": {"flip": True, "batch_size": 64, "max_frames": None},  # final evaluation: full test set
+    # Per-epoch validation: one test clip per action and subject, first max_frames frames, no flip.
+    "val": {"max_frames": 486, "batch_size": 64},
+    # Final evaluation: the full test set. attn_backend: null = the training backend (weights are shared, so any
+    # backend gives the same numbers; e.g. sdpa keeps a --fused run under TRITON_INTERPRET=1 quick to evaluate).
+    "eval": {"flip": True, "batch_size": 64, "max_frames": None, "attn_backend": None},
     "debug": {"nan_step": None},  # inject a NaN loss at this step of a stage (tests the divergence stop)
 }
 

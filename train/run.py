@@ -330,10 +330,23 @@ def build_optimizer(model: torch.nn.Module, s: dict[str, Any], steps_per_epoch: 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+@contextlib.contextmanager
+def eval_backend(model, cfg: dict[str, Any]):
+    """Evaluate with ``eval.attn_backend`` when set (same weights), then restore the training backend."""
+    name = cfg["eval"].get("attn_backend")
+    previous = model.attn_backend
+    if name:
+        model.set_attn_backend(name)
+    try:
+        yield model
+    finally:
+        model.set_attn_backend(previous)
+
+
 def _validate(model, seqs: list, cfg: dict[str, Any], rt: Runtime) -> tuple[float, float]:
     from fastmixste.evaluation import evaluate
 
-    with rt.autocast():
+    with rt.autocast(), eval_backend(model, cfg):
         res = evaluate(model, seqs, flip=False, batch_size=cfg["val"]["batch_size"], device=rt.device,
                        progress=False)
     return res.protocol1["Avg"], res.protocol2["Avg"]
@@ -663,7 +676,7 @@ def final_evaluation(cfg: dict[str, Any], rt: Runtime, model, data: RunData, his
         model.load_state_dict(read_checkpoint(best, map_location=rt.device)["model"], strict=True)
         weights = str(best)
     print(f"evaluating {weights} on {len(data.test)} test sequences (flip={cfg['eval']['flip']})", flush=True)
-    with rt.autocast():
+    with rt.autocast(), eval_backend(model, cfg):
         res = evaluate(model, data.test, flip=cfg["eval"]["flip"], batch_size=cfg["eval"]["batch_size"],
                        device=rt.device, progress=cfg["progress"])
     base = evaluate_constant_pose(data.mean_pose, data.test)
