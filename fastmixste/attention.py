@@ -53,7 +53,7 @@ def _triton_reasons(
     reasons = list(kernels.triton_unavailable_reasons(device, dtype))
     missing = [
         name
-        for name in ("spatial_attention", "temporal_attention")
+        for name in ("spatial", "temporal")
         if importlib.util.find_spec(f"fastmixste.kernels.{name}") is None
     ]
     if missing:
@@ -68,7 +68,7 @@ def _triton_reasons(
     if probe_ok and head_dim is not None and num_joints is not None:
         # Shape/dtype limits of the spatial kernel's configurations (e.g. fp32 backward at large N x D would
         # spill), asked of the kernel module itself on a meta tensor.
-        from fastmixste.kernels.spatial_attention import unsupported_reasons
+        from fastmixste.kernels.spatial import unsupported_reasons
 
         probe = torch.empty(1, 1, num_joints, 3 * head_dim, device="meta", dtype=dtype)
         reasons += unsupported_reasons(probe, 1, backward=training)
@@ -206,10 +206,10 @@ def _xformers_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis, 
 
 def _triton_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis) -> torch.Tensor:
     if axis == "spatial":
-        from fastmixste.kernels.spatial_attention import spatial_attention
+        from fastmixste.kernels.spatial import spatial_attention
 
         return spatial_attention(qkv, num_heads, scale)
-    from fastmixste.kernels.temporal_attention import temporal_attention
+    from fastmixste.kernels.temporal import temporal_attention
 
     return temporal_attention(qkv, num_heads, scale)
 

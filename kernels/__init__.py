@@ -24,14 +24,11 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # Imported lazily: importing triton costs ~1 s and is not needed by the eager/sdpa paths. Importing a
-    # submodule binds its name on this package (the module shadows the function of the same name), so the
-    # function is bound over it here, once.
+    # Imported lazily: importing triton costs ~1 s and is not needed by the eager/sdpa paths.
     if name == "spatial_attention":
-        from .spatial_attention import spatial_attention as fn
+        from .spatial import spatial_attention as fn
     elif name == "temporal_attention":
-        from .temporal_attention import temporal_attention as fn
+        from .temporal import temporal_attention as fn
     else:
         raise AttributeError(f"module 'fastmixste.kernels' has no attribute {name!r}")
-    globals()[name] = fn
     return fn

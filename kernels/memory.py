@@ -46,7 +46,7 @@ def temporal_attention_saved_bytes(
     Returns {"eager": upstream q k^T / softmax / @ v math (:func:`temporal_attention_ref`), "triton": the fused op
     (qkv, o, fp32 lse), "qkv": bytes of qkv, "o": bytes of o, "lse": bytes of the lse rows}.
     """
-    from .temporal_attention import temporal_attention, temporal_attention_ref
+    from .temporal import temporal_attention, temporal_attention_ref
 
     qkv = torch.empty((B, T, N, 3 * C), dtype=dtype, device="meta", requires_grad=True)
     item = torch.empty((), dtype=dtype).element_size()

@@ -1,6 +1,6 @@
 """Static resource report: compile every kernel configuration the launchers can pick for sm_89 and sm_90.
 
-    python -m fastmixste.kernels.report [--json PATH] [--targets 89,90] [--modules spatial_attention,...] [--jobs N]
+    python -m fastmixste.kernels.report [--json PATH] [--targets 89,90] [--modules spatial,temporal] [--jobs N]
 
 No GPU is needed: each case is compiled ahead of time with ``triton.compile(ASTSource(...), target=GPUTarget(...))``;
 shared memory comes from the compiled metadata, registers and spills (STACK/LOCAL bytes) from the bundled
@@ -27,7 +27,7 @@ from typing import Any
 from ._common import KernelCase, interpreter_active
 
 #: Kernel modules whose ``report_cases()`` are compiled; a module that does not exist (yet) is skipped.
-KERNEL_MODULES: tuple[str, ...] = ("spatial_attention", "temporal_attention")
+KERNEL_MODULES: tuple[str, ...] = ("spatial", "temporal")
 
 
 @dataclass(frozen=True)

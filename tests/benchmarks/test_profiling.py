@@ -135,10 +135,10 @@ def test_sdpa_routes_to_one_flash_op_on_meta() -> None:
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("fastmixste.kernels.temporal_attention") is None, reason="temporal kernel not built"
+    importlib.util.find_spec("fastmixste.kernels.temporal") is None, reason="temporal kernel not built"
 )
 def test_fused_temporal_op_counts_its_inputs_and_outputs_once() -> None:
-    from fastmixste.kernels.temporal_attention import temporal_attention
+    from fastmixste.kernels.temporal import temporal_attention
 
     B, T, N, H, D = 2, 27, 17, 8, 64
     qkv = _meta(B, T, N, 3 * H * D, dtype=torch.bfloat16)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 from fastmixste.kernels import report
-from fastmixste.kernels.spatial_attention import report_cases
+from fastmixste.kernels.spatial import report_cases
 
 
 def test_every_configuration_fits_both_targets(tmp_path):

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fastmixste.kernels import spatial_attention as sa_mod
-from fastmixste.kernels.spatial_attention import (
+from fastmixste.kernels import spatial as sa_mod
+from fastmixste.kernels.spatial import (
     saved_bytes_report,
     spatial_attention,
     spatial_attention_ref,

@@ -27,8 +27,6 @@ launchers then skip the launch (shapes are all a fake pass needs), and compiled 
 from __future__ import annotations
 
 import contextlib
-import sys
-import types
 from dataclasses import dataclass
 
 import torch
@@ -760,18 +758,3 @@ def report_cases(T: int = 243) -> list[KernelCase]:
                     )
                 )
     return cases
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`temporal_attention`.
-
-    Importing ``fastmixste.kernels.temporal_attention`` binds the package attribute ``temporal_attention`` to this
-    module, shadowing the function of the same name that ``fastmixste.kernels`` exports lazily; callers of
-    ``kernels.temporal_attention(qkv, num_heads, scale)`` then get the function's behaviour either way.
-    """
-
-    def __call__(self, qkv: torch.Tensor, num_heads: int, scale: float | None = None) -> torch.Tensor:
-        return temporal_attention(qkv, num_heads, scale)
-
-
-sys.modules[__name__].__class__ = _CallableModule
