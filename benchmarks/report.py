@@ -567,13 +567,12 @@ def build(folder: Path = RESULTS, regenerate_kernels: bool = False) -> dict[str,
         perf += ["None among the recorded cases."]
     perf += [
         "",
-        "Known limits of these figures: the modelled sdpa runs FlashAttention-2 for 4-D inputs, but the temporal "
-        "sdpa backend passes 5-D (B, N, H, T, D) tensors, which PyTorch's fused SDPA kernels refuse, so it runs the "
-        "math fallback (materialised T x T scores, fp32 upcasts) - on CUDA too; the modelled xformers leaves out "
-        "its backward workspace (optimistic for xformers); compile is measured only.",
+        "Known limits of these figures: the modelled sdpa runs FlashAttention-2 (its inputs are 4-D: the temporal "
+        "sdpa backend copies q, k, v to (B*N, H, T, D), and those copies are counted); the modelled xformers "
+        "leaves out its backward workspace (optimistic for xformers); compile is measured only.",
         "",
         "What the model cannot see, so where the fused path may still lose on a GPU: (1) fp32 - only bf16 is "
-        "modelled, and in fp32 the fused kernels use exact IEEE dots on the CUDA cores (no tensor cores), while "
+        "modelled, and in fp32 the fused kernels use IEEE (temporal) or 3xTF32 (spatial) dots, not plain TF32, while "
         "cuBLAS/SDPA may use TF32; (2) occupancy - the roofline grants every op the full DRAM bandwidth, but the "
         "kernel table below shows the fused backward kernels at 17-25% occupancy (register-limited), which may "
         "not saturate bandwidth; (3) small batches, where launch latency and tail effects dominate (the +3 us per "
