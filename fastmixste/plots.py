@@ -51,7 +51,7 @@ def plot_learning_curves(
     offsets: dict[str, float] = {}
 
     def draw(runs: dict[str, list[dict]], style: str, compare_set: bool) -> None:
-        next_start = 0.0
+        next_start = 1.0  # epochs are numbered from 1: the first stage keeps its own numbers
         for stage, rows in runs.items():
             if not rows:
                 continue
