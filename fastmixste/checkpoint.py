@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ._io import atomic_write
 from .config import MixSTEConfig
 from .model import MixSTE
 
@@ -164,7 +164,6 @@ def save_checkpoint(path: str | os.PathLike, model: MixSTE, **extra: Any) -> Pat
     so an interrupted save never leaves a truncated checkpoint. ``model`` may be wrapped (DDP, torch.compile).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     inner = getattr(model, "module", model)
     inner = getattr(inner, "_orig_mod", inner)
     if not isinstance(inner, MixSTE):
@@ -179,15 +178,6 @@ def save_checkpoint(path: str | os.PathLike, model: MixSTE, **extra: Any) -> Pat
         "model": inner.state_dict(),
         **extra,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb", fsync=True) as f:
+        torch.save(payload, f)
     return path

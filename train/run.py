@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from fastmixste._io import atomic_write
 from train._config import STAGES, build_parser, dump_yaml, resolve_config
 from train._data import (
     EpochBatchSampler,
@@ -179,20 +180,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # Output files
 # ---------------------------------------------------------------------------------------------------------------
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def write_metrics(path: Path, history: dict[str, list[dict]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
         w.writeheader()
         for rows in history.values():
             for row in rows:
                 w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRIC_FIELDS})
-    os.replace(tmp, path)
 
 
 def write_curves(path: Path, history: dict[str, list[dict]], compare: dict[str, list[dict]] | None = None) -> None:

@@ -22,12 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from fastmixste._io import atomic_write
 from fastmixste.data.cameras import h36m_cameras, project_to_2d, world_to_camera
 from fastmixste.data.h36m import ACTIONS, TEST_SUBJECTS, TRAIN_SUBJECTS
 from fastmixste.skeleton import H36M_32_PARENTS, H36M_32_TO_17, H36M_LEFT, H36M_RIGHT
@@ -464,15 +464,8 @@ def _metadata() -> dict:
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 def content_hash(data: dict) -> str:
@@ -518,9 +511,6 @@ def builtin_data_dir(cache_dir: str | Path | None = None) -> Path:
         "frames": int(sum(v.shape[0] for s in pos3d.values() for v in s.values())),
         "sha256": {FILES[0]: content_hash(pos3d), FILES[1]: content_hash(cpn), FILES[2]: content_hash(gt)},
     }
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(manifest, "w") as f:
         json.dump(info, f, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, manifest)
     return out

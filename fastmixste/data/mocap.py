@@ -8,15 +8,14 @@ Output coordinates follow Human3.6M world conventions: metres, Z up (mocap files
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fastmixste._io import atomic_write
 from fastmixste.skeleton import H36M_JOINT_NAMES
 
 MOCAP_FORMAT = "fastmixste-mocap-v1"
@@ -449,16 +448,8 @@ def save_mocap_npz(path: str | Path, clips: Mapping[str, np.ndarray], fps: float
     arrays["fps"] = np.array(float(fps))
     arrays["format"] = np.array(MOCAP_FORMAT)
     arrays["joint_names"] = np.array(H36M_JOINT_NAMES)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _open_mocap_npz(path: Path):
