@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -50,6 +51,11 @@ def triton_unavailable_reasons(device: torch.device | str, dtype: torch.dtype) -
     elif device.type != "meta":
         reasons.append(f"device type {device.type!r} is not supported (expected cuda, or cpu with TRITON_INTERPRET=1)")
     return reasons
+
+
+def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Triton launches on the current CUDA device: make it the tensor's (no-op off CUDA)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
 def check_qkv(qkv: torch.Tensor, num_heads: int, op: str) -> tuple[int, int, int, int, int]:

@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 from torch.utils.flop_counter import register_flop_formula
 
-from ._common import KernelCase, check_qkv, triton_unavailable_reasons
+from ._common import KernelCase, check_qkv, device_guard, triton_unavailable_reasons
 
 __all__ = [
     "MAX_SEQ_LEN",
@@ -311,15 +311,6 @@ def _resolve_scale(scale: float | None, D: int) -> float:
     return scale
 
 
-def _device_guard(t: torch.Tensor):
-    # Triton launches on the current CUDA device: make it the tensor's.
-    if t.device.type == "cuda":
-        return torch.cuda.device(t.device)
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
 def spatial_attn_fwd(qkv: torch.Tensor, num_heads: int, scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """(B, T, N, 3*C) qkv -> (B, T, N, C) attention output; launches ``_spatial_attn_fwd_kernel``.
 
@@ -340,7 +331,7 @@ def spatial_attn_fwd(qkv: torch.Tensor, num_heads: int, scale: float, out: torch
     cfg = _select_config(N, D, qkv.dtype, backward=False)
     frames = cfg.block_r // N
     grid = (triton.cdiv(BT, frames) * H,)
-    with _device_guard(qkv):
+    with device_guard(qkv):
         _spatial_attn_fwd_kernel[grid](
             qkv,
             out,
@@ -398,7 +389,7 @@ def spatial_attn_bwd(
     cfg = _select_config(N, D, qkv.dtype, backward=True)
     frames = cfg.block_r // N
     grid = (triton.cdiv(BT, frames) * H,)
-    with _device_guard(qkv):
+    with device_guard(qkv):
         _spatial_attn_bwd_kernel[grid](
             qkv,
             grad_o,

@@ -26,7 +26,6 @@ launchers then skip the launch (shapes are all a fake pass needs), and compiled 
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +35,14 @@ from torch._subclasses.fake_tensor import is_fake
 from torch.library import triton_op, wrap_triton
 from torch.utils.flop_counter import register_flop_formula
 
-from ._common import SUPPORTED_HEAD_DIMS, KernelCase, check_qkv, interpreter_active, triton_unavailable_reasons
+from ._common import (
+    SUPPORTED_HEAD_DIMS,
+    KernelCase,
+    check_qkv,
+    device_guard,
+    interpreter_active,
+    triton_unavailable_reasons,
+)
 
 __all__ = [
     "temporal_attention",
@@ -441,11 +447,6 @@ def _empty(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> 
     return torch.empty(shape, device=device, dtype=dtype)
 
 
-def _device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
-    # Triton launches on the current CUDA device: make it the tensor's.
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
-
-
 def temporal_attn_fwd(qkv: torch.Tensor, num_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, N, 3*C) qkv -> o (B, T, N, C) in qkv's dtype and lse (B, N, H, T) fp32 (natural log).
 
@@ -461,7 +462,7 @@ def temporal_attn_fwd(qkv: torch.Tensor, num_heads: int, scale: float) -> tuple[
     cfg = _select_config(T, D, qkv.dtype).fwd
     G = _seqs_per_program(B * N * H, cfg)
     grid = (B * N * H // G * triton.cdiv(T, cfg.block_m),)
-    with _device_guard(qkv):
+    with device_guard(qkv):
         wrap_triton(_temporal_attn_fwd_kernel)[grid](
             qkv,
             o,
@@ -519,7 +520,7 @@ def temporal_attn_bwd(
     s_qkv = (qkv.stride(0), qkv.stride(1), qkv.stride(2))
     s_do = (do.stride(0), do.stride(1), do.stride(2), do.stride(3))
     s_dqkv = (dqkv.stride(0), dqkv.stride(1), dqkv.stride(2))
-    with _device_guard(qkv):
+    with device_guard(qkv):
         cfg = cfgs.bwd_dq
         G = _seqs_per_program(B * N * H, cfg)
         wrap_triton(_temporal_attn_bwd_dq_kernel)[(B * N * H // G * triton.cdiv(T, cfg.block_m),)](
