@@ -148,8 +148,14 @@ def resolve_backend(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _eager_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis, attn_drop: nn.Module) -> torch.Tensor:
-    # Upstream MixSTE math on upstream layouts: spatial sequences are (B*T, N, C), temporal ones (B*N, T, C).
+def eager_attention_core(
+    qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis, attn_drop: nn.Module | None = None
+) -> torch.Tensor:
+    """(B, T, N, 3*C) qkv -> (B, T, N, C): upstream MixSTE's attention math over N ("spatial") or T ("temporal").
+
+    The ``eager`` backend and the reference the fused kernels are tested against (any device and dtype).
+    """
+    # Upstream layouts: spatial sequences are (B*T, N, C), temporal ones (B*N, T, C).
     B, T, N, C3 = qkv.shape
     C = C3 // 3
     if axis == "spatial":
@@ -161,7 +167,8 @@ def _eager_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis, att
     q, k, v = qkv_h[0], qkv_h[1], qkv_h[2]  # (S, H, L, D)
     attn = (q @ k.transpose(-2, -1)) * scale
     attn = attn.softmax(dim=-1)
-    attn = attn_drop(attn)
+    if attn_drop is not None:
+        attn = attn_drop(attn)
     out = (attn @ v).transpose(1, 2).reshape(S, L, C)
     if axis == "spatial":
         return out.reshape(B, T, N, C)
@@ -246,7 +253,7 @@ class Attention(nn.Module):
         qkv = self.qkv(x)  # (B, T, N, 3C)
         dropout_p = self.attn_drop.p if self.training else 0.0
         if backend == "eager":
-            out = _eager_core(qkv, self.num_heads, self.scale, self.axis, self.attn_drop)
+            out = eager_attention_core(qkv, self.num_heads, self.scale, self.axis, self.attn_drop)
         elif backend == "sdpa":
             out = _sdpa_core(qkv, self.num_heads, self.scale, self.axis, dropout_p)
         elif backend == "xformers":

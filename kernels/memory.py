@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from fastmixste.profiling import SavedTensorCounter
+
 __all__ = ["saved_bytes", "temporal_attention_saved_bytes", "layer_pair_saved_bytes"]
 
 FULL_SCALE = dict(B=128, T=243, N=17, C=512, H=8)
@@ -21,21 +23,12 @@ FULL_SCALE = dict(B=128, T=243, N=17, C=512, H=8)
 def saved_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> int:
     """Bytes of the distinct storages autograd saves while running ``fn()``, minus the storages of ``exclude``.
 
-    Works on meta tensors: a storage is identified by its StorageImpl address (``_cdata``), which views share.
+    Works on meta tensors (see :class:`fastmixste.profiling.SavedTensorCounter`, which does the counting).
     """
-    excluded = {t.untyped_storage()._cdata for t in exclude}
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        st = t.untyped_storage()
-        if st._cdata not in excluded:
-            storages[st._cdata] = st.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with SavedTensorCounter(exclude=exclude) as counter:
         out = fn()
     del out
-    return sum(storages.values())
+    return counter.bytes
 
 
 def temporal_attention_saved_bytes(

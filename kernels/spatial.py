@@ -31,6 +31,7 @@ import triton.language as tl
 from torch.utils.flop_counter import register_flop_formula
 
 from ._common import KernelCase, check_qkv, device_guard, triton_unavailable_reasons
+from .memory import saved_bytes
 
 __all__ = [
     "MAX_SEQ_LEN",
@@ -518,14 +519,10 @@ def spatial_attention_ref(qkv: torch.Tensor, num_heads: int, scale: float | None
 
     Runs on any device and dtype; the reference the fused kernel is tested against.
     """
-    B, T, N, C3 = qkv.shape
-    H = num_heads
-    D = C3 // (3 * H)
-    scale = D**-0.5 if scale is None else scale
-    q, k, v = qkv.reshape(B * T, N, 3, H, D).permute(2, 0, 3, 1, 4)  # (B*T, H, N, D) each
-    attn = ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1)  # (B*T, H, N, N)
-    o = (attn @ v).transpose(1, 2).reshape(B, T, N, H * D)
-    return o
+    from fastmixste.attention import eager_attention_core
+
+    D = qkv.shape[-1] // (3 * num_heads)
+    return eager_attention_core(qkv, num_heads, D**-0.5 if scale is None else scale, "spatial")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -595,19 +592,8 @@ def saved_bytes_report(
     """
 
     def measure(fn) -> int:
-        storages: dict[int, int] = {}
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            st = t.untyped_storage()
-            # _cdata is the StorageImpl address: stable across views, and defined for meta storages too.
-            storages[st._cdata] = st.nbytes()
-            return t
-
         qkv = torch.empty((B, T, N, 3 * C), dtype=dtype, device="meta", requires_grad=True)
-        keep = []
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            keep.append(fn(qkv))
-        return sum(storages.values())
+        return saved_bytes(lambda: fn(qkv))
 
     def fused(qkv: torch.Tensor) -> torch.Tensor:
         return torch.ops.fastmixste.spatial_attention(qkv, H, (C // H) ** -0.5)

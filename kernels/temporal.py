@@ -680,11 +680,9 @@ def temporal_attention_ref(qkv: torch.Tensor, num_heads: int, scale: float | Non
     if C3 % (3 * num_heads) != 0:
         raise ValueError(f"{_OP}: last dim of qkv must be 3 * num_heads * head_dim; got {C3}, num_heads={num_heads}")
     D = C3 // (3 * num_heads)
-    if scale is None:
-        scale = D**-0.5
-    q, k, v = qkv.view(B, T, N, 3, num_heads, D).permute(3, 0, 2, 4, 1, 5)  # each (B, N, H, T, D)
-    attn = (q @ k.transpose(-2, -1) * scale).softmax(dim=-1)  # (B, N, H, T, T)
-    return (attn @ v).permute(0, 3, 1, 2, 4).reshape(B, T, N, num_heads * D)
+    from fastmixste.attention import eager_attention_core
+
+    return eager_attention_core(qkv, num_heads, D**-0.5 if scale is None else scale, "temporal")
 
 
 # ----------------------------------------------------------------------------------------------------------------
