@@ -14,6 +14,7 @@ Only the cores differ between backends:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from typing import Literal
@@ -92,12 +93,28 @@ def available_backends(
     ``["device is cpu: the Triton kernels need a CUDA GPU, or TRITON_INTERPRET=1 ..."]``.
     """
     device = torch.device(device)
-    return {
-        "eager": [],
-        "sdpa": [],
-        "xformers": _xformers_reasons(device),
-        "triton": _triton_reasons(device, dtype, training, head_dim, num_joints, attn_drop),
-    }
+    interpret = os.environ.get("TRITON_INTERPRET", "0")
+    table = _cached_table(device, dtype, training, head_dim, num_joints, attn_drop, interpret)
+    return {name: list(reasons) for name, reasons in table}
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_table(
+    device: torch.device,
+    dtype: torch.dtype,
+    training: bool,
+    head_dim: int | None,
+    num_joints: int | None,
+    attn_drop: float,
+    interpret: str,  # part of the key only: TRITON_INTERPRET changes what the triton backend can do
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    # Resolved at every forward: the checks (imports, find_spec, a probe of the kernel's limits) run once per key.
+    return (
+        ("eager", ()),
+        ("sdpa", ()),
+        ("xformers", tuple(_xformers_reasons(device))),
+        ("triton", tuple(_triton_reasons(device, dtype, training, head_dim, num_joints, attn_drop))),
+    )
 
 
 def _format_reasons(table: dict[str, list[str]]) -> str:
