@@ -5,6 +5,7 @@
 >>> pose3d = model(keypoints_2d)            # (B, F, 17, 2) -> (B, F, 17, 3)
 """
 
+from . import _checkout  # noqa: F401  (first: binds kernels/ in a source checkout)
 from .attention import BACKENDS, BackendUnavailableError, available_backends
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from .config import MixSTEConfig
