@@ -1,0 +1,107 @@
+"""What a run writes besides checkpoints: metrics.csv, the learning curves, results.json and results.md (the final
+evaluation of the best weights on the full test set)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from fastmixste._io import atomic_write
+from train.inputs import RunData
+from train.runtime import Runtime, eval_backend
+
+METRIC_FIELDS = [
+    "stage", "epoch", "step", "train_loss", "loss_mpjpe", "loss_n_mpjpe", "loss_velocity", "loss_wmpjpe", "loss_tc",
+    "loss_mpjve", "val_mpjpe", "val_p_mpjpe", "lr", "seq_per_s", "epoch_time_s", "elapsed_s",
+]  # fmt: skip
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def write_metrics(path: Path, history: dict[str, list[dict]]) -> None:
+    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for rows in history.values():
+            for row in rows:
+                w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRIC_FIELDS})
+
+
+def write_curves(path: Path, history: dict[str, list[dict]], compare: dict[str, list[dict]] | None = None) -> None:
+    from fastmixste.plots import plot_learning_curves
+
+    rows = {k: v for k, v in history.items() if v}
+    if rows:
+        plot_learning_curves(rows, path, compare=compare)
+
+
+def final_evaluation(cfg: dict[str, Any], rt: Runtime, model, data: RunData, history: dict[str, list[dict]],
+                     ckpt_dir: Path, out: Path, names: list[str], train_seconds: float, t_run: float
+                     ) -> dict[str, Any]:
+    """Evaluate the best weights on the full test set (flip TTA), write results.{md,json}, metrics and curves."""
+    from fastmixste import read_checkpoint
+    from fastmixste.evaluation import evaluate, evaluate_constant_pose, format_markdown, results_to_dict
+
+    best = ckpt_dir / "best.pt"
+    weights = "final weights"
+    if names and best.is_file():
+        model.load_state_dict(read_checkpoint(best, map_location=rt.device)["model"], strict=True)
+        weights = str(best)
+    print(f"evaluating {weights} on {len(data.test)} test sequences (flip={cfg['eval']['flip']})", flush=True)
+    with rt.autocast(), eval_backend(model, cfg):
+        res = evaluate(model, data.test, flip=cfg["eval"]["flip"], batch_size=cfg["eval"]["batch_size"],
+                       device=rt.device, progress=cfg["progress"])
+    base = evaluate_constant_pose(data.mean_pose, data.test)
+    results = results_to_dict(res, baseline_mpjpe=base.protocol1["Avg"])
+    results.update({
+        "baseline_p_mpjpe": float(base.protocol2["Avg"]),
+        "weights": weights,
+        "stages": {n: {"steps": history[n][-1]["step"] if history.get(n) else 0,
+                       "epochs": history[n][-1]["epoch"] if history.get(n) else 0} for n in names},
+        "train_seconds": train_seconds,
+        "total_seconds": time.perf_counter() - t_run,
+    })
+    write_text(out / "results.json", to_json(results))
+    md = format_markdown(res, title=f"Human3.6M test ({len(data.test)} sequences), {weights}")
+    md += (f"- Mean training pose baseline: MPJPE {base.protocol1['Avg']:.1f} mm, P-MPJPE "
+           f"{base.protocol2['Avg']:.1f} mm\n- Stages: {', '.join(names) or 'none (evaluation only)'}; training "
+           f"{train_seconds:.0f} s\n")
+    write_text(out / "results.md", md)
+    write_metrics(out / "metrics.csv", history)
+    write_curves(out / "curves.png", history)
+    print(f"MPJPE (Protocol #1) {res.protocol1['Avg']:.1f} mm | P-MPJPE (Protocol #2) {res.protocol2['Avg']:.1f} mm"
+          f" | mean-pose baseline MPJPE {base.protocol1['Avg']:.1f} mm", flush=True)
+    return results
+
+
+def to_json(obj: Any) -> str:
+    import json
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), indent=2) + "\n"
+
+
+def read_history(path: Path) -> dict[str, list[dict]]:
+    """metrics.csv -> {stage: rows} with numbers parsed (empty cells -> None)."""
+    out: dict[str, list[dict]] = {}
+    if not path.is_file():
+        return out
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            parsed = {k: (None if v == "" else (v if k == "stage" else float(v))) for k, v in row.items()}
+            out.setdefault(row["stage"], []).append(parsed)
+    return out
