@@ -40,14 +40,14 @@ class StageTrainer:
     def __init__(self, stage: Stage, model: torch.nn.Module, train_model: torch.nn.Module, cfg: dict[str, Any],
                  rt: Runtime, data: RunData, ckpt_dir: Path, best_name: str, history: dict[str, list[dict]],
                  out: Path) -> None:
-        self.stage, self.s, self.model, self.train_model = stage, stage.cfg, model, train_model
+        self.stage, self.s, self.model, self.train_model = stage, stage.settings, model, train_model
         self.cfg, self.rt, self.data, self.ckpt_dir, self.best_name, self.out = cfg, rt, data, ckpt_dir, best_name, out
         self.history = history
-        self.per_rank_bs = self.s["batch_size"] // rt.world_size
+        self.per_rank_bs = self.s.batch_size // rt.world_size
         self.steps_per_epoch = EpochBatchSampler.batches_per_epoch(len(stage.dataset), self.per_rank_bs,
                                                                    rt.world_size)
-        total = self.s["epochs"] * self.steps_per_epoch
-        self.cap = total if self.s["max_steps"] is None else min(total, int(self.s["max_steps"]))
+        total = self.s.epochs * self.steps_per_epoch
+        self.cap = total if self.s.max_steps is None else min(total, self.s.max_steps)
         self.opt, self.sched = build_optimizer(model, self.s, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
         self.epoch = self.step_in_epoch = self.global_step = 0
@@ -132,9 +132,9 @@ class StageTrainer:
         self._check_finite(loss)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if self.s["grad_clip"]:
+        if self.s.grad_clip:
             self.scaler.unscale_(self.opt)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.s["grad_clip"]))
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
@@ -174,16 +174,16 @@ class StageTrainer:
             return
         if rt.is_main:
             print(f"[{st.name}] {len(st.dataset)} clips of {self.cfg['model'].get('num_frame')} frames, "
-                  f"{self.steps_per_epoch} steps/epoch x {s['epochs']} epochs"
-                  + (f", capped at {self.cap} steps" if self.cap < s["epochs"] * self.steps_per_epoch else "")
-                  + f", batch {s['batch_size']}" + (f" ({rt.world_size} processes)" if rt.distributed else "")
+                  f"{self.steps_per_epoch} steps/epoch x {s.epochs} epochs"
+                  + (f", capped at {self.cap} steps" if self.cap < s.epochs * self.steps_per_epoch else "")
+                  + f", batch {s.batch_size}" + (f" ({rt.world_size} processes)" if rt.distributed else "")
                   + (f", resuming at step {self.global_step}" if self.global_step else ""), flush=True)
         # Loss-term sums of the current epoch live in accum as part_<name> so a mid-epoch resume keeps them.
         parts_sum = {k[len("part_"):]: v for k, v in self.accum.items() if k.startswith("part_")}
         self.train_model.train()
         while self.global_step < self.cap:
             bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, disable=not (rt.is_main and
-                       self.cfg["progress"]), desc=f"{st.name} {self.epoch + 1}/{s['epochs']}", unit="step",
+                       self.cfg["progress"]), desc=f"{st.name} {self.epoch + 1}/{s.epochs}", unit="step",
                        leave=False, dynamic_ncols=True)
             for batch in self._loader():
                 t0 = time.perf_counter()
@@ -207,7 +207,7 @@ class StageTrainer:
                                 seq_s=f"{a['seqs'] * rt.world_size / max(a['seconds'], 1e-9):.0f}")
                 if self.global_step >= self.cap:
                     break
-                if s["checkpoint_every"] and self.global_step % int(s["checkpoint_every"]) == 0 \
+                if s.checkpoint_every and self.global_step % s.checkpoint_every == 0 \
                         and self.step_in_epoch < self.steps_per_epoch:
                     self.save_last()
             bar.close()
@@ -215,7 +215,7 @@ class StageTrainer:
             done = self.global_step >= self.cap
             lr = self.sched.get_last_lr()[0]
             val = None
-            if done or (complete and (self.epoch + 1) % int(s["val_every"]) == 0):
+            if done or (complete and (self.epoch + 1) % s.val_every == 0):
                 if rt.is_main:
                     val = _validate(self.model, self.data.val, self.cfg, rt)
                 rt.barrier()
@@ -237,7 +237,7 @@ class StageTrainer:
                     save_checkpoint(self.ckpt_dir / self.best_name, self.model, stage=st.name, step=self.global_step,
                                     val_mpjpe=self.best, run_config=self.cfg)
                 write_metrics(self.out / "metrics.csv", self.history)
-                print(_epoch_line(row, s["epochs"], improved), flush=True)
+                print(_epoch_line(row, s.epochs, improved), flush=True)
             rt.barrier()
 
 
