@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from train._config import build_parser, dump_yaml, resolve_config
+from train._config import build_parser, check_files, dump_yaml, resolve_config
 from train.inputs import RunData, build_model, check_same_arch, load_init_weights, load_run_data
 from train.outputs import final_evaluation, read_history, to_json, write_text
 from train.runtime import Runtime, fused_unavailable_message, setup_runtime
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = resolve_config(args)
+        check_files(cfg)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
     if cfg["fused"]:

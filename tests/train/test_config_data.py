@@ -73,3 +73,84 @@ def test_motion_windows() -> None:
     assert ds[0].shape == (9, 17, 3) and float(ds[1][0, 0, 0]) == float(clips[0][9, 0, 0])
     short = ds[3]
     assert short.shape == (9, 17, 3) and bool((short == 1).all())  # edge-padded
+
+
+@pytest.mark.parametrize(
+    ("argv", "phrase"),
+    [
+        (["--seed", "-1"], "--seed: expected an int >= 0, got -1"),
+        (["--set", "seed=-1"], "seed: expected an int >= 0, got -1"),
+        (["--set", "train.val_every=0"], "train.val_every: expected an int >= 1, got 0"),
+        (["--set", "finetune.val_every=0"], "finetune.val_every: expected an int >= 1, got 0"),
+        (["--set", "train.epochs=3.0"], "train.epochs: expected an int >= 0, got 3.0 (float)"),
+        (["--set", "pretrain.epochs=2.5"], "pretrain.epochs: expected an int >= 0, got 2.5 (float)"),
+        (["--set", "train.batch_size=true"], "train.batch_size: expected an int >= 1, got True (bool)"),
+        (["--set", "finetune.lr=-0.001"], "finetune.lr: expected a number > 0, got -0.001"),
+        (["--set", "train.lr=.nan"], "train.lr: expected a number > 0, got nan"),
+        (["--lr", "0"], "--lr: expected a number > 0, got 0.0"),
+        (["--epochs", "-2"], "--epochs: expected an int >= 0, got -2"),
+        (["--max-steps", "-1"], "--max-steps (max_steps): expected an int >= 0, got -1"),
+        (["--threads", "0"], "--threads: expected an int >= 1, got 0"),
+        (["--set", "train.betas=[0.9]"], "train.betas: expected a list of two numbers in [0, 1)"),
+        (["--set", "train.optimizer=sgd"], "train.optimizer: expected one of adam, adamw, got 'sgd'"),
+        (["--set", "train.grad_clip=-1"], "train.grad_clip: expected a number >= 0 or null, got -1"),
+        (["--set", "val.batch_size=0"], "val.batch_size: expected an int >= 1, got 0"),
+        (["--set", "eval.attn_backend=fast"], "eval.attn_backend: expected null or one of auto"),
+        (["--set", "eval.flip=1"], "eval.flip: expected true or false, got 1 (int)"),
+        (["--set", "data.num_workers=-1"], "data.num_workers: expected an int >= 0, got -1"),
+        (["--set", "pretrain.corruption.joint_mask_p=2"], "pretrain.corruption.joint_mask_p: expected a probability"),
+        (["--set", "pretrain.corruption.focal=[3, 1]"], "pretrain.corruption.focal: expected a range [low, high]"),
+        (["--set", "model.num_heads=3"], "model: MixSTEConfig: embed_dim_ratio (32) must be divisible"),
+        (["--set", "model.depth=2.0"], "model: MixSTEConfig.depth must be a positive int, got 2.0"),
+        (["--set", "model.attn_backend=fast"], "model.attn_backend: expected one of auto"),
+        (["--device", "gpu"], "device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+        (["--set", "model=3"], "'model:' must be a mapping of options, got 3 (int)"),
+        (["--set", "train.lr=[1"], "--set 'train.lr=[1': the value is not valid YAML"),
+    ],
+)
+def test_bad_values_are_refused_naming_option_and_value(argv: list[str], phrase: str) -> None:
+    with pytest.raises(ValueError) as err:
+        _resolve(*argv)
+    assert phrase in str(err.value)
+
+
+def test_train_overrides_reach_every_stage() -> None:
+    # default.yaml sets pretrain.epochs and finetune.epochs: a train.* override must not be shadowed by them.
+    cfg = _resolve("--set", "train.epochs=3")
+    assert cfg["pretrain"]["epochs"] == cfg["finetune"]["epochs"] == 3
+    cfg = _resolve("--set", "train.epochs=3", "--set", "finetune.epochs=5")
+    assert (cfg["pretrain"]["epochs"], cfg["finetune"]["epochs"]) == (3, 5)  # a later stage override still wins
+    cfg = _resolve("--set", "finetune.epochs=5", "--set", "train.epochs=3")
+    assert cfg["pretrain"]["epochs"] == cfg["finetune"]["epochs"] == 3  # in order: the later --set wins
+    untouched = _resolve()
+    assert (untouched["pretrain"]["epochs"], untouched["finetune"]["epochs"]) == (6, 8)
+
+
+def test_typed_stage_settings() -> None:
+    from train.stages import StageSettings
+
+    cfg = _resolve("--set", "train.grad_clip=null", "--set", "finetune.lr=5e-4")
+    ft = StageSettings.from_config(cfg, "finetune")
+    assert (ft.name, ft.lr, ft.grad_clip, ft.betas, ft.epochs) == ("finetune", 5e-4, 0.0, (0.9, 0.999), 8)
+    pre = StageSettings.from_config(cfg, "pretrain")
+    assert pre.h36m_3d is True and pre.corruption == {} and pre.lr == 2e-3
+
+
+def test_missing_files_stop_the_run_before_any_data_loads(tmp_path, capsys) -> None:
+    from train._config import check_files
+    from train.run import main
+
+    with pytest.raises(FileNotFoundError, match="data.dir"):
+        check_files(_resolve("--data-dir", str(tmp_path / "nowhere")))
+    with pytest.raises(FileNotFoundError, match="data.mocap"):
+        check_files(_resolve("--mocap", str(tmp_path / "missing.npz")))
+    with pytest.raises(FileNotFoundError, match="init"):
+        check_files(_resolve("--init", str(tmp_path / "missing.pt")))
+    out = tmp_path / "run"
+    for argv, phrase in ((["--seed", "-1"], "--seed"), (["--set", "train.val_every=0"], "train.val_every"),
+                         (["--data-dir", str(tmp_path / "nowhere")], "not a folder")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--out", str(out), *argv])
+        assert exit_.value.code == 2
+        assert phrase in capsys.readouterr().err
+    assert not out.exists()  # refused before the run folder, the data or the model were touched
