@@ -33,63 +33,74 @@ def plot_learning_curves(
     rows_by_stage: dict[str, list[dict]],
     out_png: str | Path,
     compare: dict[str, list[dict]] | None = None,
+    title: str = "",
 ) -> Path:
-    """{stage: [per-epoch rows]} -> PNG with two panels: training loss and validation MPJPE (mm) per epoch.
+    """{stage: [per-epoch rows]} -> PNG: one training-loss panel per stage, then validation MPJPE (mm) per epoch.
 
     Each row needs ``"epoch"``, ``"train_loss"`` and ``"val_mpjpe"`` (None/NaN for epochs without validation).
-    One line per stage; each stage continues the epoch axis after the one before (whatever its first epoch
+    Stages optimise different objectives (pretraining and fine-tuning losses have different terms and scales), so
+    each stage's loss gets its own panel and axis, over its own epochs. Validation MPJPE means the same in every
+    stage: one panel where each stage continues the epoch axis after the one before (whatever its first epoch
     number), so a pretraining + fine-tuning run reads left to right. ``compare`` overlays a second set of runs,
-    dashed: a stage named like one of ``rows_by_stage`` sits on top of it (the paper's "fine-tuning with vs
-    without pretraining"), other names start at the left.
+    dashed: a stage named like one of ``rows_by_stage`` sits on that stage, any other on the last stage (the
+    paper's "fine-tuning with vs without pretraining"). ``title`` (e.g. the data the run used) heads the figure.
     """
     if not rows_by_stage:
         raise ValueError("plot_learning_curves: rows_by_stage is empty")
+    for runs in (rows_by_stage, compare or {}):
+        for stage, rows in runs.items():
+            for row in rows:
+                if "epoch" not in row:
+                    raise ValueError(f"plot_learning_curves: stage {stage!r} has a row without 'epoch': {row}")
+    stages = [name for name, rows in rows_by_stage.items() if rows] or list(rows_by_stage)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=_DPI)
-
+    fig, axes = plt.subplots(1, len(stages) + 1, figsize=(12, 4.5), dpi=_DPI)
+    loss_axes = dict(zip(stages, axes[:-1]))
+    ax_val = axes[-1]
     offsets: dict[str, float] = {}
+    colours: dict[str, str] = {}
 
     def draw(runs: dict[str, list[dict]], style: str, compare_set: bool) -> None:
         next_start = 1.0  # epochs are numbered from 1: the first stage keeps its own numbers
         for stage, rows in runs.items():
             if not rows:
                 continue
-            for row in rows:
-                if "epoch" not in row:
-                    raise ValueError(f"plot_learning_curves: stage {stage!r} has a row without 'epoch': {row}")
+            home = stage if stage in loss_axes else stages[-1]  # the panel (and stage) this curve belongs to
             epochs = np.array([float(r["epoch"]) for r in rows])
-            # Stages follow each other on one axis; a compared stage with a known name overlays that stage.
-            if compare_set and stage in offsets:
-                offset = offsets[stage]
+            # Stages follow each other on the validation axis; a compared curve overlays the stage it belongs to.
+            if compare_set and home in offsets:
+                offset = offsets[home]
             else:
                 offset = next_start - epochs.min()
-                if not compare_set:
-                    offsets[stage] = offset
+                offsets[stage] = offset
             x = epochs + offset
             next_start = float(x.max()) + 1.0
             loss = np.array([_value(r, "train_loss") for r in rows])
             val = np.array([_value(r, "val_mpjpe") for r in rows])
             label = f"{stage} (compare)" if compare_set and stage in rows_by_stage else stage
-            ax_loss.plot(x, loss, style, label=label)
+            colour = colours.setdefault(label, f"C{len(colours)}")
+            loss_axes[home].plot(epochs, loss, style, label=label, color=colour)
             finite = np.isfinite(val)
             if finite.any():
-                ax_val.plot(x[finite], val[finite], style, marker="o", markersize=3, label=label,
-                            color=ax_loss.get_lines()[-1].get_color())
+                ax_val.plot(x[finite], val[finite], style, marker="o", markersize=3, label=label, color=colour)
 
     draw(rows_by_stage, "-", False)
     if compare:
         draw(compare, "--", True)
-    xlabel = "epoch" if len(rows_by_stage) == 1 else "epoch (" + " then ".join(rows_by_stage) + ")"
-    ax_loss.set(xlabel=xlabel, ylabel="training loss", title="Training loss")
+    for stage, ax in loss_axes.items():
+        ax.set(xlabel=f"{stage} epoch", ylabel="training loss", title=f"{stage}: training loss")
+        losses = [line.get_ydata() for line in ax.get_lines()]
+        if losses and all(np.all(np.asarray(y)[np.isfinite(y)] > 0) for y in losses):
+            ax.set_yscale("log")
+    xlabel = "epoch" if len(stages) == 1 else "epoch (" + " then ".join(stages) + ")"
     ax_val.set(xlabel=xlabel, ylabel="MPJPE (mm)", title="Validation MPJPE")
-    for ax in (ax_loss, ax_val):
+    for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend()
-    losses = [line.get_ydata() for line in ax_loss.get_lines()]
-    if losses and all(np.all(np.asarray(y)[np.isfinite(y)] > 0) for y in losses):
-        ax_loss.set_yscale("log")
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)

@@ -13,6 +13,8 @@ from fastmixste._io import atomic_write
 from train.inputs import RunData
 from train.runtime import Runtime, eval_backend
 
+#: metrics.csv columns, one row per epoch (or part of one, at a step cap); lr is the rate the epoch's last step ran
+#: at (with warm-up, earlier steps of the epoch ran lower).
 METRIC_FIELDS = [
     "stage", "epoch", "step", "train_loss", "loss_mpjpe", "loss_n_mpjpe", "loss_velocity", "loss_wmpjpe", "loss_tc",
     "loss_mpjve", "val_mpjpe", "val_p_mpjpe", "lr", "seq_per_s", "epoch_time_s", "elapsed_s",
@@ -33,18 +35,34 @@ def write_metrics(path: Path, history: dict[str, list[dict]]) -> None:
                 w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRIC_FIELDS})
 
 
-def write_curves(path: Path, history: dict[str, list[dict]], compare: dict[str, list[dict]] | None = None) -> None:
+def describe_data(cfg: dict[str, Any]) -> str:
+    """The data a run used, for titles: the built-in synthetic set is never called Human3.6M."""
+    if cfg["data"]["dir"] is None:
+        return "built-in synthetic data (a stand-in for Human3.6M, not real motion)"
+    return f"Human3.6M from {cfg['data']['dir']} ({cfg['data']['keypoints']} 2D)"
+
+
+def data_record(cfg: dict[str, Any]) -> dict[str, Any]:
+    """results.json's "data" entry: what the numbers were measured on."""
+    builtin = cfg["data"]["dir"] is None
+    return {"name": "builtin-synthetic" if builtin else "human3.6m", "description": describe_data(cfg),
+            "dir": cfg["data"]["dir"], "keypoints": cfg["data"]["keypoints"]}
+
+
+def write_curves(path: Path, history: dict[str, list[dict]], title: str,
+                 compare: dict[str, list[dict]] | None = None) -> None:
     from fastmixste.plots import plot_learning_curves
 
     rows = {k: v for k, v in history.items() if v}
     if rows:
-        plot_learning_curves(rows, path, compare=compare)
+        plot_learning_curves(rows, path, compare=compare, title=title)
 
 
 def final_evaluation(cfg: dict[str, Any], rt: Runtime, model, data: RunData, history: dict[str, list[dict]],
                      ckpt_dir: Path, out: Path, names: list[str], train_seconds: float, t_run: float
-                     ) -> dict[str, Any]:
-    """Evaluate the best weights on the full test set (flip TTA), write results.{md,json}, metrics and curves."""
+                     ) -> tuple[dict[str, Any], str]:
+    """Evaluate the best weights on the full test set (flip TTA), write results.{md,json}, metrics and curves;
+    returns results.json's content and results.md's text."""
     from fastmixste import read_checkpoint
     from fastmixste.evaluation import evaluate, evaluate_constant_pose, format_markdown, results_to_dict
 
@@ -60,6 +78,7 @@ def final_evaluation(cfg: dict[str, Any], rt: Runtime, model, data: RunData, his
     base = evaluate_constant_pose(data.mean_pose, data.test)
     results = results_to_dict(res, baseline_mpjpe=base.protocol1["Avg"])
     results.update({
+        "data": data_record(cfg),
         "baseline_p_mpjpe": float(base.protocol2["Avg"]),
         "weights": weights,
         "stages": {n: {"steps": history[n][-1]["step"] if history.get(n) else 0,
@@ -68,16 +87,34 @@ def final_evaluation(cfg: dict[str, Any], rt: Runtime, model, data: RunData, his
         "total_seconds": time.perf_counter() - t_run,
     })
     write_text(out / "results.json", to_json(results))
-    md = format_markdown(res, title=f"Human3.6M test ({len(data.test)} sequences), {weights}")
+    what = describe_data(cfg)
+    md = format_markdown(res, title=f"Test subjects of {what} ({len(data.test)} sequences), {weights}")
     md += (f"- Mean training pose baseline: MPJPE {base.protocol1['Avg']:.1f} mm, P-MPJPE "
            f"{base.protocol2['Avg']:.1f} mm\n- Stages: {', '.join(names) or 'none (evaluation only)'}; training "
            f"{train_seconds:.0f} s\n")
     write_text(out / "results.md", md)
     write_metrics(out / "metrics.csv", history)
-    write_curves(out / "curves.png", history)
+    write_curves(out / "curves.png", history, title=f"{what}: {out}")
     print(f"MPJPE (Protocol #1) {res.protocol1['Avg']:.1f} mm | P-MPJPE (Protocol #2) {res.protocol2['Avg']:.1f} mm"
           f" | mean-pose baseline MPJPE {base.protocol1['Avg']:.1f} mm", flush=True)
-    return results
+    return results, md
+
+
+def write_comparison(out: Path, results: dict[str, Any], results_md: str, history: dict[str, list[dict]],
+                     scratch: dict[str, Any], scratch_history: dict[str, list[dict]], what: str) -> None:
+    """--compare-scratch: both fine-tuning curves in curves_compare.png; the scratch numbers join results.*"""
+    from fastmixste.plots import plot_learning_curves
+
+    plot_learning_curves({"fine-tune from pretrained": history.get("finetune", [])}, out / "curves_compare.png",
+                         compare={"fine-tune from scratch": scratch_history.get("finetune", [])},
+                         title=f"{what}: fine-tuning with and without pretraining")
+    results["scratch"] = {"protocol1": scratch["protocol1"], "protocol2": scratch["protocol2"]}
+    write_text(out / "results.json", to_json(results))
+    write_text(out / "results.md", results_md + (
+        f"- Fine-tuned from scratch with the same budget: MPJPE {scratch['protocol1']['Avg']:.1f} mm, "
+        f"P-MPJPE {scratch['protocol2']['Avg']:.1f} mm (curves_compare.png)\n"))
+    print(f"from scratch: MPJPE {scratch['protocol1']['Avg']:.1f} mm vs {results['protocol1']['Avg']:.1f} mm "
+          f"with pretraining", flush=True)
 
 
 def to_json(obj: Any) -> str:
@@ -93,15 +130,3 @@ def to_json(obj: Any) -> str:
         return v
 
     return json.dumps(clean(obj), indent=2) + "\n"
-
-
-def read_history(path: Path) -> dict[str, list[dict]]:
-    """metrics.csv -> {stage: rows} with numbers parsed (empty cells -> None)."""
-    out: dict[str, list[dict]] = {}
-    if not path.is_file():
-        return out
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            parsed = {k: (None if v == "" else (v if k == "stage" else float(v))) for k, v in row.items()}
-            out.setdefault(row["stage"], []).append(parsed)
-    return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,12 @@ import torch.distributed as dist
 
 from train._config import build_parser, check_files, dump_yaml, resolve_config
 from train.inputs import RunData, build_model, check_same_arch, load_init_weights, load_run_data
-from train.outputs import final_evaluation, read_history, to_json, write_text
+from train.outputs import describe_data, final_evaluation, write_comparison, write_text
 from train.runtime import Runtime, fused_unavailable_message, setup_runtime
 from train.stages import make_stages, planned_stages
 from train.trainer import StageTrainer, TrainingDiverged
 
-__all__ = ["main", "run_pipeline", "load_init_weights"]
+__all__ = ["RunOutcome", "main", "run_pipeline", "load_init_weights"]
 
 
 def _resume_path(cfg: dict[str, Any]) -> Path | None:
@@ -38,9 +39,61 @@ def _resume_path(cfg: dict[str, Any]) -> Path | None:
     return path
 
 
-def run_pipeline(cfg: dict[str, Any], rt: Runtime, data: RunData | None = None) -> dict[str, Any]:
-    """Train the planned stages (resuming if asked), evaluate, write every output file; returns results.json."""
-    from fastmixste import read_checkpoint, save_checkpoint
+@dataclass
+class RunOutcome:
+    """What a finished pipeline hands on: results.json's content and results.md's text (rank 0; empty elsewhere)
+    and the per-epoch history of every stage (kept in memory, so nothing is read back from metrics.csv)."""
+
+    results: dict[str, Any]
+    results_md: str
+    history: dict[str, list[dict]]
+
+
+def _build_models(cfg: dict[str, Any], rt: Runtime) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The model (seeded) and what training calls: the model itself, or its DDP wrapper across processes."""
+    torch.manual_seed(cfg["seed"])
+    model = build_model(cfg).to(rt.device)
+    train_model: torch.nn.Module = model
+    if rt.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda"
+                                              else None)
+    if rt.is_main:
+        print(f"model: {model.num_parameters():,} parameters, attention backend {model.attn_backend!r}, "
+              f"device {rt.device}, amp {rt.amp_dtype or 'none'}", flush=True)
+    return model, train_model
+
+
+def _starting_point(cfg: dict[str, Any], rt: Runtime, model: torch.nn.Module, names: list[str], ckpt_dir: Path
+                    ) -> tuple[dict[str, Any] | None, int, dict[str, list[dict]]]:
+    """Resume checkpoint (or None), index of the first stage to train, and the history so far; applies --init."""
+    from fastmixste import read_checkpoint
+
+    resume = _resume_path(cfg)
+    if resume:
+        ckpt = read_checkpoint(resume, map_location=rt.device)
+        check_same_arch(model, dict(ckpt["config"]), f"--resume {resume}")
+        if ckpt["stage"] not in names:
+            raise ValueError(f"--resume {resume}: the checkpoint is from stage {ckpt['stage']!r}, but this run "
+                             f"trains {names}")
+        if rt.is_main:
+            print(f"resuming from {resume}: stage {ckpt['stage']}, step {ckpt['step']}", flush=True)
+        return ckpt, names.index(ckpt["stage"]), {k: list(v) for k, v in ckpt["history"].items()}
+    history: dict[str, list[dict]] = {}
+    if cfg["init"]:
+        load_init_weights(model, cfg["init"])
+        if Path(cfg["init"]) == ckpt_dir / "pretrained.pt":
+            # Continuing this folder's pretraining run: keep its curves in metrics.csv and curves.png.
+            history = {k: list(v) for k, v in read_checkpoint(cfg["init"]).get("history", {}).items()}
+        if rt.is_main:
+            print(f"initialised from {cfg['init']}", flush=True)
+    return None, 0, history
+
+
+def run_pipeline(cfg: dict[str, Any], rt: Runtime, data: RunData | None = None) -> RunOutcome:
+    """Train the planned stages (resuming if asked), evaluate, write every output file."""
+    from fastmixste import save_checkpoint
 
     t_run = time.perf_counter()
     out = Path(cfg["out"])
@@ -55,39 +108,8 @@ def run_pipeline(cfg: dict[str, Any], rt: Runtime, data: RunData | None = None) 
     if data is None:
         data = load_run_data(cfg, rt, need_pretrain="pretrain" in names)
     stages = make_stages(cfg, data, names)
-
-    torch.manual_seed(cfg["seed"])
-    model = build_model(cfg).to(rt.device)
-    train_model: torch.nn.Module = model
-    if rt.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda"
-                                              else None)
-    if rt.is_main:
-        print(f"model: {model.num_parameters():,} parameters, attention backend {model.attn_backend!r}, "
-              f"device {rt.device}, amp {rt.amp_dtype or 'none'}", flush=True)
-
-    resume = _resume_path(cfg)
-    ckpt = read_checkpoint(resume, map_location=rt.device) if resume else None
-    history: dict[str, list[dict]] = {}
-    start = 0
-    if ckpt is not None:
-        check_same_arch(model, dict(ckpt["config"]), f"--resume {resume}")
-        if ckpt["stage"] not in names:
-            raise ValueError(f"--resume {resume}: the checkpoint is from stage {ckpt['stage']!r}, but this run "
-                             f"trains {names}")
-        start = names.index(ckpt["stage"])
-        history = {k: list(v) for k, v in ckpt["history"].items()}
-        if rt.is_main:
-            print(f"resuming from {resume}: stage {ckpt['stage']}, step {ckpt['step']}", flush=True)
-    elif cfg["init"]:
-        load_init_weights(model, cfg["init"])
-        if Path(cfg["init"]) == ckpt_dir / "pretrained.pt":
-            # Continuing this folder's pretraining run: keep its curves in metrics.csv and curves.png.
-            history = {k: list(v) for k, v in read_checkpoint(cfg["init"]).get("history", {}).items()}
-        if rt.is_main:
-            print(f"initialised from {cfg['init']}", flush=True)
+    model, train_model = _build_models(cfg, rt)
+    ckpt, start, history = _starting_point(cfg, rt, model, names, ckpt_dir)
 
     for i, stage in enumerate(stages):
         if i < start:
@@ -104,14 +126,15 @@ def run_pipeline(cfg: dict[str, Any], rt: Runtime, data: RunData | None = None) 
         rt.barrier()
     train_seconds = time.perf_counter() - t_run
 
-    results: dict[str, Any] = {}
+    outcome = RunOutcome({}, "", history)
     if rt.is_main:
-        results = final_evaluation(cfg, rt, model, data, history, ckpt_dir, out, names, train_seconds, t_run)
+        outcome.results, outcome.results_md = final_evaluation(cfg, rt, model, data, history, ckpt_dir, out, names,
+                                                               train_seconds, t_run)
     rt.barrier()
-    return results
+    return outcome
 
 
-def run_compare_scratch(cfg: dict[str, Any], rt: Runtime, main_results: dict[str, Any]) -> None:
+def run_compare_scratch(cfg: dict[str, Any], rt: Runtime, pretrained: RunOutcome) -> None:
     """Fine-tune from scratch with the same budget in OUT/scratch; plot both fine-tuning curves together."""
     scfg = copy.deepcopy(cfg)
     out = Path(cfg["out"])
@@ -121,21 +144,9 @@ def run_compare_scratch(cfg: dict[str, Any], rt: Runtime, main_results: dict[str
     if rt.is_main:
         print("fine-tuning from scratch with the same budget (--compare-scratch)", flush=True)
     scratch = run_pipeline(scfg, rt)
-    if not rt.is_main:
-        return
-    history = read_history(out / "metrics.csv")
-    scratch_history = read_history(out / "scratch" / "metrics.csv")
-    from fastmixste.plots import plot_learning_curves
-
-    plot_learning_curves({"fine-tune from pretrained": history.get("finetune", [])}, out / "curves_compare.png",
-                         compare={"fine-tune from scratch": scratch_history.get("finetune", [])})
-    main_results["scratch"] = {"protocol1": scratch["protocol1"], "protocol2": scratch["protocol2"]}
-    write_text(out / "results.json", to_json(main_results))
-    with open(out / "results.md", "a", encoding="utf-8") as f:
-        f.write(f"- Fine-tuned from scratch with the same budget: MPJPE {scratch['protocol1']['Avg']:.1f} mm, "
-                f"P-MPJPE {scratch['protocol2']['Avg']:.1f} mm (curves_compare.png)\n")
-    print(f"from scratch: MPJPE {scratch['protocol1']['Avg']:.1f} mm vs {main_results['protocol1']['Avg']:.1f} mm "
-          f"with pretraining", flush=True)
+    if rt.is_main:
+        write_comparison(out, pretrained.results, pretrained.results_md, pretrained.history, scratch.results,
+                         scratch.history, describe_data(cfg))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     rt = setup_runtime(cfg)
     try:
         t0 = time.perf_counter()
-        results = run_pipeline(cfg, rt)
+        outcome = run_pipeline(cfg, rt)
         if cfg["compare_scratch"] and "finetune" in planned_stages(cfg):
-            run_compare_scratch(cfg, rt, results)
+            run_compare_scratch(cfg, rt, outcome)
         if rt.is_main:
             print(f"done in {time.perf_counter() - t0:.0f} s; outputs in {cfg['out']}", flush=True)
         return 0

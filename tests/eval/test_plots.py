@@ -85,3 +85,23 @@ def test_render_bad_inputs(tmp_path):
         render_pose(p2, p3[:, :16], tmp_path / "x.png", width=10, height=10)
     with pytest.raises(ValueError, match="out of range"):
         render_pose(p2, p3, tmp_path / "x.png", width=10, height=10, frame=6)
+
+
+def test_learning_curves_give_each_stage_loss_its_own_panel(tmp_path, monkeypatch):
+    from fastmixste import plots
+
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)  # keep the figure to look at its panels
+    rows = {"pretrain": stage_rows(5, 100.0), "finetune": stage_rows(4, 0.4)}
+    plot_learning_curves(rows, tmp_path / "curves.png", compare={"scratch": stage_rows(4, 0.6)},
+                         title="built-in synthetic data")
+    (fig,) = figures
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["pretrain: training loss", "finetune: training loss", "Validation MPJPE"]
+    assert fig._suptitle.get_text() == "built-in synthetic data"
+    pre, fine, val = fig.axes
+    assert [line.get_label() for line in pre.get_lines()] == ["pretrain"]
+    assert [line.get_label() for line in fine.get_lines()] == ["finetune", "scratch"]  # compare overlays the last
+    # Each loss keeps its own scale: the pretraining loss (100x larger) does not squash the fine-tuning one.
+    assert fine.get_ylim()[1] < 1.0 < pre.get_ylim()[1]
+    assert len(val.get_lines()) == 3
