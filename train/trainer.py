@@ -118,7 +118,8 @@ class StageTrainer:
                 f"(epoch {self.epoch + 1}); stopping. Nothing was written for this step; {kept}."
             )
 
-    def _step(self, batch: Any) -> tuple[float, dict[str, float], int]:
+    def _step(self, batch: Any) -> tuple[float, dict[str, float], int, float]:
+        """One optimizer step: (loss, loss terms, sequences on this process, the learning rate it ran at)."""
         st, rt, seed = self.stage, self.rt, self.cfg["seed"]
         seed_step(seed, st.name, self.global_step, rt.rank)
         x, y = st.make_batch(batch, step_generator(seed, st.name, self.global_step, rt.rank))
@@ -135,12 +136,14 @@ class StageTrainer:
         if self.s.grad_clip:
             self.scaler.unscale_(self.opt)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
+        lr = self.opt.param_groups[0]["lr"]  # what this step uses; sched.step() below sets the next step's
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
-        return loss.item(), {k: v.item() for k, v in parts.items()}, x.shape[0]
+        return loss.item(), {k: v.item() for k, v in parts.items()}, x.shape[0], lr
 
     def _row(self, parts_sum: dict[str, float], val: tuple[float, float] | None, lr: float) -> dict[str, Any]:
+        """The history row (metrics.csv line) of the epoch so far; ``lr``: the rate its last step ran at."""
         a = self.accum
         n = max(a["batches"], 1.0)
         loss = a["loss"]
@@ -181,13 +184,14 @@ class StageTrainer:
         # Loss-term sums of the current epoch live in accum as part_<name> so a mid-epoch resume keeps them.
         parts_sum = {k[len("part_"):]: v for k, v in self.accum.items() if k.startswith("part_")}
         self.train_model.train()
+        lr = self.opt.param_groups[0]["lr"]
         while self.global_step < self.cap:
             bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, disable=not (rt.is_main and
                        self.cfg["progress"]), desc=f"{st.name} {self.epoch + 1}/{s.epochs}", unit="step",
                        leave=False, dynamic_ncols=True)
             for batch in self._loader():
                 t0 = time.perf_counter()
-                loss, parts, n = self._step(batch)
+                loss, parts, n, lr = self._step(batch)
                 if rt.device.type == "cuda":
                     torch.cuda.synchronize(rt.device)
                 dt = time.perf_counter() - t0
@@ -201,7 +205,6 @@ class StageTrainer:
                 for k, v in parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + v
                     a[f"part_{k}"] = parts_sum[k]
-                lr = self.sched.get_last_lr()[0]
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}",
                                 seq_s=f"{a['seqs'] * rt.world_size / max(a['seconds'], 1e-9):.0f}")
@@ -213,7 +216,6 @@ class StageTrainer:
             bar.close()
             complete = self.step_in_epoch >= self.steps_per_epoch
             done = self.global_step >= self.cap
-            lr = self.sched.get_last_lr()[0]
             val = None
             if done or (complete and (self.epoch + 1) % s.val_every == 0):
                 if rt.is_main:

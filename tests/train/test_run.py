@@ -189,3 +189,18 @@ def test_init_copies_weights_and_checks_the_architecture(tmp_path: Path) -> None
     assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
     with pytest.raises(ValueError, match="num_frame: run has 27, file has 9"):
         load_init_weights(MixSTE(num_frame=27, embed_dim_ratio=32, depth=1, num_heads=2), str(tmp_path / "src.pt"))
+
+
+def test_outputs_name_their_data_and_record_the_lr_each_epoch_ran_at(tmp_path: Path, builtin_dir: Path) -> None:
+    out = tmp_path / "lr"
+    args = [*FEW_STEPS, "--stage", "finetune", "--epochs", "2", "--lr", "0.001", "--set", "finetune.lr_decay=0.5"]
+    assert main(tiny_args(out, *args)) == 0
+    rows = _rows(out)
+    assert [float(r["epoch"]) for r in rows] == [1.0, 2.0]
+    # The schedule decays once per epoch: epoch 1 ran at lr, epoch 2 at lr * 0.5 (not the next epoch's rate).
+    assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3, 5e-4], rel=1e-12)
+    res = json.loads((out / "results.json").read_text())
+    assert res["data"]["name"] == "builtin-synthetic" and res["data"]["dir"] is None
+    title = (out / "results.md").read_text().splitlines()[0]
+    assert title.startswith("## Test subjects of built-in synthetic data") and "stand-in" in title
+    assert not title.startswith("## Human3.6M")
