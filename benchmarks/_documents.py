@@ -109,7 +109,7 @@ def _limits(proxies: dict | None, kernels: list[dict] | None) -> list[str]:
     occ_text = "the fused kernels' occupancy is unknown here (no kernel table)"
     if occ:
         occ_text = (f"the kernel table below shows the fused backward kernels at {occ[0]:.0%}-{occ[1]:.0%} estimated "
-                    f"occupancy ({occ[2]}-limited), which may not saturate bandwidth")
+                    f"occupancy (limited by {occ[2]}), which may not saturate bandwidth")
     launch = f"the +{launch_us(proxies)} per launch variant" if proxies else "a per-launch variant"
     text = ("What the model cannot see, so where the fused path may still lose on a GPU: (1) fp32 - only bf16 is "
             "modelled, and in fp32 the fused kernels use IEEE (temporal) or 3xTF32 (spatial) dots, not plain TF32, "

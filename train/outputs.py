@@ -49,6 +49,16 @@ def data_record(cfg: dict[str, Any]) -> dict[str, Any]:
             "dir": cfg["data"]["dir"], "keypoints": cfg["data"]["keypoints"]}
 
 
+def environment_record(rt: Runtime) -> dict[str, Any]:
+    """results.json's "environment" entry: where the numbers were measured."""
+    import os
+
+    import torch
+
+    return {"device": str(rt.device), "processes": rt.world_size, "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__}
+
+
 def write_curves(path: Path, history: dict[str, list[dict]], title: str,
                  compare: dict[str, list[dict]] | None = None) -> None:
     from fastmixste.plots import plot_learning_curves
@@ -79,6 +89,7 @@ def final_evaluation(cfg: dict[str, Any], rt: Runtime, model, data: RunData, his
     results = results_to_dict(res, baseline_mpjpe=base.protocol1["Avg"])
     results.update({
         "data": data_record(cfg),
+        "environment": environment_record(rt),
         "baseline_p_mpjpe": float(base.protocol2["Avg"]),
         "weights": weights,
         "stages": {n: {"steps": history[n][-1]["step"] if history.get(n) else 0,
