@@ -80,7 +80,8 @@ def plot_learning_curves(
             val = np.array([_value(r, "val_mpjpe") for r in rows])
             label = f"{stage} (compare)" if compare_set and stage in rows_by_stage else stage
             colour = colours.setdefault(label, f"C{len(colours)}")
-            loss_axes[home].plot(epochs, loss, style, label=label, color=colour)
+            marker = "o" if len(rows) < 30 else None  # a stage capped at a few steps has a single point
+            loss_axes[home].plot(epochs, loss, style, marker=marker, markersize=3, label=label, color=colour)
             finite = np.isfinite(val)
             if finite.any():
                 ax_val.plot(x[finite], val[finite], style, marker="o", markersize=3, label=label, color=colour)

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from train._data import crop_sequences, resample_clip, unique_world_clips, validation_subset
 from train.runtime import Runtime
 
 
-def build_model(cfg: dict[str, Any]):
+def build_model(cfg: dict[str, Any]) -> torch.nn.Module:
+    """The MixSTE of ``cfg["model"]`` (MixSTEConfig fields; omitted ones take its defaults)."""
     from fastmixste import MixSTE, MixSTEConfig
 
     return MixSTE.from_config(MixSTEConfig.from_dict(dict(cfg["model"])))
@@ -23,7 +25,8 @@ _ARCH_FIELDS = ("num_frame", "num_joints", "in_chans", "embed_dim_ratio", "depth
                 "qkv_bias")
 
 
-def check_same_arch(model, other_config: dict[str, Any], what: str) -> None:
+def check_same_arch(model: torch.nn.Module, other_config: dict[str, Any], what: str) -> None:
+    """Raise ValueError naming every architecture field where ``other_config`` (a file's) differs from ``model``."""
     ours = model.config.to_dict()
     diff = {k: (ours[k], other_config.get(k)) for k in _ARCH_FIELDS if ours[k] != other_config.get(k)}
     if diff:
@@ -32,7 +35,7 @@ def check_same_arch(model, other_config: dict[str, Any], what: str) -> None:
                          f"stages (num_frame included) or pass a matching --config/--set model.*")
 
 
-def load_init_weights(model, path: str) -> None:
+def load_init_weights(model: torch.nn.Module, path: str) -> None:
     """Copy the weights of ``path`` (this project's checkpoint or an upstream MixSTE file) into ``model``."""
     from fastmixste import load_checkpoint
 

@@ -18,6 +18,8 @@ from train._config import STAGES
 
 @dataclass
 class Runtime:
+    """This process's place in the run: its device, rank among torchrun's processes, and autocast dtype."""
+
     device: torch.device
     rank: int = 0
     world_size: int = 1
@@ -110,6 +112,7 @@ def setup_runtime(cfg: dict[str, Any]) -> Runtime:
 
 
 def rng_state() -> dict[str, Any]:
+    """torch, CUDA, numpy and Python RNG states as tensors, lists and numbers (loadable with weights_only)."""
     np_state = np.random.get_state()  # noqa: NPY002 (the legacy global RNG is what third-party code draws from)
     py_state = random.getstate()
     return {
@@ -122,6 +125,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved (CUDA states only where the device count matches)."""
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
