@@ -3,7 +3,7 @@
 Resolution order (later wins): built-in defaults -> YAML file -> ``--set`` -> named command-line flags. The
 ``train:`` section holds options shared by both stages; ``pretrain:`` and ``finetune:`` override them per stage
 (``--set train.KEY=value`` sets KEY for both stages, over the stage sections of the file). Every option is type-
-and range-checked (:func:`validate`) before a run loads data.
+and range-checked (train/_checks.py) before a run loads data.
 The resolved config is flat per stage (each stage section lists every training option) and is what a run saves.
 """
 
@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -71,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "debug": {"nan_step": None},  # inject a NaN loss at this step of a stage (tests the divergence stop)
 }
 
-_STAGE_ONLY_KEYS = {"pretrain": {"h36m_3d", "corruption"}, "finetune": set()}
+STAGE_ONLY_KEYS = {"pretrain": {"h36m_3d", "corruption"}, "finetune": set()}
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
@@ -142,24 +139,6 @@ def apply_set(cfg: dict[str, Any], assignment: str) -> None:
                 cfg[stage].pop(parts[1], None)
 
 
-def _check_keys(cfg: dict[str, Any]) -> None:
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown config section(s) {unknown}; expected some of {sorted(DEFAULTS)}")
-    for section, default in DEFAULTS.items():
-        if isinstance(default, dict) and not isinstance(cfg[section], dict):
-            raise ValueError(f"'{section}:' must be a mapping of options, got {_got(cfg[section])}")
-    for section in ("data", "val", "eval", "debug"):
-        bad = sorted(set(cfg[section]) - set(DEFAULTS[section]))
-        if bad:
-            raise ValueError(f"unknown key(s) {bad} in '{section}:'; expected some of {sorted(DEFAULTS[section])}")
-    for section in ("train",) + STAGES:
-        allowed = set(TRAIN_DEFAULTS) | _STAGE_ONLY_KEYS.get(section, set())
-        bad = sorted(set(cfg[section]) - allowed)
-        if bad:
-            raise ValueError(f"unknown key(s) {bad} in '{section}:'; expected some of {sorted(allowed)}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.run",
@@ -195,10 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """argparse namespace -> fully resolved config dict (plain YAML-able values)."""
     cfg = deep_merge(DEFAULTS, load_yaml(args.config or CONFIG_DIR / "default.yaml"))
+    from train._checks import check_flags, check_keys, check_options, validate
+
     check_flags(args)
     for assignment in args.set:
         apply_set(cfg, assignment)
-    _check_keys(cfg)
+    check_keys(cfg)
     check_options(cfg)  # before flattening: a bad value is named where it was written (train.lr, finetune.lr...)
     # Flatten: every stage section lists every training option.
     for stage in STAGES:
@@ -228,188 +209,6 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         cfg["model"]["attn_backend"] = "triton"
     validate(cfg)
     return cfg
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Validation: every option's type and range, checked before any data loads or training starts
-# ---------------------------------------------------------------------------------------------------------------
-Rule = tuple[Callable[[Any], bool], str]  # (accepts the value?, what is expected)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int(lo: int, none: bool = False) -> Rule:
-    return (lambda v: (none and v is None) or (_is_int(v) and v >= lo)), f"an int >= {lo}" + (" or null" * none)
-
-
-def _number(lo: float, strict: bool, none: bool = False) -> Rule:
-    ok = (lambda v: v > lo) if strict else (lambda v: v >= lo)
-    return ((lambda v: (none and v is None) or (_is_number(v) and ok(v))),
-            f"a number {'>' if strict else '>='} {lo:g}" + (" or null" * none))
-
-
-def _one_of(*choices: Any) -> Rule:
-    return (lambda v: v in choices), "one of " + ", ".join(str(c) for c in choices)
-
-
-def _text(none: bool = False) -> Rule:
-    return (lambda v: (none and v is None) or (isinstance(v, str) and v != "")), "a text" + (" or null" * none)
-
-
-def _betas(v: Any) -> bool:
-    return isinstance(v, list | tuple) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v)
-
-
-def _device_name(v: Any) -> bool:
-    if v == "auto":
-        return True
-    try:
-        return isinstance(v, str) and torch.device(v).type in ("cpu", "cuda", "mps", "xpu")
-    except (RuntimeError, ValueError):
-        return False
-
-
-_BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
-_MAPPING: Rule = (lambda v: isinstance(v, dict), "a mapping of options")
-_BACKENDS = ("auto", "eager", "sdpa", "xformers", "triton")
-
-#: Options of a training stage (``train:``, ``pretrain:``, ``finetune:``).
-TRAIN_RULES: dict[str, Rule] = {
-    "epochs": _int(0),
-    "batch_size": _int(1),
-    "lr": _number(0, strict=True),
-    "optimizer": _one_of("adam", "adamw"),
-    "weight_decay": _number(0, strict=False),
-    "betas": (_betas, "a list of two numbers in [0, 1)"),
-    "lr_decay": _number(0, strict=True),
-    "warmup_steps": _int(0),
-    "grad_clip": _number(0, strict=False, none=True),
-    "max_steps": _int(0, none=True),
-    "stride": _int(1, none=True),
-    "flip": _BOOL,
-    "checkpoint_every": _int(0, none=True),
-    "val_every": _int(1),
-    "h36m_3d": _BOOL,
-    "corruption": _MAPPING,
-}
-#: Every other option, by its dotted name.
-RULES: dict[str, Rule] = {
-    "seed": _int(0),
-    "device": (_device_name, "auto, cpu, cuda or cuda:N"),
-    "amp": _one_of("auto", "none", "fp16", "bf16"),
-    "out": _text(),
-    "stage": _one_of("pretrain", "finetune", "all"),
-    "init": _text(none=True),
-    "resume": _text(none=True),
-    "fused": _BOOL,
-    "compare_scratch": _BOOL,
-    "progress": _BOOL,
-    "threads": _int(1, none=True),
-    "data.dir": _text(none=True),
-    "data.keypoints": _text(),
-    "data.mocap": (lambda v: v is None or (isinstance(v, list) and all(isinstance(x, str) and x for x in v)),
-                   "a list of npz paths"),
-    "data.num_workers": _int(0),
-    "val.max_frames": _int(1, none=True),
-    "val.batch_size": _int(1),
-    "eval.flip": _BOOL,
-    "eval.batch_size": _int(1),
-    "eval.max_frames": _int(1, none=True),
-    "eval.attn_backend": (lambda v: v is None or v in _BACKENDS, "null or one of " + ", ".join(_BACKENDS)),
-    "debug.nan_step": _int(1, none=True),
-}
-#: Named flags that carry numbers: argparse checks the type, these the range.
-FLAG_RULES: dict[str, Rule] = {
-    "epochs": TRAIN_RULES["epochs"], "batch_size": TRAIN_RULES["batch_size"], "lr": TRAIN_RULES["lr"],
-    "max_steps": _int(0), "seed": RULES["seed"], "threads": _int(1),
-}  # fmt: skip
-
-
-def _got(value: Any) -> str:
-    kind = "" if value is None or isinstance(value, str | list | dict) else f" ({type(value).__name__})"
-    return f"{value!r}{kind}"
-
-
-def _check(name: str, value: Any, rule: Rule) -> None:
-    accepts, expected = rule
-    if not accepts(value):
-        raise ValueError(f"{name}: expected {expected}, got {_got(value)}")
-
-
-def check_flags(args: argparse.Namespace) -> None:
-    """Range-check the numeric command-line flags (argparse has checked their types)."""
-    for key, rule in FLAG_RULES.items():
-        value = getattr(args, key, None)
-        if value is not None:
-            flag = "--" + key.replace("_", "-")
-            _check(flag if flag[2:] == key else f"{flag} ({key})", value, rule)
-
-
-def _check_corruption(where: str, values: dict[str, Any]) -> None:
-    from fastmixste.corruption import CorruptionConfig
-
-    defaults = CorruptionConfig().to_dict()
-    for key, value in values.items():
-        name, default = f"{where}.{key}", defaults.get(key)
-        if isinstance(default, list):
-            ok = isinstance(value, list) and len(value) == len(default) and all(_is_number(x) for x in value)
-            _check(name, value, (lambda v, ok=ok: ok, f"a list of {len(default)} numbers"))
-            if len(default) == 2:
-                _check(name, value, (lambda v: v[0] <= v[1], "a range [low, high] with low <= high"))
-        elif _is_int(default):
-            _check(name, value, _int(1))
-        elif key.endswith("_p"):
-            _check(name, value, (lambda v: _is_number(v) and 0 <= v <= 1, "a probability in [0, 1]"))
-        else:
-            _check(name, value, _number(0, strict=False))
-    CorruptionConfig.from_dict(values)  # unknown keys
-
-
-def check_options(cfg: dict[str, Any]) -> None:
-    """Type and range of every option present; works before and after the stage sections are flattened."""
-    for name, rule in RULES.items():
-        section, _, key = name.rpartition(".")
-        node = cfg[section] if section else cfg
-        if key in node:
-            _check(name, node[key], rule)
-    for section in ("train",) + STAGES:
-        for key, value in cfg.get(section, {}).items():
-            if key in TRAIN_RULES:
-                _check(f"{section}.{key}", value, TRAIN_RULES[key])
-        if section != "train" and section in cfg and "corruption" in cfg[section]:
-            _check_corruption(f"{section}.corruption", cfg[section]["corruption"] or {})
-
-
-def validate(cfg: dict[str, Any]) -> None:
-    """Raise ValueError naming the option, what was expected and what came, for any value of a resolved config
-    that cannot work: option types and ranges, and the model's fields (files: :func:`check_files`)."""
-    check_options(cfg)
-    from fastmixste.config import MixSTEConfig
-
-    model = dict(cfg["model"])
-    if "attn_backend" in model:
-        _check("model.attn_backend", model["attn_backend"], _one_of(*_BACKENDS))
-    try:
-        MixSTEConfig.from_dict(model)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"model: {e}") from None
-
-
-def check_files(cfg: dict[str, Any]) -> None:
-    """Raise FileNotFoundError for a data folder, mocap corpus or --init file that is not there."""
-    if cfg["data"]["dir"] is not None and not Path(cfg["data"]["dir"]).is_dir():
-        raise FileNotFoundError(f"data.dir (--data-dir): {cfg['data']['dir']} is not a folder")
-    for path in cfg["data"]["mocap"] or []:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"data.mocap (--mocap): no file at {path}")
-    if cfg["init"] is not None and not Path(cfg["init"]).is_file():
-        raise FileNotFoundError(f"init (--init): no file at {cfg['init']}")
 
 
 def dump_yaml(cfg: dict[str, Any]) -> str:

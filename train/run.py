@@ -20,7 +20,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from train._config import build_parser, check_files, dump_yaml, resolve_config
+from train._checks import check_files
+from train._config import build_parser, dump_yaml, resolve_config
 from train.inputs import RunData, build_model, check_same_arch, load_init_weights, load_run_data
 from train.outputs import describe_data, final_evaluation, write_comparison, write_text
 from train.runtime import Runtime, fused_unavailable_message, setup_runtime

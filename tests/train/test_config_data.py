@@ -137,7 +137,7 @@ def test_typed_stage_settings() -> None:
 
 
 def test_missing_files_stop_the_run_before_any_data_loads(tmp_path, capsys) -> None:
-    from train._config import check_files
+    from train._checks import check_files
     from train.run import main
 
     with pytest.raises(FileNotFoundError, match="data.dir"):
