@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "CorruptFileError", "DataFileError", "MissingKeyError", "UnsafeFileError", "read_npy", "read_npz", "read_npz_keys",
+    "CorruptFileError", "DataFileError", "MissingKeyError", "UnsafeFileError", "describe_file_start", "read_npy",
+    "read_npz", "read_npz_keys",
 ]
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -118,8 +119,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafeFileError(f"{self.where}: refusing to unpickle a persistent object reference ({pid!r:.60})")
 
 
-def _describe_head(head: bytes) -> str:
-    """What the first bytes of a file that is not an npz look like, for error messages."""
+def describe_file_start(head: bytes) -> str:
+    """The first bytes of a file -> what they look like, for error messages ("it is a raw Python pickle; ...")."""
     if not head:
         return "it is empty (0 bytes)"
     if head[:1] == b"\x80":
@@ -151,7 +152,7 @@ def _read_npy_bytes(data: bytes, where: str) -> np.ndarray:
     """The bytes of one .npy file -> array; object arrays through the restricted unpickler."""
     f = io.BytesIO(data)
     if not data.startswith(_NPY_MAGIC):
-        raise DataFileError(f"{where}: not a .npy array: {_describe_head(data[:16])}")
+        raise DataFileError(f"{where}: not a .npy array: {describe_file_start(data[:16])}")
     try:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -195,7 +196,8 @@ def read_npz(path: str | os.PathLike, keys: list[str] | None = None) -> dict[str
     with open(path, "rb") as fh:
         head = fh.read(16)
     if not head.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
-        raise DataFileError(f"{path}: not a readable npz file (a zip archive of .npy arrays): {_describe_head(head)}")
+        raise DataFileError(f"{path}: not a readable npz file (a zip archive of .npy arrays): "
+                            f"{describe_file_start(head)}")
     out: dict[str, np.ndarray] = {}
     try:
         with zipfile.ZipFile(path) as zf:
