@@ -209,8 +209,8 @@ def read_npz(path: str | os.PathLike, keys: list[str] | None = None) -> dict[str
                     continue
                 out[key] = _read_npy_bytes(zf.read(info), f"{path}[{key!r}]")
     except (zipfile.BadZipFile, zlib.error, EOFError, struct.error, NotImplementedError) as exc:
-        raise CorruptFileError(f"file {path} is corrupt or truncated ({type(exc).__name__}: {exc}); replace it with a "
-                               f"fresh copy") from exc
+        detail = f"compressed data is damaged: {exc}" if isinstance(exc, zlib.error) else f"{type(exc).__name__}: {exc}"
+        raise CorruptFileError(f"file {path} is corrupt or truncated ({detail}); replace it with a fresh copy") from exc
     return out
 
 
