@@ -79,7 +79,12 @@ def interrupt_hook(hook: Callable[[], str | None]) -> Iterator[None]:
     remove = on_interrupt(hook)
     try:
         yield
-    finally:
+    except KeyboardInterrupt:
+        raise  # keep the hook registered: run_cli runs it while handling this interrupt
+    except BaseException:
+        remove()
+        raise
+    else:
         remove()
 
 
@@ -146,6 +151,7 @@ def run_cli(main: Callable[[list[str]], int | None], argv: Sequence[str] | None 
         return 0 if code is None else int(code)
     except KeyboardInterrupt:
         notes = _run_interrupt_hooks()
+        _interrupt_hooks.clear()
         if debug:
             traceback.print_exc()
         print("interrupted (Ctrl-C)" + "".join(f"; {n}" for n in notes), file=sys.stderr, flush=True)
