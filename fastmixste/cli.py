@@ -43,7 +43,6 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 DEBUG_ENV = "FASTMIXSTE_DEBUG"
-_MAX_LINES = 2
 _MAX_LINE_CHARS = 1000
 
 
@@ -114,11 +113,11 @@ def _message(exc: BaseException) -> str:
         text = str(exc.args[0])  # KeyError quotes its message; ours read better plain
     else:
         text = str(exc).strip() or type(exc).__name__
-    lines = text.splitlines()
-    kept = [ln if len(ln) <= _MAX_LINE_CHARS else ln[:_MAX_LINE_CHARS] + " [...]" for ln in lines[:_MAX_LINES]]
-    if len(lines) > _MAX_LINES:
-        kept[-1] += f" [... {len(lines) - _MAX_LINES} more line(s); --debug shows all]"
-    return "\n".join(kept)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()] or [type(exc).__name__]
+    # Two lines at most: the first as it is, the rest (e.g. a list of backends and why each was refused) joined.
+    kept = [lines[0]] + (["; ".join(lines[1:])] if len(lines) > 1 else [])
+    return "\n".join(ln if len(ln) <= _MAX_LINE_CHARS else ln[:_MAX_LINE_CHARS] + " [...; --debug shows all]"
+                     for ln in kept)
 
 
 def _run_interrupt_hooks() -> list[str]:

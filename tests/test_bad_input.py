@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,8 @@ CLI_CASES: list[Cli] = [
     Cli("eval-device-cuda-without-cuda", EVAL, E + ["--device", "cuda"], 2, "CUDA is not available",
         skip_if=torch.cuda.is_available),
     Cli("eval-device-unknown", EVAL, E + ["--device", "gpu"], 2, "--device 'gpu' is not a device"),
+    Cli("eval-backend-unavailable", EVAL, E + ["--backend", "xformers"], 2,
+        "attention backend 'xformers' (requested) cannot run", skip_if=lambda: find_spec("xformers") is not None),
     Cli("eval-backend-unknown", EVAL, E + ["--backend", "fast"], 2, "invalid choice: 'fast'"),
     Cli("eval-batch-size-zero", EVAL, E + ["--batch-size", "0"], 2, "--batch-size must be >= 1, got 0"),
     Cli("eval-batch-size-text", EVAL, E + ["--batch-size", "abc"], 2, "--batch-size: invalid int value: 'abc'"),
@@ -329,7 +332,8 @@ def test_run_cli_exit_codes_and_messages(capsys):
         (CheckpointError("ck.pt is empty"), EXIT_USAGE, "error: ck.pt is empty"),
         (RunFailed("loss became NaN at epoch 3"), EXIT_FAILED, "error: loss became NaN at epoch 3"),
         (ZeroDivisionError("division by zero"), EXIT_FAILED, "a bug in fastmixste"),
-        (ValueError("line 1\nline 2\nline 3\nline 4"), EXIT_USAGE, "line 2 [... 2 more line(s); --debug shows all]"),
+        (ValueError("what came:\n  a: x\n  b: y"), EXIT_USAGE, "error: what came:\na: x; b: y\n"),
+        (ValueError("x" * 3000), EXIT_USAGE, "[...; --debug shows all]"),
     ]  # fmt: skip
     for exc, code, phrase in cases:
         assert run_cli(raiser(exc), []) == code, exc
