@@ -69,6 +69,9 @@ def _check_device(path: Path, map_location: Any) -> None:
             raise CheckpointError(f"cannot load {path} onto {device}: CUDA is not available on this machine "
                                   f"(torch.cuda.is_available() is False); load it onto the CPU instead "
                                   f"(map_location='cpu', --device cpu)")  # fmt: skip
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise CheckpointError(f"cannot load {path} onto {device}: this machine has "
+                                  f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)")  # fmt: skip
 
 
 def _check_container(path: Path) -> None:
@@ -130,6 +133,8 @@ def read_checkpoint(
         else:
             with torch.serialization.safe_globals(_numpy_allowlist()):
                 obj = torch.load(path, map_location=map_location, weights_only=True)
+    except MemoryError:
+        raise
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, OSError, ... : sort out what it means
         text = str(exc)
         said = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
@@ -140,9 +145,9 @@ def read_checkpoint(
                 f"containers and numpy RandomState (it refers to {', '.join(found)}). Loading it could run "
                 f"arbitrary code; pass trust_checkpoint=True only if you trust where the file came from."
             ) from exc
-        if "torch.cuda.is_available() is False" in text:
-            raise CheckpointError(f"cannot load {path}: it maps tensors onto CUDA, which is not available on this "
-                                  f"machine; load it onto the CPU (map_location='cpu', --device cpu)") from exc
+        if "torch.cuda.is_available() is False" in text or "Attempting to deserialize object on" in text:
+            raise CheckpointError(f"cannot load {path}: it maps tensors onto a CUDA device this machine does not "
+                                  f"have ({said}); load it onto the CPU (map_location='cpu', --device cpu)") from exc
         raise CheckpointError(f"{path} is truncated or corrupt, or not a PyTorch checkpoint: its contents cannot "
                               f"be read ({type(exc).__name__}: {said})") from exc  # fmt: skip
     if not isinstance(obj, dict):

@@ -206,6 +206,10 @@ def test_cuda_map_location_without_cuda_says_so(good_checkpoint, monkeypatch):
         with pytest.raises(CheckpointError, match="CUDA is not available on this machine") as info:
             load_checkpoint(good_checkpoint, map_location=device)
         assert "allowlist" not in str(info.value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(CheckpointError, match=r"onto cuda:3: this machine has 1 CUDA device"):
+        load_checkpoint(good_checkpoint, map_location="cuda:3")
 
 
 def test_own_checkpoint_head_count_wins_and_conflicts_are_refused(tmp_path):
