@@ -12,6 +12,7 @@ files built in ``inputs`` (add a file there if needed), or ``Api(id, call, excep
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from collections.abc import Callable
@@ -97,7 +98,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     p["data_poison3d"] = _write_h36m(d / "poison3d", poison_3d=marker)
     p["data_poisonmeta"] = _write_h36m(d / "poisonmeta", poison_meta=marker)
     p["data_rawpickle"] = _write_h36m(d / "rawpickle")
-    (p["data_rawpickle"] / "data_3d_h36m.npz").write_bytes(__import__("pickle").dumps(Payload(marker)))
+    (p["data_rawpickle"] / "data_3d_h36m.npz").write_bytes(pickle.dumps(Payload(marker)))
     p["data_truncated"] = _write_h36m(d / "truncated")
     f3 = p["data_truncated"] / "data_3d_h36m.npz"
     f3.write_bytes(f3.read_bytes()[:300])
@@ -132,7 +133,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     p["kp_poison"] = d / "kp_poison.npz"
     np.savez(p["kp_poison"], keypoints=np.array([Payload(marker)], dtype=object))
     p["kp_rawpickle"] = d / "kp_raw.npy"
-    p["kp_rawpickle"].write_bytes(__import__("pickle").dumps(Payload(marker)))
+    p["kp_rawpickle"].write_bytes(pickle.dumps(Payload(marker)))
     p["kp_corrupt"] = d / "kp_corrupt.npz"
     np.savez(p["kp_corrupt"], keypoints=np.zeros((4, 17, 2)))
     p["kp_corrupt"].write_bytes(p["kp_corrupt"].read_bytes()[:120])
