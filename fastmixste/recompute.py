@@ -119,3 +119,70 @@ def retained_bytes(fn: Callable[[], torch.Tensor], exclude: tuple[torch.Tensor, 
             seen[key] = t.untyped_storage().nbytes()
     del out
     return sum(seen.values())
+
+
+def static_training_bytes(model: torch.nn.Module) -> int:
+    """Bytes a training step holds whatever the batch: fp32 weights, gradients and Adam's two moments."""
+    return 4 * sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def measure_cuda_sequence_bytes(
+    model: torch.nn.Module, num_frames: int, policy: str, amp_dtype: torch.dtype | None
+) -> int:
+    """Peak bytes one sequence adds to a CUDA training step (forward + backward at batch 1) under ``policy``.
+
+    Measured with the allocator's peak statistics; weights and gradients present before the step are subtracted.
+    """
+    cfg = model.config
+    device = next(model.parameters()).device
+    previous = cfg.recompute
+    model.set_recompute(policy)
+    x = torch.randn(1, num_frames, cfg.num_joints, cfg.in_chans, device=device)
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    try:
+        with torch.autocast("cuda", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            out = model(x)
+        out.float().square().mean().backward()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.set_recompute(previous)
+    return int(peak)
+
+
+def choose_recompute(
+    per_sequence_bytes: Callable[[str], int],
+    static_bytes: int,
+    batch_size: int,
+    free_bytes: int,
+    headroom: float = 0.9,
+) -> tuple[str, str]:
+    """The cheapest policy whose modelled peak fits: static + batch_size x per-sequence peak <= headroom x free.
+
+    ``per_sequence_bytes(policy)`` gives one sequence's peak (e.g. :func:`measure_cuda_sequence_bytes`). Returns
+    (policy, the reason in one line); raises ValueError naming the largest batch that fits when none does.
+    """
+    budget = headroom * free_bytes
+    gib = 2**30
+    tried = []
+    for policy in RECOMPUTE_POLICIES:
+        per_seq = per_sequence_bytes(policy)
+        need = static_bytes + batch_size * per_seq
+        tried.append((policy, per_seq, need))
+        if need <= budget:
+            return policy, (
+                f"recompute {policy}: batch {batch_size} x {per_seq / gib:.3f} GiB per sequence + "
+                f"{static_bytes / gib:.2f} GiB weights/gradients/Adam = {need / gib:.2f} GiB, fits "
+                f"{headroom:.0%} of {free_bytes / gib:.1f} GiB free"
+                + ("" if policy == "none" else f" (cheaper policies need {tried[0][2] / gib:.2f} GiB or more)")
+            )
+    per_seq = tried[-1][1]
+    fits = max(0, int((budget - static_bytes) // max(per_seq, 1)))
+    raise ValueError(
+        f"--recompute auto: batch {batch_size} does not fit even with recompute full "
+        f"({tried[-1][2] / gib:.2f} GiB needed, {headroom:.0%} of {free_bytes / gib:.1f} GiB free); "
+        f"the largest batch that fits with full is {fits}: pass --batch-size {fits} or less"
+    )

@@ -71,3 +71,22 @@ def test_bad_policy_names_are_refused() -> None:
         model.set_recompute("auto")  # "auto" is a train.run choice, resolved before the model sees it
     assert model.set_recompute("lean").recompute == "lean"
     assert model.config.to_dict()["recompute"] == "lean"
+
+
+def test_choose_recompute_picks_the_cheapest_policy_that_fits() -> None:
+    from fastmixste.recompute import choose_recompute
+
+    per_seq = {"none": 1000, "lean": 400, "full": 100}.__getitem__
+    assert choose_recompute(per_seq, static_bytes=500, batch_size=4, free_bytes=10_000)[0] == "none"
+    policy, why = choose_recompute(per_seq, static_bytes=500, batch_size=8, free_bytes=5_000)
+    assert policy == "lean" and "batch 8" in why and "fits" in why
+    assert choose_recompute(per_seq, static_bytes=500, batch_size=30, free_bytes=5_000)[0] == "full"
+    with pytest.raises(ValueError, match=r"largest batch that fits with full is 40"):
+        choose_recompute(per_seq, static_bytes=500, batch_size=64, free_bytes=5_000)
+
+
+def test_static_training_bytes_counts_weights_grads_and_adam() -> None:
+    from fastmixste.recompute import static_training_bytes
+
+    model = MixSTE(num_frame=9, embed_dim_ratio=32, depth=1)
+    assert static_training_bytes(model) == 16 * model.num_parameters()
