@@ -26,6 +26,7 @@ class MixSTEConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
     attn_backend: str = "auto"
+    recompute: str = "none"  # activation recompute in training: "none", "lean" or "full" (fastmixste.recompute)
 
     def __post_init__(self) -> None:
         for name in ("num_frame", "num_joints", "in_chans", "embed_dim_ratio", "depth", "num_heads"):
@@ -39,6 +40,8 @@ class MixSTEConfig:
             )
         if self.mlp_ratio <= 0:
             raise ValueError(f"MixSTEConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if self.recompute not in ("none", "lean", "full"):
+            raise ValueError(f"MixSTEConfig.recompute must be 'none', 'lean' or 'full', got {self.recompute!r}")
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

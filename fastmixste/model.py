@@ -14,6 +14,7 @@ from torch import nn
 
 from .attention import Attention, Axis, check_backend_name, resolve_backend
 from .config import MixSTEConfig
+from .recompute import check_recompute, run_checkpointed
 
 
 class Mlp(nn.Module):
@@ -107,6 +108,7 @@ class MixSTE(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         attn_backend: str = "auto",
+        recompute: str = "none",
     ) -> None:
         super().__init__()
         self.config = MixSTEConfig(
@@ -123,6 +125,7 @@ class MixSTE(nn.Module):
             attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate,
             attn_backend=check_backend_name(attn_backend),
+            recompute=check_recompute(recompute),
         )
         C = embed_dim_ratio
         self.block_depth = depth
@@ -171,6 +174,16 @@ class MixSTE(nn.Module):
         self.config.attn_backend = check_backend_name(name)
         return self
 
+    @property
+    def recompute(self) -> str:
+        """The activation recompute policy used in training ("none", "lean" or "full")."""
+        return self.config.recompute
+
+    def set_recompute(self, policy: str) -> MixSTE:
+        """Switch the activation recompute policy in place (see :mod:`fastmixste.recompute`); returns self."""
+        self.config.recompute = check_recompute(policy)
+        return self
+
     def resolved_backend(self, x: torch.Tensor) -> str:
         """The backend that a forward on ``x`` (in this train/eval mode) will use; raises if it cannot run."""
         dtype = x.dtype
@@ -216,17 +229,23 @@ class MixSTE(nn.Module):
             backend = self.config.attn_backend
             if backend == "auto":
                 backend = "triton" if x.device.type == "cuda" else "sdpa"
-        F_ = x.shape[1]
         x = self.Spatial_patch_to_embedding(x) + self.Spatial_pos_embed  # (B, F, J, C)
         x = self.pos_drop(x)
-        x = self.Spatial_norm(self.STEblocks[0](x, backend))
-        x = x + self.Temporal_pos_embed[:, :F_].unsqueeze(2)  # (1, F, 1, C): shorter windows slice it
-        x = self.pos_drop(x)
-        x = self.Temporal_norm(self.TTEblocks[0](x, backend))
-        for i in range(1, self.block_depth):
-            x = self.Spatial_norm(self.STEblocks[i](x, backend))
-            x = self.Temporal_norm(self.TTEblocks[i](x, backend))
+        policy = self.config.recompute if self.training else "none"
+        for i in range(self.block_depth):
+            x = run_checkpointed(partial(self._block_pair, i, backend=backend), x, policy)
         return x
+
+    def _block_pair(self, i: int, x: torch.Tensor, backend: str) -> torch.Tensor:
+        """(B, F, J, C) -> (B, F, J, C): STE_i, Spatial_norm, (at i = 0: temporal positions), TTE_i, Temporal_norm.
+
+        The unit of activation recompute: under "full" only its input is kept for backward.
+        """
+        x = self.Spatial_norm(self.STEblocks[i](x, backend))
+        if i == 0:
+            x = x + self.Temporal_pos_embed[:, : x.shape[1]].unsqueeze(2)  # (1, F, 1, C): shorter windows slice it
+            x = self.pos_drop(x)
+        return self.Temporal_norm(self.TTEblocks[i](x, backend))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, F, J, in_chans) -> (B, F, J, 3) root-relative 3D joints (metres, as trained upstream)."""
@@ -239,6 +258,7 @@ class MixSTE(nn.Module):
         c = self.config
         return (
             f"num_frame={c.num_frame}, num_joints={c.num_joints}, embed={c.embed_dim_ratio}, depth={c.depth}, "
-            f"heads={c.num_heads}, attn_backend={c.attn_backend!r}, params={self.num_parameters() / 1e6:.2f}M"
+            f"heads={c.num_heads}, attn_backend={c.attn_backend!r}, recompute={c.recompute!r}, "
+            f"params={self.num_parameters() / 1e6:.2f}M"
         )
 
