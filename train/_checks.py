@@ -88,6 +88,7 @@ RULES: dict[str, Rule] = {
     "init": _text(none=True),
     "resume": _text(none=True),
     "fused": _BOOL,
+    "recompute": _one_of("none", "lean", "full", "auto"),
     "compare_scratch": _BOOL,
     "progress": _BOOL,
     "threads": _int(1, none=True),
@@ -173,6 +174,9 @@ def validate(cfg: dict[str, Any]) -> None:
     from fastmixste.config import MixSTEConfig
 
     model = dict(cfg["model"])
+    if "recompute" in model:
+        raise ValueError(f"model.recompute: set the recompute policy with recompute: (top level) or --recompute, "
+                         f"not under model: (got model.recompute={model['recompute']!r})")
     if "attn_backend" in model:
         _check("model.attn_backend", model["attn_backend"], _one_of(*_BACKENDS))
     try:

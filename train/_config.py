@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "init": None,  # weights the first trained stage starts from (ours or upstream MixSTE)
     "resume": None,  # path of a last.pt to continue from
     "fused": False,  # train with the Triton attention kernels
+    "recompute": "none",  # activation recompute: none | lean | full | auto (CUDA: cheapest that fits; cpu: none)
     "compare_scratch": False,  # also fine-tune from scratch with the same budget, plot both curves
     "progress": True,  # tqdm bars
     "threads": None,  # CPU threads per process (torch.set_num_threads); null = torch's default
@@ -162,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from OUT/checkpoints/last.pt (or the file given)")
     p.add_argument("--init", metavar="CKPT", help="weights to start from (this project's or upstream MixSTE)")
     p.add_argument("--fused", action="store_true", help="train with the fused Triton attention kernels")
+    p.add_argument("--recompute", choices=("none", "lean", "full", "auto"),
+                   help="activation recompute: keep everything (none), rebuild cheap activations (lean), keep only "
+                   "block-pair inputs (full), or the cheapest that fits the GPU's free memory (auto)")
     p.add_argument("--compare-scratch", action="store_true",
                    help="also fine-tune from scratch with the same budget and plot both validation curves")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -191,7 +195,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         for key, value in named.items():
             if value is not None:
                 cfg[stage][key] = value
-    for key in ("stage", "out", "seed", "device", "amp", "init", "resume", "threads"):
+    for key in ("stage", "out", "seed", "device", "amp", "init", "resume", "threads", "recompute"):
         value = getattr(args, key)
         if value is not None:
             cfg[key] = value

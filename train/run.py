@@ -24,7 +24,7 @@ from train._checks import check_files
 from train._config import build_parser, dump_yaml, resolve_config
 from train.inputs import RunData, build_model, check_same_arch, load_init_weights, load_run_data
 from train.outputs import describe_data, final_evaluation, write_comparison, write_text
-from train.runtime import Runtime, fused_unavailable_message, setup_runtime
+from train.runtime import Runtime, fused_unavailable_message, resolve_recompute, setup_runtime
 from train.stages import make_stages, planned_stages
 from train.trainer import StageTrainer, TrainingDiverged
 
@@ -54,6 +54,7 @@ def _build_models(cfg: dict[str, Any], rt: Runtime) -> tuple[torch.nn.Module, to
     """The model (seeded) and what training calls: the model itself, or its DDP wrapper across processes."""
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg).to(rt.device)
+    model.set_recompute(resolve_recompute(cfg, model, rt))
     train_model: torch.nn.Module = model
     if rt.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -62,7 +63,7 @@ def _build_models(cfg: dict[str, Any], rt: Runtime) -> tuple[torch.nn.Module, to
                                               else None)
     if rt.is_main:
         print(f"model: {model.num_parameters():,} parameters, attention backend {model.attn_backend!r}, "
-              f"device {rt.device}, amp {rt.amp_dtype or 'none'}", flush=True)
+              f"device {rt.device}, amp {rt.amp_dtype or 'none'}, recompute {model.recompute}", flush=True)
     return model, train_model
 
 

@@ -146,3 +146,34 @@ def eval_backend(model, cfg: dict[str, Any]):
         yield model
     finally:
         model.set_attn_backend(previous)
+
+
+def resolve_recompute(cfg: dict[str, Any], model: torch.nn.Module, rt: Runtime) -> str:
+    """The activation recompute policy of the run: ``cfg["recompute"]``, with ``auto`` resolved and said.
+
+    ``auto`` on CUDA measures one sequence's peak under each policy (forward + backward at batch 1) and takes the
+    cheapest whose modelled peak for the largest per-process batch of the run fits 90% of the free memory. On the CPU
+    nothing bounds memory the same way: ``auto`` keeps every activation (``none``) and says so.
+    """
+    from fastmixste.recompute import choose_recompute, measure_cuda_sequence_bytes, static_training_bytes
+
+    policy = cfg["recompute"]
+    if policy != "auto":
+        return policy
+    if rt.device.type != "cuda":
+        if rt.is_main:
+            print(f"recompute auto on {rt.device.type}: none (keep every activation; auto sizes recompute to a "
+                  f"GPU's free memory, pass --recompute lean/full to choose here)", flush=True)
+        return "none"
+    batch = max(-(-cfg[s]["batch_size"] // rt.world_size) for s in STAGES)
+    frames = model.config.num_frame
+    free, _ = torch.cuda.mem_get_info(rt.device)
+    policy, why = choose_recompute(
+        lambda p: measure_cuda_sequence_bytes(model, frames, p, rt.amp_dtype),
+        static_training_bytes(model),
+        batch,
+        free,
+    )
+    if rt.is_main:
+        print(f"recompute auto: {why}", flush=True)
+    return policy
