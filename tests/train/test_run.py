@@ -204,3 +204,19 @@ def test_outputs_name_their_data_and_record_the_lr_each_epoch_ran_at(tmp_path: P
     title = (out / "results.md").read_text().splitlines()[0]
     assert title.startswith("## Test subjects of built-in synthetic data") and "stand-in" in title
     assert not title.startswith("## Human3.6M")
+
+
+@pytest.mark.parametrize("policy", ["lean", "full"])
+def test_recompute_trains_to_the_same_weights(tmp_path: Path, builtin_dir: Path, policy: str) -> None:
+    # drop paths on, so the recomputed forward must replay the same masks
+    args = [*FEW_STEPS, "--stage", "finetune", "--max-steps", "2", "--set", "model.drop_path_rate=0.2"]
+    assert main(tiny_args(tmp_path / "none", *args)) == 0
+    assert main(tiny_args(tmp_path / policy, *args, "--recompute", policy)) == 0
+    _assert_same_weights(tmp_path / "none" / "checkpoints" / "last.pt", tmp_path / policy / "checkpoints" / "last.pt")
+
+
+def test_recompute_auto_on_cpu_states_its_choice(tmp_path: Path, builtin_dir: Path, capsys) -> None:
+    assert main(tiny_args(tmp_path / "auto", *FEW_STEPS, "--stage", "finetune", "--max-steps", "1",
+                          "--recompute", "auto")) == 0
+    out = capsys.readouterr().out
+    assert "recompute auto on cpu: none" in out and "recompute none" in out
