@@ -24,10 +24,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import OP_MODULES
 from ._common import KernelCase, interpreter_active
 
-#: Kernel modules whose ``report_cases()`` are compiled; a module that does not exist (yet) is skipped.
-KERNEL_MODULES: tuple[str, ...] = ("spatial", "temporal")
+#: Op modules whose ``report_cases()`` are compiled (``OP_MODULES``); a module that does not exist is skipped.
+KERNEL_MODULES: tuple[str, ...] = OP_MODULES
 
 
 @dataclass(frozen=True)
