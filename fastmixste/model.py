@@ -16,7 +16,6 @@ from .attention import Attention, Axis, check_backend_name, resolve_backend
 from .config import MixSTEConfig
 
 
-@torch.compiler.assume_constant_result
 def _resolve(
     name: str,
     device: torch.device,
@@ -28,8 +27,14 @@ def _resolve(
 ) -> str:
     # Under torch.compile this runs while the graph is traced, outside it, and its answer is a constant of the
     # graph: auto, FASTMIXSTE_ATTN_BACKEND and every refusal apply exactly as in eager mode (a backend that cannot
-    # run raises). Device, dtype and train/eval mode are guarded, so changing one traces again.
+    # run raises). Device, dtype and train/eval mode are guarded, so changing one traces again; the environment
+    # variable is read when tracing.
     return resolve_backend(name, device, dtype, training, head_dim=head_dim, num_joints=num_joints, attn_drop=attn_drop)
+
+
+# What torch.compiler.assume_constant_result(_resolve) does, without importing torch._dynamo (seconds, and it
+# imports triton) when the model module is imported; tests/model/test_backends.py checks the two agree.
+_resolve._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 class Mlp(nn.Module):
