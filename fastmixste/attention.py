@@ -5,11 +5,15 @@ order ([q | k | v], each H heads x D); an *attention core* then attends over N (
 each frame) or over T (``axis="temporal"``: the frames of each joint) and returns (B, T, N, C) for the proj Linear.
 Only the cores differ between backends:
 
-- ``eager``: the upstream MixSTE math (explicit q @ k^T, softmax, @ v), the reference.
+- ``eager``: the upstream MixSTE math (explicit q @ k^T, softmax, @ v), the reference
+  (:func:`fastmixste.kernels.reference.attention_ref`, which imports no triton).
 - ``sdpa``: :func:`torch.nn.functional.scaled_dot_product_attention`.
 - ``xformers``: ``xformers.ops.memory_efficient_attention`` (optional, CUDA).
 - ``triton``: the fused kernels of :mod:`fastmixste.kernels`, which read q, k, v through strides.
 - ``auto``: triton on CUDA when it can run, else sdpa; ``FASTMIXSTE_ATTN_BACKEND`` overrides it.
+
+Whether triton can run is asked of the fused ops themselves (their ``unsupported_reasons``); no kernel limit is
+repeated here. ``MixSTE`` applies :func:`resolve_backend` in eager mode and, under torch.compile, while tracing.
 """
 
 from __future__ import annotations
