@@ -429,8 +429,13 @@ def launch_plan(
         return []
     plan = []
     for kernel in ("bwd_dq", "bwd_dkdv") if backward else ("fwd",):
-        bq, bk, num_warps = _CAPS[(kernel, dtype == torch.float32, D)]
-        bq, bk = _block(T, bq), _block(T, bk)
+        cap_q, cap_k, num_warps = _CAPS[(kernel, dtype == torch.float32, D)]
+        bq, bk = _block(T, cap_q), _block(T, cap_k)
+        if dtype != torch.float32 and (bq, bk) != (cap_q, cap_k) and max(bq, bk) <= 32:
+            # Short windows shrink the tiles. 16-bit: 8 warps on a 32 x 32 tile spill registers on sm_90 (fwd,
+            # D = 128), 4 do not. fp32 keeps its warps: its register-resident IEEE dot operands spill with 4
+            # (kernels.report, both findings).
+            num_warps = min(num_warps, 4)
         rows = bk if kernel == "bwd_dkdv" else bq  # rows a program owns
         G = _seqs_per_program(S, max(bq, bk))
         constexprs = (("D", D), ("BLOCK_Q", bq), ("BLOCK_K", bk), ("G", G), ("PRECISION", _precision(dtype)))
