@@ -5,27 +5,32 @@ order ([q | k | v], each H heads x D); an *attention core* then attends over N (
 each frame) or over T (``axis="temporal"``: the frames of each joint) and returns (B, T, N, C) for the proj Linear.
 Only the cores differ between backends:
 
-- ``eager``: the upstream MixSTE math (explicit q @ k^T, softmax, @ v), the reference.
+- ``eager``: the upstream MixSTE math (explicit q @ k^T, softmax, @ v), the reference
+  (:func:`fastmixste.kernels.reference.attention_ref`, which imports no triton).
 - ``sdpa``: :func:`torch.nn.functional.scaled_dot_product_attention`.
 - ``xformers``: ``xformers.ops.memory_efficient_attention`` (optional, CUDA).
 - ``triton``: the fused kernels of :mod:`fastmixste.kernels`, which read q, k, v through strides.
 - ``auto``: triton on CUDA when it can run, else sdpa; ``FASTMIXSTE_ATTN_BACKEND`` overrides it.
+
+Whether triton can run is asked of the fused ops themselves (their ``unsupported_reasons``); no kernel limit is
+repeated here. ``MixSTE`` applies :func:`resolve_backend` in eager mode and, under torch.compile, while tracing.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import os
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels.reference import Axis, attention_ref
+
 BACKENDS: tuple[str, ...] = ("eager", "sdpa", "xformers", "triton")
 ENV_BACKEND = "FASTMIXSTE_ATTN_BACKEND"
-Axis = Literal["spatial", "temporal"]
 
 
 class BackendUnavailableError(RuntimeError):
@@ -41,6 +46,10 @@ def _xformers_reasons(device: torch.device) -> list[str]:
     return reasons
 
 
+#: Op modules of ``fastmixste.kernels`` the ``triton`` backend runs; dispatch asks each whether it can run.
+TRITON_OPS: tuple[str, ...] = ("spatial", "temporal")
+
+
 def _triton_reasons(
     device: torch.device,
     dtype: torch.dtype,
@@ -49,30 +58,23 @@ def _triton_reasons(
     num_joints: int | None,
     attn_drop: float,
 ) -> list[str]:
-    from fastmixste import kernels
+    from . import kernels
 
     reasons = list(kernels.triton_unavailable_reasons(device, dtype))
-    missing = [
-        name
-        for name in ("spatial", "temporal")
-        if importlib.util.find_spec(f"fastmixste.kernels.{name}") is None
-    ]
-    if missing:
-        reasons.append(f"fused kernels not available in this build: {', '.join(missing)}")
-    bad_head = head_dim is not None and head_dim not in kernels.SUPPORTED_HEAD_DIMS
-    bad_joints = num_joints is not None and num_joints > 64
-    if bad_head:
-        reasons.append(f"head_dim {head_dim} is not supported (fused kernels take {kernels.SUPPORTED_HEAD_DIMS})")
-    if bad_joints:
-        reasons.append(f"the spatial kernel takes at most 64 joints, got {num_joints}")
-    probe_ok = kernels.triton_installed() and not (bad_head or bad_joints or missing)
-    if probe_ok and head_dim is not None and num_joints is not None:
-        # Shape/dtype limits of the spatial kernel's configurations (e.g. fp32 backward at large N x D would
-        # spill), asked of the kernel module itself on a meta tensor.
-        from fastmixste.kernels.spatial import unsupported_reasons
-
+    # The ops' own limits, asked on a meta tensor of the model's shape; only where the kernels could run at all
+    # (importing them imports triton, which the eager/sdpa paths never need).
+    could_run = device.type in ("cuda", "meta") or kernels.interpreter_active()
+    if kernels.triton_installed() and could_run and head_dim is not None and num_joints is not None:
         probe = torch.empty(1, 1, num_joints, 3 * head_dim, device="meta", dtype=dtype)
-        reasons += unsupported_reasons(probe, 1, backward=training)
+        for module in TRITON_OPS:
+            try:
+                op = importlib.import_module(f"{kernels.__name__}.{module}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{kernels.__name__}.{module}":
+                    raise
+                reasons.append(f"fused kernel {module!r} is not available in this build")
+                continue
+            reasons += [r for r in op.unsupported_reasons(probe, 1, backward=training) if r not in reasons]
     if training and attn_drop > 0:
         reasons.append(f"attention dropout (attn_drop_rate={attn_drop}) is not implemented in the fused kernels")
     return reasons
@@ -165,31 +167,9 @@ def resolve_backend(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def eager_attention_core(
-    qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis, attn_drop: nn.Module | None = None
-) -> torch.Tensor:
-    """(B, T, N, 3*C) qkv -> (B, T, N, C): upstream MixSTE's attention math over N ("spatial") or T ("temporal").
-
-    The ``eager`` backend and the reference the fused kernels are tested against (any device and dtype).
-    """
-    # Upstream layouts: spatial sequences are (B*T, N, C), temporal ones (B*N, T, C).
-    B, T, N, C3 = qkv.shape
-    C = C3 // 3
-    if axis == "spatial":
-        seq = qkv.reshape(B * T, N, C3)
-    else:
-        seq = qkv.permute(0, 2, 1, 3).reshape(B * N, T, C3)
-    S, L, _ = seq.shape
-    qkv_h = seq.reshape(S, L, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv_h[0], qkv_h[1], qkv_h[2]  # (S, H, L, D)
-    attn = (q @ k.transpose(-2, -1)) * scale
-    attn = attn.softmax(dim=-1)
-    if attn_drop is not None:
-        attn = attn_drop(attn)
-    out = (attn @ v).transpose(1, 2).reshape(S, L, C)
-    if axis == "spatial":
-        return out.reshape(B, T, N, C)
-    return out.reshape(B, N, T, C).permute(0, 2, 1, 3)
+#: The ``eager`` backend's core: upstream MixSTE's attention math, the reference the fused kernels are tested against
+#: ((B, T, N, 3*C) qkv, num_heads, scale, axis, attn_drop module or None -> (B, T, N, C); any device and dtype).
+eager_attention_core = attention_ref
 
 
 def _split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -229,11 +209,12 @@ def _xformers_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis, 
 
 
 def _triton_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis) -> torch.Tensor:
+    # Imported here: the op modules import triton, which only this backend needs.
     if axis == "spatial":
-        from fastmixste.kernels.spatial import spatial_attention
+        from .kernels.spatial import spatial_attention
 
         return spatial_attention(qkv, num_heads, scale)
-    from fastmixste.kernels.temporal import temporal_attention
+    from .kernels.temporal import temporal_attention
 
     return temporal_attention(qkv, num_heads, scale)
 

@@ -17,6 +17,27 @@ from .config import MixSTEConfig
 from .recompute import check_recompute, run_checkpointed
 
 
+def _resolve(
+    name: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    training: bool,
+    head_dim: int,
+    num_joints: int,
+    attn_drop: float,
+) -> str:
+    # Under torch.compile this runs while the graph is traced, outside it, and its answer is a constant of the
+    # graph: auto, FASTMIXSTE_ATTN_BACKEND and every refusal apply exactly as in eager mode (a backend that cannot
+    # run raises). Device, dtype and train/eval mode are guarded, so changing one traces again; the environment
+    # variable is read when tracing.
+    return resolve_backend(name, device, dtype, training, head_dim=head_dim, num_joints=num_joints, attn_drop=attn_drop)
+
+
+# What torch.compiler.assume_constant_result(_resolve) does, without importing torch._dynamo (seconds, and it
+# imports triton) when the model module is imported; tests/model/test_backends.py checks the two agree.
+_resolve._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
 class Mlp(nn.Module):
     """fc1 -> GELU (exact erf) -> dropout -> fc2 -> dropout, as upstream."""
 
@@ -190,15 +211,8 @@ class MixSTE(nn.Module):
         # autocast exists for cpu/cuda (and a few others), not for meta tensors (used for counting at full scale)
         if x.device.type in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(x.device.type):
             dtype = torch.get_autocast_dtype(x.device.type)
-        return resolve_backend(
-            self.config.attn_backend,
-            x.device,
-            dtype,
-            self.training,
-            head_dim=self.config.head_dim,
-            num_joints=self.config.num_joints,
-            attn_drop=self.config.attn_drop_rate,
-        )
+        c = self.config
+        return _resolve(c.attn_backend, x.device, dtype, self.training, c.head_dim, c.num_joints, c.attn_drop_rate)
 
     def _check_input(self, x: torch.Tensor) -> None:
         cfg = self.config
@@ -223,12 +237,7 @@ class MixSTE(nn.Module):
         """(B, F, J, in_chans) -> (B, F, J, C): per-joint features before the regression head (for backbones)."""
         if not torch.compiler.is_compiling():
             self._check_input(x)
-            backend = self.resolved_backend(x)
-        else:
-            # traced by torch.compile: no dispatch checks inside the graph (they ran in eager warm-up)
-            backend = self.config.attn_backend
-            if backend == "auto":
-                backend = "triton" if x.device.type == "cuda" else "sdpa"
+        backend = self.resolved_backend(x)  # under torch.compile: resolved when tracing, by the same rule
         x = self.Spatial_patch_to_embedding(x) + self.Spatial_pos_embed  # (B, F, J, C)
         x = self.pos_drop(x)
         policy = self.config.recompute if self.training else "none"

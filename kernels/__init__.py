@@ -1,7 +1,9 @@
-"""Fused Triton attention kernels for MixSTE, installed as ``fastmixste.kernels``.
+"""Fused Triton kernels for MixSTE, installed as ``fastmixste.kernels``; depends on torch and triton only.
 
 ``spatial_attention`` attends over the N joints of each frame, ``temporal_attention`` over the T frames of
 each joint; both read q, k, v straight out of the qkv Linear's (B, T, N, 3*C) output and write (B, T, N, C).
+Their eager references (``reference.py``) and the support checks (``_common.py``) import no triton, so the eager
+backend runs where triton is not installed; the op modules import triton when first used.
 """
 
 from ._common import (
@@ -11,15 +13,23 @@ from ._common import (
     triton_installed,
     triton_unavailable_reasons,
 )
+from .reference import attention_ref, spatial_attention_ref, temporal_attention_ref
+
+#: The op modules, in the order dispatch asks them and the AOT report compiles them. A new op module is added here.
+OP_MODULES: tuple[str, ...] = ("spatial", "temporal")
 
 __all__ = [
+    "OP_MODULES",
     "SUPPORTED_DTYPES",
     "SUPPORTED_HEAD_DIMS",
+    "attention_ref",
     "interpreter_active",
+    "spatial_attention",
+    "spatial_attention_ref",
+    "temporal_attention",
+    "temporal_attention_ref",
     "triton_installed",
     "triton_unavailable_reasons",
-    "spatial_attention",
-    "temporal_attention",
 ]
 
 

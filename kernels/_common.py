@@ -1,10 +1,44 @@
-"""Shared checks for the fused attention kernels: what they support and whether they can run here."""
+"""What every fused op module shares: support checks, refusals, buffers, launch configurations, AOT cases.
+
+Torch, triton-free: the dispatch in ``fastmixste.attention`` imports this module on every device, and triton is
+imported only by the op modules themselves (``spatial.py``, ``temporal.py``), when the triton path is asked for.
+
+The op template (every op module follows it; a new op copies it):
+
+1. Private ``@triton.jit`` kernels ``_<op>_fwd_kernel`` / ``_<op>_bwd[_<part>]_kernel``.
+2. ``launch_plan(shape, ..., backward)``: every (:class:`LaunchConfig`, grid) the launchers run for a problem, in
+   launch order; the launchers use nothing else, and ``report_cases()`` compiles what it returns over a grid of
+   shapes that reaches every configuration (tests/kernels/test_report.py checks that).
+3. Launchers ``<op>_fwd`` / ``<op>_bwd``, each in this order: input checks (:func:`check_qkv`, TypeError or
+   ValueError) -> ``unsupported_reasons`` as :class:`Refusal` s (:func:`raise_refusals`) -> empty input (return the
+   empty result) -> :func:`device_guard` -> :func:`launch`. Buffers come from :func:`new_buffer`.
+4. Registration: ``torch.library.custom_op`` + ``register_fake`` + ``register_autograd`` (see the note below),
+   plus FLOP formulas.
+5. The functional ``<op>(...)`` runs the same checks for the forward and, when autograd will need it, the backward,
+   so an unsupported backward fails before the forward runs. ``unsupported_reasons(...)`` answers without raising;
+   dispatch asks it instead of copying limits. The eager reference lives in ``reference.py``.
+
+Registration. ``torch.library.custom_op`` (opaque to tracing), not ``triton_op`` + ``wrap_triton``: under
+TRITON_INTERPRET=1, triton_op's functional decomposition runs the interpreted kernel on fake tensors and fails, so
+neither opcheck, torch.export nor torch.compile could be checked on a CPU. A custom_op with a fake impl passes all
+three under the interpreter and on a GPU; Inductor sees it as one opaque call, and could not fuse into these
+hand-tiled kernels anyway.
+
+Names, the same in every kernel: pointers ``<tensor>_ptr`` (``qkv_ptr``, ``o_ptr``, ``do_ptr``, ``dqkv_ptr``,
+``lse_ptr``, ``delta_ptr``); strides ``stride_<tensor>_<dim>`` with dims b, t, n (the channel dim has unit stride);
+``scale`` (fp32, as given: the log2(e) factor is applied in the kernel); problem sizes ``T``, ``N``, ``H`` (never
+specialised, so one binary serves every shape); constexprs ``D`` (head dim), ``BLOCK_Q`` / ``BLOCK_K`` (query /
+key rows of a tile), ``BLOCK_R`` (rows of a tile whose queries are its keys), ``BLOCK_D`` (head-dim slice),
+``PRECISION`` (``tl.dot`` input precision), ``G`` (sequences per program). Tile variables follow FLA: ``i_``
+program indices, ``o_`` offsets, ``m_`` masks, ``p_`` pointers, ``b_`` blocks (values), ``s_`` sequence ids.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +48,8 @@ import torch
 SUPPORTED_HEAD_DIMS: tuple[int, ...] = (16, 32, 64, 128)
 #: Element types the fused kernels accept.
 SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
+#: Triton's name of each element type, for signatures of ahead-of-time compiled kernels.
+TRITON_DTYPES: dict[torch.dtype, str] = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def interpreter_active() -> bool:
@@ -30,6 +66,7 @@ def triton_unavailable_reasons(device: torch.device | str, dtype: torch.dtype) -
 
     CUDA runs compiled kernels. On the CPU they run only in the Triton interpreter
     (TRITON_INTERPRET=1), which computes bf16 arithmetic wrongly without saying so: refused.
+    The meta device runs no kernel and is accepted (shapes, FLOPs and saved bytes at full scale).
     """
     device = torch.device(device)
     reasons: list[str] = []
@@ -53,22 +90,21 @@ def triton_unavailable_reasons(device: torch.device | str, dtype: torch.dtype) -
     return reasons
 
 
-def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Triton launches on the current CUDA device: make it the tensor's (no-op off CUDA)."""
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+# ----------------------------------------------------------------------------------------------------------------
+# Checks and refusals
+# ----------------------------------------------------------------------------------------------------------------
 
 
 def check_qkv(qkv: torch.Tensor, num_heads: int, op: str) -> tuple[int, int, int, int, int]:
-    """Validate a (B, T, N, 3*C) qkv tensor before launch; returns (B, T, N, H, D).
+    """Input checks of a (B, T, N, 3*C) qkv tensor's structure; returns (B, T, N, H, D).
 
-    Raises ValueError/TypeError that say what was expected and what came.
+    Raises TypeError/ValueError that say what was expected and what came. Size-0 dims are valid (empty input).
+    Whether the kernels support the dtype and head dim is a refusal (:func:`support_refusals`), not a check here.
     """
     if not isinstance(qkv, torch.Tensor):
         raise TypeError(f"{op}: qkv must be a torch.Tensor, got {type(qkv).__name__}")
     if qkv.dim() != 4:
         raise ValueError(f"{op}: qkv must be 4-D (B, T, N, 3*C), got shape {tuple(qkv.shape)}")
-    if qkv.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{op}: qkv dtype must be float32, float16 or bfloat16, got {qkv.dtype}")
     if not isinstance(num_heads, int) or num_heads < 1:
         raise ValueError(f"{op}: num_heads must be a positive int, got {num_heads!r}")
     B, T, N, C3 = qkv.shape
@@ -76,12 +112,94 @@ def check_qkv(qkv: torch.Tensor, num_heads: int, op: str) -> tuple[int, int, int
         raise ValueError(
             f"{op}: last dim of qkv must be 3 * num_heads * head_dim; got {C3} with num_heads={num_heads}"
         )
-    D = C3 // (3 * num_heads)
-    if D not in SUPPORTED_HEAD_DIMS:
-        raise ValueError(f"{op}: head_dim must be one of {SUPPORTED_HEAD_DIMS}, got {D} (= {C3} / (3 * {num_heads}))")
-    if qkv.stride(-1) != 1:
+    if qkv.stride(-1) != 1 and qkv.numel() > 0:
         raise ValueError(f"{op}: qkv must be contiguous in its last dim, got strides {qkv.stride()}")
-    return B, T, N, num_heads, D
+    return B, T, N, num_heads, C3 // (3 * num_heads)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One reason an op cannot run an input: an element type it lacks (TypeError), a limit of its kernels
+    (ValueError) or of the machine (RuntimeError, e.g. a CPU without TRITON_INTERPRET=1)."""
+
+    message: str
+    error: type[Exception] = ValueError
+
+
+def support_refusals(dtype: torch.dtype, head_dim: int) -> list[Refusal]:
+    """Refusals every op shares: element types and head dims the kernels are not built for."""
+    refusals = []
+    if dtype not in SUPPORTED_DTYPES:
+        refusals.append(Refusal(f"qkv dtype must be float32, float16 or bfloat16, got {dtype}", TypeError))
+    if head_dim not in SUPPORTED_HEAD_DIMS:
+        refusals.append(Refusal(f"head_dim must be one of {SUPPORTED_HEAD_DIMS}, got head_dim {head_dim}"))
+    return refusals
+
+
+def device_refusals(t: torch.Tensor) -> list[Refusal]:
+    """The machine-level refusals for a tensor (see :func:`triton_unavailable_reasons`), as RuntimeError."""
+    dtype = t.dtype if t.dtype in SUPPORTED_DTYPES else torch.float32  # an unsupported dtype is refused already
+    return [Refusal(r, RuntimeError) for r in triton_unavailable_reasons(t.device, dtype)]
+
+
+def raise_refusals(op: str, refusals: Sequence[Refusal]) -> None:
+    """Raise the first refusal's error type with every reason, or return when there is none."""
+    if refusals:
+        what = "cannot run the Triton kernel here" if refusals[0].error is RuntimeError else "unsupported input"
+        raise refusals[0].error(f"{op}: {what}: " + "; ".join(r.message for r in refusals))
+
+
+def reasons_of(check: Any, *args: Any, **kwargs: Any) -> list[str]:
+    """``unsupported_reasons`` from a raising check: its input errors and refusals as strings (empty: it can run)."""
+    try:
+        refusals = check(*args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        return [str(exc)]
+    return [r.message for r in refusals]
+
+
+def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Triton launches on the current CUDA device: make it the tensor's (no-op off CUDA)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
+def new_buffer(shape: Sequence[int], like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Every buffer a launcher hands to a kernel (outputs, gradients, statistics) comes from here, uninitialised.
+
+    Tests replace it with a NaN-filled allocation, so a row or slice a kernel forgets to write fails.
+    """
+    return torch.empty(tuple(shape), device=like.device, dtype=like.dtype if dtype is None else dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Launch configurations and ahead-of-time cases
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """One kernel launch configuration: the jit function, its constexpr arguments, warps and pipeline stages."""
+
+    fn: Any
+    constexprs: tuple[tuple[str, Any], ...]
+    num_warps: int
+    num_stages: int
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+    def constexpr(self, name: str) -> Any:
+        return dict(self.constexprs)[name]
+
+    def key(self, dtype: torch.dtype) -> tuple:
+        """What makes a compiled binary differ (besides the target): kernel, element type, constexprs, options."""
+        return (self.name, TRITON_DTYPES[dtype], self.constexprs, self.num_warps, self.num_stages)
+
+
+def launch(cfg: LaunchConfig, grid: tuple[int, ...], *args: Any) -> None:
+    """Launch ``cfg.fn`` on ``grid`` with the runtime ``args`` (in the kernel's order) and ``cfg``'s constexprs."""
+    cfg.fn[grid](*args, **dict(cfg.constexprs), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 @dataclass(frozen=True)
@@ -101,3 +219,48 @@ class KernelCase:
     dtype: str
     label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def kernel_case(cfg: LaunchConfig, dtype: torch.dtype, fp32_ptrs: Sequence[str] = ()) -> KernelCase:
+    """The ahead-of-time case of ``cfg`` for ``dtype`` inputs, typed as the launchers call it.
+
+    Arguments follow the naming scheme above: ``*_ptr`` are pointers to ``dtype`` (or fp32 for ``fp32_ptrs``),
+    ``scale`` is fp32, every other runtime argument an i32 (sizes unspecialised; strides of contiguous
+    (B, T, N, 3*C) / (B, T, N, C) tensors, multiples of 16 like the pointers: listed in ``divisible_by_16``).
+    """
+    ty = TRITON_DTYPES[dtype]
+    constexprs = dict(cfg.constexprs)
+    signature: dict[str, str] = {}
+    for name in cfg.fn.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = "*fp32" if name in fp32_ptrs else f"*{ty}"
+        elif name == "scale":
+            signature[name] = "fp32"
+        else:
+            signature[name] = "i32"
+    aligned = [n for n in signature if n.endswith("_ptr") or n.startswith("stride_")]
+    label = " ".join(f"{k}={v}" for k, v in cfg.constexprs if k != "PRECISION")
+    return KernelCase(
+        name=cfg.name,
+        fn=cfg.fn,
+        signature=signature,
+        constexprs=constexprs,
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+        dtype=ty,
+        label=label,
+        extra={"divisible_by_16": aligned},
+    )
+
+
+def report_cases_from(plans: Any) -> list[KernelCase]:
+    """Unique :class:`KernelCase` s of an iterable of ``(dtype, [(LaunchConfig, grid), ...], fp32_ptrs)``."""
+    seen: dict[tuple, KernelCase] = {}
+    for dtype, plan, fp32_ptrs in plans:
+        for cfg, _grid in plan:
+            key = cfg.key(dtype)
+            if key not in seen:
+                seen[key] = kernel_case(cfg, dtype, fp32_ptrs)
+    return list(seen.values())

@@ -24,10 +24,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import OP_MODULES
 from ._common import KernelCase, interpreter_active
 
-#: Kernel modules whose ``report_cases()`` are compiled; a module that does not exist (yet) is skipped.
-KERNEL_MODULES: tuple[str, ...] = ("spatial", "temporal")
+#: Op modules whose ``report_cases()`` are compiled (``OP_MODULES``); a module that does not exist is skipped.
+KERNEL_MODULES: tuple[str, ...] = OP_MODULES
 
 
 @dataclass(frozen=True)
@@ -195,13 +196,21 @@ def build_report(
         raise ValueError(f"unknown targets {unknown}; expected a subset of {sorted(TARGETS)}")
     cases = gather_cases(modules)
     work = [(i, cap) for cap in targets for i in range(len(cases))]
-    if jobs <= 1:
-        return [compile_case(cases[i], TARGETS[cap]) for i, cap in work]
     # Forked workers inherit the cases (JIT functions do not pickle); compiling is CPU-bound, one case per task.
     _CASES[:] = cases
+    if jobs <= 1:
+        rows = map(_compile_indexed, work)
+        return [_progress(row, done, len(work)) for done, row in enumerate(rows, 1)]
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        return list(pool.map(_compile_indexed, work))
+        rows = pool.map(_compile_indexed, work)
+        return [_progress(row, done, len(work)) for done, row in enumerate(rows, 1)]
+
+
+def _progress(row: ReportRow, done: int, total: int) -> ReportRow:
+    # Compiling every case takes minutes on a few cores: one line per case on stderr (stdout carries the table).
+    print(f"[{done}/{total}] {row.kernel} {row.target} {row.dtype} {row.config}", file=sys.stderr, flush=True)
+    return row
 
 
 def format_table(rows: list[ReportRow]) -> str:

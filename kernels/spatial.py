@@ -18,29 +18,48 @@ exceed 65,535.
 
 Backward recomputes S and P in the tile and takes delta = rowsum(P * dP) there, so it needs neither ``o``
 nor an fp32 dq accumulator: only ``qkv`` is saved for backward.
+
+Split (the template of ``_common.py``): ``_spatial_attn_fwd_kernel`` / ``_spatial_attn_bwd_kernel`` (jit) ->
+``launch_plan`` -> ``spatial_attn_fwd`` / ``spatial_attn_bwd`` (launchers) -> ``fastmixste::spatial_attention``
+(+ ``_backward``, registered ops with autograd) -> :func:`spatial_attention`. Reference:
+:func:`fastmixste.kernels.reference.spatial_attention_ref`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 from torch.utils.flop_counter import register_flop_formula
 
-from ._common import KernelCase, check_qkv, device_guard, triton_unavailable_reasons
-from .memory import saved_bytes
+from . import _common
+from ._common import (
+    SUPPORTED_DTYPES,
+    SUPPORTED_HEAD_DIMS,
+    KernelCase,
+    LaunchConfig,
+    Refusal,
+    check_qkv,
+    device_guard,
+    device_refusals,
+    launch,
+    raise_refusals,
+    reasons_of,
+    report_cases_from,
+    support_refusals,
+)
+from .reference import spatial_attention_ref
 
 __all__ = [
     "MAX_SEQ_LEN",
-    "saved_bytes_report",
+    "launch_plan",
+    "report_cases",
     "spatial_attention",
     "spatial_attention_ref",
     "spatial_attn_bwd",
     "spatial_attn_fwd",
-    "report_cases",
     "unsupported_reasons",
 ]
 
@@ -50,7 +69,6 @@ BLOCK_R = 64
 MAX_SEQ_LEN = BLOCK_R
 
 _OP = "spatial_attention"
-_LOG2E = 1.4426950408889634
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -228,15 +246,6 @@ def _spatial_attn_bwd_kernel(
 # Launch configuration: the single source of truth for the launchers and for report_cases().
 # ----------------------------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class SpatialConfig:
-    block_r: int
-    block_d: int
-    num_warps: int
-    num_stages: int
-
-
 # (backward, fp32, BLOCK_R, D) -> (BLOCK_D, num_warps). Chosen from the AOT report (registers, spills) on sm_89 and
 # sm_90. fp16/bf16 use 64-row tiles for every N. fp32 (tf32x3 dots split every operand in two) needs 32-row tiles
 # for N <= 32; its backward spills on one target or the other (whatever the warps) for D = 128, and for D >= 32
@@ -260,171 +269,113 @@ def _block_r(N: int, dtype: torch.dtype) -> int:
     return 32 if dtype == torch.float32 and N <= 32 else BLOCK_R
 
 
-def _select_config(N: int, D: int, dtype: torch.dtype, backward: bool) -> SpatialConfig:
-    """Launch configuration for one problem class; raises ValueError for the classes no config covers.
+def _config(N: int, D: int, dtype: torch.dtype, backward: bool) -> LaunchConfig | None:
+    """The launch configuration of one problem class, None for the classes no configuration covers.
 
     One tile per program and no loop over keys: num_stages has nothing to pipeline and stays 1.
     """
     block_r = _block_r(N, dtype)
-    key = (backward, dtype == torch.float32, block_r, D)
-    if key not in _CONFIGS:
-        raise ValueError(
-            f"{_OP}: {_FP32_BWD_LIMIT} (larger tiles spill registers), got N={N}, head_dim={D}; "
-            "use float16/bfloat16 or another attention backend"
+    entry = _CONFIGS.get((backward, dtype == torch.float32, block_r, D))
+    if entry is None:
+        return None
+    block_d, num_warps = entry
+    fn = _spatial_attn_bwd_kernel if backward else _spatial_attn_fwd_kernel
+    constexprs = (("D", D), ("BLOCK_R", block_r), ("BLOCK_D", block_d), ("PRECISION", _precision(dtype)))
+    return LaunchConfig(fn, constexprs, num_warps=num_warps, num_stages=1)
+
+
+def launch_plan(
+    shape: tuple[int, ...], num_heads: int, dtype: torch.dtype, backward: bool
+) -> list[tuple[LaunchConfig, tuple[int]]]:
+    """Every (configuration, grid) the forward (or backward) launcher runs for a (B, T, N, 3*C) qkv, in order.
+
+    Empty for empty input; raises ValueError for a class no configuration covers (see :func:`unsupported_reasons`).
+    """
+    B, T, N, C3 = shape
+    D = C3 // (3 * num_heads)
+    if B * T == 0 or N == 0:
+        return []
+    cfg = _config(N, D, dtype, backward)
+    if cfg is None:
+        raise ValueError(f"{_OP}: {_FP32_BWD_LIMIT} (larger tiles spill registers), got N={N}, head_dim={D}")
+    frames = cfg.constexpr("BLOCK_R") // N
+    return [(cfg, (triton.cdiv(B * T, frames) * num_heads,))]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checks and launchers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _refusals(qkv: torch.Tensor, num_heads: int, backward: bool) -> list[Refusal]:
+    """Input checks (raise), then every reason the kernels cannot run this valid input."""
+    B, T, N, H, D = check_qkv(qkv, num_heads, _OP)
+    refusals = support_refusals(qkv.dtype, D)
+    if N > MAX_SEQ_LEN:
+        refusals.append(Refusal(f"at most {MAX_SEQ_LEN} joints per frame are supported (dim 2 of qkv), got N={N}"))
+    elif not refusals and N > 0 and _config(N, D, qkv.dtype, backward) is None:
+        # The forward covers every supported (N, D, dtype); some float32 backward classes are not offered.
+        refusals.append(
+            Refusal(
+                f"{_FP32_BWD_LIMIT} (larger tiles spill registers), got N={N}, head_dim={D}; "
+                "use float16/bfloat16 or another attention backend"
+            )
         )
-    block_d, num_warps = _CONFIGS[key]
-    return SpatialConfig(block_r=block_r, block_d=block_d, num_warps=num_warps, num_stages=1)
+    return refusals + device_refusals(qkv)
+
+
+def _check(qkv: torch.Tensor, num_heads: int, backward: bool) -> tuple[int, int, int, int, int]:
+    raise_refusals(_OP, _refusals(qkv, num_heads, backward))
+    return check_qkv(qkv, num_heads, _OP)
 
 
 def unsupported_reasons(qkv: torch.Tensor, num_heads: int, backward: bool | None = None) -> list[str]:
-    """Why ``spatial_attention(qkv, num_heads)`` cannot run here (empty list when it can).
+    """Why ``spatial_attention(qkv, num_heads)`` cannot run here (empty list when it can); never raises.
 
     ``backward`` defaults to whether autograd will need the backward (grad enabled and qkv requires grad).
+    A meta tensor asks about the shape and dtype alone (dispatch probes with one).
     """
-    try:
-        B, T, N, H, D = _check_supported(qkv, num_heads)
-        if backward is None:
-            backward = torch.is_grad_enabled() and qkv.requires_grad
-        _select_config(N, D, qkv.dtype, backward=False)
-        if backward:
-            _select_config(N, D, qkv.dtype, backward=True)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        return [str(exc)]
-    return []
+    if backward is None:
+        backward = torch.is_grad_enabled() and isinstance(qkv, torch.Tensor) and qkv.requires_grad
+    return reasons_of(_refusals, qkv, num_heads, backward)
 
 
-def _check_supported(qkv: torch.Tensor, num_heads: int) -> tuple[int, int, int, int, int]:
-    B, T, N, H, D = check_qkv(qkv, num_heads, _OP)
-    if N > MAX_SEQ_LEN:
-        raise ValueError(f"{_OP}: at most {MAX_SEQ_LEN} joints per frame are supported (dim 2 of qkv), got N={N}")
-    reasons = triton_unavailable_reasons(qkv.device, qkv.dtype)
-    if reasons:
-        raise RuntimeError(f"{_OP}: cannot run the Triton kernel here: " + "; ".join(reasons))
-    return B, T, N, H, D
-
-
-def _resolve_scale(scale: float | None, D: int) -> float:
-    if scale is None:
-        return D**-0.5
-    scale = float(scale)
-    if not math.isfinite(scale):
-        raise ValueError(f"{_OP}: scale must be a finite float, got {scale}")
-    return scale
-
-
-def spatial_attn_fwd(qkv: torch.Tensor, num_heads: int, scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, T, N, 3*C) qkv -> (B, T, N, C) attention output; launches ``_spatial_attn_fwd_kernel``.
-
-    ``out`` (optional, (B, T, N, C), same dtype/device, unit stride on C) is written in place.
-    """
-    B, T, N, H, D = _check_supported(qkv, num_heads)
-    C = H * D
-    if out is None:
-        out = torch.empty((B, T, N, C), dtype=qkv.dtype, device=qkv.device)
-    elif out.shape != (B, T, N, C) or out.dtype != qkv.dtype or out.stride(-1) != 1:
-        raise ValueError(
-            f"{_OP}: out must be ({B}, {T}, {N}, {C}) {qkv.dtype} with unit stride on C, "
-            f"got {tuple(out.shape)} {out.dtype} strides {out.stride()}"
-        )
-    BT = B * T
-    if BT == 0 or N == 0:
-        return out
-    cfg = _select_config(N, D, qkv.dtype, backward=False)
-    frames = cfg.block_r // N
-    grid = (triton.cdiv(BT, frames) * H,)
+def spatial_attn_fwd(qkv: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
+    """(B, T, N, 3*C) qkv -> (B, T, N, C) attention output; launches ``_spatial_attn_fwd_kernel``."""
+    B, T, N, H, D = _check(qkv, num_heads, backward=False)
+    o = _common.new_buffer((B, T, N, H * D), qkv)
+    plan = launch_plan(tuple(qkv.shape), H, qkv.dtype, backward=False)
     with device_guard(qkv):
-        _spatial_attn_fwd_kernel[grid](
-            qkv,
-            out,
-            scale,
-            BT,
-            T,
-            N,
-            frames,
-            H,
-            qkv.stride(0),
-            qkv.stride(1),
-            qkv.stride(2),
-            out.stride(0),
-            out.stride(1),
-            out.stride(2),
-            D=D,
-            BLOCK_R=cfg.block_r,
-            BLOCK_D=cfg.block_d,
-            PRECISION=_precision(qkv.dtype),
-            num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages,
-        )
-    return out
+        for cfg, grid in plan:
+            launch(cfg, grid, qkv, o, scale, B * T, T, N, cfg.constexpr("BLOCK_R") // N, H,
+                   *qkv.stride()[:3], *o.stride()[:3])  # fmt: skip
+    return o
 
 
-def spatial_attn_bwd(
-    grad_o: torch.Tensor, qkv: torch.Tensor, num_heads: int, scale: float, out: torch.Tensor | None = None
-) -> torch.Tensor:
+def spatial_attn_bwd(grad_o: torch.Tensor, qkv: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
     """(B, T, N, C) grad of o, (B, T, N, 3*C) qkv -> (B, T, N, 3*C) grad of qkv; launches the backward kernel.
 
     ``grad_o`` may have any strides on B, T, N (0 included); a channel dim without unit stride is copied.
-    ``out`` (optional, like qkv, unit stride on the channel dim) receives the gradient in place.
     """
-    B, T, N, H, D = _check_supported(qkv, num_heads)
-    C = H * D
-    if grad_o.shape != (B, T, N, C):
-        raise ValueError(f"{_OP}: grad_o must have shape {(B, T, N, C)}, got {tuple(grad_o.shape)}")
+    B, T, N, H, D = _check(qkv, num_heads, backward=True)
+    if grad_o.shape != (B, T, N, H * D):
+        raise ValueError(f"{_OP}: grad_o must have shape {(B, T, N, H * D)}, got {tuple(grad_o.shape)}")
     if grad_o.device != qkv.device:
         raise ValueError(f"{_OP}: grad_o is on {grad_o.device}, qkv on {qkv.device}")
-    if grad_o.dtype != qkv.dtype:
-        grad_o = grad_o.to(qkv.dtype)
+    grad_o = grad_o.to(qkv.dtype)
     if grad_o.stride(-1) != 1:
         grad_o = grad_o.contiguous()
-    if out is None:
-        out = torch.empty((B, T, N, 3 * C), dtype=qkv.dtype, device=qkv.device)
-    elif out.shape != qkv.shape or out.dtype != qkv.dtype or out.stride(-1) != 1:
-        raise ValueError(
-            f"{_OP}: out must be {tuple(qkv.shape)} {qkv.dtype} with unit stride on the channel dim, "
-            f"got {tuple(out.shape)} {out.dtype} strides {out.stride()}"
-        )
-    dqkv = out
-    BT = B * T
-    if BT == 0 or N == 0:
-        return dqkv
-    cfg = _select_config(N, D, qkv.dtype, backward=True)
-    frames = cfg.block_r // N
-    grid = (triton.cdiv(BT, frames) * H,)
+    dqkv = _common.new_buffer(qkv.shape, qkv)
+    plan = launch_plan(tuple(qkv.shape), H, qkv.dtype, backward=True)
     with device_guard(qkv):
-        _spatial_attn_bwd_kernel[grid](
-            qkv,
-            grad_o,
-            dqkv,
-            scale,
-            BT,
-            T,
-            N,
-            frames,
-            H,
-            qkv.stride(0),
-            qkv.stride(1),
-            qkv.stride(2),
-            grad_o.stride(0),
-            grad_o.stride(1),
-            grad_o.stride(2),
-            dqkv.stride(0),
-            dqkv.stride(1),
-            dqkv.stride(2),
-            D=D,
-            BLOCK_R=cfg.block_r,
-            BLOCK_D=cfg.block_d,
-            PRECISION=_precision(qkv.dtype),
-            num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages,
-        )
+        for cfg, grid in plan:
+            launch(cfg, grid, qkv, grad_o, dqkv, scale, B * T, T, N, cfg.constexpr("BLOCK_R") // N, H,
+                   *qkv.stride()[:3], *grad_o.stride()[:3], *dqkv.stride()[:3])  # fmt: skip
     return dqkv
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Registered torch operators.
-# custom_op (opaque to tracing) rather than triton_op: triton_op's functional decomposition traces the body through
-# wrap_triton, which under TRITON_INTERPRET=1 runs the interpreter on fake tensors and fails, so the op could not be
-# checked on a CPU. Inductor could not fuse into this kernel anyway; compile/export see the op through its fake impl.
+# Registered torch operators (custom_op: the reason is in _common.py)
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -488,8 +439,17 @@ def _spatial_attention_backward_flop(
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Public functions
+# Public function
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _resolve_scale(scale: float | None, D: int) -> float:
+    if scale is None:
+        return D**-0.5
+    scale = float(scale)
+    if not math.isfinite(scale):
+        raise ValueError(f"{_OP}: scale must be a finite float, got {scale}")
+    return scale
 
 
 def spatial_attention(qkv: torch.Tensor, num_heads: int, scale: float | None = None) -> torch.Tensor:
@@ -505,101 +465,29 @@ def spatial_attention(qkv: torch.Tensor, num_heads: int, scale: float | None = N
         o = o.transpose(2, 3).reshape(B, T, N, C3 // 3)
 
     Accumulation and softmax are fp32 whatever the input dtype. Raises ValueError/TypeError for an unsupported
-    shape or dtype and RuntimeError where the kernels cannot run (CPU without TRITON_INTERPRET=1), before launch.
+    shape or dtype and RuntimeError where the kernels cannot run (CPU without TRITON_INTERPRET=1), before launch
+    (the backward's limits too, when autograd will need it). Empty input gives an empty output (and gradient).
     """
-    B, T, N, H, D = _check_supported(qkv, num_heads)
-    _select_config(N, D, qkv.dtype, backward=False)
-    if torch.is_grad_enabled() and qkv.requires_grad:
-        _select_config(N, D, qkv.dtype, backward=True)  # fail now, not after the forward ran
+    B, T, N, H, D = _check(qkv, num_heads, backward=torch.is_grad_enabled() and qkv.requires_grad)
     return torch.ops.fastmixste.spatial_attention(qkv, num_heads, _resolve_scale(scale, D))
 
 
-def spatial_attention_ref(qkv: torch.Tensor, num_heads: int, scale: float | None = None) -> torch.Tensor:
-    """(B, T, N, 3*C) qkv -> (B, T, N, C): the eager PyTorch spatial attention, as upstream MixSTE computes it.
-
-    Runs on any device and dtype; the reference the fused kernel is tested against.
-    """
-    from fastmixste.attention import eager_attention_core
-
-    D = qkv.shape[-1] // (3 * num_heads)
-    return eager_attention_core(qkv, num_heads, D**-0.5 if scale is None else scale, "spatial")
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# Ahead-of-time resource report and memory accounting
+# Ahead-of-time compile cases for ``python -m fastmixste.kernels.report``
 # ----------------------------------------------------------------------------------------------------------------
-
-_TRITON_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-_FWD_INTS = ["BT", "T", "N", "FRAMES", "H"]
-_FWD_STRIDES = ["stride_qkv_b", "stride_qkv_t", "stride_qkv_n", "stride_o_b", "stride_o_t", "stride_o_n"]
-_BWD_STRIDES = (
-    _FWD_STRIDES[:3]
-    + ["stride_do_b", "stride_do_t", "stride_do_n"]
-    + [
-        "stride_dqkv_b",
-        "stride_dqkv_t",
-        "stride_dqkv_n",
-    ]
-)
 
 
 def report_cases() -> list[KernelCase]:
-    """Every (kernel, D, dtype) configuration the launchers can pick, for ``python -m fastmixste.kernels.report``.
+    """Every configuration the launchers can pick, for any B, T, N, D and dtype, one case each.
 
-    Integer sizes are compiled unspecialised (as launched); strides and pointers as divisible by 16, which is what
-    the launcher sees for contiguous (B, T, N, 3*C) / (B, T, N, C) tensors (listed in ``extra["divisible_by_16"]``).
-    One case per ``_CONFIGS`` entry and dtype: the launchers pick from that table and nothing else.
+    The configuration depends on N (1..MAX_SEQ_LEN), D, dtype and direction only, so enumerating those reaches
+    every one (tests/kernels/test_report.py checks the launchers against this list over a wider grid).
     """
-    cases: list[KernelCase] = []
-    for (backward, fp32, block_r, D), (block_d, num_warps) in _CONFIGS.items():
-        fn = _spatial_attn_bwd_kernel if backward else _spatial_attn_fwd_kernel
-        ptrs = ["qkv_ptr", "do_ptr", "dqkv_ptr"] if backward else ["qkv_ptr", "o_ptr"]
-        strides = _BWD_STRIDES if backward else _FWD_STRIDES
-        for dtype in (torch.float32,) if fp32 else (torch.float16, torch.bfloat16):
-            # The config must be what the launcher picks for a problem of this class.
-            n_example = 17 if block_r == _block_r(17, dtype) else MAX_SEQ_LEN
-            assert _select_config(n_example, D, dtype, backward) == SpatialConfig(block_r, block_d, num_warps, 1)
-            ty = _TRITON_DTYPE[dtype]
-            signature = {p: f"*{ty}" for p in ptrs}
-            signature["scale"] = "fp32"
-            signature.update({n: "i32" for n in _FWD_INTS + strides})
-            constexprs = {"D": D, "BLOCK_R": block_r, "BLOCK_D": block_d, "PRECISION": _precision(dtype)}
-            signature.update({k: "constexpr" for k in constexprs})
-            signature = {name: signature[name] for name in fn.arg_names}  # the kernel's argument order
-            cases.append(
-                KernelCase(
-                    name=fn.__name__,
-                    fn=fn,
-                    signature=signature,
-                    constexprs=constexprs,
-                    num_warps=num_warps,
-                    num_stages=1,
-                    dtype=ty,
-                    label=f"D={D} BLOCK_R={block_r} BLOCK_D={block_d}",
-                    extra={"divisible_by_16": ptrs + strides},
-                )
-            )
-    return cases
-
-
-def saved_bytes_report(
-    B: int = 128, T: int = 243, N: int = 17, C: int = 512, H: int = 8, dtype: torch.dtype = torch.float16
-) -> dict[str, int]:
-    """Bytes kept for backward by the attention core, eager (upstream q k^T, softmax, @ v) vs fused, on meta.
-
-    Counts every tensor autograd saves (saved_tensors_hooks), once per storage; qkv itself is among them in both.
-    Returns {"eager": bytes, "fused": bytes, "qkv": bytes of the qkv input}.
-    """
-
-    def measure(fn) -> int:
-        qkv = torch.empty((B, T, N, 3 * C), dtype=dtype, device="meta", requires_grad=True)
-        return saved_bytes(lambda: fn(qkv))
-
-    def fused(qkv: torch.Tensor) -> torch.Tensor:
-        return torch.ops.fastmixste.spatial_attention(qkv, H, (C // H) ** -0.5)
-
-    return {
-        "eager": measure(lambda qkv: spatial_attention_ref(qkv, H)),
-        "fused": measure(fused),
-        "qkv": B * T * N * 3 * C * torch.empty((), dtype=dtype).element_size(),
-    }
+    plans = []
+    for dtype in SUPPORTED_DTYPES:
+        for D in SUPPORTED_HEAD_DIMS:
+            for N in range(1, MAX_SEQ_LEN + 1):
+                for backward in (False, True):
+                    if _config(N, D, dtype, backward) is not None:
+                        plans.append((dtype, launch_plan((1, 1, N, 3 * D), 1, dtype, backward), ()))
+    return report_cases_from(plans)

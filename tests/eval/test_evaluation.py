@@ -125,6 +125,20 @@ def test_same_result_with_every_backend(backend):
     assert got.mpjve == pytest.approx(ref.mpjve, abs=1e-3)
 
 
+def test_eager_and_sdpa_scores_agree_to_2e_5_mm(sequences):
+    """The README's backend-agreement claim: eager and sdpa scores within 2e-5 mm (Protocol #1, #2 and MPJVE for
+    every action). The tiny random model scores ~760 mm here, so 2e-5 mm is ~3e-8 relative: fp32 rounding (measured
+    6e-6 mm on one CPU; the margin is for other CPUs' summation orders), while any difference in the attention maths
+    (a wrong scale, a missing head) moves scores by whole mm."""
+    ref = evaluate(tiny_mixste(), sequences, progress=False, batch_size=8)
+    got = evaluate(tiny_mixste(attn_backend="sdpa"), sequences, progress=False, batch_size=8)
+    assert ref.protocol1.keys() == got.protocol1.keys()
+    for key in ref.protocol1:
+        assert abs(got.protocol1[key] - ref.protocol1[key]) <= 2e-5, key
+        assert abs(got.protocol2[key] - ref.protocol2[key]) <= 2e-5, key
+    assert abs(got.mpjve - ref.mpjve) <= 2e-5
+
+
 def test_evaluate_real_model_and_mismatched_input(tiny_model, sequences):
     result = evaluate(tiny_model, sequences, progress=False)
     assert np.isfinite(list(result.protocol1.values())).all()

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fastmixste import MixSTE
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-needs_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (the Triton interpreter cannot run this)")
+from .conftest import DEVICE, needs_gpu
 
 # Small config of the issue: depth 2, embed 64, 4 heads (D = 16), T = 27, the 17 joints.
 SMALL = dict(

@@ -5,14 +5,65 @@ TRITON_INTERPRET removed from its environment (the test session sets it on machi
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
-from fastmixste.kernels import report
+import torch
+from fastmixste.kernels import OP_MODULES, SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, report
+from fastmixste.kernels._common import LaunchConfig
 from fastmixste.kernels.spatial import report_cases
+
+# The launchers' choices are enumerated per op module over a grid of shapes wider than the classes report_cases()
+# walks: every T up to 70, the tile boundaries and long sequences; N across the spatial packing classes and past
+# its limit; one and several heads; every head dim, dtype and direction. Launch plans are taken as on a GPU (the
+# interpreter stacks several sequences per program, which no GPU does); shapes an op refuses (unsupported_reasons)
+# launch nothing and are skipped. A new op module adds its enumerator to LAUNCH_CHOICES: the test fails without one.
+_LENGTHS = [*range(1, 70), 95, 96, 97, 127, 128, 129, 243, 256, 351, 1024]
+_JOINTS = [1, 2, 3, 5, 8, 13, 16, 17, 21, 31, 32, 33, 40, 63, 64, 65]
+
+
+def _attention_choices(op) -> Iterator[tuple[torch.dtype, LaunchConfig]]:
+    for dtype in SUPPORTED_DTYPES:
+        for T in _LENGTHS:
+            for N in _JOINTS:
+                for H in (1, 8):
+                    for D in SUPPORTED_HEAD_DIMS:
+                        shape = (3, T, N, 3 * H * D)
+                        probe = torch.empty(shape, device="meta", dtype=dtype)
+                        for backward in (False, True):
+                            if op.unsupported_reasons(probe, H, backward=backward):
+                                continue
+                            for cfg, grid in op.launch_plan(shape, H, dtype, backward):
+                                assert grid[0] >= 1, (shape, grid)
+                                yield dtype, cfg
+
+
+LAUNCH_CHOICES: dict[str, Callable[[object], Iterable[tuple[torch.dtype, LaunchConfig]]]] = {
+    "spatial": _attention_choices,
+    "temporal": _attention_choices,
+}
+
+
+def _case_key(case) -> tuple:
+    return (case.name, case.dtype, tuple(case.constexprs.items()), case.num_warps, case.num_stages)
+
+
+@pytest.mark.parametrize("module", OP_MODULES)
+def test_report_covers_every_configuration_the_launchers_pick(module, monkeypatch):
+    """Every (kernel, dtype, constexprs, warps, stages) a launcher picks is a report case, and every case is picked."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    op = importlib.import_module(f"fastmixste.kernels.{module}")
+    assert module in LAUNCH_CHOICES, f"op module {module!r} has no enumerator of launch choices in this test"
+    compiled = {_case_key(c) for c in op.report_cases()}
+    picked = {cfg.key(dtype) for dtype, cfg in LAUNCH_CHOICES[module](op)}
+    missing = picked - compiled
+    assert not missing, f"{module}: {len(missing)} launchable configurations are not compiled: {sorted(missing)[:5]}"
+    assert compiled == picked, f"{module}: report cases no launch picks: {sorted(compiled - picked)[:5]}"
 
 
 def test_every_configuration_fits_both_targets(tmp_path):
@@ -31,6 +82,8 @@ def test_every_configuration_fits_both_targets(tmp_path):
 
     spatial = [r for r in rows if r["kernel"].startswith("_spatial_attn")]
     assert len(spatial) == 2 * len(report_cases())
+    # Every case of every op module, once per target.
+    assert len(rows) == 2 * len(report.gather_cases())
     assert {r["cap"] for r in rows} == {89, 90}
     for r in rows:
         where = f"{r['kernel']} {r['target']} {r['dtype']} {r['config']}"

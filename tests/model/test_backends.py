@@ -109,3 +109,98 @@ def test_activations_stay_btnc_between_blocks():
         blk.register_forward_hook(lambda m, inp, out: seen.append((tuple(out.shape), out.is_contiguous())))
     model(torch.randn(2, 16, 17, 2))
     assert seen and all(s == ((2, 16, 17, 64), True) for s in seen)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torch.compile: the same dispatch rule, resolved while tracing
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class GraphCapture:
+    """A torch.compile backend that records each FX graph dynamo hands it and runs it as traced."""
+
+    def __init__(self) -> None:
+        self.graphs: list[torch.fx.GraphModule] = []
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        self.graphs.append(gm)
+        return gm.forward
+
+    def targets(self) -> set[str]:
+        return {
+            getattr(n.target, "__name__", str(n.target))
+            for g in self.graphs
+            for n in g.graph.nodes
+            if n.op in ("call_function", "call_method")
+        }
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("env", ["eager", None])
+def test_compiled_model_follows_the_environment_variable(env, monkeypatch, fresh_dynamo):
+    """FASTMIXSTE_ATTN_BACKEND=eager: the compiled graph has the eager softmax attention and no SDPA call; unset,
+    auto picks sdpa on the CPU, in the compiled graph as in eager mode."""
+    if env is None:
+        monkeypatch.delenv(ENV_BACKEND, raising=False)
+    else:
+        monkeypatch.setenv(ENV_BACKEND, env)
+    model = MixSTE(**SMALL, attn_backend="auto").eval()
+    x = torch.randn(2, 16, 17, 2)
+    capture = GraphCapture()
+    out = torch.compile(model, backend=capture, fullgraph=True)(x)
+    torch.testing.assert_close(out, model(x))
+    targets = capture.targets()
+    if env == "eager":
+        assert "softmax" in targets and "scaled_dot_product_attention" not in targets, targets
+        assert model.resolved_backend(x) == "eager"
+    else:
+        assert "scaled_dot_product_attention" in targets and "softmax" not in targets, targets
+
+
+def test_compiled_model_refuses_what_eager_refuses(monkeypatch, fresh_dynamo):
+    """triton requested in training with attention dropout: refused when traced, as in eager mode (never dropped)."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    model = MixSTE(**SMALL, attn_drop_rate=0.1, attn_backend="triton").train()
+    x = torch.randn(1, 16, 17, 2)
+    with pytest.raises(BackendUnavailableError, match="attention dropout"):
+        model(x)
+    with pytest.raises(Exception) as info:
+        torch.compile(model, backend=GraphCapture(), fullgraph=True)(x)
+    chain, exc = [], info.value
+    while exc is not None:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    refusal = [e for e in chain if isinstance(e, BackendUnavailableError)]
+    assert refusal and "attention dropout" in str(refusal[0]), [type(e).__name__ for e in chain]
+
+
+def test_compiled_model_keeps_attention_dropout(fresh_dynamo):
+    """auto with attention dropout in training: the compiled graph runs sdpa with the dropout probability."""
+    model = MixSTE(**SMALL, attn_drop_rate=0.25, drop_path_rate=0.0, attn_backend="auto").train()
+    capture = GraphCapture()
+    torch.compile(model, backend=capture, fullgraph=True)(torch.randn(1, 16, 17, 2))
+    sdpa = [
+        n
+        for g in capture.graphs
+        for n in g.graph.nodes
+        if getattr(n.target, "__name__", "") == "scaled_dot_product_attention"
+    ]
+    assert sdpa and all(n.kwargs.get("dropout_p") == 0.25 for n in sdpa), [n.kwargs for n in sdpa]
+
+
+def test_dispatch_is_marked_as_torch_marks_constant_results():
+    """model._resolve carries the marker torch.compiler.assume_constant_result sets (set by hand to keep
+    torch._dynamo out of `import fastmixste`)."""
+    from fastmixste import model
+
+    def probe() -> None: ...
+
+    marked = torch.compiler.assume_constant_result(probe)
+    flags = {k: v for k, v in vars(marked).items() if k.startswith("_dynamo")}
+    assert flags and all(getattr(model._resolve, k, None) == v for k, v in flags.items()), flags

@@ -1,10 +1,10 @@
-"""Bytes kept for backward, measured on the meta device at full scale (no GPU, no data).
+"""Bytes kept for backward by the attention cores and blocks, measured on the meta device at full scale (no GPU).
 
 Every tensor autograd saves passes through ``torch.autograd.graph.saved_tensors_hooks``; tensors are counted once
 per storage, so a tensor saved by two ops (the attention output ``o``, saved by the fused op and by the proj Linear
 for its weight gradient) costs once, as it does on a GPU. Parameters are left out: they live anyway.
 
-    python -m fastmixste.kernels.memory        # prints the temporal-attention and layer-pair tables
+    python -m fastmixste.memory        # prints the attention-core and layer-pair tables
 """
 
 from __future__ import annotations
@@ -13,9 +13,14 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from fastmixste.profiling import SavedTensorCounter
+from .profiling import SavedTensorCounter
 
-__all__ = ["saved_bytes", "temporal_attention_saved_bytes", "layer_pair_saved_bytes"]
+__all__ = [
+    "saved_bytes",
+    "spatial_attention_saved_bytes",
+    "temporal_attention_saved_bytes",
+    "layer_pair_saved_bytes",
+]
 
 FULL_SCALE = dict(B=128, T=243, N=17, C=512, H=8)
 
@@ -31,6 +36,25 @@ def saved_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) 
     return counter.bytes
 
 
+def spatial_attention_saved_bytes(
+    B: int = 128, T: int = 243, N: int = 17, C: int = 512, H: int = 8, dtype: torch.dtype = torch.float16
+) -> dict[str, int]:
+    """Bytes kept for backward by the spatial attention core, (B, T, N, 3*C) qkv -> (B, T, N, C), on meta.
+
+    Returns {"eager": upstream q k^T / softmax / @ v math, "fused": the fused op (qkv only), "qkv": bytes of qkv}.
+    qkv itself is among the saved tensors in both.
+    """
+    from .kernels.reference import spatial_attention_ref
+    from .kernels.spatial import spatial_attention
+
+    qkv = torch.empty((B, T, N, 3 * C), dtype=dtype, device="meta", requires_grad=True)
+    return {
+        "eager": saved_bytes(lambda: spatial_attention_ref(qkv, H)),
+        "fused": saved_bytes(lambda: spatial_attention(qkv, H)),
+        "qkv": B * T * N * 3 * C * torch.empty((), dtype=dtype).element_size(),
+    }
+
+
 def temporal_attention_saved_bytes(
     B: int = 128, T: int = 243, N: int = 17, C: int = 512, H: int = 8, dtype: torch.dtype = torch.float16
 ) -> dict[str, int]:
@@ -39,7 +63,8 @@ def temporal_attention_saved_bytes(
     Returns {"eager": upstream q k^T / softmax / @ v math (:func:`temporal_attention_ref`), "triton": the fused op
     (qkv, o, fp32 lse), "qkv": bytes of qkv, "o": bytes of o, "lse": bytes of the lse rows}.
     """
-    from .temporal import temporal_attention, temporal_attention_ref
+    from .kernels.reference import temporal_attention_ref
+    from .kernels.temporal import temporal_attention
 
     qkv = torch.empty((B, T, N, 3 * C), dtype=dtype, device="meta", requires_grad=True)
     item = torch.empty((), dtype=dtype).element_size()
@@ -66,7 +91,7 @@ def layer_pair_saved_bytes(
     The blocks are the model's own (:class:`fastmixste.model.Block`, mlp_ratio 2, qkv bias, no dropout), built on the
     meta device; the input (B, T, N, C) is not counted when it is saved (it is the previous layer's output).
     """
-    from fastmixste.model import Block
+    from .model import Block
 
     with torch.device("meta"):
         blocks = [Block(C, H, 2.0, True, None, 0.0, 0.0, 0.0, axis=axis).to(dtype) for axis in ("spatial", "temporal")]
@@ -85,9 +110,11 @@ def _gib(n: int) -> str:
 
 def main() -> None:
     for dtype in (torch.float16, torch.float32):
+        spatial = spatial_attention_saved_bytes(**FULL_SCALE, dtype=dtype)
         attn = temporal_attention_saved_bytes(**FULL_SCALE, dtype=dtype)
         pair = layer_pair_saved_bytes(**FULL_SCALE, dtype=dtype)
         print(f"B=128 T=243 N=17 C=512 H=8 {dtype}")
+        print(f"  spatial attention core:  eager {_gib(spatial['eager'])}, triton {_gib(spatial['fused'])} (qkv only)")
         print(
             f"  temporal attention core: eager {_gib(attn['eager'])}, triton {_gib(attn['triton'])} "
             f"(qkv {_gib(attn['qkv'])} + o {_gib(attn['o'])} + lse {_gib(attn['lse'])})"

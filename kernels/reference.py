@@ -1,0 +1,66 @@
+"""Eager references of the fused ops: plain PyTorch on any device and dtype, and no triton import.
+
+The ``eager`` attention backend runs :func:`attention_ref`, and the kernel tests compare every fused op with its
+reference here (float64 for accuracy, the input dtype for the "at most 2x eager's error" bound). References of a
+new op module go in this file, so the eager path keeps working where triton is not installed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+__all__ = ["Axis", "attention_ref", "spatial_attention_ref", "temporal_attention_ref"]
+
+Axis = Literal["spatial", "temporal"]
+
+
+def attention_ref(
+    qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis, attn_drop: nn.Module | None = None
+) -> torch.Tensor:
+    """(B, T, N, 3*C) qkv -> (B, T, N, C): upstream MixSTE's attention math over N ("spatial") or T ("temporal").
+
+    Channels of ``qkv`` are [q | k | v], each ``num_heads`` heads x D. Equivalent to upstream's
+    ``(attn_drop(softmax(q @ k^T * scale)) @ v)`` on its (B*T, N, C) / (B*N, T, C) sequences.
+    """
+    B, T, N, C3 = qkv.shape
+    if C3 % (3 * num_heads) != 0:
+        raise ValueError(f"last dim of qkv must be 3 * num_heads * head_dim; got {C3}, num_heads={num_heads}")
+    C = C3 // 3
+    # Upstream layouts: spatial sequences are (B*T, N, C), temporal ones (B*N, T, C).
+    if axis == "spatial":
+        seq = qkv.reshape(B * T, N, C3)
+    elif axis == "temporal":
+        seq = qkv.permute(0, 2, 1, 3).reshape(B * N, T, C3)
+    else:
+        raise ValueError(f"axis must be 'spatial' or 'temporal', got {axis!r}")
+    S, L, _ = seq.shape
+    qkv_h = seq.reshape(S, L, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv_h[0], qkv_h[1], qkv_h[2]  # (S, H, L, D)
+    attn = (q @ k.transpose(-2, -1)) * scale
+    attn = attn.softmax(dim=-1)
+    if attn_drop is not None:
+        attn = attn_drop(attn)
+    out = (attn @ v).transpose(1, 2).reshape(S, L, C)
+    if axis == "spatial":
+        return out.reshape(B, T, N, C)
+    return out.reshape(B, N, T, C).permute(0, 2, 1, 3)
+
+
+def _default_scale(qkv: torch.Tensor, num_heads: int, scale: float | None) -> float:
+    return (qkv.shape[-1] // (3 * num_heads)) ** -0.5 if scale is None else scale
+
+
+def spatial_attention_ref(qkv: torch.Tensor, num_heads: int, scale: float | None = None) -> torch.Tensor:
+    """(B, T, N, 3*C) qkv -> (B, T, N, C): reference of ``spatial_attention`` (attention over N); scale D**-0.5."""
+    return attention_ref(qkv, num_heads, _default_scale(qkv, num_heads, scale), "spatial")
+
+
+def temporal_attention_ref(qkv: torch.Tensor, num_heads: int, scale: float | None = None) -> torch.Tensor:
+    """(B, T, N, 3*C) qkv -> (B, T, N, C): reference of ``temporal_attention`` (attention over T); scale D**-0.5.
+
+    Computes in the dtype of ``qkv`` (pass float64 for a high-precision reference).
+    """
+    return attention_ref(qkv, num_heads, _default_scale(qkv, num_heads, scale), "temporal")
