@@ -27,7 +27,7 @@ from typing import Any
 from ._common import KernelCase, interpreter_active
 
 #: Kernel modules whose ``report_cases()`` are compiled; a module that does not exist (yet) is skipped.
-KERNEL_MODULES: tuple[str, ...] = ("spatial", "temporal")
+KERNEL_MODULES: tuple[str, ...] = ("spatial", "temporal", "block")
 
 
 @dataclass(frozen=True)
