@@ -39,14 +39,21 @@ class DropPath(nn.Module):
         self.drop_prob = drop_prob
         self.axis = axis
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def draw_mask(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(B, T, N, C) x -> the keep mask, (B, T, 1, 1) spatial or (B, 1, N, 1) temporal, values 0/1 in x's dtype;
+        None when nothing is dropped (eval, or drop_prob 0). The fused block draws through this too, so one seed
+        gives both paths the same masks."""
         if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
+            return None
         B, T, N, _ = x.shape
         shape = (B, T, 1, 1) if self.axis == "spatial" else (B, 1, N, 1)
-        mask = (keep + torch.rand(shape, dtype=x.dtype, device=x.device)).floor_()
-        return x.div(keep) * mask
+        return (1.0 - self.drop_prob + torch.rand(shape, dtype=x.dtype, device=x.device)).floor_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.draw_mask(x)
+        if mask is None:
+            return x
+        return x.div(1.0 - self.drop_prob) * mask
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}, axis={self.axis}"

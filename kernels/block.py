@@ -582,7 +582,7 @@ def residual_norm_bwd(
     dx = torch.empty((B, T, N, C), dtype=r_dtype, device=dev)
     dy = torch.empty((B, T, N, C), dtype=y_dtype, device=dev) if want_dy else None
     two = w2 is not None
-    parts = torch.zeros((4 if two else 2, G, C), dtype=torch.float32, device=dev)
+    parts = torch.empty((4 if two else 2, G, C), dtype=torch.float32, device=dev)  # every row written
     if M:
         ms = mask.stride() if mask is not None else (0, 0, 0)
         ys = y_in.stride()[:3] if y_in is not None else (0, 0, 0)
@@ -668,7 +668,7 @@ def bias_gelu_bwd(grad_g: torch.Tensor, u: torch.Tensor, b: torch.Tensor) -> tup
     du = torch.empty(u.shape, dtype=u.dtype, device=u.device)
     tiles = triton.cdiv(M, _GELU_BLOCK_M)
     G = _partial_programs(u.device, tiles) if M else 1
-    part = torch.zeros((G, H), dtype=torch.float32, device=u.device)
+    part = torch.empty((G, H), dtype=torch.float32, device=u.device)  # every row written
     if M and H:
         with device_guard(u):
             _bias_gelu_bwd_kernel[(G, triton.cdiv(H, _GELU_BLOCK_N))](
