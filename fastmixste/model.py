@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention, Axis, check_backend_name, resolve_backend
@@ -192,6 +193,8 @@ class MixSTE(nn.Module):
             head_dim=self.config.head_dim,
             num_joints=self.config.num_joints,
             attn_drop=self.config.attn_drop_rate,
+            drop=self.config.drop_rate,
+            dim=self.config.embed_dim_ratio,
         )
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -223,6 +226,8 @@ class MixSTE(nn.Module):
             backend = self.config.attn_backend
             if backend == "auto":
                 backend = "triton" if x.device.type == "cuda" else "sdpa"
+        if backend == "triton":
+            return self._forward_features_fused(x)
         F_ = x.shape[1]
         x = self.Spatial_patch_to_embedding(x) + self.Spatial_pos_embed  # (B, F, J, C)
         x = self.pos_drop(x)
@@ -234,6 +239,55 @@ class MixSTE(nn.Module):
             x = self.Spatial_norm(self.STEblocks[i](x, backend))
             x = self.Temporal_norm(self.TTEblocks[i](x, backend))
         return x
+
+    def _forward_features_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F, J, in_chans) -> (B, F, J, C): forward_features with the fused block (the ``triton`` backend).
+
+        Same parameters and math as the eager path; only the passes between the GEMMs change. Per block: qkv Linear,
+        attention core, proj Linear; one ``residual_layernorm`` (residual add + DropPath + norm2); fc1 without bias,
+        ``bias_gelu``, fc2; one ``residual_layernorm`` with two norms (add + DropPath + the shared post-norm folded into
+        the next block's norm1). The residual stream stays float32; GEMM inputs come out in the autocast dtype (the
+        parameters' dtype without autocast). DropPath masks come from the blocks' own ``draw_mask``, in eager's order,
+        so one seed gives both paths the same masks. Dropout (drop_rate, attn_drop_rate) is not implemented here:
+        ``resolve_backend`` refuses the triton backend in training when either is non-zero.
+        """
+        from fastmixste.kernels.block import bias_gelu, residual_layernorm
+
+        eps = self.Spatial_norm.eps
+        device_type = x.device.type
+        autocast = device_type in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(device_type)
+        # GEMM inputs in the dtype the Linears compute in; the features leave as eager's final LayerNorm's would.
+        h_dtype = torch.get_autocast_dtype(device_type) if autocast else self.Spatial_norm.weight.dtype
+        out_dtype = torch.float32 if autocast else self.Temporal_norm.weight.dtype
+        e = self.Spatial_patch_to_embedding(x)  # (B, F, J, C)
+        B, F_, J, C = e.shape
+        seq = [blk for pair in zip(self.STEblocks, self.TTEblocks) for blk in pair]  # STE0, TTE0, STE1, ...
+        posts = [self.Spatial_norm, self.Temporal_norm] * self.block_depth
+
+        # r: the fp32 residual stream, h: the next GEMM's input. First: embedding + spatial positions, STE0.norm1.
+        pos = self.Spatial_pos_embed.unsqueeze(1).expand(B, F_, J, C)  # (1, J, C) -> (B, F, J, C) view
+        r, h = residual_layernorm(e, pos, None, 1.0, seq[0].norm1.weight, seq[0].norm1.bias, eps=eps, h_dtype=h_dtype)
+        for k, (blk, post) in enumerate(zip(seq, posts)):
+            keep = 1.0 - blk.drop_path.drop_prob
+            y = blk.attn(h, "triton")  # qkv Linear, fused core, proj Linear
+            mask = blk.drop_path.draw_mask(y)
+            r, h = residual_layernorm(r, y, mask, keep, blk.norm2.weight, blk.norm2.bias, eps=eps, h_dtype=h_dtype)
+            y = blk.mlp.fc2(bias_gelu(F.linear(h, blk.mlp.fc1.weight), blk.mlp.fc1.bias))
+            mask = blk.drop_path.draw_mask(y)
+            if k == len(seq) - 1:  # the last post-norm gives the features
+                _, out = residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=out_dtype)
+                return out
+            nxt = seq[k + 1].norm1
+            if k == 0:
+                # STE0 -> TTE0: the temporal positions are added between Spatial_norm and TTE0.norm1.
+                _, a = residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=torch.float32)
+                tpos = self.Temporal_pos_embed[:, :F_].unsqueeze(2).expand(B, F_, J, C)  # (1, F, 1, C) view
+                r, h = residual_layernorm(a, tpos, None, 1.0, nxt.weight, nxt.bias, eps=eps, h_dtype=h_dtype)
+            else:
+                r, h = residual_layernorm(
+                    r, y, mask, keep, post.weight, post.bias, nxt.weight, nxt.bias, eps=eps, h_dtype=h_dtype
+                )
+        raise AssertionError("unreachable: the loop returns at its last block")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, F, J, in_chans) -> (B, F, J, 3) root-relative 3D joints (metres, as trained upstream)."""

@@ -73,11 +73,11 @@ _NO_SPECIALIZE_ROWS = ["M", "T", "N", "C", "G"]
 
 
 @triton.jit
-def _row_offsets(o_m, T, N, stride_b, stride_t, stride_n):
-    """Row m of the flattened (B, T, N) -> int64 element offset of (b, t, n) under the given strides."""
+def _row_index(o_m, T, N):
+    """Rows m of the flattened (B, T, N) -> their (b, t, n), int64; each tensor's offset is b*sb + t*st + n*sn."""
     o_m = o_m.to(tl.int64)
     i_bt = o_m // N
-    return (i_bt // T) * stride_b + (i_bt % T) * stride_t + (o_m % N) * stride_n
+    return i_bt // T, i_bt % T, o_m % N
 
 
 @triton.jit
@@ -137,16 +137,18 @@ def _residual_norm_fwd_kernel(
     m_m = o_m < M
     m_c = o_c < C
     m_mc = m_m[:, None] & m_c[None, :]
+    # One index computation per tile, shared by every tensor's strides (the interpreter pays per helper call too).
+    i_b, i_t, i_n = _row_index(o_m, T, N)
 
-    p_r = r_ptr + _row_offsets(o_m, T, N, stride_r_b, stride_r_t, stride_r_n)[:, None] + o_c[None, :]
+    p_r = r_ptr + (i_b * stride_r_b + i_t * stride_r_t + i_n * stride_r_n)[:, None] + o_c[None, :]
     b_s = tl.load(p_r, mask=m_mc, other=0.0).to(tl.float32)
     if HAS_Y:
         # y may be a broadcast view (a positional embedding expanded over B and N): its strides are honoured.
-        p_y = y_ptr + _row_offsets(o_m, T, N, stride_y_b, stride_y_t, stride_y_n)[:, None] + o_c[None, :]
+        p_y = y_ptr + (i_b * stride_y_b + i_t * stride_y_t + i_n * stride_y_n)[:, None] + o_c[None, :]
         b_y = tl.load(p_y, mask=m_mc, other=0.0).to(tl.float32)
         if HAS_MASK:
             # DropPath as eager computes it: y / keep * mask, mask 0 or 1 per (frame or joint) row group.
-            p_k = mask_ptr + _row_offsets(o_m, T, N, stride_m_b, stride_m_t, stride_m_n)
+            p_k = mask_ptr + i_b * stride_m_b + i_t * stride_m_t + i_n * stride_m_n
             b_k = tl.load(p_k, mask=m_m, other=0.0).to(tl.float32)
             b_y = b_y / tl.cast(keep, tl.float32) * b_k[:, None]
         b_s += b_y
@@ -235,13 +237,14 @@ def _residual_norm_bwd_kernel(
         o_m = i_t * BLOCK_M + tl.arange(0, BLOCK_M)
         m_m = o_m < M
         m_mc = m_m[:, None] & m_c[None, :]
-        p_x = x_ptr + _row_offsets(o_m, T, N, stride_x_b, stride_x_t, stride_x_n)[:, None] + o_c[None, :]
+        i_b, i_t, i_n = _row_index(o_m, T, N)
+        p_x = x_ptr + (i_b * stride_x_b + i_t * stride_x_t + i_n * stride_x_n)[:, None] + o_c[None, :]
         b_s = tl.load(p_x, mask=m_mc, other=0.0).to(tl.float32)
         if HAS_MASK:
-            p_k = mask_ptr + _row_offsets(o_m, T, N, stride_m_b, stride_m_t, stride_m_n)
+            p_k = mask_ptr + i_b * stride_m_b + i_t * stride_m_t + i_n * stride_m_n
             b_k = tl.load(p_k, mask=m_m, other=0.0).to(tl.float32)
         if ADD_Y:
-            p_y = y_ptr + _row_offsets(o_m, T, N, stride_y_b, stride_y_t, stride_y_n)[:, None] + o_c[None, :]
+            p_y = y_ptr + (i_b * stride_y_b + i_t * stride_y_t + i_n * stride_y_n)[:, None] + o_c[None, :]
             b_y = tl.load(p_y, mask=m_mc, other=0.0).to(tl.float32)
             if HAS_MASK:
                 b_y = b_y / tl.cast(keep, tl.float32) * b_k[:, None]
@@ -249,8 +252,8 @@ def _residual_norm_bwd_kernel(
         b_xhat1, b_rstd1 = _normalize(b_s, m_c, C, eps)
 
         # Incoming gradients may be broadcast (stride-0) views: strides honoured; padded rows/columns load as 0.
-        p_gr = gres_ptr + _row_offsets(o_m, T, N, stride_gr_b, stride_gr_t, stride_gr_n)[:, None] + o_c[None, :]
-        p_gh = gh_ptr + _row_offsets(o_m, T, N, stride_gh_b, stride_gh_t, stride_gh_n)[:, None] + o_c[None, :]
+        p_gr = gres_ptr + (i_b * stride_gr_b + i_t * stride_gr_t + i_n * stride_gr_n)[:, None] + o_c[None, :]
+        p_gh = gh_ptr + (i_b * stride_gh_b + i_t * stride_gh_t + i_n * stride_gh_n)[:, None] + o_c[None, :]
         b_gres = tl.load(p_gr, mask=m_mc, other=0.0).to(tl.float32)
         b_gh = tl.load(p_gh, mask=m_mc, other=0.0).to(tl.float32)
 
@@ -364,22 +367,26 @@ def _bias_gelu_bwd_kernel(
 class RowConfig:
     block_m: int
     block_c: int
-    num_warps: int
+    num_warps_fwd: int
+    num_warps_bwd: int
 
 
 def _norm_config(C: int) -> RowConfig:
-    """One (BLOCK_M, BLOCK_C) tile of ~2048 fp32 values per program: 16 per thread and live tensor at 4 warps, which
-    keeps the two-norm backward (s, xhat1, a, xhat2, grad_res, grad_h, y, gradient) clear of spills (see the report);
-    rows of 2048 and more take 8 warps and one row per tile."""
+    """One (BLOCK_M, BLOCK_C) tile of 2048 fp32 values per program (4096 for the widest rows, one row per tile; at
+    most 64 rows, so narrow rows still give many tiles). Forward: 16 values per thread and live tensor (4 warps for
+    2048), ~105 registers. Backward: 8 per thread (8 warps), which the report measured at ~114 registers where 4 warps
+    needed ~180 for the two-norm variant (s, xhat1, a, xhat2, grad_res, grad_h, y, gradient live): twice the resident
+    warps for a memory-bound kernel."""
     block_c = max(16, triton.next_power_of_2(C))
-    block_m = max(1, min(16, 2048 // block_c))
-    return RowConfig(block_m=block_m, block_c=block_c, num_warps=4 if block_c <= 1024 else 8)
+    block_m = max(1, min(64, 2048 // block_c))
+    tile = block_m * block_c
+    return RowConfig(block_m=block_m, block_c=block_c, num_warps_fwd=max(4, tile // 512), num_warps_bwd=tile // 256)
 
 
 #: Every BLOCK_C the launchers can pick (C from 1 to MAX_CHANNELS).
 _NORM_BLOCK_CS = tuple(2**k for k in range(4, 13))
-#: bias + GELU tile: elementwise, 32 values per thread at 4 warps.
-_GELU_BLOCK_M, _GELU_BLOCK_N, _GELU_WARPS = 32, 128, 4
+#: bias + GELU tile: elementwise, 16 values per thread at 4 warps.
+_GELU_BLOCK_M, _GELU_BLOCK_N, _GELU_WARPS = 16, 128, 4
 
 
 def _partial_programs(device: torch.device, tiles: int) -> int:
@@ -541,7 +548,7 @@ def residual_norm_fwd(
             TWO_NORMS=w2 is not None,
             BLOCK_M=cfg.block_m,
             BLOCK_C=cfg.block_c,
-            num_warps=cfg.num_warps,
+            num_warps=cfg.num_warps_fwd,
             num_stages=1,
         )
     return res, h
@@ -620,7 +627,7 @@ def residual_norm_bwd(
                 TWO_NORMS=two,
                 BLOCK_M=cfg.block_m,
                 BLOCK_C=cfg.block_c,
-                num_warps=cfg.num_warps,
+                num_warps=cfg.num_warps_bwd,
                 num_stages=1,
             )
     # The small reduction over programs; one fresh tensor per gradient (views of one sum would alias).
@@ -976,7 +983,7 @@ def _norm_case(backward: bool, flags: tuple, block_c: int, act: torch.dtype) -> 
         fn=fn,
         signature=signature,
         constexprs=constexprs,
-        num_warps=cfg.num_warps,
+        num_warps=cfg.num_warps_bwd if backward else cfg.num_warps_fwd,
         num_stages=1,
         dtype=ty,
         label=f"BLOCK_M={cfg.block_m} BLOCK_C={block_c} {flag_text}",
@@ -1011,17 +1018,24 @@ def _gelu_case(backward: bool, act: torch.dtype) -> KernelCase:
 
 
 def report_cases() -> list[KernelCase]:
-    """The block kernels' configurations for ``python -m fastmixste.kernels.report``: every BLOCK_C the launchers can
-    pick with the heaviest flag variant, every variant the model launches at C = 512, and bias + GELU; per dtype."""
+    """The block kernels' configurations for ``python -m fastmixste.kernels.report``.
+
+    Every tile the launchers can pick (each BLOCK_C, with its BLOCK_M and warps) with the heaviest flag variant
+    (two norms, y, mask: the most live tensors), in bf16 (what train.run's autocast feeds) and fp32; every variant
+    the model launches at its C = 512 in bf16, fp16 and fp32; bias + GELU in all three. fp16 and bf16 compile to the
+    same register allocation apart from the conversions, so fp16 is compiled at C = 512 only.
+    """
     cases: list[KernelCase] = []
-    for act in (torch.float32, torch.float16, torch.bfloat16):
+    for act in (torch.bfloat16, torch.float32):
         for block_c in _NORM_BLOCK_CS:
             cases.append(_norm_case(False, _FWD_VARIANTS[2], block_c, act))
             cases.append(_norm_case(True, _BWD_VARIANTS[2], block_c, act))
-        for flags in _FWD_VARIANTS[:2] + _FWD_VARIANTS[3:]:
-            cases.append(_norm_case(False, flags, 512, act))
-        for flags in _BWD_VARIANTS[:2] + _BWD_VARIANTS[3:]:
-            cases.append(_norm_case(True, flags, 512, act))
+    for act in (torch.bfloat16, torch.float16, torch.float32):
+        others = [(False, f) for f in _FWD_VARIANTS if f != _FWD_VARIANTS[2]]
+        others += [(True, f) for f in _BWD_VARIANTS if f != _BWD_VARIANTS[2]]
+        if act == torch.float16:
+            others += [(False, _FWD_VARIANTS[2]), (True, _BWD_VARIANTS[2])]
+        cases += [_norm_case(backward, flags, 512, act) for backward, flags in others]
         cases.append(_gelu_case(False, act))
         cases.append(_gelu_case(True, act))
     return cases

@@ -2,7 +2,8 @@
 
 On the CPU the kernels run in the Triton interpreter (tests/conftest.py sets TRITON_INTERPRET=1): fp32 and fp16
 only, tiny shapes. C is never a power of two here (24, 40, 96) and the row counts are not multiples of the tiles
-(16 rows for C <= 128, 32 for GELU), so masking bugs in columns and rows both show.
+(2048 // next_pow2(C) rows, at most 64: 64, 32, 16 rows here; 16 rows for GELU), so masking bugs in columns and rows
+both show; the backward runs at most 4 programs in the interpreter, so 7 tiles make programs loop over several.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 KEEP = 0.6
 
-# (B, T, N, C): rows B*T*N = 30, 21, 34 against 16-row tiles; C = 24, 40, 96 against 32/64/128-wide tiles.
-SHAPES = [(2, 3, 5, 24), (1, 7, 3, 40), (2, 1, 17, 96)]
+# (B, T, N, C): rows B*T*N = 30, 21, 105 against 64/32/16-row tiles (C = 24, 40, 96; 32/64/128-wide tiles).
+SHAPES = [(2, 3, 5, 24), (1, 7, 3, 40), (3, 5, 7, 96)]
 # (two norms, DropPath mask "frame" / "joint" / None, y given)
 VARIANTS = [
     (False, None, True),
@@ -145,7 +146,7 @@ def test_residual_layernorm_writes_every_element(monkeypatch, dtype):
         t = real_empty(*args, **kwargs)
         return t.fill_(float("nan")) if t.is_floating_point() else t
 
-    shape = (1, 7, 3, 40)  # 21 rows: one full 16-row tile and a partial one
+    shape = (3, 5, 7, 96)  # 105 rows: 6 full 16-row tiles and a partial one, over 4 backward programs
     B, T, N, C = shape
     tensors = _inputs(shape, True, True, dtype)
     mask = _mask("frame", B, T, N, dtype)
@@ -267,7 +268,7 @@ def test_residual_layernorm_compile_and_export_see_the_op():
 # bias + GELU
 # ----------------------------------------------------------------------------------------------------------------
 
-# (rows..., H): 35 and 21 rows against 32-row tiles; H = 40 and 200 against 128-wide column blocks.
+# (rows..., H): 35 and 21 rows against 16-row tiles; H = 40 and 200 against 128-wide column blocks.
 GELU_SHAPES = [(5, 7, 40), (3, 7, 200), (1, 1, 1, 48)]
 
 
