@@ -57,8 +57,9 @@ __all__ = [
     "unsupported_reasons",
 ]
 
-#: Widest LayerNorm row the kernels hold in registers (one row per program at this width).
-MAX_CHANNELS = 4096
+#: Widest LayerNorm row the kernels hold in registers (one row per tile at this width; 4096-wide rows spilled in the
+#: backward on sm_90 even at 16 warps, where 512 threads cap a thread at 128 registers).
+MAX_CHANNELS = 2048
 
 _OP = "residual_layernorm"
 _OP_GELU = "bias_gelu"
@@ -81,19 +82,23 @@ def _row_index(o_m, T, N):
 
 
 @triton.jit
-def _normalize(b_x, m_c, C, eps):
-    """(BLOCK_M, BLOCK_C) fp32 rows, zero in padded columns -> (x - mean) * rstd (zero in padding), rstd."""
-    mean = tl.sum(b_x, 1) / C
+def _normalize(b_x, m_c, inv_c, eps):
+    """(BLOCK_M, BLOCK_C) fp32 rows, zero in padded columns -> (x - mean) * rstd (zero in padding), rstd.
+
+    No division anywhere in these kernels: IEEE fp32 division compiles to a called slow path whose stack frame the
+    report counts as spill bytes (8 B per kernel); the host passes 1/C and 1/keep, and rsqrt gives rstd.
+    """
+    mean = tl.sum(b_x, 1) * inv_c
     b_xc = tl.where(m_c[None, :], b_x - mean[:, None], 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(b_xc * b_xc, 1) / C + eps)
+    rstd = tl.math.rsqrt(tl.sum(b_xc * b_xc, 1) * inv_c + eps)
     return b_xc * rstd[:, None], rstd
 
 
 @triton.jit
-def _normalize_bwd(b_gx, b_xhat, rstd, m_c, C):
+def _normalize_bwd(b_gx, b_xhat, rstd, m_c, inv_c):
     """LayerNorm input gradient from gx = grad_out * weight: rstd * (gx - mean(gx) - xhat * mean(gx * xhat))."""
-    c1 = tl.sum(b_gx * b_xhat, 1) / C
-    c2 = tl.sum(b_gx, 1) / C
+    c1 = tl.sum(b_gx * b_xhat, 1) * inv_c
+    c2 = tl.sum(b_gx, 1) * inv_c
     return tl.where(m_c[None, :], (b_gx - b_xhat * c1[:, None] - c2[:, None]) * rstd[:, None], 0.0)
 
 
@@ -108,8 +113,9 @@ def _residual_norm_fwd_kernel(
     b2_ptr,
     res_ptr,
     h_ptr,
-    keep,
+    inv_keep,
     eps,
+    inv_c,
     M,
     T,
     N,
@@ -132,6 +138,7 @@ def _residual_norm_fwd_kernel(
     pid = tl.program_id(0)
     # Scalar args arrive as fp32 from eager Triton and Python floats from the interpreter: pin to fp32.
     eps = tl.cast(eps, tl.float32)
+    inv_c = tl.cast(inv_c, tl.float32)
     o_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     o_c = tl.arange(0, BLOCK_C)
     m_m = o_m < M
@@ -147,15 +154,15 @@ def _residual_norm_fwd_kernel(
         p_y = y_ptr + (i_b * stride_y_b + i_t * stride_y_t + i_n * stride_y_n)[:, None] + o_c[None, :]
         b_y = tl.load(p_y, mask=m_mc, other=0.0).to(tl.float32)
         if HAS_MASK:
-            # DropPath as eager computes it: y / keep * mask, mask 0 or 1 per (frame or joint) row group.
+            # DropPath as eager computes it, y / keep * mask (times 1/keep: within an ulp), mask 0 or 1 per row group.
             p_k = mask_ptr + i_b * stride_m_b + i_t * stride_m_t + i_n * stride_m_n
             b_k = tl.load(p_k, mask=m_m, other=0.0).to(tl.float32)
-            b_y = b_y / tl.cast(keep, tl.float32) * b_k[:, None]
+            b_y = b_y * tl.cast(inv_keep, tl.float32) * b_k[:, None]
         b_s += b_y
 
     b_w1 = tl.load(w1_ptr + o_c, mask=m_c, other=0.0).to(tl.float32)
     b_b1 = tl.load(b1_ptr + o_c, mask=m_c, other=0.0).to(tl.float32)
-    b_xhat, _ = _normalize(b_s, m_c, C, eps)
+    b_xhat, _ = _normalize(b_s, m_c, inv_c, eps)
     b_a = b_xhat * b_w1[None, :] + b_b1[None, :]  # zero in padded columns (w1, b1 load as 0 there)
 
     # Outputs are fresh contiguous (M, C) tensors.
@@ -164,7 +171,7 @@ def _residual_norm_fwd_kernel(
         tl.store(res_ptr + o_out, b_a, mask=m_mc)
         b_w2 = tl.load(w2_ptr + o_c, mask=m_c, other=0.0).to(tl.float32)
         b_b2 = tl.load(b2_ptr + o_c, mask=m_c, other=0.0).to(tl.float32)
-        b_xhat2, _ = _normalize(b_a, m_c, C, eps)
+        b_xhat2, _ = _normalize(b_a, m_c, inv_c, eps)
         b_h = b_xhat2 * b_w2[None, :] + b_b2[None, :]
     else:
         tl.store(res_ptr + o_out, b_s, mask=m_mc)
@@ -188,8 +195,9 @@ def _residual_norm_bwd_kernel(
     db1_ptr,
     dw2_ptr,
     db2_ptr,
-    keep,
+    inv_keep,
     eps,
+    inv_c,
     M,
     T,
     N,
@@ -222,6 +230,7 @@ def _residual_norm_bwd_kernel(
     # registers; it writes them once to row pid of the (G, C) partial buffers, which the launcher sums.
     pid = tl.program_id(0)
     eps = tl.cast(eps, tl.float32)
+    inv_c = tl.cast(inv_c, tl.float32)
     o_c = tl.arange(0, BLOCK_C)
     m_c = o_c < C
     b_w1 = tl.load(w1_ptr + o_c, mask=m_c, other=0.0).to(tl.float32)
@@ -247,9 +256,9 @@ def _residual_norm_bwd_kernel(
             p_y = y_ptr + (i_b * stride_y_b + i_t * stride_y_t + i_n * stride_y_n)[:, None] + o_c[None, :]
             b_y = tl.load(p_y, mask=m_mc, other=0.0).to(tl.float32)
             if HAS_MASK:
-                b_y = b_y / tl.cast(keep, tl.float32) * b_k[:, None]
+                b_y = b_y * tl.cast(inv_keep, tl.float32) * b_k[:, None]
             b_s += b_y
-        b_xhat1, b_rstd1 = _normalize(b_s, m_c, C, eps)
+        b_xhat1, b_rstd1 = _normalize(b_s, m_c, inv_c, eps)
 
         # Incoming gradients may be broadcast (stride-0) views: strides honoured; padded rows/columns load as 0.
         p_gr = gres_ptr + (i_b * stride_gr_b + i_t * stride_gr_t + i_n * stride_gr_n)[:, None] + o_c[None, :]
@@ -260,25 +269,25 @@ def _residual_norm_bwd_kernel(
         if TWO_NORMS:
             # h = LN_2(a), res = a: da = LN_2 backward + grad_res.
             b_a = b_xhat1 * b_w1[None, :] + b_b1[None, :]
-            b_xhat2, b_rstd2 = _normalize(b_a, m_c, C, eps)
+            b_xhat2, b_rstd2 = _normalize(b_a, m_c, inv_c, eps)
             acc_dw2 += tl.sum(b_gh * b_xhat2, 0)
             acc_db2 += tl.sum(b_gh, 0)
-            b_ga = _normalize_bwd(b_gh * b_w2[None, :], b_xhat2, b_rstd2, m_c, C) + b_gres
+            b_ga = _normalize_bwd(b_gh * b_w2[None, :], b_xhat2, b_rstd2, m_c, inv_c) + b_gres
             acc_dw1 += tl.sum(b_ga * b_xhat1, 0)
             acc_db1 += tl.sum(b_ga, 0)
-            b_ds = _normalize_bwd(b_ga * b_w1[None, :], b_xhat1, b_rstd1, m_c, C)
+            b_ds = _normalize_bwd(b_ga * b_w1[None, :], b_xhat1, b_rstd1, m_c, inv_c)
         else:
             # h = LN_1(s), res = s: ds = LN_1 backward + grad_res (the residual gradient accumulation).
             acc_dw1 += tl.sum(b_gh * b_xhat1, 0)
             acc_db1 += tl.sum(b_gh, 0)
-            b_ds = _normalize_bwd(b_gh * b_w1[None, :], b_xhat1, b_rstd1, m_c, C) + b_gres
+            b_ds = _normalize_bwd(b_gh * b_w1[None, :], b_xhat1, b_rstd1, m_c, inv_c) + b_gres
 
         o_out = o_m.to(tl.int64)[:, None] * C + o_c[None, :]
         tl.store(dx_ptr + o_out, b_ds.to(dx_ptr.dtype.element_ty), mask=m_mc)
         if HAS_DY:
             b_dy = b_ds
             if HAS_MASK:
-                b_dy = b_ds * b_k[:, None] / tl.cast(keep, tl.float32)
+                b_dy = b_ds * b_k[:, None] * tl.cast(inv_keep, tl.float32)
             tl.store(dy_ptr + o_out, b_dy.to(dy_ptr.dtype.element_ty), mask=m_mc)
 
     o_p = pid.to(tl.int64) * C + o_c
@@ -372,19 +381,17 @@ class RowConfig:
 
 
 def _norm_config(C: int) -> RowConfig:
-    """One (BLOCK_M, BLOCK_C) tile of 2048 fp32 values per program (4096 for the widest rows, one row per tile; at
-    most 64 rows, so narrow rows still give many tiles). Forward: 16 values per thread and live tensor (4 warps for
-    2048), ~105 registers. Backward: 8 per thread (8 warps), which the report measured at ~114 registers where 4 warps
-    needed ~180 for the two-norm variant (s, xhat1, a, xhat2, grad_res, grad_h, y, gradient live): twice the resident
-    warps for a memory-bound kernel."""
+    """One (BLOCK_M, BLOCK_C) tile of 2048 fp32 values per program (at most 64 rows, so narrow rows still give many
+    tiles), 8 warps: 8 values per thread and live tensor. From the report: at 4 warps the two-norm backward needed
+    ~180 registers at C = 512 (114 at 8 warps), and narrow tiles (32 x 64) of the forward hit the 255 cap and spilled
+    (the per-row index and statistics vectors are replicated across a row's threads)."""
     block_c = max(16, triton.next_power_of_2(C))
     block_m = max(1, min(64, 2048 // block_c))
-    tile = block_m * block_c
-    return RowConfig(block_m=block_m, block_c=block_c, num_warps_fwd=max(4, tile // 512), num_warps_bwd=tile // 256)
+    return RowConfig(block_m=block_m, block_c=block_c, num_warps_fwd=8, num_warps_bwd=8)
 
 
 #: Every BLOCK_C the launchers can pick (C from 1 to MAX_CHANNELS).
-_NORM_BLOCK_CS = tuple(2**k for k in range(4, 13))
+_NORM_BLOCK_CS = tuple(2**k for k in range(4, 12))
 #: bias + GELU tile: elementwise, 16 values per thread at 4 warps.
 _GELU_BLOCK_M, _GELU_BLOCK_N, _GELU_WARPS = 16, 128, 4
 
@@ -534,8 +541,9 @@ def residual_norm_fwd(
             b2 if b2 is not None else b1,
             res,
             h,
-            float(keep),
+            1.0 / keep,
             float(eps),
+            1.0 / C,
             M,
             T,
             N,
@@ -609,8 +617,9 @@ def residual_norm_bwd(
                 parts[1],
                 parts[2] if two else parts[0],
                 parts[3] if two else parts[1],
-                float(keep),
+                1.0 / keep,
                 float(eps),
+                1.0 / C,
                 M,
                 T,
                 N,
@@ -874,7 +883,7 @@ def residual_layernorm(
     ``mask`` (optional) is the DropPath draw, broadcastable to (B, T, N, 1) ((B, T, 1, 1) per frame, (B, 1, N, 1)
     per joint), values 0 or 1; ``keep`` = 1 - drop_prob. ``y`` may be None (s = r) and may be a broadcast view.
     ``res`` is float32, ``h`` is ``h_dtype`` (default: w1's dtype). Differentiable in r, y, w1, b1, w2, b2.
-    C <= 4096, dtypes float32/float16/bfloat16. Equivalent to::
+    C <= 2048, dtypes float32/float16/bfloat16. Equivalent to::
 
         s = r.float() + (y if mask is None else y.div(keep) * mask)
         a = F.layer_norm(s, (C,), w1, b1, eps)
@@ -882,6 +891,8 @@ def residual_layernorm(
         return res, h.to(h_dtype)
     """
     h_dtype = w1.dtype if h_dtype is None else h_dtype
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"{_OP}: keep (1 - drop_prob) must be in (0, 1], got {keep}")
     if not isinstance(r, torch.Tensor) or r.dim() != 4:
         got = tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__
         raise ValueError(f"{_OP}: r must be a 4-D (B, T, N, C) tensor, got {got}")
@@ -972,7 +983,7 @@ def _norm_case(backward: bool, flags: tuple, block_c: int, act: torch.dtype) -> 
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
             signature[name] = "*" + ptr_ty.get(name, "fp32")
-        elif name in ("keep", "eps"):
+        elif name in ("inv_keep", "eps", "inv_c"):
             signature[name] = "fp32"
         else:
             signature[name] = "i32"

@@ -214,10 +214,12 @@ def test_residual_layernorm_errors_and_refusal(monkeypatch):
         residual_layernorm(r, None, None, 1.0, torch.ones(7), w)
     with pytest.raises(ValueError, match="mask must broadcast"):
         residual_layernorm(r, r, torch.ones(2, 2, 1, 1), 0.5, w, w)
-    with pytest.raises(ValueError, match="at most 4096 channels"):
-        residual_layernorm(torch.empty(1, 1, 1, 5000, device="meta"), None, None, 1.0, *[torch.empty(5000)] * 2)
+    with pytest.raises(ValueError, match="at most 2048 channels"):
+        residual_layernorm(torch.empty(1, 1, 1, 3000, device="meta"), None, None, 1.0, *[torch.empty(3000)] * 2)
+    with pytest.raises(ValueError, match=r"keep \(1 - drop_prob\) must be in \(0, 1\]"):
+        residual_layernorm(r, r, torch.ones(1, 2, 1, 1), 0.0, w, w)
     assert unsupported_reasons(torch.empty(2, 3, 17, 512, device="meta"), torch.bfloat16) == []
-    assert any("4096" in m for m in unsupported_reasons(torch.empty(1, 1, 1, 8192, device="meta")))
+    assert any("2048" in m for m in unsupported_reasons(torch.empty(1, 1, 1, 4096, device="meta")))
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     if not CUDA:
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):

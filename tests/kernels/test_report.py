@@ -12,6 +12,7 @@ import sys
 
 import pytest
 from fastmixste.kernels import report
+from fastmixste.kernels.block import report_cases as block_report_cases
 from fastmixste.kernels.spatial import report_cases
 
 
@@ -31,6 +32,8 @@ def test_every_configuration_fits_both_targets(tmp_path):
 
     spatial = [r for r in rows if r["kernel"].startswith("_spatial_attn")]
     assert len(spatial) == 2 * len(report_cases())
+    block = [r for r in rows if r["kernel"].startswith(("_residual_norm", "_bias_gelu"))]
+    assert len(block) == 2 * len(block_report_cases())
     assert {r["cap"] for r in rows} == {89, 90}
     for r in rows:
         where = f"{r['kernel']} {r['target']} {r['dtype']} {r['config']}"
