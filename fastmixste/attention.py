@@ -57,6 +57,8 @@ def _triton_reasons(
     head_dim: int | None,
     num_joints: int | None,
     attn_drop: float,
+    drop: float = 0.0,
+    dim: int | None = None,
 ) -> list[str]:
     from . import kernels
 
@@ -75,8 +77,14 @@ def _triton_reasons(
                 reasons.append(f"fused kernel {module!r} is not available in this build")
                 continue
             reasons += [r for r in op.unsupported_reasons(probe, 1, backward=training) if r not in reasons]
+        if dim is not None:
+            # the fused block (residual + DropPath + LayerNorm, bias + GELU) has limits of its own (channel count)
+            block = importlib.import_module(f"{kernels.__name__}.block")
+            reasons += block.unsupported_reasons(torch.empty(1, 1, 1, dim, device="meta", dtype=dtype))
     if training and attn_drop > 0:
         reasons.append(f"attention dropout (attn_drop_rate={attn_drop}) is not implemented in the fused kernels")
+    if training and drop > 0:
+        reasons.append(f"dropout in the block (drop_rate={drop}) is not implemented in the fused block kernels")
     return reasons
 
 
@@ -88,6 +96,8 @@ def available_backends(
     head_dim: int | None = None,
     num_joints: int | None = None,
     attn_drop: float = 0.0,
+    drop: float = 0.0,
+    dim: int | None = None,
 ) -> dict[str, list[str]]:
     """Every attention backend with the reasons it cannot run here (an empty list means it can).
 
@@ -96,7 +106,7 @@ def available_backends(
     """
     device = torch.device(device)
     interpret = os.environ.get("TRITON_INTERPRET", "0")
-    table = _cached_table(device, dtype, training, head_dim, num_joints, attn_drop, interpret)
+    table = _cached_table(device, dtype, training, head_dim, num_joints, attn_drop, interpret, drop, dim)
     return {name: list(reasons) for name, reasons in table}
 
 
@@ -109,13 +119,15 @@ def _cached_table(
     num_joints: int | None,
     attn_drop: float,
     interpret: str,  # part of the key only: TRITON_INTERPRET changes what the triton backend can do
+    drop: float = 0.0,
+    dim: int | None = None,
 ) -> tuple[tuple[str, tuple[str, ...]], ...]:
     # Resolved at every forward: the checks (imports, find_spec, a probe of the kernel's limits) run once per key.
     return (
         ("eager", ()),
         ("sdpa", ()),
         ("xformers", tuple(_xformers_reasons(device))),
-        ("triton", tuple(_triton_reasons(device, dtype, training, head_dim, num_joints, attn_drop))),
+        ("triton", tuple(_triton_reasons(device, dtype, training, head_dim, num_joints, attn_drop, drop, dim))),
     )
 
 
@@ -143,7 +155,8 @@ def resolve_backend(
     """Turn a requested backend (possibly ``auto``) into one that can run, or raise BackendUnavailableError.
 
     ``auto`` picks triton on CUDA when it can run, else sdpa; the environment variable FASTMIXSTE_ATTN_BACKEND,
-    when set, replaces ``auto``. ``limits`` are passed to :func:`available_backends` (head_dim, num_joints, attn_drop).
+    when set, replaces ``auto``. ``limits`` are passed to :func:`available_backends` (head_dim, num_joints, attn_drop,
+    drop, dim).
     """
     check_backend_name(name)
     device = torch.device(device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention, Axis, check_backend_name, resolve_backend
@@ -25,12 +26,16 @@ def _resolve(
     head_dim: int,
     num_joints: int,
     attn_drop: float,
+    drop: float,
+    dim: int,
 ) -> str:
     # Under torch.compile this runs while the graph is traced, outside it, and its answer is a constant of the
     # graph: auto, FASTMIXSTE_ATTN_BACKEND and every refusal apply exactly as in eager mode (a backend that cannot
     # run raises). Device, dtype and train/eval mode are guarded, so changing one traces again; the environment
     # variable is read when tracing.
-    return resolve_backend(name, device, dtype, training, head_dim=head_dim, num_joints=num_joints, attn_drop=attn_drop)
+    return resolve_backend(
+        name, device, dtype, training, head_dim=head_dim, num_joints=num_joints, attn_drop=attn_drop, drop=drop, dim=dim
+    )
 
 
 # What torch.compiler.assume_constant_result(_resolve) does, without importing torch._dynamo (seconds, and it
@@ -61,14 +66,21 @@ class DropPath(nn.Module):
         self.drop_prob = drop_prob
         self.axis = axis
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def draw_mask(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(B, T, N, C) x -> the keep mask, (B, T, 1, 1) spatial or (B, 1, N, 1) temporal, values 0/1 in x's dtype;
+        None when nothing is dropped (eval, or drop_prob 0). The fused block draws through this too, so one seed
+        gives both paths the same masks."""
         if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
+            return None
         B, T, N, _ = x.shape
         shape = (B, T, 1, 1) if self.axis == "spatial" else (B, 1, N, 1)
-        mask = (keep + torch.rand(shape, dtype=x.dtype, device=x.device)).floor_()
-        return x.div(keep) * mask
+        return (1.0 - self.drop_prob + torch.rand(shape, dtype=x.dtype, device=x.device)).floor_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.draw_mask(x)
+        if mask is None:
+            return x
+        return x.div(1.0 - self.drop_prob) * mask
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}, axis={self.axis}"
@@ -212,7 +224,10 @@ class MixSTE(nn.Module):
         if x.device.type in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(x.device.type):
             dtype = torch.get_autocast_dtype(x.device.type)
         c = self.config
-        return _resolve(c.attn_backend, x.device, dtype, self.training, c.head_dim, c.num_joints, c.attn_drop_rate)
+        return _resolve(
+            c.attn_backend, x.device, dtype, self.training, c.head_dim, c.num_joints, c.attn_drop_rate, c.drop_rate,
+            c.embed_dim_ratio,
+        )
 
     def _check_input(self, x: torch.Tensor) -> None:
         cfg = self.config
@@ -238,11 +253,13 @@ class MixSTE(nn.Module):
         if not torch.compiler.is_compiling():
             self._check_input(x)
         backend = self.resolved_backend(x)  # under torch.compile: resolved when tracing, by the same rule
+        if backend == "triton":
+            return self._forward_features_fused(x)
         x = self.Spatial_patch_to_embedding(x) + self.Spatial_pos_embed  # (B, F, J, C)
         x = self.pos_drop(x)
         policy = self.config.recompute if self.training else "none"
         for i in range(self.block_depth):
-            x = run_checkpointed(partial(self._block_pair, i, backend=backend), x, policy)
+            x = run_checkpointed(partial(self._block_pair, i, backend=backend), x, policy=policy)
         return x
 
     def _block_pair(self, i: int, x: torch.Tensor, backend: str) -> torch.Tensor:
@@ -255,6 +272,69 @@ class MixSTE(nn.Module):
             x = x + self.Temporal_pos_embed[:, : x.shape[1]].unsqueeze(2)  # (1, F, 1, C): shorter windows slice it
             x = self.pos_drop(x)
         return self.Temporal_norm(self.TTEblocks[i](x, backend))
+
+    def _forward_features_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F, J, in_chans) -> (B, F, J, C): forward_features with the fused block (the ``triton`` backend).
+
+        Same parameters and math as the eager path; only the passes between the GEMMs change. Per block: qkv Linear,
+        attention core, proj Linear; one ``residual_layernorm`` (residual add + DropPath + norm2); fc1 without bias,
+        ``bias_gelu``, fc2; one ``residual_layernorm`` with two norms (add + DropPath + the shared post-norm folded into
+        the next block's norm1). The residual stream stays float32; GEMM inputs come out in the autocast dtype (the
+        parameters' dtype without autocast). DropPath masks come from the blocks' own ``draw_mask``, in eager's order,
+        so one seed gives both paths the same masks. Dropout (drop_rate, attn_drop_rate) is not implemented here:
+        ``resolve_backend`` refuses the triton backend in training when either is non-zero. Block pairs run under
+        the recompute policy as on the other backends (the carried state is the residual r and the GEMM input h).
+        """
+        from fastmixste.kernels.block import residual_layernorm
+
+        eps = self.Spatial_norm.eps
+        device_type = x.device.type
+        autocast = device_type in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(device_type)
+        # GEMM inputs in the dtype the Linears compute in; the features leave as eager's final LayerNorm's would.
+        h_dtype = torch.get_autocast_dtype(device_type) if autocast else self.Spatial_norm.weight.dtype
+        out_dtype = torch.float32 if autocast else self.Temporal_norm.weight.dtype
+        e = self.Spatial_patch_to_embedding(x)  # (B, F, J, C)
+        B, F_, J, C = e.shape
+        norm1 = self.STEblocks[0].norm1
+        # r: the fp32 residual stream, h: the next GEMM's input. First: embedding + spatial positions, STE0.norm1.
+        pos = self.Spatial_pos_embed.unsqueeze(1).expand(B, F_, J, C)  # (1, J, C) -> (B, F, J, C) view
+        r, h = residual_layernorm(e, pos, None, 1.0, norm1.weight, norm1.bias, eps=eps, h_dtype=h_dtype)
+        policy = self.config.recompute if self.training else "none"
+        for i in range(self.block_depth):
+            pair = partial(self._fused_block_pair, i, h_dtype=h_dtype, out_dtype=out_dtype)
+            r, h = run_checkpointed(pair, r, h, policy=policy)
+        return h
+
+    def _fused_block_pair(
+        self, i: int, r: torch.Tensor, h: torch.Tensor, h_dtype: torch.dtype, out_dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(r, h) -> (r, h) through STE_i and TTE_i with the fused block; after the last pair h is the features."""
+        from fastmixste.kernels.block import bias_gelu, residual_layernorm
+
+        eps = self.Spatial_norm.eps
+        last = 2 * self.block_depth - 1
+        for k, blk, post in ((2 * i, self.STEblocks[i], self.Spatial_norm),
+                             (2 * i + 1, self.TTEblocks[i], self.Temporal_norm)):  # fmt: skip
+            keep = 1.0 - blk.drop_path.drop_prob
+            y = blk.attn(h, "triton")  # qkv Linear, fused core, proj Linear
+            mask = blk.drop_path.draw_mask(y)
+            r, h = residual_layernorm(r, y, mask, keep, blk.norm2.weight, blk.norm2.bias, eps=eps, h_dtype=h_dtype)
+            y = blk.mlp.fc2(bias_gelu(F.linear(h, blk.mlp.fc1.weight), blk.mlp.fc1.bias))
+            mask = blk.drop_path.draw_mask(y)
+            if k == last:  # the last post-norm gives the features
+                return residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=out_dtype)
+            nxt = self.TTEblocks[i].norm1 if k == 2 * i else self.STEblocks[i + 1].norm1
+            if k == 0:
+                # STE0 -> TTE0: the temporal positions are added between Spatial_norm and TTE0.norm1.
+                _, a = residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=torch.float32)
+                B, F_, J, C = a.shape
+                tpos = self.Temporal_pos_embed[:, :F_].unsqueeze(2).expand(B, F_, J, C)  # (1, F, 1, C) view
+                r, h = residual_layernorm(a, tpos, None, 1.0, nxt.weight, nxt.bias, eps=eps, h_dtype=h_dtype)
+            else:
+                r, h = residual_layernorm(
+                    r, y, mask, keep, post.weight, post.bias, nxt.weight, nxt.bias, eps=eps, h_dtype=h_dtype
+                )
+        return r, h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, F, J, in_chans) -> (B, F, J, 3) root-relative 3D joints (metres, as trained upstream)."""

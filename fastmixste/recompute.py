@@ -75,13 +75,13 @@ def _lean_contexts() -> tuple[Any, Any]:
     return create_selective_checkpoint_contexts(_lean_policy)
 
 
-def run_checkpointed(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, policy: str) -> torch.Tensor:
-    """(…) -> (…): ``fn(x)`` under the recompute ``policy`` ("none" runs it as is)."""
+def run_checkpointed(fn: Callable[..., Any], *tensors: torch.Tensor, policy: str) -> Any:
+    """``fn(*tensors)`` under the recompute ``policy`` ("none" runs it as is); shapes are ``fn``'s."""
     if policy == "none" or not torch.is_grad_enabled():
-        return fn(x)
+        return fn(*tensors)
     context_fn = _lean_contexts if policy == "lean" else None
     kwargs = {"context_fn": context_fn} if context_fn is not None else {}
-    return checkpoint(fn, x, use_reentrant=False, preserve_rng_state=True, determinism_check="none", **kwargs)
+    return checkpoint(fn, *tensors, use_reentrant=False, preserve_rng_state=True, determinism_check="none", **kwargs)
 
 
 class _LiveTensors(TorchDispatchMode):

@@ -16,7 +16,7 @@ from ._common import (
 from .reference import attention_ref, spatial_attention_ref, temporal_attention_ref
 
 #: The op modules, in the order dispatch asks them and the AOT report compiles them. A new op module is added here.
-OP_MODULES: tuple[str, ...] = ("spatial", "temporal")
+OP_MODULES: tuple[str, ...] = ("spatial", "temporal", "block")
 
 __all__ = [
     "OP_MODULES",

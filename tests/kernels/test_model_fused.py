@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -67,6 +68,15 @@ def test_fused_model_matches_eager_forward_and_every_gradient() -> None:
         assert ops.counts.get(f"fastmixste.{op}") == depth, (op, ops.counts)
     for op in ("aten.bmm", "aten._softmax", "aten._softmax_backward_data"):
         assert op not in ops.counts, (op, ops.counts)
+    # The fused block: per block one residual_layernorm after attention and one after the MLP (which also applies
+    # the shared post-norm and the next norm1), plus the embedding's and the temporal positions' (STE0 -> TTE0);
+    # bias + GELU once per block. The only eager LayerNorm left is the head's; no eager GELU.
+    blocks = 2 * depth
+    for op, n in (("residual_layernorm", 2 * blocks + 2), ("bias_gelu", blocks)):
+        assert ops.counts.get(f"fastmixste.{op}") == n, (op, ops.counts)
+        assert ops.counts.get(f"fastmixste.{op}_backward") == n, (op, ops.counts)
+    assert ops.counts.get("aten.native_layer_norm") == 1, ops.counts
+    assert "aten.gelu" not in ops.counts and "aten.gelu_backward" not in ops.counts, ops.counts
 
     # fp32 both ways: the two backends agree to within 1e-6 here (measured: outputs 7e-7 apart, every gradient
     # within 2e-7 of its largest entry), as each does with a float64 model; 1e-5 leaves room for summation order,
@@ -93,6 +103,39 @@ def test_fused_model_matches_eager_on_a_shorter_window() -> None:
         assert err <= 1e-5 * g_e.abs().max().item() + 1e-12, f"{name}: gradient differs by {err:.3g}"
 
 
+def test_fused_block_matches_eager_in_train_mode_with_droppath() -> None:
+    """Train mode, drop_path_rate=0.2: one seed gives both paths the same DropPath masks, hence the same output and
+    every parameter gradient (fp32). A second seed changes the fused output: the masks are live, not skipped."""
+    eager, fused = make_pair(num_frame=9, embed_dim_ratio=32, num_heads=2, depth=2, drop_path_rate=0.2)
+    eager.train(), fused.train()
+    x = torch.randn(2, 9, 17, 2, device=DEVICE)
+    target = torch.randn(2, 9, 17, 3, device=DEVICE)
+    torch.manual_seed(11)
+    out_e, grads_e = forward_backward(eager, x, target)
+    torch.manual_seed(11)
+    out_f, grads_f = forward_backward(fused, x, target)
+    torch.testing.assert_close(out_f, out_e, rtol=0, atol=1e-5)
+    assert grads_f.keys() == grads_e.keys()
+    for name, g_e in grads_e.items():
+        err = (grads_f[name] - g_e).abs().max().item()
+        assert err <= 1e-5 * g_e.abs().max().item() + 1e-12, f"{name}: gradient differs by {err:.3g}"
+    torch.manual_seed(12)
+    with torch.no_grad():
+        other = fused(x)
+    assert (other - out_f).abs().max().item() > 1e-3, "a different seed should draw different DropPath masks"
+
+
+def test_fused_block_refuses_dropout_in_training() -> None:
+    """drop_rate > 0 (dropout inside the MLP, after proj, on the positions) cannot run fused: refused, not skipped."""
+    from fastmixste.attention import BackendUnavailableError
+
+    model = MixSTE(**{**SMALL, "depth": 1, "num_frame": 9}, drop_rate=0.1, attn_backend="triton").to(DEVICE)
+    x = torch.randn(1, 9, 17, 2, device=DEVICE)
+    with pytest.raises(BackendUnavailableError, match="drop_rate=0.1"):
+        model.train()(x)
+    assert model.eval().resolved_backend(x) == "triton"  # dropout is the identity in eval: fused is fine
+
+
 def test_training_curves_agree_step_by_step() -> None:
     """20 Adam steps from the same weights on the same batches: eager and triton losses agree at every step.
 
@@ -100,13 +143,14 @@ def test_training_curves_agree_step_by_step() -> None:
     the parity test); Adam carries such differences into the weights, and over these 20 steps the losses drift apart
     by at most 2e-7 relative (measured), so 1e-5 is 50x that. The test calibrates its own sensitivity: the eager
     run repeated with a learning rate 1% higher (a far smaller change than a wrong gradient term) must leave the
-    tolerance, proving the comparison can fail.
+    tolerance, proving the comparison can fail. drop_path_rate=0.2 with one seed per step: both backends draw the
+    same DropPath masks, so the fused block's DropPath forward and backward are inside the comparison.
     """
     steps, lr, T, J = 20, 1e-3, 9, 5
     rtol = 1e-5
     # Tiny (9 frames, 5 joints, 2 heads of 16) so 20 interpreted steps stay fast; the parity tests above cover the
     # small config with 17 joints and 27 frames.
-    eager, fused = make_pair(num_frame=T, num_joints=J, embed_dim_ratio=32, num_heads=2, depth=2)
+    eager, fused = make_pair(num_frame=T, num_joints=J, embed_dim_ratio=32, num_heads=2, depth=2, drop_path_rate=0.2)
     control = copy.deepcopy(eager)
     gen = torch.Generator().manual_seed(1)
     batches = [
@@ -116,7 +160,8 @@ def test_training_curves_agree_step_by_step() -> None:
     def train(model: MixSTE, lr: float) -> list[float]:
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         losses = []
-        for x, y in batches:
+        for step, (x, y) in enumerate(batches):
+            torch.manual_seed(100 + step)  # the same DropPath masks for every run at this step
             opt.zero_grad(set_to_none=True)
             loss = (model(x.to(DEVICE)) - y.to(DEVICE)).norm(dim=-1).mean()
             loss.backward()
