@@ -174,7 +174,7 @@ def test_report_writes_tables_plots_and_lists_losses(tmp_path) -> None:
 
     rows = []
     for mode in ("forward", "train"):
-        for provider in proxies.MODELLED_PROVIDERS:
+        for provider in proxies.COUNTED_PROVIDERS:  # compile is modelled for the whole model only
             row = proxies.proxy_case("spatial_attention", provider, mode, Shape(2, 27))
             rows.append({**row, "full_scale": True, "gpu_timing_shape": True})
     (tmp_path / "proxies.json").write_text(json.dumps({**proxies.compute(scopes=()), "results": rows}))
@@ -213,3 +213,136 @@ def test_report_writes_tables_plots_and_lists_losses(tmp_path) -> None:
                 "modelled_vs_cuda-rtx-4090.png"):  # fmt: skip
         assert (tmp_path / png).stat().st_size > 0
     assert (tmp_path / "report.md").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Precision, memory and the CUDA kernels' hidden traffic
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_autocast_emulation_casts_like_cuda_autocast_on_meta() -> None:
+    from fastmixste.profiling import AutocastEmulation
+
+    x, w, b = _meta(4, 8, grad=True), _meta(16, 8, grad=True), _meta(16, grad=True)
+    gamma = _meta(16, grad=True)
+    with OpCounter() as c, AutocastEmulation(torch.bfloat16):
+        y = F.linear(x, w, b)  # bf16 GEMM on bf16 casts of x, w, b
+        z = F.layer_norm(y, (16,), gamma)  # fp32: y cast back up
+        r = x.sum(-1, keepdim=True) + y  # fp32 + bf16 -> fp32 by promotion, no autocast rule
+        w2 = F.linear(x, w)  # the cast of the parameter w is cached: no second cast
+    assert (y.dtype, z.dtype, r.dtype, w2.dtype) == (torch.bfloat16, torch.float32, torch.float32, torch.bfloat16)
+    casts = [rec for rec in c.records if rec.op == "aten._to_copy.default"]
+    # x, w, b for the first linear; y up for layer_norm; x again (not a leaf parameter... x is a leaf: cached)
+    assert [(rec.bytes_read, rec.bytes_written) for rec in casts] == [
+        (32 * F32, 32 * 2), (128 * F32, 128 * 2), (16 * F32, 16 * 2), (64 * 2, 64 * F32)
+    ]  # fmt: skip
+    with OpCounter() as c:
+        (z.sum() + r.sum() + w2.float().sum()).backward()
+    back_casts = [rec for rec in c.records if rec.op == "aten._to_copy.default"]
+    assert len(back_casts) >= 4  # every forward cast's backward casts its gradient back
+    assert w.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
+    with pytest.raises(ValueError, match="unknown precision"):
+        profiling.precision_context("tf32")
+
+
+def test_live_bytes_tracker_counts_alive_storages_and_transients() -> None:
+    from fastmixste.profiling import LiveBytesTracker
+
+    x = _meta(100)  # exists before: not counted
+    with LiveBytesTracker() as m:
+        a = x * 2  # +400
+        b = a + 1  # +400 -> 800
+        del a  # -> 400
+        c = b.view(10, 10)  # a view: no new storage
+        m.transient(1000)  # a kernel workspace while b is alive: peak 1400
+        d = c.exp()  # +400 -> 800
+    assert m.peak == 1400 and m.live == 800
+    del b, c, d
+    assert m.live == 0
+
+
+def test_linear_fit_and_max_batch_by_hand() -> None:
+    from fastmixste.profiling import MemoryBudget, StepMemory, linear_in_batch
+
+    fit = linear_in_batch(StepMemory(2, 2100, 5000), StepMemory(4, 4100, 9000))
+    assert fit == {"saved_per_sequence": 1000, "saved_fixed": 100, "peak_per_sequence": 2000, "peak_fixed": 1000}
+    with pytest.raises(ValueError, match="two different batches"):
+        linear_in_batch(StepMemory(2, 1, 1), StepMemory(2, 1, 1))
+    dev = DeviceSpec("toy", 1.0, 1.0, memory_bytes=11_000)
+    budget = MemoryBudget(context_bytes=1000, headroom=0.1, bytes_per_parameter=20)
+    # usable 9000; params 100 x 20 = 2000; fixed 1000 -> 6000 left / 2000 per sequence = 3
+    assert budget.max_batch(dev, 100, 1000.0, 2000.0) == 3
+
+
+def test_set_recompute_reports_missing_switch_and_refusals() -> None:
+    from torch import nn
+
+    plain = nn.Linear(2, 2)
+    assert profiling.set_recompute(plain, "none") is None
+    assert "not available" in profiling.set_recompute(plain, "lean")
+    with pytest.raises(ValueError, match="unknown recompute policy"):
+        profiling.set_recompute(plain, "some")
+
+    class WithSwitch(nn.Linear):
+        def set_recompute(self, policy: str) -> None:
+            if policy == "full":
+                raise ValueError("full is refused here")
+            self.policy = policy
+
+    m = WithSwitch(2, 2)
+    assert profiling.set_recompute(m, "lean") is None and m.policy == "lean"
+    assert "full is refused here" in profiling.set_recompute(m, "full")
+
+
+def test_fa2_tiles_and_workspace_per_architecture() -> None:
+    from benchmarks.proxies import _Counter, cuda_like_attention, fa2_tiles
+
+    assert fa2_tiles(89, 101376)["bwd_m"] == 64 and fa2_tiles(90, 232448)["bwd_m"] == 128
+    S, H, L, D = 3, 8, 17, 64
+    q = _meta(S, H, L, D, dtype=torch.bfloat16, grad=True)
+    with cuda_like_attention():
+        out = F.scaled_dot_product_attention(q, q, q)
+    with _Counter() as c:
+        out.backward(_meta(S, H, L, D, dtype=torch.bfloat16))
+    (bwd,) = [r for r in c.records if r.op.startswith("aten._scaled_dot_product_flash_attention_backward")]
+    seq = S * H * L * D * 2
+    for spec, rows in ((profiling.RTX_4090, 64), (profiling.H100, 128)):
+        accum = S * H * rows * D * 4  # one kBlockM tile of fp32 rows per (sequence, head); one key block
+        softmax_d = S * H * 128 * 4
+        assert bwd.bytes_on(spec) == bwd.bytes + 2 * softmax_d + seq + 4 * accum
+    assert bwd.bytes_on(profiling.H100) > bwd.bytes_on(profiling.RTX_4090)
+
+
+def test_layer_norm_backward_is_charged_a_second_pass() -> None:
+    from benchmarks.proxies import _Counter
+
+    M, C = 6, 16
+    x, w = _meta(M, C, grad=True), _meta(C, grad=True)
+    y = F.layer_norm(x, (C,), w)
+    with _Counter() as c:
+        y.backward(_meta(M, C))
+    ops = [r.op for r in c.records]
+    i = ops.index("aten.native_layer_norm_backward.default")
+    extra = c.records[i + 1]
+    assert extra.op.startswith("layer_norm_backward.dgamma_dbeta_pass")
+    assert extra.bytes_read == (2 * M * C + 2 * M) * F32 and extra.launches == 1
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("fastmixste.kernels.temporal") is None, reason="temporal kernel not built"
+)
+def test_fused_temporal_backward_charges_its_second_kernels_reads() -> None:
+    from fastmixste.kernels.temporal import temporal_attention
+
+    from benchmarks.proxies import _Counter
+
+    B, T, N, H, D = 2, 27, 17, 8, 64
+    qkv = _meta(B, T, N, 3 * H * D, dtype=torch.bfloat16, grad=True)
+    out = temporal_attention(qkv, H)
+    with _Counter() as c:
+        out.backward(_meta(B, T, N, H * D, dtype=torch.bfloat16))
+    (r,) = [r for r in c.records if r.op == "fastmixste.temporal_attention_backward.default"]
+    qkv_b, o_b, lse_b = B * T * N * 3 * H * D * 2, B * T * N * H * D * 2, B * N * H * T * F32
+    # op inputs (dO, qkv, o, lse) + the dK/dV kernel's (qkv, dO, lse, delta); outputs dqkv + delta
+    assert r.bytes_read == (o_b + qkv_b + o_b + lse_b) + (qkv_b + o_b + lse_b + lse_b)
+    assert r.bytes_written == qkv_b + lse_b
