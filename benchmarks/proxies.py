@@ -58,7 +58,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MODELLED_PROVIDERS: tuple[str, ...] = ("eager", "sdpa", "triton", "xformers", "compile")
 #: Providers counted by running them on meta (compile is derived from sdpa + Inductor's kernels).
 COUNTED_PROVIDERS: tuple[str, ...] = ("eager", "sdpa", "triton", "xformers")
-NOT_MODELLED: dict[str, str] = {}
+NOT_MODELLED: dict[str, str] = {
+    "triton+compile": "not modelled: Inductor's CPU backend cannot compile around the fused Triton ops (they need a "
+    "GPU target), so there is no generated code to read; measured on CUDA only"
+}
 LAUNCH_OVERHEAD_S = 3e-6
 #: The precision train.run uses on CUDA (``--amp auto`` -> bf16 autocast, fp32 parameters).
 PRECISION = "bf16-autocast"
@@ -330,8 +333,70 @@ def proxy_case(
     }
 
 
-def compile_records(scope: str, mode: str, shape: Shape, precision: str) -> tuple[list[OpRecord], int, int]:
-    raise NotImplementedError
+_GEMMS = {"aten.mm.default", "aten.addmm.default", "aten.bmm.default", "aten.baddbmm.default"}
+
+
+def compile_records(
+    scope: str, mode: str, shape: Shape, precision: str = PRECISION, kernels: dict | None = None
+) -> tuple[list[OpRecord], int, int]:
+    """Modelled kernels of torch.compile (Inductor) of the sdpa model: (records, saved bytes, saved storages).
+
+    GEMMs and FlashAttention-2 are the sdpa path's, counted on meta (Inductor leaves them to cuBLAS and FA2 without
+    max-autotune). Everything else is what Inductor generated for this model on the CPU backend
+    (``benchmarks/inductor_kernels.py``): the depth-1 model's kernels plus (depth - 1) times the kernels one more
+    block pair adds, their bytes scaled from the small batch to ``shape`` by element count; each column reduction the
+    CPU backend folds into a row kernel is charged, on the GPU, as its own kernel re-reading that kernel's largest
+    per-token input. Saved bytes: what Inductor's forward graph returns for backward, scaled the same way.
+    """
+    from . import inductor_kernels
+
+    if scope != "model":
+        raise ValueError(f"compile is modelled for the whole model only (Inductor's kernels), not {scope!r}")
+    if precision != PRECISION:
+        raise ValueError(f"compile is modelled under {PRECISION} only (its kernels were generated so), not {precision}")
+    data = kernels if kernels is not None else inductor_kernels.load()
+    if data is None:
+        raise ValueError("no Inductor kernel table: run `python -m benchmarks.inductor_kernels` first")
+    counter, _, _ = count_case("model", "sdpa", mode, shape, precision)
+    records = [r for r in counter.records if r.op in _GEMMS or r.op in (_FLASH_FWD, _FLASH_BWD)]
+    small = data["tokens"]
+    full = shape.B * shape.T * cases.JOINTS
+    one, two = data["modes"][mode]["1"], data["modes"][mode]["2"]
+
+    def total(entry: dict) -> tuple[float, float, float, int]:
+        read = written = column = 0.0
+        for k in entry["kernels"]:
+            args = [inductor_kernels.Arg("", role, numel, size) for role, numel, size in k["args"]]
+            r, w = inductor_kernels.scale_bytes(args, small, full)
+            read, written = read + r, written + w
+            call = inductor_kernels.KernelCall(k["name"], "fused", args)
+            passes = inductor_kernels.column_reduction_passes(call, small)
+            if passes:
+                biggest = max(a.bytes for a in args if a.role != "out" and a.numel % small == 0)
+                column += passes * biggest * full / small
+        return read, written, column, len(entry["kernels"])
+
+    r1, w1, c1, n1 = total(one)
+    r2, w2, c2, n2 = total(two)
+    more = cases.DEPTH - 1
+    records.append(OpRecord("inductor.generated (depth-1 model)", round(r1), round(w1), 0, n1))
+    records.append(
+        OpRecord(f"inductor.generated ({more} more block pairs)", round(more * (r2 - r1)), round(more * (w2 - w1)),
+                 0, more * (n2 - n1))
+    )  # fmt: skip
+    if mode == "train":
+        p1, p2 = one["column_reduction_passes"], two["column_reduction_passes"]
+        records.append(
+            OpRecord("inductor.column_reductions_on_gpu (modelled)", round(c1 + more * (c2 - c1)), 0, 0,
+                     p1 + more * (p2 - p1))
+        )  # fmt: skip
+
+    def saved(entry: dict) -> tuple[float, int]:
+        b = sum(n * size * (full / small if n % small == 0 else 1.0) for n, size in entry.get("saved", []))
+        return b, len(entry.get("saved", []))
+
+    (s1, k1), (s2, k2) = saved(one), saved(two)
+    return records, round(s1 + more * (s2 - s1)), k1 + more * (k2 - k1)
 
 
 def _top_ops(records: list[OpRecord], n: int = 8) -> dict[str, dict[str, int]]:

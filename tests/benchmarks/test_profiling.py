@@ -346,3 +346,93 @@ def test_fused_temporal_backward_charges_its_second_kernels_reads() -> None:
     # op inputs (dO, qkv, o, lse) + the dK/dV kernel's (qkv, dO, lse, delta); outputs dqkv + delta
     assert r.bytes_read == (o_b + qkv_b + o_b + lse_b) + (qkv_b + o_b + lse_b + lse_b)
     assert r.bytes_written == qkv_b + lse_b
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading Inductor's generated code (the compile provider)
+# ----------------------------------------------------------------------------------------------------------------
+
+_INDUCTOR_SNIPPET = """
+cpp_fused__to_copy_add_native_layer_norm_0 = async_compile.cpp_pybinding(['float*', 'const at::BFloat16*', 'const float*', 'float*', 'at::BFloat16*', 'float*'], r'''
+#include <torch/csrc/inductor/cpp_prefix.h>
+extern "C"  void  kernel(float* in_out_ptr0,
+                       const at::BFloat16* in_ptr0,
+                       const float* in_ptr1,
+                       float* out_ptr0,
+                       at::BFloat16* out_ptr1,
+                       float* out_ptr2)
+{
+}
+''')
+
+
+class Runner:
+    def call(self, args):
+        primals_1, primals_2 = args
+        assert_size_stride(primals_1, (512, ), (1, ), 'input')
+        assert_size_stride(primals_2, (512, 512), (512, 1), 'input')
+        buf0 = empty_strided_cpu((6, 512), (512, 1), torch.bfloat16)
+        extern_kernels.mm(x, y, out=buf0)
+        buf1 = empty_strided_cpu((6, 1), (1, 6), torch.float32)
+        buf2 = buf1; del buf1  # reuse
+        buf3 = empty_strided_cpu((2, 3, 512), (1536, 512, 1), torch.float32)
+        buf4 = empty_strided_cpu((6, 512), (512, 1), torch.bfloat16)
+        buf5 = empty_strided_cpu((512, ), (1, ), torch.float32)
+        cpp_fused__to_copy_add_native_layer_norm_0(buf2, reinterpret_tensor(buf0, (2, 3, 512), (1536, 512, 1), 0), primals_1, buf3, buf4, buf5)
+        buf6 = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default(buf4, buf4, buf4)
+        buf7 = buf6[0]
+        buf8 = buf6[1]
+        return (buf3, primals_1, buf2, reinterpret_tensor(buf4, (6, 512), (512, 1), 0), buf4, buf7, buf8, )
+"""  # noqa: E501 (the generated code's own long lines)
+
+
+def test_inductor_output_code_parser_reads_roles_sizes_and_saved_buffers() -> None:
+    from benchmarks import inductor_kernels as ik
+
+    calls, saved = ik.parse_output_code_full(_INDUCTOR_SNIPPET)
+    assert [(c.name, c.kind) for c in calls] == [
+        ("extern_kernels.mm", "extern"),
+        ("cpp_fused__to_copy_add_native_layer_norm_0", "fused"),
+        ("torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default", "extern"),
+    ]
+    k = calls[1]
+    assert [(a.role, a.numel, a.itemsize) for a in k.args] == [
+        ("in_out", 6, 4), ("in", 3072, 2), ("in", 512, 4), ("out", 3072, 4), ("out", 3072, 2), ("out", 512, 4)
+    ]  # fmt: skip
+    assert k.bytes_read == 6 * 4 + 3072 * 2 + 512 * 4
+    assert k.bytes_written == 6 * 4 + 3072 * 4 + 3072 * 2 + 512 * 4
+    # returned after the output, inputs left out, one entry per buffer (buf4 twice), extern results bf16 / fp32
+    assert [(a.name, a.numel, a.itemsize) for a in saved] == [
+        ("buf2", 6, 4), ("buf4", 3072, 2), ("buf7", 0, 2), ("buf8", 0, 4)
+    ]  # fmt: skip
+    # 6 tokens: per-token buffers scale with the tokens, weight-sized ones stay
+    read, written = ik.scale_bytes(k.args, 6, 60)
+    assert read == 10 * (6 * 4 + 3072 * 2) + 512 * 4
+    assert written == 10 * (6 * 4 + 3072 * 4 + 3072 * 2) + 512 * 4
+    # one fp32 output that does not grow with the tokens (a LayerNorm weight gradient, say): one column reduction
+    assert ik.column_reduction_passes(k, 6) == 1
+    summary = ik.summarize(calls, 6, saved)
+    assert summary["generated_kernels"] == 1 and summary["kernels_by_tag"]["layer_norm_with_add"] == 1
+    assert summary["extern_calls"]["extern_kernels.mm"] == 1
+
+
+def test_compile_records_scale_depth_and_batch_from_the_kernel_table() -> None:
+    from benchmarks import proxies
+    from benchmarks.cases import DEPTH, JOINTS, Shape
+
+    def entry(per_token_reads: int, kernels: int, saved: int) -> dict:
+        args = [["in", 10 * per_token_reads, 2], ["out", 10, 2], ["in", 7, 4]]
+        ks = [{"name": f"cpp_fused_add_{i}", "read": 0, "written": 0, "args": args} for i in range(kernels)]
+        return {"kernels": ks, "column_reduction_passes": 0, "saved": [[10 * saved, 2]]}
+
+    data = {"tokens": 10, "modes": {"forward": {"1": entry(1, 2, 0), "2": entry(1, 5, 0)}}}
+    shape = Shape(2, 5)
+    records, _, _ = proxies.compile_records("model", "forward", shape, kernels=data)
+    full = shape.B * shape.T * JOINTS
+    gen = [r for r in records if r.op.startswith("inductor.generated")]
+    per_kernel_read = 10 * 2 * full / 10 + 7 * 4
+    assert gen[0].bytes_read == round(2 * per_kernel_read) and gen[0].launches == 2
+    assert gen[1].bytes_read == round((DEPTH - 1) * 3 * per_kernel_read) and gen[1].launches == (DEPTH - 1) * 3
+    assert all(r.op in proxies._GEMMS or "flash" in r.op or r.op.startswith("inductor.") for r in records)
+    with pytest.raises(ValueError, match="whole model only"):
+        proxies.compile_records("layer_pair", "forward", shape, kernels=data)
