@@ -532,3 +532,48 @@ class MemoryBudget:
         """Largest batch whose step fits: usable >= params * bytes_per_parameter + peak_fixed + B * per_sequence."""
         room = self.usable(device) - parameters * self.bytes_per_parameter - peak_fixed
         return max(0, math.floor(room / peak_per_sequence)) if peak_per_sequence > 0 else 0
+
+
+def training_step_memory(
+    model: torch.nn.Module,
+    input_shape: tuple[int, ...],
+    precision: str = "bf16-autocast",
+    policy: str = "none",
+    context: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> StepMemory:
+    """Saved-for-backward bytes and peak live bytes of one training step of ``model`` (on the meta device) on a
+    meta input of ``input_shape`` (batch first): forward under ``precision``'s casting rules, backward from a
+    gradient of ones. ``policy`` goes to ``model.set_recompute`` (ValueError when not available). ``context``
+    (optional) is entered around the step, e.g. to route attention to the kernels a GPU would run.
+    Parameters are excluded from the saved bytes; gradients created by backward are in the peak."""
+    why = set_recompute(model, policy)
+    if why:
+        raise ValueError(f"recompute policy {policy!r}: {why}")
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("meta")
+    if device.type != "meta":
+        raise ValueError(f"training_step_memory counts on the meta device; the model is on {device}")
+    model.train()
+    x = torch.empty(*input_shape, device="meta", dtype=parameter_dtype(precision))
+    tracker = LiveBytesTracker()
+    saved = SavedTensorCounter(exclude=params)
+    with context() if context else contextlib.nullcontext(), tracker, saved:
+        with precision_context(precision):
+            out = model(x)
+        out.backward(torch.ones_like(out))
+    model.zero_grad(set_to_none=True)
+    return StepMemory(int(input_shape[0]), saved.bytes, tracker.peak)
+
+
+def memory_per_sequence(
+    model: torch.nn.Module,
+    sequence_shape: tuple[int, ...],
+    precision: str = "bf16-autocast",
+    policy: str = "none",
+    context: Callable[[], contextlib.AbstractContextManager] | None = None,
+    batches: tuple[int, int] = (2, 4),
+) -> dict[str, float]:
+    """Bytes per sequence of ``sequence_shape`` (e.g. (243, 17, 2) for MixSTE) for one training step on meta:
+    {"saved_per_sequence", "saved_fixed", "peak_per_sequence", "peak_fixed"} (see :func:`linear_in_batch`)."""
+    a, b = (training_step_memory(model, (B, *sequence_shape), precision, policy, context) for B in batches)
+    return linear_in_batch(a, b)

@@ -436,3 +436,24 @@ def test_compile_records_scale_depth_and_batch_from_the_kernel_table() -> None:
     assert all(r.op in proxies._GEMMS or "flash" in r.op or r.op.startswith("inductor.") for r in records)
     with pytest.raises(ValueError, match="whole model only"):
         proxies.compile_records("layer_pair", "forward", shape, kernels=data)
+
+
+def test_memory_per_sequence_is_linear_and_matches_the_saved_counter() -> None:
+    from torch import nn
+
+    from fastmixste.profiling import memory_per_sequence, training_step_memory
+
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 3))
+    per = memory_per_sequence(model, (5, 8), precision="fp32")
+    # per sequence of 5 tokens, fp32: the input of fc1 (5x8), fc1's output saved by GELU (5x16), GELU's output
+    # saved by fc2 (5x16); nothing fixed
+    assert per["saved_per_sequence"] == 5 * (8 + 16 + 16) * F32 and per["saved_fixed"] == 0
+    assert per["peak_per_sequence"] >= per["saved_per_sequence"]
+    step = training_step_memory(model, (3, 5, 8), precision="bf16-autocast")
+    assert step.saved_bytes > 0 and step.B == 3
+    with pytest.raises(ValueError, match="not available"):
+        training_step_memory(model, (3, 5, 8), policy="full")
+    with pytest.raises(ValueError, match="meta device"):
+        training_step_memory(nn.Linear(8, 3), (3, 8))
