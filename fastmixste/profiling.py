@@ -26,6 +26,7 @@ It is a model: measured timings are the evidence, the model says where the bytes
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import weakref
 from collections import defaultdict
@@ -359,6 +360,43 @@ AUTOCAST_FP32 = frozenset(
 )  # fmt: skip
 
 
+def backward_under(mode: TorchFunctionMode, func: Callable, args: tuple, kwargs: dict) -> tuple[bool, Any]:
+    """For a TorchFunctionMode's handler: run ``Tensor.backward`` / ``torch.autograd.backward`` with ``mode`` (and
+    every mode under it) active, so that code replayed inside backward (activation checkpointing recomputes the
+    forward there) sees the modes as the forward did. Returns (handled, result).
+
+    A mode is popped while its handler runs, and both backward functions are overridable (each mode would pop itself
+    in turn), so the handler re-enters ``mode`` and calls the autograd engine directly.
+    """
+    if func is torch.Tensor.backward:
+        bound = inspect.signature(torch.Tensor.backward).bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        tensors, grads, retain, create, inputs = a["self"], a["gradient"], a["retain_graph"], a["create_graph"], a[
+            "inputs"
+        ]
+    elif func is torch.autograd.backward:
+        bound = inspect.signature(torch.autograd.backward).bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        tensors, grads, retain, create, inputs = (
+            a["tensors"], a["grad_tensors"], a["retain_graph"], a["create_graph"], a["inputs"]
+        )  # fmt: skip
+    else:
+        return False, None
+    tensors = (tensors,) if isinstance(tensors, torch.Tensor) else tuple(tensors)
+    if grads is None or isinstance(grads, torch.Tensor):
+        grads = (grads,) * len(tensors) if grads is None else (grads,)
+    inputs = () if inputs is None else (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    with mode:
+        grads = torch.autograd._make_grads(tensors, tuple(grads), is_grads_batched=False)
+        torch.autograd.graph._engine_run_backward(
+            tensors, grads, create if retain is None else retain, create, inputs,
+            allow_unreachable=True, accumulate_grad=True,
+        )  # fmt: skip
+    return True, None
+
+
 class AutocastEmulation(TorchFunctionMode):
     """CUDA autocast's casting rules, applied at the Python API level so they also act on meta tensors.
 
@@ -370,6 +408,8 @@ class AutocastEmulation(TorchFunctionMode):
     - ops of :data:`AUTOCAST_FP32` get lower-precision inputs cast to fp32;
     - everything else runs in its inputs' dtypes with the usual type promotion (fp32 residual + bf16 branch -> fp32).
     Custom ops are not touched (autocast does not touch them either, unless they register an autocast rule).
+    The mode stays active through ``Tensor.backward``, as autocast's state does for a checkpoint's recompute,
+    and the cast cache is emptied there: a recompute casts the weights again, as it does under autocast.
     """
 
     def __init__(self, dtype: torch.dtype = torch.bfloat16) -> None:
@@ -391,6 +431,11 @@ class AutocastEmulation(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is torch.Tensor.backward or func is torch.autograd.backward:
+            self._cache.clear()  # a recompute in backward enters a fresh autocast region: weights are cast again
+        handled, result = backward_under(self, func, args, kwargs)
+        if handled:
+            return result
         name = getattr(func, "__name__", "")
         if name in AUTOCAST_LOWER:
             args, kwargs = tree_map(lambda t: self._cast(t, self.dtype, True), (args, kwargs))

@@ -457,3 +457,26 @@ def test_memory_per_sequence_is_linear_and_matches_the_saved_counter() -> None:
         training_step_memory(model, (3, 5, 8), policy="full")
     with pytest.raises(ValueError, match="meta device"):
         training_step_memory(nn.Linear(8, 3), (3, 8))
+
+
+def test_emulated_autocast_and_routing_stay_active_in_a_checkpoint_recompute() -> None:
+    from torch.utils.checkpoint import checkpoint
+
+    from benchmarks.proxies import cuda_like_attention
+
+    w = _meta(8, 8, grad=True)
+    x = _meta(2, 4, 8, grad=True)
+
+    def block(t: torch.Tensor) -> torch.Tensor:
+        h = F.linear(t, w)  # bf16 under autocast
+        p = h.float().softmax(-1)  # fp32
+        q = h.view(1, 2, 4, 8)
+        return (p @ h.transpose(1, 2)).float().sum() + F.scaled_dot_product_attention(q, q, q).float().sum()
+
+    with cuda_like_attention("bf16-autocast"):
+        out = checkpoint(block, x, use_reentrant=False)
+        with OpCounter() as c:
+            out.backward()  # the recompute runs the forward again: it must cast and route as the forward did
+    ops = [r.op for r in c.records]
+    assert "aten._scaled_dot_product_flash_attention.default" in ops  # recomputed forward, routed to FA2
+    assert x.grad is not None and w.grad.dtype == torch.float32
