@@ -337,6 +337,43 @@ def run(depths: tuple[int, int] = (1, 2), verbose: bool = True) -> dict:
             if verbose:
                 print(f"{mode} depth {depth}: {len(codes)} graphs, {len(calls)} calls, "
                       f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
+    out["check"] = check(out)
+    return out
+
+
+_EXTERN_OK = ("extern_kernels.mm", "extern_kernels.addmm", "extern_kernels.bmm", "extern_kernels.baddbmm",
+              "torch.ops.aten._scaled_dot_product_flash_attention")  # fmt: skip
+
+
+def check(data: dict) -> dict:
+    """The assumptions the compile model rests on, read off the generated kernels (True where they hold), and
+    the per-block-pair counts (depth 2 minus depth 1).
+
+    - ``only_gemm_and_attention_extern``: Inductor leaves only the GEMMs and the attention op to library kernels;
+      everything else is in generated kernels (so the compile model takes exactly those from the sdpa count);
+    - ``layer_norms_fused_with_residual_add``: every generated kernel that computes a LayerNorm forward also does
+      the residual add feeding it (the per-pair delta: as many "layer_norm + add" kernels as LayerNorm kernels);
+    - ``gelu_fused_with_cast``: the GELU kernels also write the bf16 GEMM input (no standalone activation cast);
+    - ``bias_and_weight_grads_folded``: on the CPU backend the bias / LayerNorm-weight gradient sums sit in the
+      row kernels (column reductions > 0), which the GPU model charges as separate passes.
+    """
+    out: dict = {}
+    for mode, by_depth in data["modes"].items():
+        one, two = by_depth["1"], by_depth["2"]
+        pair_tags = {k: two["kernels_by_tag"][k] - one["kernels_by_tag"][k] for k in one["kernels_by_tag"]}
+        externs = set(one["extern_calls"]) | set(two["extern_calls"])
+        gelu = [k["name"] for k in two["kernels"] if "gelu" in k["name"] and "gelu_backward" not in k["name"]]
+        out[mode] = {
+            "generated_kernels_per_block_pair": two["generated_kernels"] - one["generated_kernels"],
+            "extern_calls_per_block_pair": {k: two["extern_calls"].get(k, 0) - one["extern_calls"].get(k, 0)
+                                            for k in two["extern_calls"]},  # fmt: skip
+            "kernels_by_tag_per_block_pair": pair_tags,
+            "only_gemm_and_attention_extern": all(e.startswith(_EXTERN_OK) for e in externs),
+            "layer_norms_fused_with_residual_add": pair_tags["layer_norm_with_add"] >= pair_tags["layer_norm_forward"],
+            "gelu_fused_with_cast": all("_to_copy" in n for n in gelu),
+        }
+        if mode == "train":
+            out[mode]["bias_and_weight_grads_folded"] = two["column_reduction_passes"] > 0
     return out
 
 
@@ -348,8 +385,16 @@ def load(path: Path = OUT) -> dict | None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--check-only", action="store_true", help="re-run the check on the stored table")
     args = parser.parse_args(argv)
-    data = run()
+    if args.check_only:
+        stored = load(args.out)
+        if stored is None:
+            raise SystemExit(f"{args.out} does not exist: run `python -m benchmarks.inductor_kernels` first")
+        data = {**stored, "check": check(stored)}
+    else:
+        data = run()
+    print(json.dumps(data["check"], indent=1))
     from fastmixste._io import atomic_write
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -363,4 +408,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["Arg", "KernelCall", "parse_output_code", "scale_bytes", "column_reduction_passes", "summarize", "run",
-           "load", "asdict"]  # fmt: skip
+           "check", "load", "asdict"]  # fmt: skip

@@ -480,3 +480,24 @@ def test_emulated_autocast_and_routing_stay_active_in_a_checkpoint_recompute() -
     ops = [r.op for r in c.records]
     assert "aten._scaled_dot_product_flash_attention.default" in ops  # recomputed forward, routed to FA2
     assert x.grad is not None and w.grad.dtype == torch.float32
+
+
+def test_stored_inductor_kernels_support_the_compile_model_assumptions() -> None:
+    # results/inductor_kernels.json is what `python -m benchmarks.inductor_kernels` read off Inductor's generated
+    # code for this model; the compile model takes GEMMs and attention from the sdpa count and everything else from
+    # those kernels, which holds only if nothing else went to a library kernel.
+    from benchmarks import inductor_kernels as ik
+
+    data = ik.load()
+    if data is None:
+        pytest.skip("results/inductor_kernels.json not generated")
+    checks = ik.check(data)
+    assert data["modes"]["train"]["1"]["generated_kernels"] > 0
+    for mode in ("train", "forward"):
+        assert checks[mode]["only_gemm_and_attention_extern"], checks[mode]
+        assert checks[mode]["layer_norms_fused_with_residual_add"], checks[mode]
+        assert checks[mode]["gelu_fused_with_cast"], checks[mode]
+        # 4 Linear layers per block, 2 blocks per pair: 8 forward GEMMs (+ 16 backward in a training step)
+        gemms = checks[mode]["extern_calls_per_block_pair"]
+        assert gemms["extern_kernels.addmm"] == 8
+        assert gemms.get("extern_kernels.mm", 0) == (16 if mode == "train" else 0)
