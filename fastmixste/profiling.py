@@ -104,6 +104,8 @@ _NO_TRAFFIC = {
     _aten.new_empty_strided.default,
     _aten.resize_.default,
 }
+# Ops whose output aliases an input's storage without the schema saying so.
+_ALIASING = {_aten._unsafe_view.default, _aten.lift_fresh.default, _aten.detach.default, _aten.alias.default}
 # Ops that overwrite their first argument without reading it: count it as written only.
 _OVERWRITE = {
     _aten.copy_.default,
@@ -484,6 +486,8 @@ class LiveBytesTracker(TorchDispatchMode):
         super().__init__()
         self.live = 0
         self.peak = 0
+        #: set by the caller between forward and backward: bytes alive then, the model output excluded
+        self.kept_for_backward: int | None = None
         self._seen: set[int] = set()
 
     def _free(self, key: int, nbytes: int) -> None:
@@ -495,6 +499,8 @@ class LiveBytesTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if func.is_view or func in _ALIASING:
+            return out  # a view shares its base's storage: new or tracked already, or older than the step
         for t in _tensors(out):
             storage = t.untyped_storage()
             key = storage_key(t)
@@ -532,9 +538,10 @@ def set_recompute(model: torch.nn.Module, policy: str) -> str | None:
 
 @dataclass
 class StepMemory:
-    """What one training step keeps on the meta device at batch ``B``: bytes saved for backward (activations;
-    parameters excluded) and the peak of live bytes created inside the step (saved tensors + transients +
-    gradients + op workspaces that were registered)."""
+    """What one training step keeps on the meta device at batch ``B``: bytes kept for backward (alive between
+    forward and backward: saved activations, checkpoint caches, the weights' bf16 copies; parameters excluded) and
+    the peak of live bytes created inside the step (kept tensors + transients + gradients + op workspaces that were
+    registered)."""
 
     B: int
     saved_bytes: int
@@ -586,11 +593,12 @@ def training_step_memory(
     policy: str = "none",
     context: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> StepMemory:
-    """Saved-for-backward bytes and peak live bytes of one training step of ``model`` (on the meta device) on a
+    """Kept-for-backward bytes and peak live bytes of one training step of ``model`` (on the meta device) on a
     meta input of ``input_shape`` (batch first): forward under ``precision``'s casting rules, backward from a
     gradient of ones. ``policy`` goes to ``model.set_recompute`` (ValueError when not available). ``context``
     (optional) is entered around the step, e.g. to route attention to the kernels a GPU would run.
-    Parameters are excluded from the saved bytes; gradients created by backward are in the peak."""
+    The input and the parameters exist before the step and are not counted; gradients created by backward are in
+    the peak."""
     why = set_recompute(model, policy)
     if why:
         raise ValueError(f"recompute policy {policy!r}: {why}")
@@ -605,9 +613,11 @@ def training_step_memory(
     with context() if context else contextlib.nullcontext(), tracker, saved:
         with precision_context(precision):
             out = model(x)
+        # alive between forward and backward (the output excluded): saved tensors, checkpoint caches, weight casts
+        kept = tracker.live - out.untyped_storage().nbytes()
         out.backward(torch.ones_like(out))
     model.zero_grad(set_to_none=True)
-    return StepMemory(int(input_shape[0]), saved.bytes, tracker.peak)
+    return StepMemory(int(input_shape[0]), kept, tracker.peak)
 
 
 def memory_per_sequence(

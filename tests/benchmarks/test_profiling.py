@@ -447,9 +447,9 @@ def test_memory_per_sequence_is_linear_and_matches_the_saved_counter() -> None:
     with torch.device("meta"):
         model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 3))
     per = memory_per_sequence(model, (5, 8), precision="fp32")
-    # per sequence of 5 tokens, fp32: the input of fc1 (5x8), fc1's output saved by GELU (5x16), GELU's output
-    # saved by fc2 (5x16); nothing fixed
-    assert per["saved_per_sequence"] == 5 * (8 + 16 + 16) * F32 and per["saved_fixed"] == 0
+    # per sequence of 5 tokens, fp32, created by the step and alive before backward: fc1's output saved by GELU
+    # (5x16), GELU's output saved by fc2 (5x16); the input existed before the step; nothing fixed
+    assert per["saved_per_sequence"] == 5 * (16 + 16) * F32 and per["saved_fixed"] == 0
     assert per["peak_per_sequence"] >= per["saved_per_sequence"]
     step = training_step_memory(model, (3, 5, 8), precision="bf16-autocast")
     assert step.saved_bytes > 0 and step.B == 3
