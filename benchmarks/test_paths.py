@@ -1,7 +1,8 @@
 """Eager vs fused vs the peers: ``pytest benchmarks/ --benchmark-only`` (measured timings).
 
 Cases: scope (spatial attention, temporal attention, one STE+TTE pair, the whole MixSTE) x mode (forward without
-grad, training step = forward + backward) x provider (eager, sdpa, triton, xformers, compile) x shape.
+grad, training step = forward + backward) x provider (eager, sdpa, triton, xformers, compile = torch.compile of the
+sdpa model, triton+compile) x shape.
 
 On CUDA: bf16 autocast, the GPU shapes of ``cases.gpu_shapes`` (T in {27, 81, 243}), torch.cuda.synchronize()
 inside the timed function, warm-up rounds, peak memory per case in ``extra_info``.
@@ -41,7 +42,7 @@ def _params() -> list:
 
 def skip_reason(scope: str, mode: str, provider: str, shape: Shape) -> str | None:
     """Why a case is not timed here, or None."""
-    if provider == "triton":
+    if provider in ("triton", "triton+compile"):
         if not CUDA:
             return "triton on CPU would run in the Triton interpreter, which is not a speed test"
         from fastmixste import available_backends
@@ -54,7 +55,7 @@ def skip_reason(scope: str, mode: str, provider: str, shape: Shape) -> str | Non
             return "xformers is not installed (it has no CPU build here): modelled only, see proxies.json"
         if not CUDA:
             return "xformers needs a CUDA device"
-    if provider == "compile" and not CUDA and scope not in CPU_COMPILE_SCOPES:
+    if provider in cases.COMPILED and not CUDA and scope not in CPU_COMPILE_SCOPES:
         return (
             "torch.compile on 2 CPU cores takes 20-220 s per case (measured), beyond the CPU budget; "
             "set FASTMIXSTE_BENCH_CPU_COMPILE=all to time it"
@@ -93,7 +94,7 @@ def test_path(benchmark, scope: str, mode: str, provider: str, shape: Shape) -> 
     except torch.OutOfMemoryError as err:
         pytest.skip(f"out of GPU memory at {shape}: {err}".splitlines()[0])
     except Exception as err:
-        if provider == "compile":
+        if provider in cases.COMPILED:
             pytest.skip(f"torch.compile failed here: {type(err).__name__}: {err}".splitlines()[0])
         raise
 

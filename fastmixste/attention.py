@@ -186,9 +186,13 @@ eager_attention_core = attention_ref
 
 
 def _split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, T, N, 3*C) -> q, k, v, each a (B, T, N, H, D) strided view of ``qkv``.
+
+    One ``unbind`` rather than three ``select``s: its backward stacks dq, dk, dv into one qkv-sized gradient, where
+    each select's backward would write a zero-filled qkv-sized tensor and the three would then be added.
+    """
     B, T, N, C3 = qkv.shape
-    view = qkv.view(B, T, N, 3, num_heads, C3 // (3 * num_heads))
-    return view[:, :, :, 0], view[:, :, :, 1], view[:, :, :, 2]  # each (B, T, N, H, D), strided views
+    return qkv.view(B, T, N, 3, num_heads, C3 // (3 * num_heads)).unbind(3)
 
 
 def _sdpa_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis, dropout_p: float) -> torch.Tensor:
@@ -200,7 +204,8 @@ def _sdpa_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis, drop
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
         return out.transpose(1, 2).reshape(B, T, N, C3 // 3)
     # (B, T, N, H, D) -> (B*N, H, T, D): a copy, but the fused SDPA kernels (flash, memory-efficient) take 4-D
-    # inputs only; 5-D would fall back to the math path that materialises T x T scores.
+    # inputs only; 5-D would fall back to the math path that materialises T x T scores. The copies' backward is a
+    # view, so the gradient reaches qkv through the unbind's single stack.
     q, k, v = (t.permute(0, 2, 3, 1, 4).reshape(B * N, num_heads, T, -1) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)  # (B*N, H, T, D)
     return out.reshape(B, N, num_heads, T, -1).permute(0, 3, 1, 2, 4).reshape(B, T, N, C3 // 3)

@@ -25,15 +25,19 @@ It is a model: measured timings are the evidence, the model says where the bytes
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import flop_registry
 
 __all__ = [
@@ -61,11 +65,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DeviceSpec:
-    """Peak numbers of one GPU for the roofline model (dense bf16 tensor-core FLOP/s, DRAM bytes/s)."""
+    """Peak numbers of one GPU for the roofline model (dense bf16 tensor-core FLOP/s, DRAM bytes/s), its
+    compute capability (``sm``, which picks kernel tile sizes), opt-in shared memory per block and memory size."""
 
     name: str
     peak_flops: float
     bandwidth: float
+    sm: int = 89
+    smem_per_block: int = 101376
+    memory_bytes: int = 24 * 2**30
 
     @property
     def ridge(self) -> float:
@@ -74,9 +82,9 @@ class DeviceSpec:
 
 
 #: RTX 4090 (sm_89): 165 TFLOPS bf16 tensor (fp32 accumulate, dense), 1008 GB/s.
-RTX_4090 = DeviceSpec("RTX 4090", 165e12, 1008e9)
-#: H100 SXM (sm_90): 989 TFLOPS bf16 tensor (dense), 3.35 TB/s.
-H100 = DeviceSpec("H100", 989e12, 3.35e12)
+RTX_4090 = DeviceSpec("RTX 4090", 165e12, 1008e9, sm=89, smem_per_block=101376, memory_bytes=24 * 2**30)
+#: H100 SXM (sm_90): 989 TFLOPS bf16 tensor (dense), 3.35 TB/s, 227 KB shared memory per block, 80 GB.
+H100 = DeviceSpec("H100", 989e12, 3.35e12, sm=90, smem_per_block=232448, memory_bytes=80 * 2**30)
 DEVICES: dict[str, DeviceSpec] = {"rtx4090": RTX_4090, "h100": H100}
 
 
@@ -96,6 +104,8 @@ _NO_TRAFFIC = {
     _aten.new_empty_strided.default,
     _aten.resize_.default,
 }
+# Ops whose output aliases an input's storage without the schema saying so.
+_ALIASING = {_aten._unsafe_view.default, _aten.lift_fresh.default, _aten.detach.default, _aten.alias.default}
 # Ops that overwrite their first argument without reading it: count it as written only.
 _OVERWRITE = {
     _aten.copy_.default,
@@ -127,10 +137,24 @@ class OpRecord:
     launches: int = 1
     #: FLOPs the kernel issues when its tiles are padded (e.g. 17 rows in a 128-row tile); None: same as flops.
     issued_flops: int | None = None
+    #: Per compute capability (e.g. 89, 90), what differs there: {"bytes": ..., "issued_flops": ...} (kernels whose
+    #: tile sizes, hence padded workspaces, depend on the architecture). Missing keys fall back to the fields above.
+    by_sm: dict[int, dict[str, int]] | None = None
 
     @property
     def bytes(self) -> int:
         return self.bytes_read + self.bytes_written
+
+    def bytes_on(self, device: DeviceSpec) -> int:
+        """Bytes moved on ``device`` (its architecture's override, else :attr:`bytes`)."""
+        if self.by_sm and "bytes" in self.by_sm.get(device.sm, {}):
+            return self.by_sm[device.sm]["bytes"]
+        return self.bytes
+
+    def issued_flops_on(self, device: DeviceSpec) -> int | None:
+        if self.by_sm and "issued_flops" in self.by_sm.get(device.sm, {}):
+            return self.by_sm[device.sm]["issued_flops"]
+        return self.issued_flops
 
 
 def _tensors(tree: Any) -> list[torch.Tensor]:
@@ -269,8 +293,9 @@ class SavedTensorCounter:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _flops(record: OpRecord, padded: bool) -> int:
-    return record.issued_flops if padded and record.issued_flops is not None else record.flops
+def _flops(record: OpRecord, padded: bool, device: DeviceSpec) -> int:
+    issued = record.issued_flops_on(device)
+    return issued if padded and issued is not None else record.flops
 
 
 def op_seconds(record: OpRecord, device: DeviceSpec, launch_overhead_s: float = 0.0, padded: bool = False) -> float:
@@ -278,8 +303,9 @@ def op_seconds(record: OpRecord, device: DeviceSpec, launch_overhead_s: float = 
 
     ``padded=True`` uses the tile-padded FLOPs where the record has them.
     """
-    flops = _flops(record, padded)
-    return max(record.bytes / device.bandwidth, flops / device.peak_flops) + record.launches * launch_overhead_s
+    flops = _flops(record, padded, device)
+    t = max(record.bytes_on(device) / device.bandwidth, flops / device.peak_flops)
+    return t + record.launches * launch_overhead_s
 
 
 def roofline_seconds(
@@ -293,8 +319,8 @@ def roofline_seconds(
     """
     mem = comp = launch = 0.0
     for r in records:
-        t_mem = r.bytes / device.bandwidth
-        t_comp = _flops(r, padded) / device.peak_flops
+        t_mem = r.bytes_on(device) / device.bandwidth
+        t_comp = _flops(r, padded, device) / device.peak_flops
         if t_comp > t_mem:
             comp += t_comp
         else:
@@ -318,3 +344,291 @@ def count(fn: Callable[[], Any], launches_per_op: dict[str, int] | None = None) 
     with OpCounter(launches_per_op) as counter:
         fn()
     return counter
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Autocast on the meta device
+# ----------------------------------------------------------------------------------------------------------------
+
+#: Ops CUDA autocast runs in the lower precision (its "lower_precision_fp" list, the ones a transformer uses).
+AUTOCAST_LOWER = frozenset(
+    {"linear", "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addmm", "baddbmm", "addbmm", "einsum",
+     "scaled_dot_product_attention", "conv1d", "conv2d", "conv3d", "prelu"}
+)  # fmt: skip
+#: Ops CUDA autocast runs in fp32 (its "fp32" list, the ones a transformer uses).
+AUTOCAST_FP32 = frozenset(
+    {"layer_norm", "group_norm", "softmax", "log_softmax", "exp", "log", "pow", "rsqrt", "sum", "prod", "cumsum",
+     "norm", "mse_loss", "l1_loss", "cross_entropy", "nll_loss"}
+)  # fmt: skip
+
+
+def backward_under(mode: TorchFunctionMode, func: Callable, args: tuple, kwargs: dict) -> tuple[bool, Any]:
+    """For a TorchFunctionMode's handler: run ``Tensor.backward`` / ``torch.autograd.backward`` with ``mode`` (and
+    every mode under it) active, so that code replayed inside backward (activation checkpointing recomputes the
+    forward there) sees the modes as the forward did. Returns (handled, result).
+
+    A mode is popped while its handler runs, and both backward functions are overridable (each mode would pop itself
+    in turn), so the handler re-enters ``mode`` and calls the autograd engine directly.
+    """
+    if func is torch.Tensor.backward:
+        bound = inspect.signature(torch.Tensor.backward).bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        tensors, grads, retain, create, inputs = a["self"], a["gradient"], a["retain_graph"], a["create_graph"], a[
+            "inputs"
+        ]
+    elif func is torch.autograd.backward:
+        bound = inspect.signature(torch.autograd.backward).bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        tensors, grads, retain, create, inputs = (
+            a["tensors"], a["grad_tensors"], a["retain_graph"], a["create_graph"], a["inputs"]
+        )  # fmt: skip
+    else:
+        return False, None
+    tensors = (tensors,) if isinstance(tensors, torch.Tensor) else tuple(tensors)
+    if grads is None or isinstance(grads, torch.Tensor):
+        grads = (grads,) * len(tensors) if grads is None else (grads,)
+    inputs = () if inputs is None else (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    with mode:
+        grads = torch.autograd._make_grads(tensors, tuple(grads), is_grads_batched=False)
+        torch.autograd.graph._engine_run_backward(
+            tensors, grads, create if retain is None else retain, create, inputs,
+            allow_unreachable=True, accumulate_grad=True,
+        )  # fmt: skip
+    return True, None
+
+
+class AutocastEmulation(TorchFunctionMode):
+    """CUDA autocast's casting rules, applied at the Python API level so they also act on meta tensors.
+
+    ``torch.autocast("cuda")`` needs a CUDA build, and autocast keys exist only for real device types, so a
+    meta-device count would otherwise see no casts. Inside ``with AutocastEmulation(torch.bfloat16):``
+    - ops of :data:`AUTOCAST_LOWER` get their floating inputs cast to ``dtype`` (``Tensor.to``, an autograd op: its
+      backward casts the gradient back, as autocast's does); casts of leaf tensors that require grad (parameters)
+      are cached for the life of the context, as autocast caches them;
+    - ops of :data:`AUTOCAST_FP32` get lower-precision inputs cast to fp32;
+    - everything else runs in its inputs' dtypes with the usual type promotion (fp32 residual + bf16 branch -> fp32).
+    Custom ops are not touched (autocast does not touch them either, unless they register an autocast rule).
+    The mode stays active through ``Tensor.backward``, as autocast's state does for a checkpoint's recompute,
+    and the cast cache is emptied there: a recompute casts the weights again, as it does under autocast.
+    """
+
+    def __init__(self, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _cast(self, x: Any, dtype: torch.dtype, from_fp32: bool) -> Any:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dtype == dtype:
+            return x
+        if from_fp32 and x.dtype != torch.float32:
+            return x
+        if x.is_leaf and x.requires_grad:
+            key = id(x)
+            if key not in self._cache:
+                self._cache[key] = x.to(dtype)
+            return self._cache[key]
+        return x.to(dtype)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.backward or func is torch.autograd.backward:
+            self._cache.clear()  # a recompute in backward enters a fresh autocast region: weights are cast again
+        handled, result = backward_under(self, func, args, kwargs)
+        if handled:
+            return result
+        name = getattr(func, "__name__", "")
+        if name in AUTOCAST_LOWER:
+            args, kwargs = tree_map(lambda t: self._cast(t, self.dtype, True), (args, kwargs))
+        elif name in AUTOCAST_FP32:
+            args, kwargs = tree_map(lambda t: self._cast(t, torch.float32, False), (args, kwargs))
+        return func(*args, **kwargs)
+
+    def __exit__(self, *exc: object) -> None:
+        self._cache.clear()
+        super().__exit__(*exc)
+
+
+def precision_context(precision: str) -> contextlib.AbstractContextManager:
+    """``"bf16-autocast"`` / ``"fp16-autocast"`` (fp32 parameters, CUDA autocast's rules, see
+    :class:`AutocastEmulation`) or ``"bf16"`` / ``"fp32"`` / ``"fp16"`` (everything in that dtype: nothing to do)."""
+    if precision == "bf16-autocast":
+        return AutocastEmulation(torch.bfloat16)
+    if precision == "fp16-autocast":
+        return AutocastEmulation(torch.float16)
+    if precision in ("bf16", "fp16", "fp32"):
+        return contextlib.nullcontext()
+    raise ValueError(f"unknown precision {precision!r}; expected bf16-autocast, fp16-autocast, bf16, fp16 or fp32")
+
+
+def parameter_dtype(precision: str) -> torch.dtype:
+    """dtype of the parameters (and the input) under ``precision``: fp32 for the autocast schemes."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Live memory on the meta device
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class LiveBytesTracker(TorchDispatchMode):
+    """Bytes of the storages created inside ``with LiveBytesTracker() as m:`` that are alive, and their peak.
+
+    Every op output's storage is added when it first appears and subtracted when it is freed (a finalizer on the
+    storage object, which PyTorch keeps alive exactly as long as the storage). Storages that existed before (the
+    parameters, the input) are not counted. ``m.transient(n)`` records a workspace of ``n`` bytes that a kernel
+    allocates and frees inside one op (dispatch cannot see it): it raises the peak, not the live count. This is
+    what a caching allocator would have to hold at least; its rounding and fragmentation come on top.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        #: set by the caller between forward and backward: bytes alive then, the model output excluded
+        self.kept_for_backward: int | None = None
+        self._seen: set[int] = set()
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self._seen.discard(key)
+        self.live -= nbytes
+
+    def transient(self, nbytes: int) -> None:
+        self.peak = max(self.peak, self.live + nbytes)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.is_view or func in _ALIASING:
+            return out  # a view shares its base's storage: new or tracked already, or older than the step
+        for t in _tensors(out):
+            storage = t.untyped_storage()
+            key = storage_key(t)
+            if key in self._seen:
+                continue
+            nbytes = storage.nbytes()
+            self._seen.add(key)
+            self.live += nbytes
+            weakref.finalize(storage, self._free, key, nbytes)
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Memory of a training step, per sequence
+# ----------------------------------------------------------------------------------------------------------------
+
+RECOMPUTE_POLICIES: tuple[str, ...] = ("none", "lean", "full")
+
+
+def set_recompute(model: torch.nn.Module, policy: str) -> str | None:
+    """Apply ``model.set_recompute(policy)``; None when done, else why not (the model has no such switch, or
+    refuses the policy). ``"none"`` always works on a model without the switch (nothing is recomputed there)."""
+    if policy not in RECOMPUTE_POLICIES:
+        raise ValueError(f"unknown recompute policy {policy!r}; expected one of {RECOMPUTE_POLICIES}")
+    setter = getattr(model, "set_recompute", None)
+    if setter is None:
+        return None if policy == "none" else "not available: this model has no set_recompute()"
+    try:
+        setter(policy)
+    except (ValueError, NotImplementedError, RuntimeError) as err:
+        return f"not available: {err}"
+    return None
+
+
+@dataclass
+class StepMemory:
+    """What one training step keeps on the meta device at batch ``B``: bytes kept for backward (alive between
+    forward and backward: saved activations, checkpoint caches, the weights' bf16 copies; parameters excluded) and
+    the peak of live bytes created inside the step (kept tensors + transients + gradients + op workspaces that were
+    registered)."""
+
+    B: int
+    saved_bytes: int
+    peak_bytes: int
+
+
+def linear_in_batch(a: StepMemory, b: StepMemory) -> dict[str, float]:
+    """Fit bytes = fixed + per_sequence * B through two batches: {"saved_per_sequence", "saved_fixed",
+    "peak_per_sequence", "peak_fixed"} (fixed: what does not grow with the batch, e.g. bf16 weight copies)."""
+    if a.B == b.B:
+        raise ValueError(f"need two different batches, got B={a.B} twice")
+    out = {}
+    for name in ("saved", "peak"):
+        ya, yb = getattr(a, f"{name}_bytes"), getattr(b, f"{name}_bytes")
+        per = (yb - ya) / (b.B - a.B)
+        out[f"{name}_per_sequence"] = per
+        out[f"{name}_fixed"] = ya - per * a.B
+    return out
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """How much of a card a training step may use, and what it holds besides activations.
+
+    - ``context_bytes``: CUDA context, cuBLAS/cuDNN workspaces and kernels (~0.5-1 GB on a real card; 1 GiB here);
+    - ``headroom``: share of the rest held back for the caching allocator's rounding and fragmentation (10%);
+    - ``bytes_per_parameter``: fp32 weights (4) + fp32 gradients (4) + Adam's two fp32 moments (8) = 16, plus 4 for
+      the previous step's gradients that ``train.run`` keeps alive through the next forward (it zeroes them after
+      the forward) = 20.
+    """
+
+    context_bytes: int = 2**30
+    headroom: float = 0.10
+    bytes_per_parameter: int = 20
+
+    def usable(self, device: DeviceSpec) -> float:
+        return (device.memory_bytes - self.context_bytes) * (1.0 - self.headroom)
+
+    def max_batch(self, device: DeviceSpec, parameters: int, peak_fixed: float, peak_per_sequence: float) -> int:
+        """Largest batch whose step fits: usable >= params * bytes_per_parameter + peak_fixed + B * per_sequence."""
+        room = self.usable(device) - parameters * self.bytes_per_parameter - peak_fixed
+        return max(0, math.floor(room / peak_per_sequence)) if peak_per_sequence > 0 else 0
+
+
+def training_step_memory(
+    model: torch.nn.Module,
+    input_shape: tuple[int, ...],
+    precision: str = "bf16-autocast",
+    policy: str = "none",
+    context: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> StepMemory:
+    """Kept-for-backward bytes and peak live bytes of one training step of ``model`` (on the meta device) on a
+    meta input of ``input_shape`` (batch first): forward under ``precision``'s casting rules, backward from a
+    gradient of ones. ``policy`` goes to ``model.set_recompute`` (ValueError when not available). ``context``
+    (optional) is entered around the step, e.g. to route attention to the kernels a GPU would run.
+    The input and the parameters exist before the step and are not counted; gradients created by backward are in
+    the peak."""
+    why = set_recompute(model, policy)
+    if why:
+        raise ValueError(f"recompute policy {policy!r}: {why}")
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("meta")
+    if device.type != "meta":
+        raise ValueError(f"training_step_memory counts on the meta device; the model is on {device}")
+    model.train()
+    x = torch.empty(*input_shape, device="meta", dtype=parameter_dtype(precision))
+    tracker = LiveBytesTracker()
+    saved = SavedTensorCounter(exclude=params)
+    with context() if context else contextlib.nullcontext(), tracker, saved:
+        with precision_context(precision):
+            out = model(x)
+        # alive between forward and backward (the output excluded): saved tensors, checkpoint caches, weight casts
+        kept = tracker.live - out.untyped_storage().nbytes()
+        out.backward(torch.ones_like(out))
+    model.zero_grad(set_to_none=True)
+    return StepMemory(int(input_shape[0]), kept, tracker.peak)
+
+
+def memory_per_sequence(
+    model: torch.nn.Module,
+    sequence_shape: tuple[int, ...],
+    precision: str = "bf16-autocast",
+    policy: str = "none",
+    context: Callable[[], contextlib.AbstractContextManager] | None = None,
+    batches: tuple[int, int] = (2, 4),
+) -> dict[str, float]:
+    """Bytes per sequence of ``sequence_shape`` (e.g. (243, 17, 2) for MixSTE) for one training step on meta:
+    {"saved_per_sequence", "saved_fixed", "peak_per_sequence", "peak_fixed"} (see :func:`linear_in_batch`)."""
+    a, b = (training_step_memory(model, (B, *sequence_shape), precision, policy, context) for B in batches)
+    return linear_in_batch(a, b)

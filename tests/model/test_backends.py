@@ -204,3 +204,60 @@ def test_dispatch_is_marked_as_torch_marks_constant_results():
     marked = torch.compiler.assume_constant_result(probe)
     flags = {k: v for k, v in vars(marked).items() if k.startswith("_dynamo")}
     assert flags and all(getattr(model._resolve, k, None) == v for k, v in flags.items()), flags
+
+
+def _backward_node_names(out: torch.Tensor) -> set[str]:
+    seen, names, stack = set(), set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(fn for fn, _ in node.next_functions)
+    return names
+
+
+@pytest.fixture
+def xformers_stub(monkeypatch):
+    """``xformers.ops.memory_efficient_attention`` as the math it computes ((batch, seq, heads, D) layout), so the
+    xformers core's own layout code runs and is differentiated on the CPU."""
+    import sys
+    import types
+
+    def memory_efficient_attention(q, k, v, attn_bias=None, p=0.0, scale=None):
+        assert attn_bias is None and p == 0.0
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale=scale
+        )
+        return out.transpose(1, 2)
+
+    pkg, ops = types.ModuleType("xformers"), types.ModuleType("xformers.ops")
+    ops.memory_efficient_attention = memory_efficient_attention
+    pkg.ops = ops
+    monkeypatch.setitem(sys.modules, "xformers", pkg)
+    monkeypatch.setitem(sys.modules, "xformers.ops", ops)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "xformers"])
+@pytest.mark.parametrize("axis", ["spatial", "temporal"])
+def test_peer_cores_split_qkv_without_select_copies(backend, axis, xformers_stub):
+    # q, k, v come from one unbind: its backward writes one qkv-sized gradient. Three `select`s would each write a
+    # zero-filled qkv-sized gradient (SelectBackward) and add them up.
+    from fastmixste.attention import _sdpa_core, _xformers_core, eager_attention_core
+
+    torch.manual_seed(0)
+    B, T, N, H, D = 2, 9, 17, 4, 8
+    qkv = torch.randn(B, T, N, 3 * H * D, dtype=torch.float64, requires_grad=True)
+    core = _sdpa_core if backend == "sdpa" else _xformers_core
+    out = core(qkv, H, D**-0.5, axis, 0.0)
+    names = _backward_node_names(out)
+    assert not any(n.startswith("SelectBackward") for n in names), names
+    assert any(n.startswith("UnbindBackward") for n in names), names
+    grad_out = torch.randn_like(out)
+    (g,) = torch.autograd.grad(out, qkv, grad_out)
+    ref = eager_attention_core(qkv, H, D**-0.5, axis)
+    (g_ref,) = torch.autograd.grad(ref, qkv, grad_out)
+    assert out.shape == (B, T, N, H * D)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
