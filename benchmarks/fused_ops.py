@@ -135,14 +135,18 @@ def _import_modules() -> tuple[dict[str, Any], dict[str, str]]:
     return mods, errors
 
 
-def _qkv_inputs(B: int, T: int) -> Callable[[torch.device, torch.dtype, torch.Generator | None], tuple[tuple, dict]]:
+def qkv_inputs(
+    B: int, T: int, C: int = EMBED, H: int = HEADS, N: int = JOINTS
+) -> Callable[[torch.device, torch.dtype, torch.Generator | None], tuple[tuple, dict]]:
+    """Input maker of the attention ops: ((B, T, N, 3*C) qkv, H), unit-scale random values (empty on meta)."""
+
     def make(device: torch.device, dtype: torch.dtype, gen: torch.Generator | None) -> tuple[tuple, dict]:
-        shape = (B, T, JOINTS, 3 * EMBED)
+        shape = (B, T, N, 3 * C)
         if torch.device(device).type == "meta":
-            return (torch.empty(shape, device=device, dtype=dtype), HEADS), {}
+            return (torch.empty(shape, device=device, dtype=dtype), H), {}
         # Drawn in fp32 and rounded once, so every dtype sees unit-scale values (the CPU tests' inputs).
         qkv = torch.randn(shape, device=device, generator=gen, dtype=torch.float32).to(dtype)
-        return (qkv, HEADS), {}
+        return (qkv, H), {}
 
     return make
 
@@ -180,7 +184,7 @@ def _attention_case(op: str, module: str, ref: Callable[..., Any]) -> ParityCase
         module=module,
         fn=fused_function(op),
         ref=ref,
-        make_inputs=_qkv_inputs(B, T),
+        make_inputs=qkv_inputs(B, T),
         grad_args=(0,),
         batch_args=(0,),
         # float64 temporal scores of 8 sequences: 8 * 17 * 8 * 243^2 * 8 B = 0.6 GB per buffer.

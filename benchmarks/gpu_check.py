@@ -34,6 +34,7 @@ import copy
 import dataclasses
 import datetime
 import gc
+import inspect
 import json
 import math
 import os
@@ -416,7 +417,11 @@ class Context:
     speed_rows: list[dict[str, Any]] = field(default_factory=list)
     results: list[StepResult] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
+    # What a real run uses; the CPU rehearsal (tests) shrinks them.
     model_shape: ModelShape = field(default_factory=lambda: FULL_MODEL)
+    amp: torch.dtype = torch.bfloat16
+    batches: tuple[int, ...] = BATCHES
+    timing: tuple[int, int, int, int] = (WARMUP_MODEL, ITERS_MODEL, WARMUP_SCOPE, ITERS_SCOPE)
 
     @property
     def plan_spec(self) -> str:
@@ -434,14 +439,14 @@ def predicted_train_peak(ctx: Context, provider: str, B: int) -> float:
 def planned_batch(ctx: Context, mode: str) -> int:
     """First batch to try: the largest of BATCHES whose modelled peak fits MEMORY_HEADROOM of the GPU."""
     if mode == "forward":
-        return BATCHES[-1]
+        return ctx.batches[-1]
     providers = [p for p in SPEED_PROVIDERS if p != "xformers" or ctx.profile.xformers]
     fitting = [
         B
-        for B in BATCHES
+        for B in ctx.batches
         if max(predicted_train_peak(ctx, p, B) for p in providers) <= MEMORY_HEADROOM * ctx.profile.memory_bytes
     ]
-    return fitting[-1] if fitting else BATCHES[0]
+    return fitting[-1] if fitting else ctx.batches[0]
 
 
 # ==================================================================================================================
@@ -500,6 +505,13 @@ def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).abs().max().item()) if a.numel() else 0.0
 
 
+def _arg_name(fn: Callable[..., Any], i: int) -> str:
+    try:
+        return list(inspect.signature(fn).parameters)[i]
+    except (TypeError, ValueError, IndexError):
+        return f"arg{i}"
+
+
 def _nan_count(t: torch.Tensor) -> int:
     return int(torch.isnan(t).sum().item())
 
@@ -556,7 +568,8 @@ def kernel_parity(case: fused_ops.ParityCase, dtype: torch.dtype, device: Device
     nans = sum(_nan_count(t) for t in outs1 + g1)
 
     names = [f"out{i}" if len(outs1) > 1 else "out" for i in range(len(outs1))]
-    names += [f"grad(arg {i})" for i in case.grad_args]
+    grad_names = {i: f"d{_arg_name(case.fn, i)}" for i in case.grad_args}
+    names += [grad_names[i] for i in case.grad_args]
     fused_all = outs1 + g1
     err_fused = dict.fromkeys(names, 0.0)
     err_eager = dict.fromkeys(names, 0.0)
@@ -588,7 +601,7 @@ def kernel_parity(case: fused_ops.ParityCase, dtype: torch.dtype, device: Device
         del got
     for k, i in enumerate(case.grad_args):
         if i in unbatched:
-            name = f"grad(arg {i})"
+            name = grad_names[i]
             err_fused[name] = _max_abs(g1[k], sums["ref"][i])
             err_eager[name] = _max_abs(sums["eager"][i], sums["ref"][i])
 
@@ -665,8 +678,10 @@ def _fwd_bwd(model: torch.nn.Module, x: torch.Tensor, g: torch.Tensor, device: D
     return out.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
-def model_parity(device: Device, shape: ModelShape = FULL_MODEL, B: int = 2, seed: int = 0) -> dict[str, Any]:
-    """Whole MixSTE, triton vs eager in bf16 autocast, against the same model in float64 (eager): output and every
+def model_parity(
+    device: Device, shape: ModelShape = FULL_MODEL, B: int = 2, amp: torch.dtype = torch.bfloat16, seed: int = 0
+) -> dict[str, Any]:
+    """Whole MixSTE, triton vs eager in ``amp`` autocast, against the same model in float64 (eager): output and every
     parameter gradient; the fused error must stay within LOW_PRECISION_FACTOR x the eager error for each."""
     dev = device.torch_device
     torch.manual_seed(seed)
@@ -676,8 +691,8 @@ def model_parity(device: Device, shape: ModelShape = FULL_MODEL, B: int = 2, see
     out64, grads64 = _fwd_bwd(ref, x.double(), g.double(), device, None)
     del ref
     device.free()
-    out_e, grads_e = _fwd_bwd(model.set_attn_backend("eager"), x, g, device, torch.bfloat16)
-    out_f, grads_f = _fwd_bwd(model.set_attn_backend("triton"), x, g, device, torch.bfloat16)
+    out_e, grads_e = _fwd_bwd(model.set_attn_backend("eager"), x, g, device, amp)
+    out_f, grads_f = _fwd_bwd(model.set_attn_backend("triton"), x, g, device, amp)
     rows = {"output": (_max_abs(out_f, out64), _max_abs(out_e, out64))}
     for name in grads64:
         rows[name] = (_max_abs(grads_f[name], grads64[name]), _max_abs(grads_e[name], grads64[name]))
@@ -691,7 +706,7 @@ def model_parity(device: Device, shape: ModelShape = FULL_MODEL, B: int = 2, see
     return {
         "passed": not failures,
         "failures": failures,
-        "shape": f"B{B}-T{shape.T}, depth {shape.depth}, C {shape.embed}, bf16 autocast, train mode, drop_path 0",
+        "shape": f"B{B}-T{shape.T}, depth {shape.depth}, C {shape.embed}, {DTYPE_NAMES[amp]} autocast, train mode",
         "rule": f"fused error <= {LOW_PRECISION_FACTOR:g} x eager error vs float64, output and every gradient",
         "output_error": {"fused": rows["output"][0], "eager": rows["output"][1]},
         "tensors_compared": len(rows),
@@ -699,7 +714,9 @@ def model_parity(device: Device, shape: ModelShape = FULL_MODEL, B: int = 2, see
     }
 
 
-def model_determinism(device: Device, shape: ModelShape = FULL_MODEL, B: int = 2, seed: int = 0) -> dict[str, Any]:
+def model_determinism(
+    device: Device, shape: ModelShape = FULL_MODEL, B: int = 2, amp: torch.dtype = torch.bfloat16, seed: int = 0
+) -> dict[str, Any]:
     """Two forward+backward passes of the fused model (bf16 autocast) must give bit-identical outputs and gradients.
 
     The eager model runs twice as a control: when it differs too, the nondeterminism lies outside the fused kernels
@@ -711,8 +728,8 @@ def model_determinism(device: Device, shape: ModelShape = FULL_MODEL, B: int = 2
     x, g = _model_io(shape, B, dev)
     same = {}
     for backend in ("triton", "eager"):
-        o1, g1 = _fwd_bwd(model.set_attn_backend(backend), x, g, device, torch.bfloat16)
-        o2, g2 = _fwd_bwd(model, x, g, device, torch.bfloat16)
+        o1, g1 = _fwd_bwd(model.set_attn_backend(backend), x, g, device, amp)
+        o2, g2 = _fwd_bwd(model, x, g, device, amp)
         differ = [n for n in g1 if not torch.equal(g1[n], g2[n])]
         same[backend] = {"output_identical": bool(torch.equal(o1, o2)), "gradients_differing": differ}
     fused_ok = same["triton"]["output_identical"] and not same["triton"]["gradients_differing"]
@@ -730,7 +747,7 @@ def model_determinism(device: Device, shape: ModelShape = FULL_MODEL, B: int = 2
 
 
 def compile_parity(
-    device: Device, shape: ModelShape = FULL_MODEL, B: int = 2, depth: int = 2, seed: int = 0
+    device: Device, shape: ModelShape = FULL_MODEL, B: int = 2, depth: int = 2, backend: str = "inductor", seed: int = 0
 ) -> dict[str, Any]:
     """torch.compile of the fused model (depth 2, full width, T = 243, fp32) against the same model uncompiled."""
     dev = device.torch_device
@@ -738,7 +755,7 @@ def compile_parity(
     model = _full_model(shape, depth, backend="triton").to(dev).train()
     x, g = _model_io(shape, B, dev)
     out_e, grads_e = _fwd_bwd(model, x, g, device, None)
-    compiled = torch.compile(model)
+    compiled = torch.compile(model, backend=backend)
     t0 = time.perf_counter()
     out_c, grads_c = _fwd_bwd(compiled, x, g, device, None)
     first = time.perf_counter() - t0
@@ -758,7 +775,7 @@ def compile_parity(
     return {
         "passed": not failures,
         "failures": failures,
-        "shape": f"B{B}-T{shape.T}, depth {depth}, fp32, torch.compile default mode",
+        "shape": f"B{B}-T{shape.T}, depth {depth}, fp32, torch.compile(backend={backend!r})",
         "output_error": err_out,
         "worst_relative_gradient_error": worst,
         "first_call_s": first,
@@ -809,9 +826,18 @@ class ModelBench:
     grad: torch.Tensor
     opt: torch.optim.Optimizer | None
     device: Device
+    amp: torch.dtype = torch.bfloat16
 
     @classmethod
-    def build(cls, device: Device, B: int, mode: str, shape: ModelShape = FULL_MODEL, seed: int = 0) -> ModelBench:
+    def build(
+        cls,
+        device: Device,
+        B: int,
+        mode: str,
+        shape: ModelShape = FULL_MODEL,
+        amp: torch.dtype = torch.bfloat16,
+        seed: int = 0,
+    ) -> ModelBench:
         dev = device.torch_device
         torch.manual_seed(seed)
         module = _full_model(shape).to(dev)
@@ -820,7 +846,7 @@ class ModelBench:
         if mode == "train":
             kw = {"fused": True} if device.type == "cuda" else {}
             opt = torch.optim.AdamW(module.parameters(), lr=1e-5, **kw)
-        return cls(module, x, grad, opt, device)
+        return cls(module, x, grad, opt, device, amp)
 
     def step(self, provider: str, mode: str) -> Callable[[], Any]:
         """A no-argument call: training step (zero grads, forward, backward, AdamW) or an inference forward."""
@@ -834,7 +860,7 @@ class ModelBench:
             self.module.eval()
 
             def forward() -> Any:
-                with torch.no_grad(), self.device.autocast(torch.bfloat16):
+                with torch.no_grad(), self.device.autocast(self.amp):
                     return fn(self.x)
 
             return forward
@@ -842,7 +868,7 @@ class ModelBench:
 
         def train() -> Any:
             self.opt.zero_grad(set_to_none=True)
-            with self.device.autocast(torch.bfloat16):
+            with self.device.autocast(self.amp):
                 out = fn(self.x)
             out.backward(self.grad.to(out.dtype))
             self.opt.step()
@@ -859,8 +885,8 @@ def choose_batch(
 ) -> tuple[int | None, list[dict[str, Any]]]:
     """The largest candidate batch at which every provider runs, searching from ``start``.
 
-    ``probe(B)`` runs one step of every provider at batch B and returns {provider: peak bytes}, raising
-    MemoryError (or returning None for a provider) when one does not fit. Going down on failure; going up while the
+    ``probe(B)`` runs one step of every provider at batch B and returns {provider: peak bytes, None if unknown},
+    raising MemoryError when one does not fit. Going down on failure; going up while the
     measured peaks, extrapolated linearly in B, stay within MEMORY_HEADROOM of ``memory_bytes``. Returns the batch
     (None when even the smallest does not fit) and the probe log.
     """
@@ -877,9 +903,8 @@ def choose_batch(
         except MemoryError as err:
             log.append({"B": B, "fits": False, "reason": str(err)})
             return False
-        ok = all(v is not None for v in peaks.values())
-        log.append({"B": B, "fits": ok, "peak_bytes": peaks})
-        return ok
+        log.append({"B": B, "fits": True, "peak_bytes": peaks})
+        return True
 
     if fits(order[idx]):
         best = order[idx]
@@ -915,7 +940,7 @@ def step_batch(ctx: Context, mode: str) -> dict[str, Any]:
         bench = None
         current = "building the model"
         try:
-            bench = ModelBench.build(device, B, mode, ctx.model_shape)
+            bench = ModelBench.build(device, B, mode, ctx.model_shape, ctx.amp)
             for p in providers:
                 current = p
                 step = bench.step(p, mode)
@@ -933,9 +958,9 @@ def step_batch(ctx: Context, mode: str) -> dict[str, Any]:
         return peaks
 
     start = planned_batch(ctx, mode)
-    B, log = choose_batch(probe, start, ctx.profile.memory_bytes)
+    B, log = choose_batch(probe, start, ctx.profile.memory_bytes, ctx.batches)
     if B is None:
-        ctx.batch_reason[mode] = f"even B={BATCHES[0]} does not fit every provider"
+        ctx.batch_reason[mode] = f"even B={ctx.batches[0]} does not fit every provider"
         return {"oom": True, "reason": ctx.batch_reason[mode], "start": start, "log": log}
     ctx.batch[mode] = B
     return {"batch": B, "start": start, "providers": providers, "log": log}
@@ -944,11 +969,12 @@ def step_batch(ctx: Context, mode: str) -> dict[str, Any]:
 def step_speed_model(ctx: Context, mode: str, provider: str) -> dict[str, Any]:
     B = ctx.batch[mode]
     device = ctx.device
-    bench = ModelBench.build(device, B, mode, ctx.model_shape)
+    bench = ModelBench.build(device, B, mode, ctx.model_shape, ctx.amp)
     try:
         step = bench.step(provider, mode)
         t_end = min(ctx.budget.deadline(), ctx.budget.clock() + 3 * _speed_estimate(ctx, "model", mode, provider))
-        timing = time_step(step, device, WARMUP_MODEL, ITERS_MODEL, deadline=t_end, clock=ctx.budget.clock)
+        warmup, iters = ctx.timing[:2]
+        timing = time_step(step, device, warmup, iters, deadline=t_end, clock=ctx.budget.clock)
     except Exception as err:
         if device.is_oom(err):
             return {"oom": True, "reason": f"out of memory at B={B}"}
@@ -964,25 +990,27 @@ def step_speed_model(ctx: Context, mode: str, provider: str) -> dict[str, Any]:
 
 
 def step_speed_scope(ctx: Context, scope: str) -> dict[str, Any]:
-    """One attention module (qkv Linear, core, proj) per provider, forward and training (fwd+bwd), bf16 autocast."""
+    """One attention module (qkv Linear, core, proj) per provider, forward and training (fwd+bwd), in autocast.
+
+    The module has MixSTE's width (cases.build); a provider that runs out of memory is listed with ``oom``.
+    """
     device = ctx.device
     out = []
     for mode in ("forward", "train"):
-        B = ctx.batch.get(mode, BATCHES[0])
+        B = ctx.batch.get(mode, ctx.batches[0])
         for provider in _probe_providers(ctx, mode):
             try:
                 work = cases.build(scope, provider, Shape(B, ctx.model_shape.T), device.torch_device, torch.float32)
                 inner = cases.step_fn(work, mode)
 
                 def step(_inner: Callable[[], Any] = inner) -> Any:
-                    with device.autocast(torch.bfloat16):
+                    with device.autocast(ctx.amp):
                         return _inner()
 
                 timing = time_step(
                     step,
                     device,
-                    WARMUP_SCOPE,
-                    ITERS_SCOPE,
+                    *ctx.timing[2:],
                     clock=ctx.budget.clock,
                     deadline=min(ctx.budget.deadline(), ctx.budget.clock() + 30),
                 )
@@ -1176,7 +1204,7 @@ def build_steps(ctx: Context) -> list[Step]:
             "correctness",
             CHECK,
             EST_BUILD_S * 2 + model_flops / EST_FP64_FLOPS + 3,
-            lambda c: model_parity(c.device, c.model_shape),
+            lambda c: model_parity(c.device, c.model_shape, amp=c.amp),
             note="B2-T243 full model vs float64",
         ),
         Step(
@@ -1184,7 +1212,7 @@ def build_steps(ctx: Context) -> list[Step]:
             "correctness",
             CHECK,
             EST_BUILD_S + 4,
-            lambda c: model_determinism(c.device, c.model_shape),
+            lambda c: model_determinism(c.device, c.model_shape, amp=c.amp),
             note="2 runs each, triton and eager",
         ),
         Step(
