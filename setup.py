@@ -15,7 +15,7 @@ setup(
     package_data={"train": ["configs/*.yaml"]},
     install_requires=[
         "torch>=2.6",
-        "triton>=3.2; platform_system == 'Linux'",
+        "triton>=3.4; platform_system == 'Linux'",  # 3.2/3.3 reject kernels/temporal.py (chained and)
         "numpy>=1.24",
         "tqdm>=4.60",
         "PyYAML>=6.0",

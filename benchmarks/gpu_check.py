@@ -113,6 +113,9 @@ ADAMW_BYTES_PER_PARAM = 28
 MEMORY_HEADROOM = 0.9
 
 CHECK, MEASURE = "check", "measure"
+#: Oldest Triton the kernels compile with (keep in step with setup.py): 3.2 and 3.3 reject chained boolean
+#: operators (``a and b and c``), which kernels/temporal.py uses in tl.static_assert.
+MIN_TRITON: tuple[int, int] = (3, 4)
 
 
 # ==================================================================================================================
@@ -554,7 +557,7 @@ def kernel_parity(case: fused_ops.ParityCase, dtype: torch.dtype, device: Device
     def fused_run() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         nonlocal grads_out
         a = _slice_args(args, (), slice(None), dtype, case.grad_args)
-        poison_allocator(device, 3 * sum(t.numel() * t.element_size() for t in a if isinstance(t, torch.Tensor)))
+        poison_allocator(device, 2 * sum(t.numel() * t.element_size() for t in a if isinstance(t, torch.Tensor)))
         outs = _tensors(case.fn(*a, **kwargs))
         if grads_out is None:
             grads_out = [torch.randn(o.shape, device=dev, generator=gen, dtype=torch.float32).to(o.dtype) for o in outs]
@@ -1061,6 +1064,7 @@ def environment(device: Device | None) -> dict[str, Any]:
         xformers_version = xformers.__version__
     except ImportError:
         xformers_version = "not installed"
+    env_floor = triton_floor_problem(triton_version) if triton_version != "not installed" else None
     commit = _git("rev-parse", "HEAD")
     if commit != "unknown" and _git("status", "--porcelain", "--untracked-files=no"):
         commit += " (working tree modified)"
@@ -1073,6 +1077,7 @@ def environment(device: Device | None) -> dict[str, Any]:
         "host": platform.node(),
         "commit": commit,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "triton_floor_problem": env_floor,
     }
     if device is not None and device.type == "cuda":
         props = torch.cuda.get_device_properties(device.torch_device)
@@ -1161,6 +1166,8 @@ def check_smoke_output(rc: int, log: str, out_dir: Path) -> dict[str, Any]:
 
 
 def step_smoke(ctx: Context, nproc: int = 1) -> dict[str, Any]:
+    if ctx.device is not None:
+        ctx.device.free()  # hand the cached GPU memory back: the smoke run is another process
     with tempfile.TemporaryDirectory(prefix="gpu_check_smoke_") as tmp:
         cmd = smoke_command(tmp, nproc=nproc)
         timeout = max(30.0, ctx.budget.left() - 5)
@@ -1593,6 +1600,25 @@ def build_on_meta(ctx: Context) -> list[str]:
     return failures
 
 
+def triton_floor_problem(version: str | None = None) -> str | None:
+    """Why the installed Triton is older than the kernels need (None when it is recent enough or absent)."""
+    if version is None:
+        try:
+            import triton
+
+            version = triton.__version__
+        except ImportError:
+            return None
+    parts = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+    if parts < MIN_TRITON:
+        need = ".".join(map(str, MIN_TRITON))
+        return (
+            f"triton {version} is older than {need}, the oldest the kernels compile with (setup.py): "
+            "the parity steps will fail to compile"
+        )
+    return None
+
+
 def check_imports() -> list[str]:
     failures = []
     for name in (
@@ -1648,8 +1674,8 @@ def main(argv: list[str] | None = None, device: Device | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if device is None and cuda and not args.dry_run:
-        device = CudaDevice(0)
+    if device is None and cuda:
+        device = CudaDevice(0)  # a dry run on a GPU machine plans for that GPU (and runs nothing on it)
     # The Triton interpreter would replace the compiled kernels: never what this tool is for.
     if (
         not args.dry_run
@@ -1659,13 +1685,19 @@ def main(argv: list[str] | None = None, device: Device | None = None) -> int:
         print("gpu_check: unset TRITON_INTERPRET (the interpreter is not what a GPU run measures)", file=sys.stderr)
         return 2
     budget = Budget(args.budget_s)
-    ctx = Context(args, _profile(device), Modelled.load(), fused_ops.discover(), device=device, budget=budget)
+    profile = _profile(device)
+    if args.dry_run:
+        device = None
+    ctx = Context(args, profile, Modelled.load(), fused_ops.discover(), device=device, budget=budget)
     print(
         f"gpu_check: {'dry run, ' if args.dry_run else ''}device {ctx.profile.name}; modelled numbers from "
         f"{ctx.modelled.source}"
     )
     for line in ctx.discovery.lines():
         print(f"  {line}")
+    floor = triton_floor_problem()
+    if floor:
+        print(f"  WARNING: {floor}")
     steps = build_steps(ctx)
     rows, total = plan_table(steps, args.budget_s, ctx)
     print(format_plan(rows, total, args.budget_s))

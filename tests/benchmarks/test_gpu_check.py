@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -397,7 +398,9 @@ def test_rehearsal_runs_every_step_kind_and_writes_files_the_report_reads(tmp_pa
     ctx.modelled = gc.Modelled.load()
     ctx.profile = gc.Profile("CPU rehearsal RTX 4090", "rtx4090", 8 * 1024**3, 1, xformers=False)
     ctx.discovery = fused_ops.Discovery(modules=["spatial", "temporal"], cases=_tiny_cases())
-    ctx.model_shape, ctx.amp, ctx.batches, ctx.timing = TINY, torch.float16, (1, 2), (1, 3, 1, 3)
+    # Tiny and few: the interpreter and CPU fp16 matmuls are slow; every code path still runs (the batch search
+    # probes 1 and tries 2 where the memory allows; warm-up and timed calls on every provider).
+    ctx.model_shape, ctx.amp, ctx.batches, ctx.timing = TINY, torch.float16, (1, 2), (1, 2, 0, 2)
     steps = [
         s
         for s in gc.build_steps(ctx)
@@ -432,3 +435,80 @@ def test_rehearsal_runs_every_step_kind_and_writes_files_the_report_reads(tmp_pa
     md = (tmp_path / "cpu-rehearsal.md").read_text()
     assert "| parity:temporal_attention:fp16 | passed |" in md
     assert "| speed:model:train:xformers | not run |" in md and "xformers is not installed" in md
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ops added later: discovered through the kernel package, checked without editing gpu_check
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _fake_block_module() -> types.ModuleType:
+    """A stand-in for a later kernel module: one op with parity_cases(), one with a reference only."""
+    mod = types.ModuleType("fastmixste.kernels.block")
+
+    def bias_scale(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """(B, C) x, (C,) w -> (B, C): x * w + 1 (a fused op would do this in Triton)."""
+        return torch.addcmul(torch.ones_like(x), x, w)
+
+    def bias_scale_ref(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return x * w + 1
+
+    def gelu_bias(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(x)
+
+    def gelu_bias_ref(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(x)
+
+    def inputs(device, dtype, gen):
+        if torch.device(device).type == "meta":
+            return (torch.empty(6, 8, device=device, dtype=dtype), torch.empty(8, device=device, dtype=dtype)), {}
+        x = torch.randn(6, 8, generator=gen, device=device).to(dtype)
+        return (x, torch.randn(8, generator=gen, device=device).to(dtype)), {}
+
+    def parity_cases():
+        return [
+            {
+                "op": "bias_scale",
+                "fn": bias_scale,
+                "ref": bias_scale_ref,
+                "inputs": inputs,
+                "grad_args": (0, 1),
+                "batch_args": (0,),
+                "ref_chunk": 4,
+                "kernels": 1,
+                "label": "B6-C8",
+                "programs": 6,
+            }
+        ]
+
+    for f in (bias_scale, bias_scale_ref, gelu_bias, gelu_bias_ref, parity_cases):
+        f.__module__ = mod.__name__
+        setattr(mod, f.__name__, f)
+    return mod
+
+
+def test_a_later_kernel_module_is_discovered_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = fused_ops._import_modules
+
+    def with_block():
+        mods, errors = real()
+        return {**mods, "block": _fake_block_module()}, errors
+
+    monkeypatch.setattr(fused_ops, "_import_modules", with_block)
+    found = fused_ops.discover()
+    ops = {c.op: c for c in found.cases}
+    assert {"spatial_attention", "temporal_attention", "bias_scale"} <= set(ops)
+    assert found.without_inputs == ["gelu_bias (block.py)"]
+    assert "block" in found.modules and not found.missing_modules
+    assert any("gelu_bias" in line and "no parity inputs" in line for line in found.lines())
+    # The generic parity path: a batched input and an unbatched weight (its gradient summed over the chunks).
+    res = gc.kernel_parity(dataclasses.replace(ops["bias_scale"], dtypes=(torch.float32,)), torch.float32, gc.Device())
+    assert res["passed"], res["failures"]
+    assert set(res["max_abs_error_fused"]) == {"out", "dx", "dw"}
+
+
+def test_triton_floor() -> None:
+    assert gc.triton_floor_problem("3.9.0") is None and gc.triton_floor_problem("3.4.0") is None
+    assert "older than 3.4" in gc.triton_floor_problem("3.2.0")
+    setup = (ROOT / "setup.py").read_text()
+    assert f"triton>={gc.MIN_TRITON[0]}.{gc.MIN_TRITON[1]}" in setup
