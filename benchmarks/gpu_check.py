@@ -114,7 +114,8 @@ MEMORY_HEADROOM = 0.9
 
 CHECK, MEASURE = "check", "measure"
 #: Oldest Triton the kernels compile with (keep in step with setup.py): 3.2 and 3.3 reject chained boolean
-#: operators (``a and b and c``), which kernels/temporal.py uses in tl.static_assert.
+#: operators (``a and b and c``), which kernels/temporal.py uses in tl.static_assert; 3.2 also aborts (an assertion
+#: in LinearLayout) compiling the spatial backward for head_dim 128 on sm_90.
 MIN_TRITON: tuple[int, int] = (3, 4)
 
 
