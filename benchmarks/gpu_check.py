@@ -1716,8 +1716,8 @@ def main(argv: list[str] | None = None, device: Device | None = None) -> int:
             print(f"FAILED: {f}")
         ok = not failures and total <= args.budget_s - planning_s
         print(
-            f"dry run: {'OK' if ok else 'FAILED'} ({len(failures)} build failures; plan {total:.0f} s of "
-            f"{args.budget_s:.0f} s)"
+            f"dry run: {'OK' if ok else 'FAILED'} ({len(failures)} build failures; plan {total:.0f} s of the "
+            f"{args.budget_s - planning_s:.0f} s planning left of {args.budget_s:.0f} s)"
         )
         return 0 if ok else 1
 
