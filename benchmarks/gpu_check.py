@@ -1131,7 +1131,7 @@ def smoke_command(out_dir: str, max_steps: int = 5, nproc: int = 1) -> list[str]
         "eval.max_frames=486",
     ]
     if nproc > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args[1:]]
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
     return [sys.executable, *args]
 
 

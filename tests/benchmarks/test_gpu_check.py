@@ -386,6 +386,12 @@ def test_smoke_judge_reads_train_run_output(tmp_path: Path) -> None:
     assert not bad["passed"] and len(bad["failures"]) == 4
     cmd = gc.smoke_command("/tmp/out", nproc=2)
     assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nproc_per_node=2" in cmd and "--fused" in cmd
+    assert cmd[5:7] == ["-m", "train.run"]  # torchrun runs a module with -m
+    # The flags the smoke command passes are ones train.run accepts (its own parser, no run).
+    from train._config import build_parser
+
+    args = build_parser().parse_args(gc.smoke_command("/tmp/out")[3:])
+    assert args.fused and args.amp == "bf16" and args.device == "cuda" and args.max_steps == 5
 
 
 # ---------------------------------------------------------------------------------------------------------------
