@@ -21,7 +21,7 @@ setup(
         "PyYAML>=6.0",
         "matplotlib>=3.7",
         # Video decoding and MP4 renders (train.infer --video): wheels bundle FFmpeg, no system ffmpeg needed.
-        "av>=12",
+        "av>=14",
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-benchmark>=4.0", "ruff>=0.6"],

@@ -21,7 +21,10 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import sys
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,25 @@ def require(module: str, extra: str, what: str) -> Any:
     except ImportError as exc:
         raise MissingExtraError(f"{what} needs the Python package {module!r}, which is not installed: "
                                 f"pip install \"fastmixste[{extra}]\" ({exc})") from exc
+
+
+@contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what native code writes to file descriptor 2 (MediaPipe's C++ start-up chatter) for a moment."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real descriptor 2 (captured or closed): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _package_version(name: str) -> str:
@@ -144,7 +166,14 @@ class MediaPipePose(PoseDetector):
                          "min_detection_confidence": min_detection_confidence,
                          "min_tracking_confidence": min_tracking_confidence}
         self._solutions = solutions
-        self._pose = solutions.pose.Pose(**self._options)
+        self._pose = None
+        self._fresh = True
+        self._open()
+
+    def _open(self) -> None:
+        with _quiet_native_stderr():
+            self._pose = self._solutions.pose.Pose(**self._options)
+        self._fresh = True
 
     def detect(self, frames: np.ndarray) -> np.ndarray:
         frames = _check_frames(frames)
@@ -152,7 +181,12 @@ class MediaPipePose(PoseDetector):
         out = np.full((t, 1, 33, 3), np.nan, dtype=np.float32)
         out[..., 2] = 0.0
         for i in range(t):
-            result = self._pose.process(np.ascontiguousarray(frames[i]))
+            if self._fresh:  # the graph logs its set-up warnings on the first frame
+                with _quiet_native_stderr():
+                    result = self._pose.process(np.ascontiguousarray(frames[i]))
+                self._fresh = False
+            else:
+                result = self._pose.process(np.ascontiguousarray(frames[i]))
             if result.pose_landmarks is None:
                 continue
             lm = result.pose_landmarks.landmark
@@ -161,8 +195,10 @@ class MediaPipePose(PoseDetector):
         return out
 
     def reset(self) -> None:
-        self._pose.close()
-        self._pose = self._solutions.pose.Pose(**self._options)
+        if self._pose is not None and self._fresh:
+            return  # nothing seen yet: nothing to forget
+        self.close()
+        self._open()
 
     def close(self) -> None:
         if self._pose is not None:

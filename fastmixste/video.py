@@ -72,12 +72,12 @@ class VideoSource:
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def frames(self) -> Iterator[np.ndarray]:
-        """Yield (H, W, 3) uint8 RGB frames one at a time, in order."""
+    def frames(self, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+        """Yield (H, W, 3) uint8 RGB frames one at a time, in order; ``size`` = (W, H) scales them while decoding."""
         if self.kind == "images":
-            yield from self._image_frames()
+            yield from self._image_frames(size)
         else:
-            yield from self._video_frames()
+            yield from self._video_frames(size)
 
     def chunks(self, size: int) -> Iterator[np.ndarray]:
         """Yield (n <= size, H, W, 3) uint8 stacks of consecutive frames."""
@@ -90,29 +90,35 @@ class VideoSource:
         if buf:
             yield np.stack(buf)
 
-    def _image_frames(self) -> Iterator[np.ndarray]:
+    def _image_frames(self, size: tuple[int, int] | None) -> Iterator[np.ndarray]:
         from PIL import Image, UnidentifiedImageError
 
         for f in self.files:
             try:
                 with Image.open(f) as im:
-                    a = np.asarray(im.convert("RGB"))
+                    rgb = im.convert("RGB")
             except (OSError, UnidentifiedImageError) as exc:
                 raise VideoError(f"{f}: cannot read this image ({exc})") from exc
-            if a.shape[:2] != (self.height, self.width):
-                raise VideoError(f"{f}: image is {a.shape[1]}x{a.shape[0]} px but the first image of {self.path} is "
+            if rgb.size != (self.width, self.height):
+                raise VideoError(f"{f}: image is {rgb.width}x{rgb.height} px but the first image of {self.path} is "
                                  f"{self.width}x{self.height}; all frames of a folder must have one size")
-            yield a
+            if size is not None and size != rgb.size:
+                rgb = rgb.resize(size, Image.Resampling.BILINEAR)
+            yield np.asarray(rgb)
 
-    def _video_frames(self) -> Iterator[np.ndarray]:
+    def _video_frames(self, size: tuple[int, int] | None) -> Iterator[np.ndarray]:
         av = import_av()
         k = (self.rotation // 90) % 4
+        scale = {}
+        if size is not None and size != (self.width, self.height):  # stored frames are unrotated: swap for 90/270
+            w, h = size if k % 2 == 0 else size[::-1]
+            scale = {"width": w, "height": h, "interpolation": "AREA"}
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"  # frame-threaded decoding: decodes ahead a few frames, no more
                 for frame in container.decode(stream):
-                    a = frame.to_ndarray(format="rgb24")
+                    a = frame.to_ndarray(format="rgb24", **scale)
                     # A display rotation of r degrees (counter-clockwise) is undone as FFmpeg's players do.
                     yield np.ascontiguousarray(np.rot90(a, k)) if k else a
         except av.FFmpegError as exc:

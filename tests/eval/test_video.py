@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 
@@ -249,6 +250,14 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def trim_heap() -> None:
+    """Hand freed heap memory back to the system (glibc), so that resident memory starts from what is in use."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class RssProbe(SquareDetector):
     """Also records the process's resident memory at every call."""
 
@@ -272,13 +281,15 @@ def test_long_clip_streams_with_bounded_memory(tmp_path):
     source = open_video(clip)
     assert (source.num_frames, source.width, source.height, source.fps) == (n, *size, FPS)
 
-    # The measurement can fail: holding 200 decoded frames shows up in resident memory.
+    # The measurement can fail: holding 300 decoded frames shows up in resident memory.
+    trim_heap()
     before = rss_bytes()
-    held = [f for _, f in zip(range(200), source.frames())]
+    held = [f for _, f in zip(range(300), source.frames())]
     grown = rss_bytes() - before
     del held
-    assert grown >= 0.8 * 200 * frame_bytes, grown / frame_bytes
+    assert grown >= 0.5 * 300 * frame_bytes, grown / frame_bytes
 
+    trim_heap()
     det = RssProbe()
     raw, stats = detect_video(source, det, chunk=8, progress=False)
     assert stats.frames == n and len(raw.frames) == n and stats.frames_with_person == n
