@@ -111,6 +111,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise KeypointError("--keypoints needs --layout (the joint order of the file)")
     if args.video is not None and args.layout is not None:
         raise KeypointError("--layout describes --keypoints files; with --video the detector gives the layout")
+    if args.video is not None and (args.width is not None or args.height is not None):
+        raise KeypointError("--width/--height describe --keypoints files; a video gives its own size")
+    if args.video is not None and args.person is not None:
+        raise KeypointError("--person picks an identity of a --keypoints file; with --video the most prominent "
+                            "person is picked and tracked")
     for name in ("render_every", "render_height", "batch_size", "max_frames"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise KeypointError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

@@ -237,6 +237,10 @@ def test_bad_clips_and_outputs_exit_2_with_a_message(tmp_path, checkpoint, fake,
     assert "--render-every must be >= 1" in capsys.readouterr().err
     assert infer_cli.main(video_args(checkpoint, clip, out, "--layout", "coco")) == 2
     assert "--layout describes --keypoints files" in capsys.readouterr().err
+    assert infer_cli.main(video_args(checkpoint, clip, out, "--person", "1")) == 2
+    assert "--person picks an identity of a --keypoints file" in capsys.readouterr().err
+    assert infer_cli.main(video_args(checkpoint, clip, out, "--width", "640")) == 2
+    assert "a video gives its own size" in capsys.readouterr().err
 
     j16 = tmp_path / "j16.pt"
     save_checkpoint(j16, tiny_mixste(num_joints=16))
