@@ -22,10 +22,16 @@ setup(
         "tqdm>=4.60",
         "PyYAML>=6.0",
         "matplotlib>=3.7",
+        # Video decoding and MP4 renders (train.infer --video): wheels bundle FFmpeg, no system ffmpeg needed.
+        "av>=14",
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-benchmark>=4.0", "ruff>=0.6"],
         "xformers": ["xformers>=0.0.28"],
+        # Offline 2D detection: 0.10.21 is the last release whose wheels carry the legacy Pose models
+        # (model_complexity=1 runs with no download); it needs numpy < 2 and protobuf < 5.
+        "video": ["mediapipe==0.10.21", "numpy<2", "protobuf<5"],
+        "onnx": ["onnxruntime>=1.16"],
     },
     license="MIT",
 )

@@ -10,25 +10,33 @@ pixels of the source layout:
   dict with ``annotations`` (and ``images``, which give frame order and the image size);
 - a folder of OpenPose JSON files (``*_keypoints.json``, BODY_25), one per frame, in file-name order.
 
-Layouts (``LAYOUTS``): ``h36m`` (17 joints, VideoPose3D order), ``coco`` (COCO-17), ``openpose`` (BODY_25).
-Conversion to Human3.6M (``to_h36m``) takes each H36M joint as the mean of one or more source joints, with the
-confidence of the least confident source (a midpoint is only as good as its worst end):
+Layouts (``LAYOUTS``): ``h36m`` (17 joints, VideoPose3D order), ``coco`` (COCO-17), ``openpose`` (BODY_25),
+``halpe`` (Halpe-26: AlphaPose's layout and MotionBERT's input; COCO-17 then head top, neck, mid-hip and six foot
+points) and ``blazepose`` (BlazePose-33: MediaPipe Pose). Conversion to Human3.6M (``to_h36m``) takes each H36M
+joint as the mean of one or more source joints, with the confidence of the least confident source (a midpoint is
+only as good as its worst end):
 
-==============  ============================  ==============================
-H36M joint      from COCO-17                  from OpenPose BODY_25
-==============  ============================  ==============================
-pelvis          mid(l_hip, r_hip)             MidHip
-r/l hip..ankle  r/l hip, knee, ankle          RHip.. / LHip.. (same)
-spine           mid(pelvis, thorax) [1]_      mid(MidHip, Neck)
-thorax          mid(l_shoulder, r_shoulder)   Neck
-neck/nose       nose                          Nose
-head            mid(l_eye, r_eye) [2]_        mid(LEye, REye)
-shoulders..     l/r shoulder, elbow, wrist    L/R Shoulder, Elbow, Wrist
-==============  ============================  ==============================
+==============  ===========================  =========================  ==================  =========================
+H36M joint      from COCO-17                 from OpenPose BODY_25      from Halpe-26       from BlazePose-33
+==============  ===========================  =========================  ==================  =========================
+pelvis          mid(l_hip, r_hip)            MidHip                     Hip (19)            mid(left_hip, right_hip)
+r/l hip..ankle  r/l hip, knee, ankle         RHip.. / LHip.. (same)     as COCO (11-16)     r/l hip, knee, ankle
+spine           mid(pelvis, thorax) [1]_     mid(MidHip, Neck)          mid(Hip, Neck)      mid(pelvis, thorax)
+thorax          mid(l_shoulder, r_shoulder)  Neck                       Neck (18)           mid(shoulders)
+neck/nose       nose                         Nose                       Nose (0)            nose (0)
+head            mid(l_eye, r_eye) [2]_       mid(LEye, REye)            Head (17) [3]_      mid(left_eye, right_eye)
+shoulders..     l/r shoulder, elbow, wrist   L/R Shoulder, Elbow, Wrist as COCO (5-10)      l/r shoulder, elbow, wrist
+==============  ===========================  =========================  ==================  =========================
+
+BlazePose-33 also converts to COCO-17 (``blazepose_to_coco``): COCO joint k is BlazePose joint
+``BLAZEPOSE_TO_COCO[k]`` = 0, 2, 5, 7, 8, 11-16, 23-28 (nose, eyes, ears, arms, legs; BlazePose's extra mouth, eye
+corner, hand and foot points are dropped). Halpe-26's first 17 joints are COCO-17 (``halpe_to_coco``).
 
 .. [1] Human3.6M's spine joint sits about halfway between pelvis and thorax; no detector predicts it.
 .. [2] Human3.6M's head joint is above the eyes; mid-eyes is the usual stand-in (ears are often occluded and the
    top of the head is not a COCO keypoint). Models trained on COCO-converted 2D absorb the offset.
+.. [3] Halpe's head-top point is closer to Human3.6M's head joint than mid-eyes; this is MotionBERT's mapping
+   (``halpe2h36m``), which also takes Halpe's neck as the thorax.
 """
 
 from __future__ import annotations
@@ -44,8 +52,8 @@ import numpy as np
 from fastmixste.safeload import DataFileError, read_npy, read_npz
 from fastmixste.skeleton import H36M_JOINT_NAMES, H36M_PARENTS
 
-LAYOUTS: tuple[str, ...] = ("h36m", "coco", "openpose")
-NUM_SOURCE_JOINTS: dict[str, int] = {"h36m": 17, "coco": 17, "openpose": 25}
+LAYOUTS: tuple[str, ...] = ("h36m", "coco", "openpose", "halpe", "blazepose")
+NUM_SOURCE_JOINTS: dict[str, int] = {"h36m": 17, "coco": 17, "openpose": 25, "halpe": 26, "blazepose": 33}
 
 COCO_JOINT_NAMES: list[str] = [
     "nose", "l_eye", "r_eye", "l_ear", "r_ear", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow",
@@ -56,6 +64,18 @@ OPENPOSE_JOINT_NAMES: list[str] = [
     "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar", "LEar", "LBigToe", "LSmallToe", "LHeel",
     "RBigToe", "RSmallToe", "RHeel",
 ]
+HALPE_JOINT_NAMES: list[str] = COCO_JOINT_NAMES + [
+    "head", "neck", "hip", "l_big_toe", "r_big_toe", "l_small_toe", "r_small_toe", "l_heel", "r_heel",
+]
+BLAZEPOSE_JOINT_NAMES: list[str] = [
+    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye", "right_eye_outer",
+    "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_pinky", "right_pinky", "left_index", "right_index",
+    "left_thumb", "right_thumb", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "left_heel", "right_heel", "left_foot_index", "right_foot_index",
+]
+# COCO joint k = BlazePose joint BLAZEPOSE_TO_COCO[k] (left/right are the person's own in both layouts).
+BLAZEPOSE_TO_COCO: list[int] = [0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28]
 
 # For each of the 17 H36M joints, the source joints averaged to make it. Spine (7) is built from the converted
 # pelvis and thorax afterwards, marked here by None.
@@ -65,6 +85,16 @@ _COCO_TO_H36M: list[tuple[int, ...] | None] = [
 _OPENPOSE_TO_H36M: list[tuple[int, ...] | None] = [
     (8,), (9,), (10,), (11,), (12,), (13,), (14,), None, (1,), (0,), (15, 16), (5,), (6,), (7,), (2,), (3,), (4,),
 ]
+_HALPE_TO_H36M: list[tuple[int, ...] | None] = [
+    (19,), (12,), (14,), (16,), (11,), (13,), (15,), None, (18,), (0,), (17,), (5,), (7,), (9,), (6,), (8,), (10,),
+]
+# The COCO table read through BLAZEPOSE_TO_COCO.
+_BLAZEPOSE_TO_H36M: list[tuple[int, ...] | None] = [
+    None if src is None else tuple(BLAZEPOSE_TO_COCO[k] for k in src) for src in _COCO_TO_H36M
+]
+_TO_H36M: dict[str, list[tuple[int, ...] | None]] = {
+    "coco": _COCO_TO_H36M, "openpose": _OPENPOSE_TO_H36M, "halpe": _HALPE_TO_H36M, "blazepose": _BLAZEPOSE_TO_H36M,
+}
 _SPINE, _PELVIS, _THORAX = 7, 0, 8
 
 
@@ -456,7 +486,7 @@ def to_h36m(keypoints: np.ndarray, layout: str) -> np.ndarray:
         raise KeypointError(f"to_h36m: expected (..., {joints}, 3) for layout {layout!r}, got {kp.shape}")
     if layout == "h36m":
         return kp.copy()
-    table = _COCO_TO_H36M if layout == "coco" else _OPENPOSE_TO_H36M
+    table = _TO_H36M[layout]
     out = np.empty(kp.shape[:-2] + (17, 3))
     for j, src in enumerate(table):
         if src is None:
@@ -466,6 +496,28 @@ def to_h36m(keypoints: np.ndarray, layout: str) -> np.ndarray:
     out[..., _SPINE, :2] = (out[..., _PELVIS, :2] + out[..., _THORAX, :2]) / 2
     out[..., _SPINE, 2] = np.minimum(out[..., _PELVIS, 2], out[..., _THORAX, 2])
     return out
+
+
+def blazepose_to_coco(keypoints: np.ndarray) -> np.ndarray:
+    """(..., 33, C) BlazePose-33 -> (..., 17, C) COCO-17 (a selection of joints, see ``BLAZEPOSE_TO_COCO``).
+
+    Equivalent to ``keypoints[..., BLAZEPOSE_TO_COCO, :]``.
+    """
+    kp = np.asarray(keypoints)
+    if kp.ndim < 2 or kp.shape[-2] != 33:
+        raise KeypointError(f"blazepose_to_coco: expected (..., 33, C), got {kp.shape}")
+    return kp[..., BLAZEPOSE_TO_COCO, :].copy()
+
+
+def halpe_to_coco(keypoints: np.ndarray) -> np.ndarray:
+    """(..., 26, C) Halpe-26 -> (..., 17, C) COCO-17: Halpe's first 17 joints are COCO's.
+
+    Equivalent to ``keypoints[..., :17, :]``.
+    """
+    kp = np.asarray(keypoints)
+    if kp.ndim < 2 or kp.shape[-2] != 26:
+        raise KeypointError(f"halpe_to_coco: expected (..., 26, C), got {kp.shape}")
+    return kp[..., :17, :].copy()
 
 
 def fill_gaps(keypoints: np.ndarray, min_confidence: float = 0.2) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -1,21 +1,29 @@
-"""Lift a 2D keypoint sequence from a real video to 3D with a MixSTE checkpoint.
+"""Lift a person in a video to 3D with a MixSTE checkpoint: from the video itself, or from 2D keypoints made elsewhere.
 
-    python -m train.infer --checkpoint PATH --keypoints INPUT --layout {h36m,coco,openpose} --out OUT.npz
-                          [--width W --height H] [--render OUT.{png,gif,mp4}]
+    python -m train.infer --checkpoint PATH --video CLIP --out OUT.npz [--render OUT.{mp4,gif,png}]
+                          [--detector {mediapipe,onnx}] [--onnx-model M.onnx --onnx-layout L] [--render-every K]
+    python -m train.infer --checkpoint PATH --keypoints INPUT --layout {h36m,coco,openpose,halpe,blazepose}
+                          --out OUT.npz [--width W --height H] [--render OUT.{png,gif,mp4}]
 
-INPUT is an .npy/.npz array (T, J, 2|3) or (T, P, J, 2|3), a COCO-style keypoint JSON, or a folder of OpenPose
-JSON files (see ``fastmixste.keypoints``). The keypoints are converted to the 17 Human3.6M joints, low-confidence
-or missing joints are filled by temporal interpolation, one person is picked when several are present, the
-sequence is normalised as in training and lifted in windows of the model's num_frame frames (any length), with
-flip test-time augmentation unless ``--no-flip``. OUT.npz holds ``pose_3d`` (T, 17, 3) root-relative camera-frame
-coordinates in metres, the 2D input actually used and the metadata (JSON string under ``meta``).
+CLIP is a video file (anything FFmpeg reads; decoded with PyAV, one frame at a time) or a folder of images. Its
+frames go through an offline 2D detector (``fastmixste.detectors``: MediaPipe Pose from the ``video`` extra, or a
+local ONNX model from the ``onnx`` extra), one person is picked and tracked, converted to the 17 Human3.6M joints,
+and gaps are filled. INPUT is an .npy/.npz array (T, J, 2|3) or (T, P, J, 2|3), a COCO-style keypoint JSON, or a
+folder of OpenPose JSON files (see ``fastmixste.keypoints``). Either way the sequence is normalised as in training
+and lifted in windows of the model's num_frame frames (any length), with flip test-time augmentation unless
+``--no-flip``. OUT.npz holds ``pose_3d`` (T, 17, 3) root-relative camera-frame coordinates in metres, the 2D input
+actually used, confidences, the filled mask and the metadata (JSON string under ``meta``: fps, detector, person,
+throughput). Outputs are written atomically: a failed run leaves nothing at OUT or at the render path.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -23,6 +31,8 @@ import numpy as np
 import torch
 
 from fastmixste import BACKENDS, BackendUnavailableError, CheckpointError, load_checkpoint
+from fastmixste._io import atomic_write
+from fastmixste.detectors import DETECTORS, DetectorError, MissingExtraError, make_detector
 from fastmixste.evaluation import predict_sequences
 from fastmixste.keypoints import LAYOUTS, KeypointError, load_keypoints
 
@@ -30,10 +40,24 @@ from fastmixste.keypoints import LAYOUTS, KeypointError, load_keypoints
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train.infer", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="fastmixste checkpoint or upstream MixSTE .bin")
-    p.add_argument("--keypoints", required=True, help=".npy/.npz array, COCO .json, or a folder of OpenPose JSON")
-    p.add_argument("--layout", required=True, choices=LAYOUTS,
-                   help="joint order of the input: h36m (17), coco (COCO-17) or openpose (BODY_25)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--video", help="video file or folder of images: detect 2D keypoints, then lift")
+    src.add_argument("--keypoints", help=".npy/.npz array, COCO .json, or a folder of OpenPose JSON")
+    p.add_argument("--layout", default=None, choices=LAYOUTS,
+                   help="joint order of --keypoints: h36m (17), coco (COCO-17), openpose (BODY_25), halpe "
+                        "(Halpe-26, AlphaPose) or blazepose (BlazePose-33, MediaPipe)")
     p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--detector", default="mediapipe", choices=DETECTORS,
+                   help="2D detector for --video: mediapipe (pip install \"fastmixste[video]\") or onnx (a local "
+                        "model file given by --onnx-model; pip install \"fastmixste[onnx]\")")
+    p.add_argument("--onnx-model", default=None, help="local top-down keypoint model (.onnx) for --detector onnx")
+    p.add_argument("--onnx-layout", default="coco", choices=[x for x in LAYOUTS if x != "h36m"],
+                   help="joint order the ONNX model predicts (RTMPose/ViTPose body models: coco; AlphaPose: halpe)")
+    p.add_argument("--render-every", type=int, default=1,
+                   help="with --video: draw every K-th frame into an .mp4/.gif render (long clips)")
+    p.add_argument("--render-height", type=int, default=480, help="with --video: render height in pixels")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--width", type=float, default=None, help="image width in pixels (overrides the file)")
     p.add_argument("--height", type=float, default=None, help="image height in pixels (overrides the file)")
     p.add_argument("--person", type=int, default=None,
@@ -43,22 +67,71 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-flip", action="store_true", help="disable flip test-time augmentation")
     p.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS, help="attention backend")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="windows per forward pass (default 16; with --video on CPU about 243 frames per pass: one "
+                        "243-frame window and its flip per pass measured faster than larger batches on 2 cores)")
     p.add_argument("--num-heads", type=int, default=None, help="heads of an upstream checkpoint (default 8)")
     p.add_argument("--render", default=None, help="picture of 2D input and 3D output: .png, .gif or .mp4")
     p.add_argument("--frame", type=int, default=None, help="frame drawn in a .png render (default: middle)")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate of a .gif/.mp4 render")
-    p.add_argument("--max-frames", type=int, default=300, help="at most this many frames in a .gif/.mp4 render")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate: of the clip for --video (default: the video's own; 25 for image folders), "
+                        "of a .gif/.mp4 render for --keypoints (default 25)")
+    p.add_argument("--max-frames", type=int, default=300,
+                   help="at most this many frames in a .gif render (and in --keypoints .mp4 renders)")
     return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Do the work of the command; returns the metadata written to the output."""
+def _check_writable(path: Path, what: str) -> None:
+    """Fail before the work starts when ``path`` cannot be written (missing permissions, a file in the way)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise KeypointError(f"cannot write {what} {path}: {exc.strerror or exc}") from exc
+    if path.is_dir():
+        raise KeypointError(f"cannot write {what} {path}: it is a folder")
+
+
+def _write_npz(out: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    try:
+        with atomic_write(out) as f:
+            np.savez(f, **arrays, meta=np.array(json.dumps(meta)))
+    except OSError as exc:
+        raise KeypointError(f"cannot write {out}: {exc.strerror or exc}") from exc
+
+
+def _check_args(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise KeypointError(f"--out must end in .npz, got {out.name!r}")
     if args.render is not None and Path(args.render).suffix.lower() not in (".png", ".gif", ".mp4"):
         raise KeypointError(f"--render must end in .png, .gif or .mp4, got {Path(args.render).name!r}")
+    if args.keypoints is not None and args.layout is None:
+        raise KeypointError("--keypoints needs --layout (the joint order of the file)")
+    if args.video is not None and args.layout is not None:
+        raise KeypointError("--layout describes --keypoints files; with --video the detector gives the layout")
+    if args.video is not None and (args.width is not None or args.height is not None):
+        raise KeypointError("--width/--height describe --keypoints files; a video gives its own size")
+    if args.video is not None and args.person is not None:
+        raise KeypointError("--person picks an identity of a --keypoints file; with --video the most prominent "
+                            "person is picked and tracked")
+    for name in ("render_every", "render_height", "batch_size", "max_frames"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise KeypointError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        raise KeypointError(f"--threads must be >= 1, got {args.threads}")
+    _check_writable(out, "the output")
+    if args.render is not None:
+        _check_writable(Path(args.render), "the render")
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Do the work of the command; returns the metadata written to the output."""
+    _check_args(args)
+    out = Path(args.out)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_checkpoint(args.checkpoint, attn_backend=args.backend, map_location=device,
                             num_heads=args.num_heads)
@@ -68,6 +141,9 @@ def run(args: argparse.Namespace) -> dict:
                             f"Human3.6M joints, so only 17-joint models can lift them")
     if cfg.in_chans not in (2, 3):
         raise KeypointError(f"the checkpoint has in_chans={cfg.in_chans}; expected 2 (x, y) or 3 (x, y, confidence)")
+    progress = not args.no_progress
+    if args.video is not None:
+        return _run_video(args, model, device, progress)
 
     kps = load_keypoints(args.keypoints, args.layout, width=args.width, height=args.height, person=args.person,
                          min_confidence=args.min_confidence)
@@ -77,33 +153,23 @@ def run(args: argparse.Namespace) -> dict:
             raise KeypointError(f"the checkpoint has in_chans=3 (x, y, confidence) but {args.keypoints} has no "
                                 f"confidence channel; give (T, J, 3) keypoints")
         x = np.concatenate([x, kps.confidence[..., None]], axis=-1)
-    preds, seconds = predict_sequences(model, [x], flip=not args.no_flip, batch_size=args.batch_size,
+    preds, seconds = predict_sequences(model, [x], flip=not args.no_flip, batch_size=args.batch_size or 16,
                                        device=device, progress=False)
     pose_3d = preds[0]
     pose_3d[:, 0] = 0.0  # root-relative, root at the origin (as in training)
 
     meta = dict(kps.meta)
-    meta.update({
-        "checkpoint": str(args.checkpoint),
-        "num_frame": cfg.num_frame,
-        "in_chans": cfg.in_chans,
-        "flip": not args.no_flip,
-        "backend": model.resolved_backend(torch.zeros(1, cfg.num_frame, 17, cfg.in_chans, device=device)),
-        "device": str(device),
-        "model_seconds": seconds,
-        "units": "metres, camera axes (x right, y down, z forward), root-relative, root = 0",
-        "joint_order": "Human3.6M 17 (fastmixste.skeleton.H36M_JOINT_NAMES)",
-    })
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, pose_3d=pose_3d.astype(np.float32), pose_2d=kps.pose, pose_2d_normalized=x.astype(np.float32),
-             confidence=kps.confidence, filled=kps.filled, meta=np.array(json.dumps(meta)))
+    meta.update(_model_meta(args, model, device, seconds))
+    _write_npz(out, {"pose_3d": pose_3d.astype(np.float32), "pose_2d": kps.pose,
+                     "pose_2d_normalized": x.astype(np.float32), "confidence": kps.confidence,
+                     "filled": kps.filled}, meta)
     if args.render is not None:
         from fastmixste.plots import render_pose
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
             written = render_pose(kps.pose, pose_3d, args.render, width=kps.width, height=kps.height,
-                                  frame=args.frame, fps=args.fps, max_frames=args.max_frames,
+                                  frame=args.frame, fps=args.fps or 25.0, max_frames=args.max_frames,
                                   title=Path(args.keypoints).name)
         for w in caught:  # e.g. no MP4 encoder: say so plainly, the GIF was written instead
             print(f"note: {w.message}", file=sys.stderr)
@@ -111,13 +177,107 @@ def run(args: argparse.Namespace) -> dict:
     return meta
 
 
+def _model_meta(args: argparse.Namespace, model: torch.nn.Module, device: torch.device, seconds: float) -> dict:
+    cfg = model.config
+    return {
+        "checkpoint": str(args.checkpoint),
+        "num_frame": cfg.num_frame,
+        "in_chans": cfg.in_chans,
+        "flip": not args.no_flip,
+        "backend": model.resolved_backend(torch.zeros(1, cfg.num_frame, 17, cfg.in_chans, device=device)),
+        "device": str(device),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "model_seconds": seconds,
+        "units": "metres, camera axes (x right, y down, z forward), root-relative, root = 0",
+        "joint_order": "Human3.6M 17 (fastmixste.skeleton.H36M_JOINT_NAMES)",
+    }
+
+
+def _run_video(args: argparse.Namespace, model: torch.nn.Module, device: torch.device, progress: bool) -> dict:
+    from fastmixste.video import detect_video, lift, open_video, track_and_fill
+
+    out = Path(args.out)
+    source = open_video(args.video, fps=args.fps)
+    with make_detector(args.detector, onnx_model=args.onnx_model, onnx_layout=args.onnx_layout,
+                       threads=args.threads) as detector:
+        raw, stats = detect_video(source, detector, progress=progress, min_confidence=args.min_confidence)
+        described = detector.describe()
+    kps, seen = track_and_fill(raw, source, min_confidence=args.min_confidence, detector_name=detector.name)
+    x = kps.normalized()  # (T, 17, 2)
+    if model.config.in_chans == 3:
+        x = np.concatenate([x, kps.confidence[..., None]], axis=-1)
+    # On CPU about 243 frames per pass (one full-size window and its flip) measured fastest; more only adds memory.
+    batch_size = args.batch_size or (max(1, 243 // model.config.num_frame) if device.type == "cpu" else 16)
+    cpu0 = time.process_time()  # CPU seconds of all threads: on a shared machine wall time says little
+    pose_3d, seconds = lift(model, x, flip=not args.no_flip, batch_size=batch_size, device=device, progress=progress)
+    cpu_seconds = time.process_time() - cpu0
+    pose_3d[:, 0] = 0.0  # root-relative, root at the origin (as in training)
+
+    meta = dict(kps.meta)
+    meta["notes"] = source.notes + meta["notes"]
+    meta.update({
+        "kind": "video" if source.kind == "video" else "image folder",
+        "fps": source.fps,
+        "codec": source.codec,
+        "detector": described,
+        "frames_decoded": stats.frames,
+        "most_people_in_a_frame": stats.max_people,
+    })
+    meta.update(_model_meta(args, model, device, seconds))
+    meta["throughput"] = {
+        "detection_fps": stats.fps,
+        "decode_seconds": stats.decode_seconds,
+        "detect_seconds": stats.detect_seconds,
+        "lifting_fps": len(x) / seconds if seconds > 0 else float("nan"),
+        "lifting_seconds": seconds,
+        "lifting_cpu_seconds": cpu_seconds,
+        "machine": _machine(device),
+    }
+    arrays = {"pose_3d": pose_3d.astype(np.float32), "pose_2d": kps.pose, "pose_2d_normalized": x.astype(np.float32),
+              "confidence": kps.confidence, "filled": kps.filled, "detected": seen}
+    _write_npz(out, arrays, meta)
+    if args.render is not None:
+        from fastmixste.render import render_video
+
+        try:
+            r = render_video(source, kps.pose, pose_3d, args.render, filled=kps.filled, seen=seen,
+                             every=args.render_every, frame=args.frame, height=args.render_height,
+                             max_gif_frames=args.max_frames, progress=progress)
+        except OSError as exc:
+            raise KeypointError(f"cannot write the render {args.render}: {exc.strerror or exc} (the 3D result is "
+                                f"in {out})") from exc
+        meta["render"] = str(r.path)
+        meta["render_frames"] = r.frames
+        meta["render_size"] = list(r.size)
+        meta["render_fps"] = r.fps
+        meta["throughput"]["render_fps"] = r.frames_per_second
+        meta["throughput"]["render_seconds"] = r.seconds
+        _write_npz(out, arrays, meta)
+    return meta
+
+
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         meta = run(args)
-    except (KeypointError, CheckpointError, BackendUnavailableError, FileNotFoundError) as exc:
+    except (KeypointError, CheckpointError, BackendUnavailableError, FileNotFoundError, DetectorError,
+            MissingExtraError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if "throughput" not in meta:
+        _print_keypoints_summary(args, meta)
+    else:
+        _print_video_summary(args, meta)
+    return 0
+
+
+def _print_keypoints_summary(args: argparse.Namespace, meta: dict) -> None:
     print(f"{meta['input']}: {meta['num_frames']} frames ({meta['layout']}, {meta['width']:.0f}x"
           f"{meta['height']:.0f} px); {meta['person']}")
     print(f"filled {100 * meta['filled_fraction']:.1f}% of joint positions by interpolation"
@@ -126,7 +286,26 @@ def main(argv: list[str] | None = None) -> int:
           f"(windows of {meta['num_frame']} frames, flip {'on' if meta['flip'] else 'off'}) -> {args.out}")
     if "render" in meta:
         print(f"render -> {meta['render']}")
-    return 0
+
+
+def _print_video_summary(args: argparse.Namespace, meta: dict) -> None:
+    tp, det = meta["throughput"], meta["detector"]
+    print(f"{meta['input']}: {meta['num_frames']} frames, {meta['width']:.0f}x{meta['height']:.0f} px, "
+          f"{meta['fps']:.2f} fps ({meta['codec']})")
+    print(f"detection ({det['name']} {det['version']}, {det['layout']}): a person in {meta['frames_with_person']} "
+          f"of {meta['num_frames']} frames; {tp['detection_fps']:.1f} frames/s (decoding {tp['decode_seconds']:.1f} s, "
+          f"detection {tp['detect_seconds']:.1f} s)")
+    print(f"{meta['person']}")
+    print(f"filled {100 * meta['filled_fraction']:.1f}% of joint positions by interpolation")
+    for note in meta["notes"]:
+        print(f"note: {note}")
+    print(f"lifted with {meta['backend']} on {meta['device']} ({tp['machine']}): {meta['num_frames']} frames in "
+          f"{tp['lifting_seconds']:.2f} s ({tp['lifting_cpu_seconds']:.1f} CPU-s), {tp['lifting_fps']:.1f} frames/s "
+          f"(windows of {meta['num_frame']} frames, flip {'on' if meta['flip'] else 'off'}) -> {args.out}")
+    if "render" in meta:
+        w, h = meta["render_size"]
+        print(f"render: {meta['render_frames']} frames in {tp['render_seconds']:.1f} s ({tp['render_fps']:.1f} "
+              f"frames/s), {w}x{h} px at {meta['render_fps']:.2f} fps -> {meta['render']}")
 
 
 if __name__ == "__main__":

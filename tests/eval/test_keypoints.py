@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 
 from fastmixste.keypoints import (
+    BLAZEPOSE_JOINT_NAMES,
+    COCO_JOINT_NAMES,
+    HALPE_JOINT_NAMES,
     KeypointError,
+    blazepose_to_coco,
     fill_gaps,
     from_array,
+    halpe_to_coco,
     load_keypoints,
     normalize_screen,
     pick_person,
@@ -58,6 +63,55 @@ def test_openpose_to_h36m_mapping():
              "l_shoulder": 5, "l_elbow": 6, "l_wrist": 7, "r_shoulder": 2, "r_elbow": 3, "r_wrist": 4}
     for name, src in pairs.items():
         np.testing.assert_allclose(out[h(name)], c[src], err_msg=name)
+
+
+def test_halpe_to_h36m_mapping():
+    """MotionBERT's halpe2h36m: Halpe's hip, neck and head-top points are the pelvis, thorax and head."""
+    c = distinct_points(26, seed=1)
+    out = to_h36m(c, "halpe")
+    np.testing.assert_allclose(out[h("pelvis")], c[19])
+    np.testing.assert_allclose(out[h("thorax")], c[18])
+    np.testing.assert_allclose(out[h("head")], c[17])
+    np.testing.assert_allclose(out[h("spine"), :2], (c[19, :2] + c[18, :2]) / 2)
+    assert out[h("spine"), 2] == min(c[19, 2], c[18, 2])
+    pairs = {"neck_nose": 0, "r_hip": 12, "r_knee": 14, "r_ankle": 16, "l_hip": 11, "l_knee": 13, "l_ankle": 15,
+             "l_shoulder": 5, "l_elbow": 7, "l_wrist": 9, "r_shoulder": 6, "r_elbow": 8, "r_wrist": 10}
+    for name, src in pairs.items():
+        np.testing.assert_allclose(out[h(name)], c[src], err_msg=name)
+    assert HALPE_JOINT_NAMES[17:20] == ["head", "neck", "hip"]
+    np.testing.assert_array_equal(halpe_to_coco(c), c[:17])
+
+
+def blaze(name: str) -> int:
+    return BLAZEPOSE_JOINT_NAMES.index(name)
+
+
+def test_blazepose_to_h36m_and_coco_by_joint_names():
+    c = distinct_points(33, seed=2)
+    out = to_h36m(c[None], "blazepose")[0]
+    mid = lambda a, b: (c[blaze(a), :2] + c[blaze(b), :2]) / 2
+    np.testing.assert_allclose(out[h("pelvis"), :2], mid("left_hip", "right_hip"))
+    np.testing.assert_allclose(out[h("thorax"), :2], mid("left_shoulder", "right_shoulder"))
+    np.testing.assert_allclose(out[h("spine"), :2],
+                               (mid("left_hip", "right_hip") + mid("left_shoulder", "right_shoulder")) / 2)
+    np.testing.assert_allclose(out[h("head"), :2], mid("left_eye", "right_eye"))
+    np.testing.assert_allclose(out[h("neck_nose")], c[blaze("nose")])
+    for side, other in (("l", "left"), ("r", "right")):
+        for part, src in (("hip", "hip"), ("knee", "knee"), ("ankle", "ankle"), ("shoulder", "shoulder"),
+                          ("elbow", "elbow"), ("wrist", "wrist")):
+            np.testing.assert_allclose(out[h(f"{side}_{part}")], c[blaze(f"{other}_{src}")], err_msg=part)
+    assert out[h("head"), 2] == min(c[blaze("left_eye"), 2], c[blaze("right_eye"), 2])
+    # BlazePose -> COCO by name (COCO "l_eye" is BlazePose "left_eye", not an eye corner), and the two routes to
+    # Human3.6M agree.
+    coco = blazepose_to_coco(c)
+    for k, name in enumerate(COCO_JOINT_NAMES):
+        full = name.replace("l_", "left_").replace("r_", "right_")
+        np.testing.assert_array_equal(coco[k], c[blaze(full)], err_msg=name)
+    np.testing.assert_allclose(to_h36m(coco, "coco"), out)
+    with pytest.raises(KeypointError, match=r"\(\.\.\., 33, C\)"):
+        blazepose_to_coco(c[:17])
+    with pytest.raises(KeypointError, match=r"\(\.\.\., 33, 3\)"):
+        to_h36m(c[:26], "blazepose")
 
 
 def test_h36m_layout_is_identity_and_bad_layouts():
