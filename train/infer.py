@@ -246,6 +246,8 @@ def _run_video(args: argparse.Namespace, model: torch.nn.Module, device: torch.d
         except OSError as exc:
             raise KeypointError(f"cannot write the render {args.render}: {exc.strerror or exc} (the 3D result is "
                                 f"in {out})") from exc
+        except ValueError as exc:  # e.g. --frame past the end, no encoder in this FFmpeg build
+            raise KeypointError(f"{exc} (nothing written at {args.render}; the 3D result is in {out})") from exc
         meta["render"] = str(r.path)
         meta["render_frames"] = r.frames
         meta["render_size"] = list(r.size)
