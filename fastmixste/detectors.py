@@ -103,6 +103,7 @@ class PoseDetector(ABC):
         return None
 
     def describe(self) -> dict[str, Any]:
+        """-> {"name", "version", "layout"}: what the output's metadata records about the detector."""
         return {"name": self.name, "version": self.version, "layout": self.layout}
 
     def __enter__(self) -> PoseDetector:

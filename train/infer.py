@@ -13,7 +13,8 @@ folder of OpenPose JSON files (see ``fastmixste.keypoints``). Either way the seq
 and lifted in windows of the model's num_frame frames (any length), with flip test-time augmentation unless
 ``--no-flip``. OUT.npz holds ``pose_3d`` (T, 17, 3) root-relative camera-frame coordinates in metres, the 2D input
 actually used, confidences, the filled mask and the metadata (JSON string under ``meta``: fps, detector, person,
-throughput). Outputs are written atomically: a failed run leaves nothing at OUT or at the render path.
+throughput). OUT and video renders are written atomically: a failed run leaves no partial file at either path (when
+only the render fails, the finished OUT stays and the message says so).
 """
 
 from __future__ import annotations
@@ -246,6 +247,8 @@ def _run_video(args: argparse.Namespace, model: torch.nn.Module, device: torch.d
         except OSError as exc:
             raise KeypointError(f"cannot write the render {args.render}: {exc.strerror or exc} (the 3D result is "
                                 f"in {out})") from exc
+        except ValueError as exc:  # e.g. --frame past the end, no encoder in this FFmpeg build
+            raise KeypointError(f"{exc} (nothing written at {args.render}; the 3D result is in {out})") from exc
         meta["render"] = str(r.path)
         meta["render_frames"] = r.frames
         meta["render_size"] = list(r.size)

@@ -364,3 +364,20 @@ def test_coco_track_ids_pick_a_person(tmp_path):
     assert k.filled[2].all()  # person 9 was not detected in frame 2: interpolated, not swapped for person 3
     k3 = load_keypoints(tmp_path / "tracks.json", "coco", width=1000, height=1000, person=3)
     np.testing.assert_allclose(k3.pose, to_h36m(far, "coco")[..., :2], rtol=1e-6)
+
+
+def test_alphapose_halpe_json_through_load_keypoints(tmp_path):
+    """AlphaPose writes Halpe-26 results as a COCO-style list with an ``idx`` identity per person."""
+    c = distinct_points(26, seed=3)
+    anns = []
+    for t in range(3):
+        for pid, dx in ((1, 0.0), (2, 300.0)):
+            kp = c.copy()
+            kp[:, 0] += dx + t
+            anns.append({"image_id": f"{t}.jpg", "category_id": 1, "keypoints": kp.reshape(-1).tolist(),
+                         "score": 2.5, "idx": pid})
+    (tmp_path / "alphapose-results.json").write_text(json.dumps(anns))
+    kps = load_keypoints(tmp_path / "alphapose-results.json", "halpe", width=1000, height=1000, person=2)
+    assert kps.pose.shape == (3, 17, 2) and "picked person id 2" in kps.meta["person"]
+    np.testing.assert_allclose(kps.pose[:, h("pelvis")], c[19, :2] + [[300.0 + t, 0.0] for t in range(3)], rtol=1e-6)
+    np.testing.assert_allclose(kps.pose[:, h("head")], c[17, :2] + [[300.0 + t, 0.0] for t in range(3)], rtol=1e-6)

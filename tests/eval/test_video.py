@@ -248,6 +248,12 @@ def test_bad_clips_and_outputs_exit_2_with_a_message(tmp_path, checkpoint, fake,
     assert "num_joints=16" in capsys.readouterr().err
     assert not out.exists() and fake.calls == []  # all refused before any detection
 
+    # A render that fails after the lifting: the 3D result stays, nothing at the render path.
+    assert infer_cli.main(video_args(checkpoint, clip, out, "--render", str(tmp_path / "r.png"), "--frame", "5")) == 2
+    err = capsys.readouterr().err
+    assert "frame 5 out of range for 5 frames (nothing written at" in err and "Traceback" not in err
+    assert out.exists() and not (tmp_path / "r.png").exists()
+
 
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
