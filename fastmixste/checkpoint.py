@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import torch
 from ._io import atomic_write
 from .config import MixSTEConfig
 from .model import MixSTE
+from .safeload import describe_file_start
 
 FORMAT = "fastmixste"
 FORMAT_VERSION = 1
@@ -54,6 +57,62 @@ def _numpy_allowlist() -> list[Any]:
     return allow
 
 
+def _check_device(path: Path, map_location: Any) -> None:
+    """Refuse a CUDA map_location on a machine without CUDA up front, saying so (torch would fail mid-load)."""
+    if isinstance(map_location, (str, torch.device)):
+        try:
+            device = torch.device(map_location)
+        except RuntimeError as exc:
+            raise CheckpointError(f"cannot load {path}: map_location {str(map_location)!r} is not a device "
+                                  f"({exc})") from exc  # fmt: skip
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise CheckpointError(f"cannot load {path} onto {device}: CUDA is not available on this machine "
+                                  f"(torch.cuda.is_available() is False); load it onto the CPU instead "
+                                  f"(map_location='cpu', --device cpu)")  # fmt: skip
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise CheckpointError(f"cannot load {path} onto {device}: this machine has "
+                                  f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)")  # fmt: skip
+
+
+def _check_container(path: Path) -> None:
+    """Say plainly when a file is missing, empty, truncated, corrupt or not a PyTorch checkpoint at all.
+
+    torch.save writes a zip archive (``<name>/data.pkl`` plus one entry per storage, each with a CRC-32) or, in the
+    legacy format, a pickle stream (first byte 0x80). Anything else is not a checkpoint; a zip without its central
+    directory was cut short; an entry failing its CRC was damaged (torch.load itself does not check CRCs).
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint (an interrupted copy or download?)")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(f"{path} is truncated or corrupt ({size} bytes): it starts like a PyTorch "
+                                  f"checkpoint (a zip archive) but its zip directory is missing or damaged, as "
+                                  f"when a copy or save was cut short")  # fmt: skip
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+                if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+                    raise CheckpointError(f"{path} is not a checkpoint: it is a zip archive without the data.pkl "
+                                          f"of a PyTorch checkpoint (it holds {', '.join(names[:4])}"
+                                          f"{', ...' if len(names) > 4 else ''}; an .npz data file?)")  # fmt: skip
+                bad = zf.testzip()
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise CheckpointError(f"{path} is corrupt: its zip archive cannot be read ({exc})") from exc
+        if bad is not None:
+            raise CheckpointError(f"{path} is corrupt: entry {bad!r} fails its CRC-32 check (the file was damaged "
+                                  f"after it was written)")  # fmt: skip
+    elif head[:1] != b"\x80":
+        raise CheckpointError(f"{path} is not a checkpoint: neither a PyTorch zip archive nor a legacy PyTorch "
+                              f"pickle ({describe_file_start(head)})")  # fmt: skip
+
+
 def read_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", trust_checkpoint: bool = False
 ) -> dict[str, Any]:
@@ -61,27 +120,39 @@ def read_checkpoint(
 
     Returns the raw dict: for this project's files ``{"format", "format_version", "config", "model", **extra}``;
     for upstream files ``{"epoch", "lr", "random_state", "optimizer", "model_pos"}``.
+    Raises FileNotFoundError, or CheckpointError saying which of these it is: empty, truncated or corrupt, not a
+    checkpoint, a CUDA map_location without CUDA, or pickled objects outside the allowlist (the only case where
+    ``trust_checkpoint=True`` could help).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if trust_checkpoint:
-        obj = torch.load(path, map_location=map_location, weights_only=False)
-    else:
-        try:
+    _check_container(path)
+    _check_device(path, map_location)
+    try:
+        if trust_checkpoint:
+            obj = torch.load(path, map_location=map_location, weights_only=False)
+        else:
             with torch.serialization.safe_globals(_numpy_allowlist()):
                 obj = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as exc:  # UnpicklingError, or RuntimeError wrapping it
-            found = re.findall(r"GLOBAL ([\w.]+)", str(exc))
-            what = f" (it refers to {', '.join(sorted(set(found)))})" if found else ""
+    except MemoryError:
+        raise
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, OSError, ... : sort out what it means
+        text = str(exc)
+        said = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+        found = sorted(set(re.findall(r"GLOBAL ([\w.]+)", text)))
+        if found and not trust_checkpoint:
             raise CheckpointError(
                 f"refusing to load {path}: it contains pickled objects outside the allowlist of tensors, "
-                f"containers and numpy RandomState{what}. Loading it could run arbitrary code; pass "
-                f"trust_checkpoint=True only if you trust where the file came from.\nLoader said: "
-                f"{str(exc).splitlines()[-1] if str(exc) else type(exc).__name__}"
+                f"containers and numpy RandomState (it refers to {', '.join(found)}). Loading it could run "
+                f"arbitrary code; pass trust_checkpoint=True only if you trust where the file came from."
             ) from exc
+        if "torch.cuda.is_available() is False" in text or "Attempting to deserialize object on" in text:
+            raise CheckpointError(f"cannot load {path}: it maps tensors onto a CUDA device this machine does not "
+                                  f"have ({said}); load it onto the CPU (map_location='cpu', --device cpu)") from exc
+        raise CheckpointError(f"{path} is truncated or corrupt, or not a PyTorch checkpoint: its contents cannot "
+                              f"be read ({type(exc).__name__}: {said})") from exc  # fmt: skip
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+        raise CheckpointError(f"{path} is not a model checkpoint: it holds a {type(obj).__name__}, expected a dict "
+                              f"with the model weights")  # fmt: skip
     return obj
 
 
@@ -136,18 +207,31 @@ def load_checkpoint(
     """Load a ready MixSTE (eval mode) from a fastmixste checkpoint or an upstream MixSTE checkpoint.
 
     Upstream files (weights under 'model_pos' with 'module.' prefixes, plus optimizer state and a numpy
-    RandomState) have their config inferred from tensor shapes; ``num_heads`` defaults to 8 for them.
+    RandomState) have their config inferred from tensor shapes; ``num_heads`` defaults to 8 for them. Our own
+    files store their config, head count included: a ``num_heads`` that differs from it is refused.
     Weights are loaded with ``strict=True``.
     """
     path = Path(path)
     obj = read_checkpoint(path, map_location, trust_checkpoint)
     state_dict = _extract_state_dict(obj, path)
+    if num_heads is not None and (isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1):
+        raise CheckpointError(f"num_heads must be a positive int, got {num_heads!r}")
     if obj.get("format") == FORMAT:
-        config = MixSTEConfig.from_dict(dict(obj["config"]))
-        if num_heads is not None:
-            config.num_heads = num_heads
+        try:
+            config = MixSTEConfig.from_dict(dict(obj["config"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: the stored model config is invalid ({exc})") from exc
+        # Our files store their head count; num_heads exists for upstream files, which do not.
+        if num_heads is not None and num_heads != config.num_heads:
+            raise CheckpointError(f"{path} is a fastmixste checkpoint that stores num_heads={config.num_heads}, "
+                                  f"but num_heads={num_heads} was given (--num-heads); that option is only for "
+                                  f"upstream MixSTE files, which do not store it. Omit it")  # fmt: skip
     else:
-        config = infer_upstream_config(state_dict, num_heads or 8)
+        try:
+            config = infer_upstream_config(state_dict, num_heads or 8)
+        except ValueError as exc:  # e.g. a head count that does not divide the width
+            raise CheckpointError(f"{path}: num_heads={num_heads or 8} does not fit this upstream checkpoint "
+                                  f"({exc})") from exc  # fmt: skip
     config.attn_backend = attn_backend
     model = MixSTE.from_config(config)
     try:

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from fastmixste.safeload import DataFileError, read_npy, read_npz
 from fastmixste.skeleton import H36M_JOINT_NAMES, H36M_PARENTS
 
 LAYOUTS: tuple[str, ...] = ("h36m", "coco", "openpose")
@@ -161,38 +162,74 @@ def from_array(array: np.ndarray, layout: str, source: str = "array") -> RawKeyp
 
 
 def read_array_file(path: str | Path, layout: str) -> RawKeypoints:
-    """.npy / .npz file -> RawKeypoints (see the module docstring for the accepted npz contents)."""
+    """.npy / .npz file -> RawKeypoints (see the module docstring for the accepted npz contents).
+
+    Nothing in the file is ever run: arrays are read by fastmixste.safeload, whose unpickler rebuilds only arrays,
+    containers, strings and numbers (a VideoPose3D file's pickled dicts) and refuses any other pickled object.
+    """
     path = Path(path)
-    if path.suffix == ".npy":
-        return from_array(np.load(path, allow_pickle=False), layout, str(path))
-    if path.suffix != ".npz":
-        raise KeypointError(f"{path}: expected a .npy or .npz file")
-    with np.load(path, allow_pickle=True) as z:
-        keys = list(z.keys())
-        width = height = None
-        if "positions_2d" in keys:  # VideoPose3D custom dataset: {video: {"custom": [array]}}
-            videos = z["positions_2d"].item()
-            if len(videos) != 1:
-                raise KeypointError(f"{path}: VideoPose3D file with {len(videos)} videos; keep one per file")
-            name, entry = next(iter(videos.items()))
-            array = entry["custom"][0] if isinstance(entry, dict) else entry[0]
-            meta = z["metadata"].item() if "metadata" in keys else {}
-            size = meta.get("video_metadata", {}).get(name, {})
-            width, height = size.get("w"), size.get("h")
-        elif "keypoints" in keys:
-            array = z["keypoints"]
-        else:
-            arrays = [k for k in keys if k not in ("width", "height", "res_w", "res_h")]
-            if len(arrays) != 1:
-                raise KeypointError(f"{path}: cannot tell which array holds the keypoints among {keys}; "
-                                    f"name it 'keypoints'")
-            array = z[arrays[0]]
-        for wk, hk in (("width", "height"), ("res_w", "res_h")):
-            if wk in keys and hk in keys:
+    try:
+        if path.suffix == ".npy":
+            return from_array(read_npy(path), layout, str(path))
+        if path.suffix != ".npz":
+            raise KeypointError(f"{path}: expected a .npy or .npz file")
+        z = read_npz(path)
+    except DataFileError as exc:
+        raise KeypointError(str(exc)) from exc
+    keys = list(z)
+    width = height = None
+    if "positions_2d" in keys:  # VideoPose3D custom dataset: {video: {"custom": [array]}}
+        array, width, height = _videopose3d_keypoints(path, z)
+    elif "keypoints" in keys:
+        array = z["keypoints"]
+    else:
+        arrays = [k for k in keys if k not in ("width", "height", "res_w", "res_h")]
+        if len(arrays) != 1:
+            raise KeypointError(f"{path}: cannot tell which array holds the keypoints among {keys}; "
+                                f"name it 'keypoints'")
+        array = z[arrays[0]]
+    for wk, hk in (("width", "height"), ("res_w", "res_h")):
+        if wk in keys and hk in keys:
+            try:
                 width, height = float(z[wk]), float(z[hk])
+            except (TypeError, ValueError) as exc:
+                raise KeypointError(f"{path}: {wk!r} and {hk!r} must be numbers, got {z[wk]!r:.40} and "
+                                    f"{z[hk]!r:.40}") from exc  # fmt: skip
     raw = from_array(array, layout, str(path))
     raw.width, raw.height = width, height
     return raw
+
+
+def _videopose3d_keypoints(path: Path, z: dict[str, np.ndarray]) -> tuple[np.ndarray, float | None, float | None]:
+    """VideoPose3D custom-dataset npz entries -> (keypoint array, width, height); KeypointError if malformed."""
+    expected = ("a VideoPose3D custom-dataset file: positions_2d = {video: {'custom': [array (T, J, 2)]}}, "
+                "metadata = {'video_metadata': {video: {'w': width, 'h': height}}}")
+    videos = z["positions_2d"].item() if z["positions_2d"].shape == () else None
+    if not isinstance(videos, dict):
+        raise KeypointError(f"{path}: 'positions_2d' is not a dict; expected {expected}")
+    if len(videos) != 1:
+        raise KeypointError(f"{path}: VideoPose3D file with {len(videos)} videos; keep one per file")
+    name, entry = next(iter(videos.items()))
+    try:
+        array = entry["custom"][0] if isinstance(entry, dict) else entry[0]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise KeypointError(f"{path}: positions_2d[{name!r}] holds no keypoint array; expected {expected}") from exc
+    meta = z["metadata"].item() if "metadata" in z and z["metadata"].shape == () else {}
+    size = meta.get("video_metadata", {}).get(name, {}) if isinstance(meta, dict) else {}
+    if not isinstance(size, dict):
+        raise KeypointError(f"{path}: metadata['video_metadata'][{name!r}] is not a dict; expected {expected}")
+    return array, size.get("w"), size.get("h")
+
+
+def _malformed(path: Path, what: str, exc: Exception) -> KeypointError:
+    """A KeypointError for a file whose structure or values are not what `what` needs, saying what was wrong."""
+    if isinstance(exc, KeyError):
+        detail = f"an entry lacks the field {exc.args[0]!r}"
+    elif isinstance(exc, UnicodeDecodeError):
+        detail = "it is not UTF-8 text"
+    else:
+        detail = str(exc)
+    return KeypointError(f"{path}: not a valid {what} ({detail})")
 
 
 def _natural_key(name: str) -> list:
@@ -204,6 +241,15 @@ def read_coco_json(path: str | Path, layout: str = "coco") -> RawKeypoints:
     by image_id), every annotation with ``keypoints`` a person; ``track_id`` (or ``idx``) is used as identity."""
     _check_layout(layout)
     path = Path(path)
+    try:
+        return _read_coco_json(path, layout)
+    except KeypointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise _malformed(path, "COCO keypoint JSON", exc) from exc
+
+
+def _read_coco_json(path: Path, layout: str) -> RawKeypoints:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -267,11 +313,18 @@ def read_openpose_dir(path: str | Path, layout: str = "openpose") -> RawKeypoint
             data = json.loads(f.read_text())
         except json.JSONDecodeError as exc:
             raise KeypointError(f"{f}: not valid JSON ({exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise _malformed(f, "OpenPose keypoint JSON", exc) from exc
         if not isinstance(data, dict) or "people" not in data:
             raise KeypointError(f"{f}: not an OpenPose keypoint file (no 'people' list)")
+        if not isinstance(data["people"], list) or not all(isinstance(p, dict) for p in data["people"]):
+            raise KeypointError(f"{f}: 'people' must be a list of objects with 'pose_keypoints_2d'")
         people, ids = [], []
         for person in data["people"]:
-            kp = np.asarray(person.get("pose_keypoints_2d", []), dtype=np.float64)
+            try:
+                kp = np.asarray(person.get("pose_keypoints_2d", []), dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise _malformed(f, "OpenPose keypoint JSON", exc) from exc
             if kp.size != joints * 3:
                 raise KeypointError(f"{f}: pose_keypoints_2d has {kp.size} values; layout {layout!r} needs "
                                     f"{joints} x 3 (BODY_25 = 75; use --layout to match the model OpenPose ran)")

@@ -7,6 +7,10 @@ Upstream MixSTE's protocol: windows of the model's num_frame frames, flip test-t
 Prints the Protocol #1 / #2 tables in the paper's layout, N-MPJPE, MPJVE and throughput; with ``--out DIR`` writes
 ``DIR/results.json`` (the training run's schema) and ``DIR/results.md``. Without ``--data-dir`` the built-in
 generated stand-in dataset is used (numbers then say nothing about Human3.6M).
+
+Flags, the checkpoint, the backend and --out are checked before the data loads. Exit codes (fastmixste.cli):
+0 done; 2 bad input, with a one-line message on stderr (``--debug`` or FASTMIXSTE_DEBUG=1 adds the traceback);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fastmixste import BACKENDS, load_checkpoint
+from fastmixste._io import atomic_write
+from fastmixste.cli import UserInputError, add_debug_argument, cli_entry
 from fastmixste.evaluation import evaluate, evaluate_constant_pose, format_markdown, results_to_dict
 
 
@@ -41,23 +48,75 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "eval.max_frames)")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the mean-training-pose baseline (saves loading the training subjects)")
-    p.add_argument("--num-heads", type=int, default=None, help="heads of an upstream checkpoint (default 8)")
+    p.add_argument("--num-heads", type=int, default=None,
+                   help="heads of an upstream MixSTE checkpoint (default 8; they are not stored in it). Our own "
+                        "checkpoints store theirs: a different value is refused")
     p.add_argument("--out", default=None, help="folder for results.json and results.md")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_debug_argument(p)
     return p.parse_args(argv)
 
 
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UserInputError(f"--device {name!r} is not a device; expected cpu or cuda (or cuda:N)") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise UserInputError(f"--device {name!r}: expected cpu or cuda (or cuda:N)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"--device {name}: CUDA is not available on this machine (torch.cuda.is_available() "
+                             f"is False); use --device cpu")  # fmt: skip
+    return device
+
+
+def _check_out(out: Path) -> None:
+    """Fail now, not after the evaluation, when --out cannot take results.json and results.md."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; expected a folder for results.json and results.md")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UserInputError(f"--out {out}: cannot write there ({exc.strerror or exc})") from exc
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Range checks on the flags, before anything is loaded."""
+    for flag, value in (("--batch-size", args.batch_size), ("--max-frames", args.max_frames),
+                        ("--num-heads", args.num_heads)):  # fmt: skip
+        if value is not None and value < 1:
+            raise UserInputError(f"{flag} must be >= 1, got {value}")
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.exists():
+        raise UserInputError(f"--checkpoint {checkpoint}: no such file")
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        what = "is a file" if Path(args.data_dir).exists() else "does not exist"
+        raise UserInputError(f"--data-dir {args.data_dir} {what}; expected the folder with data_3d_h36m.npz and "
+                             f"data_2d_h36m_{args.keypoints}.npz")  # fmt: skip
+
+
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
+    """Evaluate; errors become one-line messages with exit code 2 (fastmixste.cli), --debug shows tracebacks."""
     args = parse_args(argv)
     from fastmixste.data.h36m import TEST_SUBJECTS, TRAIN_SUBJECTS, load_h36m
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # Everything that can be checked without the data is checked before it loads and long before evaluating.
+    check_args(args)
+    device = _device(args.device)
+    if args.out:
+        _check_out(Path(args.out))
     model = load_checkpoint(args.checkpoint, attn_backend=args.backend, map_location=device,
-                            num_heads=args.num_heads)
+                            num_heads=args.num_heads)  # our files keep their stored head count (conflict: error)
     cfg = model.config
     if cfg.num_joints != 17 or cfg.in_chans != 2:
-        raise SystemExit(f"error: Human3.6M evaluation feeds (T, 17, 2) keypoints; the checkpoint has "
-                         f"num_joints={cfg.num_joints}, in_chans={cfg.in_chans}")
+        raise UserInputError(f"--checkpoint {args.checkpoint}: Human3.6M evaluation feeds (T, 17, 2) keypoints; "
+                             f"the checkpoint has num_joints={cfg.num_joints}, in_chans={cfg.in_chans}")
+    backend = model.resolved_backend(torch.zeros(1, cfg.num_frame, 17, 2, device=device))
 
     if args.data_dir is None:
         from fastmixste.data.builtin import builtin_data_dir
@@ -68,18 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         data_dir = Path(args.data_dir)
     data = load_h36m(data_dir, keypoints=args.keypoints)
-    sequences = data.sequences(args.subjects or list(TEST_SUBJECTS), args.actions)
+    try:
+        sequences = data.sequences(args.subjects or list(TEST_SUBJECTS), args.actions)
+    except ValueError as exc:  # unknown subject or action: name the options
+        raise UserInputError(f"--subjects/--actions: {exc}") from exc
     if not sequences:
-        raise SystemExit(f"error: no test sequences for subjects {args.subjects or list(TEST_SUBJECTS)} "
-                         f"and actions {args.actions or 'all'} in {data_dir}")
+        raise UserInputError(f"no test sequences for subjects {args.subjects or list(TEST_SUBJECTS)} "
+                             f"and actions {args.actions or 'all'} in {data_dir}")
 
     if args.max_frames is not None:
-        if args.max_frames < 1:
-            raise SystemExit(f"error: --max-frames must be >= 1, got {args.max_frames}")
         sequences = [dataclasses.replace(s, pose_2d=s.pose_2d[:args.max_frames], pose_3d=s.pose_3d[:args.max_frames],
                                          world_3d=s.world_3d[:args.max_frames]) for s in sequences]
 
-    backend = model.resolved_backend(torch.zeros(1, cfg.num_frame, 17, 2, device=device))
     print(f"checkpoint {args.checkpoint}: num_frame={cfg.num_frame}, depth={cfg.depth}, "
           f"embed_dim={cfg.embed_dim_ratio}, heads={cfg.num_heads}; backend {backend} on {device}; "
           f"flip TTA {'off' if args.no_flip else 'on'}; {len(sequences)} sequences", file=sys.stderr)
@@ -101,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(results_to_dict(result, baseline), indent=2) + "\n")
-        (out / "results.md").write_text(text)
+        with atomic_write(out / "results.json", "w") as f:
+            f.write(json.dumps(results_to_dict(result, baseline), indent=2) + "\n")
+        with atomic_write(out / "results.md", "w") as f:
+            f.write(text)
         print(f"wrote {out / 'results.json'} and {out / 'results.md'}", file=sys.stderr)
     return 0
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import numpy as np
 from fastmixste._io import atomic_write
 from fastmixste.data.cameras import h36m_cameras, project_to_2d, world_to_camera
 from fastmixste.data.h36m import ACTIONS, TEST_SUBJECTS, TRAIN_SUBJECTS
+from fastmixste.safeload import DataFileError, read_npz
 from fastmixste.skeleton import H36M_32_PARENTS, H36M_32_TO_17, H36M_LEFT, H36M_RIGHT
 
 BUILTIN_VERSION = 1
@@ -483,18 +485,78 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("FASTMIXSTE_CACHE") or Path.home() / ".cache" / "fastmixste")
 
 
-def builtin_data_dir(cache_dir: str | Path | None = None) -> Path:
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cache_problem(out: Path) -> str | None:
+    """None when `out` holds a complete built-in dataset that matches its manifest's hashes, else what is wrong.
+
+    Manifests written since file hashes were added are checked by the sha256 of each file (fast). Older ones only
+    have content hashes: the arrays are then read (safely, see fastmixste.safeload) and hashed, and the file
+    hashes are added to the manifest so the next check is fast.
+    """
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        return "manifest.json is missing (an interrupted generation?)"
+    try:
+        info = json.loads(manifest.read_text())
+        content = info["sha256"]
+        if not isinstance(content, dict) or info.get("version") != BUILTIN_VERSION:
+            raise ValueError(f"unexpected 'sha256' or 'version' entries (version {info.get('version')!r})")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        return f"manifest.json is unreadable ({exc})"
+    missing = [f for f in FILES if not (out / f).is_file()]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    files = info.get("file_sha256")
+    if isinstance(files, dict):
+        for f in FILES:
+            if _file_sha256(out / f) != files.get(f):
+                return f"{f} does not match the sha256 in manifest.json (changed or damaged since it was written)"
+        return None
+    for f in FILES:
+        try:
+            data = read_npz(out / f)
+            value = data["positions_3d" if f == FILES[0] else "positions_2d"].item()
+            ok = content_hash(value) == content.get(f)
+        except (DataFileError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            return f"{f} cannot be read ({exc})"
+        if not ok:
+            return f"{f} does not match the content hash in manifest.json (changed or damaged since it was written)"
+    info["file_sha256"] = {f: _file_sha256(out / f) for f in FILES}
+    with atomic_write(manifest, "w") as fh:
+        json.dump(info, fh, indent=1)
+    return None
+
+
+def builtin_data_dir(cache_dir: str | Path | None = None, *, regenerate: bool = True) -> Path:
     """Directory holding the built-in dataset (generated on first use), usable with load_h36m(dir).
 
     The files go to <cache_dir>/builtin-<version> (cache_dir defaults to $FASTMIXSTE_CACHE or ~/.cache/fastmixste).
-    Each file is written to a temporary name and renamed, and manifest.json (with the content hashes) last, so
-    an interrupted or concurrent generation never leaves a half-written dataset that looks complete.
+    Each file is written to a temporary name and renamed, and manifest.json (with the hashes) last, so an
+    interrupted or concurrent generation never leaves a half-written dataset that looks complete.
+    An existing cache is checked against the hashes in its manifest on every call; if a file was changed, damaged
+    or is missing, the dataset is regenerated (saying so on stderr), or with ``regenerate=False`` a DataFileError
+    says what is wrong.
     """
     out = Path(cache_dir) if cache_dir is not None else default_cache_root()
     out = out / f"builtin-{BUILTIN_VERSION}"
     manifest = out / "manifest.json"
-    if manifest.is_file() and all((out / f).is_file() for f in FILES):
-        return out
+    if out.is_dir() and any(out.iterdir()):
+        problem = _cache_problem(out)
+        if problem is None:
+            return out
+        if not regenerate:
+            raise DataFileError(f"built-in data cache {out}: {problem}; delete that folder to regenerate it")
+        print(f"note: built-in data cache {out}: {problem}; regenerating it", file=sys.stderr, flush=True)
+    else:
+        print(f"generating the built-in synthetic dataset (not Human3.6M; ~60 MB, a few seconds, once) in {out}",
+              file=sys.stderr, flush=True)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     pos3d, cpn, gt = generate_builtin()
     meta = _metadata()
@@ -510,6 +572,7 @@ def builtin_data_dir(cache_dir: str | Path | None = None) -> Path:
         "takes": TAKES,
         "frames": int(sum(v.shape[0] for s in pos3d.values() for v in s.values())),
         "sha256": {FILES[0]: content_hash(pos3d), FILES[1]: content_hash(cpn), FILES[2]: content_hash(gt)},
+        "file_sha256": {f: _file_sha256(out / f) for f in FILES},
     }
     with atomic_write(manifest, "w") as f:
         json.dump(info, f, indent=1)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fastmixste.data.cameras import Camera, h36m_cameras, normalize_screen_coordinates, world_to_camera
+from fastmixste.safeload import DataFileError, MissingKeyError, read_npz, read_npz_keys
 from fastmixste.skeleton import H36M_32_TO_17, H36M_LEFT, H36M_RIGHT
 
 TRAIN_SUBJECTS: list[str] = ["S1", "S5", "S6", "S7", "S8"]
@@ -53,20 +54,24 @@ def _require_file(path: str | Path) -> Path:
     return path
 
 
-def _load_npz_dict(path: Path, key: str) -> tuple[dict, np.lib.npyio.NpzFile]:
-    try:
-        npz = np.load(path, allow_pickle=True)
-    except Exception as e:  # zip or pickle errors: say which file
-        raise ValueError(f"{path}: not a readable npz file ({e})") from e
-    if key not in npz.files:
-        raise KeyError(f"{path}: missing key {key!r}; found keys {sorted(npz.files)}")
+def _load_npz_dict(path: Path, key: str, also: tuple[str, ...] = ()) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read `key` (a pickled dict in a 0-d object array) and the entries `also` from an npz, running no code.
+
+    Object arrays go through fastmixste.safeload's restricted unpickler: a file holding anything but arrays,
+    containers, strings and numbers is refused (UnsafeFileError), a damaged one reported (CorruptFileError).
+    """
+    npz = read_npz(path, keys=[key, *also])
+    if key not in npz:
+        found = sorted(read_npz_keys(path))
+        raise MissingKeyError(f"{path}: missing key {key!r}; found keys {found}")
     value = npz[key]
     if value.dtype != object or value.shape != ():
-        raise ValueError(f"{path}: {key!r} must be a pickled dict (0-d object array), got dtype {value.dtype} "
-                         f"and shape {value.shape}")  # fmt: skip
+        raise DataFileError(f"{path}: {key!r} must be a pickled dict (0-d object array), got dtype {value.dtype} "
+                            f"and shape {value.shape}")  # fmt: skip
     value = value.item()
     if not isinstance(value, dict):
-        raise ValueError(f"{path}: {key!r} must hold a dict subject -> action -> array, got {type(value).__name__}")
+        raise DataFileError(f"{path}: {key!r} must hold a dict subject -> action -> array, got "
+                            f"{type(value).__name__}")  # fmt: skip
     return value, npz
 
 
@@ -95,7 +100,8 @@ def load_positions_3d(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
     out: dict[str, dict[str, np.ndarray]] = {}
     for subject, actions in raw.items():
         if not isinstance(actions, dict):
-            raise ValueError(f"{path}: positions_3d[{subject!r}] must be a dict action -> array")
+            raise DataFileError(f"{path}: positions_3d[{subject!r}] must be a dict action -> array, got "
+                                f"{type(actions).__name__}")  # fmt: skip
         out[subject] = {}
         for action, pos in actions.items():
             where = f"{path}: positions_3d[{subject!r}][{action!r}]"
@@ -111,21 +117,33 @@ def load_positions_3d(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
 def load_positions_2d(path: str | Path) -> tuple[dict[str, dict[str, list[np.ndarray]]], dict]:
     """data_2d_h36m_*.npz -> (subject -> action -> 4 x (T, 17, 2) float32 pixels, metadata dict)."""
     path = _require_file(path)
-    raw, npz = _load_npz_dict(path, "positions_2d")
-    if "metadata" not in npz.files:
-        raise KeyError(f"{path}: missing key 'metadata'; found keys {sorted(npz.files)}")
+    raw, npz = _load_npz_dict(path, "positions_2d", also=("metadata",))
+    if "metadata" not in npz:
+        raise MissingKeyError(f"{path}: missing key 'metadata'; found keys {sorted(read_npz_keys(path))}")
     metadata = npz["metadata"]
     metadata = metadata.item() if metadata.shape == () else metadata
     if not isinstance(metadata, dict) or "num_joints" not in metadata or "keypoints_symmetry" not in metadata:
-        raise ValueError(f"{path}: 'metadata' must be a dict with keys 'num_joints' and 'keypoints_symmetry', "
-                         f"got {metadata!r}")  # fmt: skip
-    if int(metadata["num_joints"]) != 17:
-        raise ValueError(f"{path}: metadata['num_joints'] must be 17, got {metadata['num_joints']}")
-    left, right = (list(map(int, s)) for s in metadata["keypoints_symmetry"])
+        raise DataFileError(f"{path}: 'metadata' must be a dict with keys 'num_joints' and 'keypoints_symmetry', "
+                            f"got {metadata!r:.200}")  # fmt: skip
+    try:
+        num_joints = int(metadata["num_joints"])
+    except (TypeError, ValueError) as exc:
+        got = f"{metadata['num_joints']!r:.60}"
+        raise DataFileError(f"{path}: metadata['num_joints'] must be an int, got {got}") from exc
+    if num_joints != 17:
+        raise DataFileError(f"{path}: metadata['num_joints'] must be 17, got {metadata['num_joints']}")
+    try:
+        left, right = (list(map(int, s)) for s in metadata["keypoints_symmetry"])
+    except (TypeError, ValueError) as exc:
+        raise DataFileError(f"{path}: metadata['keypoints_symmetry'] must be two lists of joint indices, got "
+                            f"{metadata['keypoints_symmetry']!r:.100}") from exc  # fmt: skip
     if left != H36M_LEFT or right != H36M_RIGHT:
-        raise ValueError(f"{path}: keypoints_symmetry must be [{H36M_LEFT}, {H36M_RIGHT}], got [{left}, {right}]")
+        raise DataFileError(f"{path}: keypoints_symmetry must be [{H36M_LEFT}, {H36M_RIGHT}], got [{left}, {right}]")
     out: dict[str, dict[str, list[np.ndarray]]] = {}
     for subject, actions in raw.items():
+        if not isinstance(actions, dict):
+            raise DataFileError(f"{path}: positions_2d[{subject!r}] must be a dict action -> list of arrays, got "
+                                f"{type(actions).__name__}")  # fmt: skip
         out[subject] = {}
         for action, per_cam in actions.items():
             where = f"{path}: positions_2d[{subject!r}][{action!r}]"
@@ -223,7 +241,7 @@ class H36MData:
                 if wanted is not None and action not in wanted and action_group(action) not in wanted:
                     continue
                 if action not in self.positions_2d.get(subject, {}):
-                    raise KeyError(f"2D keypoints ({self.keypoints}) have no take {subject}/{action!r}")
+                    raise MissingKeyError(f"2D keypoints ({self.keypoints}) have no take {subject}/{action!r}")
                 for c in cams:
                     out.append(self._make(subject, action, c, world))
         return out
@@ -268,5 +286,5 @@ def load_h36m(data_dir: str | Path, keypoints: str = "cpn_ft_h36m_dbb") -> H36MD
             raise ValueError(f"{p3}: subject {subject!r} has no Human3.6M camera calibration") from e
         for action in positions_3d[subject]:
             if action not in positions_2d.get(subject, {}):
-                raise KeyError(f"{p2}: no 2D keypoints for {subject}/{action!r}, which {p3.name} has")
+                raise MissingKeyError(f"{p2}: no 2D keypoints for {subject}/{action!r}, which {p3.name} has")
     return H36MData(positions_3d, positions_2d, cameras, metadata, keypoints)

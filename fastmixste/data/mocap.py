@@ -2,6 +2,9 @@
 
     python -m fastmixste.data.mocap walk.bvh subject.asf 01.amc 02.amc --out corpus.npz --fps 50
 
+Bad input (a malformed file, a bad option) ends with a one-line message naming it and exit code 2; --debug shows
+the traceback.
+
 Output coordinates follow Human3.6M world conventions: metres, Z up (mocap files are Y up; converted).
 """
 
@@ -9,13 +12,18 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
 from fastmixste._io import atomic_write
+from fastmixste.cli import UserInputError, add_debug_argument, cli_entry
+from fastmixste.safeload import DataFileError, MissingKeyError, read_npz, read_npz_keys
 from fastmixste.skeleton import H36M_JOINT_NAMES
 
 MOCAP_FORMAT = "fastmixste-mocap-v1"
@@ -66,16 +74,45 @@ def _euler(order: str, angles: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------------- BVH
+def _explain(exc: Exception) -> str:
+    """A parsing exception from deep inside a reader -> words for the user (the caller adds the file name)."""
+    text = str(exc)
+    m = re.match(r"could not convert string to float: (.*)", text)
+    if m:
+        return f"expected a number, got {m.group(1)}"
+    if text == "substring not found":  # "xyz".index(axis)
+        return "an axis, channel or dof name is not one of x, y, z"
+    if isinstance(exc, IndexError):
+        return "a line ends early (values missing)"
+    if isinstance(exc, KeyError):
+        return f"missing entry {exc.args[0]!r}"
+    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
+
+
+def _reraise_with_file(exc: Exception, kind: str, *paths: Path) -> NoReturn:
+    """Raise ValueError naming the file for a parse error that does not name one yet."""
+    if isinstance(exc, ValueError) and any(str(exc).startswith(str(p)) for p in paths):
+        raise exc
+    raise ValueError(f"{paths[-1]}: not a valid {kind} file ({_explain(exc)})") from exc
+
+
 def read_bvh(path: str | Path, scale: float | str = "auto") -> MocapClip:
     """Read a BVH file and run forward kinematics -> MocapClip of joint origins (and End Sites), metres.
 
     scale: metres per file unit, or "auto": the first of m, cm, inch, mm that gives a 1.0-2.5 m tall rest pose.
     Local transform of a joint: translation = OFFSET (+ position channels), rotation = channels in file order
-    (Zrotation Xrotation Yrotation -> Rz @ Rx @ Ry).
+    (Zrotation Xrotation Yrotation -> Rz @ Rx @ Ry). A malformed file raises ValueError naming it.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"BVH file not found: {path}")
+    try:
+        return _read_bvh(path, scale)
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        _reraise_with_file(exc, "BVH", path)
+
+
+def _read_bvh(path: Path, scale: float | str) -> MocapClip:
     tokens = path.read_text(errors="replace").split()
     pos = 0
 
@@ -88,6 +125,14 @@ def read_bvh(path: str | Path, scale: float | str = "auto") -> MocapClip:
         if expect is not None and t.upper() != expect.upper():
             raise ValueError(f"{path}: expected {expect!r}, got {t!r} (token {pos})")
         return t
+
+    def number(kind: type = float) -> float:
+        t = take()
+        try:
+            return kind(t)
+        except ValueError:
+            raise ValueError(f"{path}: expected {'an integer' if kind is int else 'a number'}, got {t!r} "
+                             f"(token {pos})") from None
 
     take("HIERARCHY")
     names: list[str] = []
@@ -109,11 +154,11 @@ def read_bvh(path: str | Path, scale: float | str = "auto") -> MocapClip:
             names.append(name)
             parents.append(stack[-1] if stack else -1)
             take("OFFSET")
-            offsets.append(np.array([float(take()) for _ in range(3)]))
+            offsets.append(np.array([number() for _ in range(3)]))
             ch: list[str] = []
             if kw.upper() != "END" and pos < len(tokens) and tokens[pos].upper() == "CHANNELS":
                 take()
-                ch = [take() for _ in range(int(take()))]
+                ch = [take() for _ in range(int(number(int)))]
             channels.append(ch)
             stack.append(len(names) - 1)
         elif kw == "}":
@@ -125,12 +170,15 @@ def read_bvh(path: str | Path, scale: float | str = "auto") -> MocapClip:
         kw = take()
     take("MOTION")
     take("Frames:")
-    n_frames = int(take())
+    n_frames = int(number(int))
     if take().lower() != "frame" or take().lower() != "time:":
         raise ValueError(f"{path}: expected 'Frame Time:' after the frame count")
-    frame_time = float(take())
+    frame_time = number()
     n_ch = sum(len(c) for c in channels)
-    values = np.array(tokens[pos : pos + n_frames * n_ch], dtype=np.float64)
+    try:
+        values = np.array(tokens[pos : pos + n_frames * n_ch], dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{path}: the MOTION section must hold numbers ({_explain(exc)})") from exc
     if values.size != n_frames * n_ch:
         raise ValueError(f"{path}: expected {n_frames} frames x {n_ch} channels = {n_frames * n_ch} values, got "
                          f"{values.size}")  # fmt: skip
@@ -150,6 +198,9 @@ def read_bvh(path: str | Path, scale: float | str = "auto") -> MocapClip:
         rot_axes, rot_cols = "", []
         for n, c in enumerate(ch):
             c = c.lower()
+            if c[:1] not in ("x", "y", "z") or not c.endswith(("position", "rotation")):
+                raise ValueError(f"{path}: unknown channel {c!r} of joint {names[j]!r}; expected X/Y/Z position "
+                                 f"or rotation")  # fmt: skip
             if c.endswith("position"):
                 trans[:, "xyz".index(c[0])] += v[:, n]
             elif c.endswith("rotation"):
@@ -198,52 +249,58 @@ class _Bone:
 
 
 def _parse_asf(path: Path) -> tuple[dict, dict[str, _Bone], dict[str, list[str]]]:
-    lines = [ln.split("#")[0].strip() for ln in path.read_text(errors="replace").splitlines()]
-    lines = [ln for ln in lines if ln]
+    lines = [(i + 1, ln.split("#")[0].strip()) for i, ln in enumerate(path.read_text(errors="replace").splitlines())]
     units = {"length": 1.0, "angle": "deg"}
     root = {"order": ["tx", "ty", "tz", "rx", "ry", "rz"], "axis": "XYZ", "position": np.zeros(3),
             "orientation": np.zeros(3)}  # fmt: skip
     bones: dict[str, _Bone] = {}
     children: dict[str, list[str]] = {}
     section, cur = None, None
-    for ln in lines:
-        f = ln.split()
-        if ln.startswith(":"):
-            section = f[0][1:].lower()
+    for i, ln in lines:
+        if not ln:
             continue
-        key = f[0].lower()
-        if section == "units" and len(f) >= 2:
-            units[key] = float(f[1]) if key in ("length", "mass") else f[1].lower()
-        elif section == "root":
-            if key == "order":
-                root["order"] = [x.lower() for x in f[1:]]
-            elif key == "axis":
-                root["axis"] = f[1].upper()
-            elif key in ("position", "orientation"):
-                root[key] = np.array(f[1:4], dtype=np.float64)
-        elif section == "bonedata":
-            if key == "begin":
-                cur = {"dof": [], "axis": np.zeros(3), "axis_order": "XYZ"}
-            elif key == "end":
-                missing = {"name", "direction", "length"} - set(cur)
-                if missing:
-                    raise ValueError(f"{path}: a bone in :bonedata lacks {sorted(missing)}")
-                bones[cur["name"]] = _Bone(cur["name"], cur["direction"], cur["length"], cur["axis"],
-                                           cur["axis_order"], cur["dof"])  # fmt: skip
-                cur = None
-            elif cur is not None:
-                if key == "name":
-                    cur["name"] = f[1]
-                elif key == "direction":
-                    cur["direction"] = np.array(f[1:4], dtype=np.float64)
-                elif key == "length":
-                    cur["length"] = float(f[1])
+        try:
+            f = ln.split()
+            if ln.startswith(":"):
+                section = f[0][1:].lower()
+                continue
+            key = f[0].lower()
+            if section == "units" and len(f) >= 2:
+                units[key] = float(f[1]) if key in ("length", "mass") else f[1].lower()
+            elif section == "root":
+                if key == "order":
+                    root["order"] = [x.lower() for x in f[1:]]
                 elif key == "axis":
-                    cur["axis"], cur["axis_order"] = np.array(f[1:4], dtype=np.float64), f[4].upper()
-                elif key == "dof":
-                    cur["dof"] = [x.lower() for x in f[1:]]
-        elif section == "hierarchy" and key not in ("begin", "end"):
-            children.setdefault(f[0], []).extend(f[1:])
+                    root["axis"] = f[1].upper()
+                elif key in ("position", "orientation"):
+                    root[key] = np.array(f[1:4], dtype=np.float64)
+            elif section == "bonedata":
+                if key == "begin":
+                    cur = {"dof": [], "axis": np.zeros(3), "axis_order": "XYZ"}
+                elif key == "end":
+                    missing = {"name", "direction", "length"} - set(cur)
+                    if missing:
+                        raise ValueError(f"{path}: a bone in :bonedata lacks {sorted(missing)}")
+                    bones[cur["name"]] = _Bone(cur["name"], cur["direction"], cur["length"], cur["axis"],
+                                               cur["axis_order"], cur["dof"])  # fmt: skip
+                    cur = None
+                elif cur is not None:
+                    if key == "name":
+                        cur["name"] = f[1]
+                    elif key == "direction":
+                        cur["direction"] = np.array(f[1:4], dtype=np.float64)
+                    elif key == "length":
+                        cur["length"] = float(f[1])
+                    elif key == "axis":
+                        cur["axis"], cur["axis_order"] = np.array(f[1:4], dtype=np.float64), f[4].upper()
+                    elif key == "dof":
+                        cur["dof"] = [x.lower() for x in f[1:]]
+            elif section == "hierarchy" and key not in ("begin", "end"):
+                children.setdefault(f[0], []).extend(f[1:])
+        except (ValueError, IndexError, KeyError, TypeError) as exc:
+            if str(exc).startswith(str(path)):
+                raise
+            raise ValueError(f"{path}: line {i}: cannot read {ln!r:.80} ({_explain(exc)})") from exc
     if not bones or not children:
         raise ValueError(f"{path}: not an ASF skeleton (no :bonedata or :hierarchy)")
     for parent, kids in children.items():
@@ -272,7 +329,10 @@ def _parse_amc(path: Path, names: set[str]) -> tuple[dict[str, np.ndarray], bool
             raise ValueError(f"{path}: data line before the first frame number: {ln!r}")
         if f[0] not in names:
             raise ValueError(f"{path}: frame {len(frames)} moves bone {f[0]!r} that the ASF does not define")
-        frames[-1][f[0]] = [float(x) for x in f[1:]]
+        try:
+            frames[-1][f[0]] = [float(x) for x in f[1:]]
+        except ValueError as exc:
+            raise ValueError(f"{path}: frame {len(frames)}, bone {f[0]!r}: {_explain(exc)}") from exc
     if not frames:
         raise ValueError(f"{path}: no frames")
     out = {}
@@ -298,6 +358,13 @@ def read_asf_amc(
     for p in (asf_path, amc_path):
         if not p.is_file():
             raise FileNotFoundError(f"ASF/AMC file not found: {p}")
+    try:
+        return _read_asf_amc(asf_path, amc_path, fps, length_to_m)
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        _reraise_with_file(exc, "ASF/AMC", asf_path, amc_path)
+
+
+def _read_asf_amc(asf_path: Path, amc_path: Path, fps: float, length_to_m: float | None) -> MocapClip:
     info, bones, children = _parse_asf(asf_path)
     motion, degrees = _parse_amc(amc_path, set(bones) | {"root"})
     units, root = info["units"], info["root"]
@@ -452,15 +519,16 @@ def save_mocap_npz(path: str | Path, clips: Mapping[str, np.ndarray], fps: float
         np.savez(f, **arrays)
 
 
-def _open_mocap_npz(path: Path):
+def _open_mocap_npz(path: Path, header_only: bool = False) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"mocap corpus not found: {path} (write one with python -m fastmixste.data.mocap)")
-    z = np.load(path, allow_pickle=False)
+    z = read_npz(path, keys=["names", "fps", "format"] if header_only else None)  # never unpickles
     for key in ("names", "fps", "format"):
-        if key not in z.files:
-            raise KeyError(f"{path}: missing key {key!r}; not a fastmixste mocap corpus (keys {sorted(z.files)})")
+        if key not in z:
+            raise MissingKeyError(f"{path}: missing key {key!r}; not a fastmixste mocap corpus (keys "
+                                  f"{sorted(read_npz_keys(path))})")  # fmt: skip
     if str(z["format"]) != MOCAP_FORMAT:
-        raise ValueError(f"{path}: format {str(z['format'])!r}, expected {MOCAP_FORMAT!r}")
+        raise DataFileError(f"{path}: format {str(z['format'])!r}, expected {MOCAP_FORMAT!r}")
     return z
 
 
@@ -471,8 +539,8 @@ def load_mocap_npz(path: str | Path) -> dict[str, np.ndarray]:
     out = {}
     for i, name in enumerate(z["names"].tolist()):
         key = f"clip_{i:05d}"
-        if key not in z.files:
-            raise KeyError(f"{path}: missing key {key!r} for clip {name!r}")
+        if key not in z:
+            raise MissingKeyError(f"{path}: missing key {key!r} for clip {name!r}")
         x = z[key]
         if x.ndim != 3 or x.shape[1:] != (17, 3):
             raise ValueError(f"{path}: {key!r} ({name!r}) has shape {x.shape}, expected (T, 17, 3)")
@@ -484,7 +552,7 @@ def load_mocap_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 def mocap_npz_fps(path: str | Path) -> float:
     """Frame rate of a corpus written by save_mocap_npz."""
-    return float(_open_mocap_npz(Path(path))["fps"])
+    return float(_open_mocap_npz(Path(path), header_only=True)["fps"])
 
 
 # -------------------------------------------------------------------------------------------------------- CLI
@@ -519,20 +587,51 @@ def import_files(
     return clips
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Convert BVH / ASF+AMC motion capture to a 17-joint H36M corpus npz.")
+def _check_out(out: Path) -> None:
+    """Fail before reading any motion file when the corpus cannot be written to `out`."""
+    if out.is_dir():
+        raise UserInputError(f"--out {out} is a folder; expected a file name ending in .npz")
+    if out.suffix != ".npz":
+        raise UserInputError(f"--out {out}: expected a file name ending in .npz")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        raise UserInputError(f"--out {out}: cannot write to {out.parent} ({exc.strerror or exc})") from exc
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    """Import motion files; errors become one-line messages with exit code 2 (fastmixste.cli)."""
+    p = argparse.ArgumentParser(prog="python -m fastmixste.data.mocap",
+                                description="Convert BVH / ASF+AMC motion capture to a 17-joint H36M corpus npz.")
     p.add_argument("files", nargs="+", help=".bvh files; .asf skeletons each followed by their .amc motions")
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--fps", type=float, default=50.0, help="target frame rate (default 50, as Human3.6M)")
     p.add_argument("--amc-fps", type=float, default=120.0, help="frame rate of the AMC files (CMU: 120)")
     p.add_argument("--bvh-scale", default="auto", help="metres per BVH unit, or 'auto'")
+    add_debug_argument(p)
     a = p.parse_args(argv)
-    scale = a.bvh_scale if a.bvh_scale == "auto" else float(a.bvh_scale)
+    for flag, value in (("--fps", a.fps), ("--amc-fps", a.amc_fps)):
+        if not np.isfinite(value) or value <= 0:
+            raise UserInputError(f"{flag} must be a positive number of frames per second, got {value:g}")
+    scale: float | str = "auto"
+    if a.bvh_scale != "auto":
+        try:
+            scale = float(a.bvh_scale)
+        except ValueError:
+            raise UserInputError(f"--bvh-scale expects metres per BVH unit (e.g. 0.01 for cm) or 'auto', got "
+                                 f"{a.bvh_scale!r}") from None  # fmt: skip
+        if not np.isfinite(scale) or scale <= 0:
+            raise UserInputError(f"--bvh-scale must be a positive number, got {a.bvh_scale}")
+    _check_out(Path(a.out))
     clips = import_files(a.files, fps=a.fps, amc_fps=a.amc_fps, bvh_scale=scale)
     save_mocap_npz(a.out, clips, a.fps)
     frames = sum(c.shape[0] for c in clips.values())
     print(f"wrote {a.out}: {len(clips)} clip(s), {frames} frames at {a.fps:g} fps ({frames / a.fps:.1f} s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

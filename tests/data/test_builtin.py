@@ -7,6 +7,7 @@ from fastmixste.data import builtin
 from fastmixste.data.builtin import FILES, builtin_data_dir, content_hash, generate_builtin, generate_take
 from fastmixste.data.cameras import h36m_cameras, image_coordinates, project_to_2d, world_to_camera
 from fastmixste.data.h36m import ACTIONS, TEST_SUBJECTS, TRAIN_SUBJECTS, load_h36m, load_positions_3d
+from fastmixste.safeload import read_npz
 from fastmixste.skeleton import bone_lengths
 
 
@@ -19,7 +20,7 @@ def test_files_and_layout(builtin_dir):
         names = data.actions(subject)
         assert sorted({n.split(" ")[0] for n in names}) == sorted(ACTIONS)
         assert len(names) == 30
-    raw = np.load(builtin_dir / "data_3d_h36m.npz", allow_pickle=True)["positions_3d"].item()
+    raw = read_npz(builtin_dir / "data_3d_h36m.npz")["positions_3d"].item()
     assert raw["S9"]["Walking 1"].shape[1:] == (32, 3) and raw["S9"]["Walking 1"].dtype == np.float32
     manifest = json.loads((builtin_dir / "manifest.json").read_text())
     assert manifest["fps"] == 50 and manifest["version"] == builtin.BUILTIN_VERSION

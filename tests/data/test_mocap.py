@@ -313,7 +313,7 @@ def test_npz_bad_inputs(tmp_path):
 
 def test_cli(tmp_path, bvh_file, capsys):
     out = tmp_path / "corpus.npz"
-    main([str(CMU_ASF), str(CMU_AMC), str(bvh_file), "--out", str(out), "--fps", "50"])
+    assert main([str(CMU_ASF), str(CMU_AMC), str(bvh_file), "--out", str(out), "--fps", "50"]) == 0
     assert "2 clip(s)" in capsys.readouterr().out
     corpus = load_mocap_npz(out)
     assert set(corpus) == {"cmu_excerpt", "walk"}
@@ -327,7 +327,8 @@ def test_import_errors(tmp_path, bvh_file):
     with pytest.raises(FileNotFoundError, match="nope.amc"):
         read_asf_amc(CMU_ASF, tmp_path / "nope.amc")
     with pytest.raises(ValueError, match="needs its .asf"):
-        main([str(CMU_AMC), "--out", str(tmp_path / "x.npz")])
+        main.__wrapped__([str(CMU_AMC), "--out", str(tmp_path / "x.npz")])
+    assert main([str(CMU_AMC), "--out", str(tmp_path / "x.npz")]) == 2  # the CLI: a message, exit code 2
     bad = tmp_path / "bad.amc"
     bad.write_text(CMU_AMC.read_text().replace("lfemur", "lthigh", 1))
     with pytest.raises(ValueError, match="'lthigh'"):

@@ -91,11 +91,42 @@ def test_evaluate_cli_upstream_checkpoint_same_numbers(tmp_path, checkpoint):
     assert ours["protocol1"] == theirs["protocol1"] and ours["protocol2"] == theirs["protocol2"]
 
 
-def test_evaluate_cli_rejects_mismatched_checkpoint(tmp_path):
+def test_evaluate_cli_rejects_mismatched_checkpoint(tmp_path, capsys):
     path = tmp_path / "conf.pt"
     save_checkpoint(path, tiny_mixste(in_chans=3))
-    with pytest.raises(SystemExit, match="in_chans=3"):
-        evaluate_cli.main(["--checkpoint", str(path), "--data-dir", str(tmp_path)])
+    # The error boundary turns the refusal into exit code 2 and one line on stderr, before any data loads.
+    assert evaluate_cli.main(["--checkpoint", str(path), "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "in_chans=3" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="in_chans=3"):  # the undecorated main raises for library callers
+        evaluate_cli.main.__wrapped__(["--checkpoint", str(path), "--data-dir", str(tmp_path)])
+
+
+def test_evaluate_cli_checks_before_evaluating(tmp_path, checkpoint, capsys, monkeypatch):
+    """Unknown actions, an unwritable --out, bad flags and a conflicting --num-heads fail before evaluate() runs."""
+    data_dir = write_h36m(tmp_path / "h36m")
+    monkeypatch.setattr(evaluate_cli, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking"))
+    base = ["--checkpoint", str(checkpoint), "--data-dir", str(data_dir), "--no-progress"]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    cases = [
+        (["--actions", "Dancing"], "--subjects/--actions: unknown action(s) ['Dancing']"),
+        (["--subjects", "S3"], "unknown subject 'S3'"),
+        (["--out", str(blocker)], "is a file; expected a folder"),
+        (["--out", str(blocker / "sub")], "cannot write there"),
+        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--max-frames", "-3"], "--max-frames must be >= 1, got -3"),
+        (["--num-heads", "4"], "stores num_heads=2, but num_heads=4 was given (--num-heads)"),
+        (["--device", "gpu"], "--device 'gpu' is not a device"),
+    ]
+    for extra, phrase in cases:
+        assert evaluate_cli.main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert phrase in err and "Traceback" not in err, (extra, err)
+    # --num-heads equal to the stored value is accepted (and the head count stays the stored one)
+    monkeypatch.undo()
+    assert evaluate_cli.main(base + ["--num-heads", "2", "--no-baseline", "--max-frames", "4"]) == 0
+    assert "heads=2" in capsys.readouterr().err
 
 
 def coco_walk(t: int) -> np.ndarray:

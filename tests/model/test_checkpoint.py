@@ -117,3 +117,114 @@ def test_pickle_module_sanity():
     rs = np.random.RandomState(7)
     rs2 = pickle.loads(pickle.dumps(rs))
     assert rs2.randint(1 << 30) == rs.randint(1 << 30)
+
+
+# ---------------------------------------------------------------------------------------------- truthful errors
+@pytest.fixture
+def good_checkpoint(tmp_path):
+    return save_checkpoint(tmp_path / "good.pt", MixSTE(**SMALL))
+
+
+def _damaged(kind: str, good: bytes) -> bytes:
+    if kind == "empty":
+        return b""
+    if kind == "truncated":
+        return good[: len(good) // 2]
+    if kind == "random":
+        return np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    if kind == "random-after-pickle-magic":  # looks like a legacy torch.save pickle, then garbage
+        return b"\x80\x02" + np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    if kind == "flipped-byte":  # damaged inside a tensor's bytes: torch.load alone would load it silently
+        data = bytearray(good)
+        data[len(data) // 2] ^= 0xFF
+        return bytes(data)
+    if kind == "text":
+        return b"model: mixste\nepochs: 3\n"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "phrase"),
+    [
+        ("empty", "is empty (0 bytes), not a checkpoint"),
+        ("truncated", "is truncated or corrupt"),
+        ("random", "is not a checkpoint: neither a PyTorch zip archive nor a legacy PyTorch pickle"),
+        ("random-after-pickle-magic", "is truncated or corrupt, or not a PyTorch checkpoint"),
+        ("flipped-byte", "fails its CRC-32 check"),
+        ("text", "is not a checkpoint"),
+    ],
+)
+def test_damaged_files_say_what_they_are_not_allowlist(tmp_path, good_checkpoint, kind, phrase):
+    path = tmp_path / f"{kind}.pt"
+    path.write_bytes(_damaged(kind, good_checkpoint.read_bytes()))
+    for load in (read_checkpoint, load_checkpoint):
+        with pytest.raises(CheckpointError) as info:
+            load(path)
+        msg = str(info.value)
+        assert phrase in msg and str(path) in msg
+        assert "allowlist" not in msg and "trust_checkpoint" not in msg and "arbitrary code" not in msg
+
+
+def test_missing_folder_npz_and_non_dict_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        read_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint"):
+        read_checkpoint(tmp_path)
+    np.savez(tmp_path / "data.npz", positions_3d=np.zeros(3))
+    with pytest.raises(CheckpointError, match=r"zip archive without the data.pkl.*positions_3d.npy"):
+        read_checkpoint(tmp_path / "data.npz")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(CheckpointError, match="holds a Tensor, expected a dict"):
+        load_checkpoint(tmp_path / "tensor.pt")
+
+
+def test_foreign_object_gets_the_allowlist_message_and_does_not_run(tmp_path):
+    marker = tmp_path / "ran"
+    model = MixSTE(**SMALL)
+    path = tmp_path / "evil.bin"
+    torch.save({"model_pos": model.state_dict(), "extra": {"deep": [SystemPayload(marker)]}}, path)
+    with pytest.raises(CheckpointError, match=r"outside the allowlist.*(posix|nt)\.system"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+class SystemPayload:
+    """Pickles as a call of os.system that would create `marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_cuda_map_location_without_cuda_says_so(good_checkpoint, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", torch.device("cuda:0")):
+        with pytest.raises(CheckpointError, match="CUDA is not available on this machine") as info:
+            load_checkpoint(good_checkpoint, map_location=device)
+        assert "allowlist" not in str(info.value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(CheckpointError, match=r"onto cuda:3: this machine has 1 CUDA device"):
+        load_checkpoint(good_checkpoint, map_location="cuda:3")
+
+
+def test_own_checkpoint_head_count_wins_and_conflicts_are_refused(tmp_path):
+    model = MixSTE(**SMALL).eval()  # stores num_heads=4
+    path = save_checkpoint(tmp_path / "own.pt", model)
+    assert load_checkpoint(path).config.num_heads == 4
+    assert load_checkpoint(path, num_heads=4).config.num_heads == 4  # agreeing value: fine
+    with pytest.raises(CheckpointError, match=r"stores num_heads=4, but num_heads=8 was given") as info:
+        load_checkpoint(path, num_heads=8)
+    assert "upstream" in str(info.value)
+    # Upstream files do not store it: num_heads applies, and a value that cannot fit says so.
+    upstream = tmp_path / "up.bin"
+    write_upstream_checkpoint(upstream, MixSTE(**SMALL, attn_backend="eager"))
+    assert load_checkpoint(upstream, num_heads=2).config.num_heads == 2
+    with pytest.raises(CheckpointError, match="num_heads=7 does not fit"):
+        load_checkpoint(upstream, num_heads=7)
+    with pytest.raises(CheckpointError, match="positive int"):
+        load_checkpoint(upstream, num_heads=0)
