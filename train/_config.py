@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import yaml
 
+from fastmixste.cli import add_debug_argument
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 STAGES: tuple[str, ...] = ("pretrain", "finetune")
 
@@ -68,7 +70,9 @@ DEFAULTS: dict[str, Any] = {
     # Final evaluation: the full test set. attn_backend: null = the training backend (weights are shared, so any
     # backend gives the same numbers; e.g. sdpa keeps a --fused run under TRITON_INTERPRET=1 quick to evaluate).
     "eval": {"flip": True, "batch_size": 64, "max_frames": None, "attn_backend": None},
-    "debug": {"nan_step": None},  # inject a NaN loss at this step of a stage (tests the divergence stop)
+    # Test hooks, never restored by --resume: a NaN loss at this step of a stage (the divergence stop); Ctrl-C in
+    # the middle of step STEP of stage STAGE, written "STAGE:STEP" (the interrupt save).
+    "debug": {"nan_step": None, "interrupt_at": None},
 }
 
 _STAGE_ONLY_KEYS = {"pretrain": {"h36m_3d", "corruption"}, "finetune": set()}
@@ -180,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--amp", choices=("auto", "none", "fp16", "bf16"))
     p.add_argument("--resume", nargs="?", const="auto", metavar="LAST_PT",
-                   help="continue from OUT/checkpoints/last.pt (or the file given)")
+                   help="continue from OUT/checkpoints/last.pt (or the file given) with the run's stored settings")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run that --out holds (its checkpoints, metrics and results are deleted)")
     p.add_argument("--init", metavar="CKPT", help="weights to start from (this project's or upstream MixSTE)")
     p.add_argument("--fused", action="store_true", help="train with the fused Triton attention kernels")
     p.add_argument("--compare-scratch", action="store_true",
@@ -189,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads per process (default: torch's choice)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config entry, e.g. --set model.depth=4 --set finetune.lr=5e-4")
+    add_debug_argument(p)
     return p
 
 
@@ -275,6 +282,7 @@ def _device_name(v: Any) -> bool:
         return False
 
 
+_STAGE_STEP = re.compile(r"(pretrain|finetune):[1-9]\d*")
 _BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
 _MAPPING: Rule = (lambda v: isinstance(v, dict), "a mapping of options")
 _BACKENDS = ("auto", "eager", "sdpa", "xformers", "triton")
@@ -323,6 +331,8 @@ RULES: dict[str, Rule] = {
     "eval.max_frames": _int(1, none=True),
     "eval.attn_backend": (lambda v: v is None or v in _BACKENDS, "null or one of " + ", ".join(_BACKENDS)),
     "debug.nan_step": _int(1, none=True),
+    "debug.interrupt_at": (lambda v: v is None or (isinstance(v, str) and _STAGE_STEP.fullmatch(v) is not None),
+                           "null or STAGE:STEP, e.g. finetune:12"),
 }
 #: Named flags that carry numbers: argparse checks the type, these the range.
 FLAG_RULES: dict[str, Rule] = {
