@@ -130,4 +130,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fastmixste.cli import run_cli  # the error boundary: exit 2 bad input, 130 Ctrl-C, tracebacks with --debug
+
+    sys.exit(run_cli(main))

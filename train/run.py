@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         check_files(cfg)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
+    if cfg["resume"] and args.overwrite:
+        raise UserInputError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
     cfg, resume_ckpt = _prepare_resume(cfg, args)
     _check_data_files(cfg)
     if cfg["fused"]:

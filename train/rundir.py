@@ -128,6 +128,7 @@ class RunLock:
                      "command": " ".join(sys.argv)}  # fmt: skip
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.held = False
 
     def _create(self) -> bool:
         try:
@@ -142,7 +143,7 @@ class RunLock:
         for _ in range(10):  # a lock being written this instant: give its owner a moment
             try:
                 text, mtime = self.path.read_text(encoding="utf-8"), self.path.stat().st_mtime
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 return None, 0.0
             try:
                 info = json.loads(text)
@@ -189,6 +190,7 @@ class RunLock:
             if not self._create():
                 raise UserInputError(f"--out {self.out} is in use by another run that started just now (lock file "
                                      f"{self.path}); choose another --out")
+        self.held = True
         self._thread = threading.Thread(target=self._heartbeat, name="run-lock-heartbeat", daemon=True)
         self._thread.start()
         return note
@@ -201,6 +203,9 @@ class RunLock:
                 pass
 
     def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
