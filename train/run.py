@@ -224,15 +224,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {msg}", file=sys.stderr)
             return 2
     out = Path(cfg["out"])
-    rundir.check_run_folder(out, resume=bool(cfg["resume"]), overwrite=args.overwrite, stages=planned_stages(cfg),
-                            init=cfg["init"])
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; expected a folder for the run's outputs")
     rt = setup_runtime(cfg)
     lock = rundir.RunLock(out) if rt.is_main else None
     try:
-        if lock is not None:
+        if lock is not None:  # first the lock: a run in progress is reported as such, not as a finished one
             note = lock.acquire()
             if note:
                 print(f"note: {note}", file=sys.stderr, flush=True)
+        rundir.check_run_folder(out, resume=bool(cfg["resume"]), overwrite=args.overwrite,
+                                stages=planned_stages(cfg), init=cfg["init"])
+        if lock is not None:
             removed = rundir.remove_leftovers(out)
             if removed:
                 print(f"note: removed {len(removed)} unfinished temporary file(s) of an interrupted write: "

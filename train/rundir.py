@@ -129,6 +129,7 @@ class RunLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.held = False
+        self._made_folder = False
 
     def _create(self) -> bool:
         try:
@@ -168,6 +169,7 @@ class RunLock:
     def acquire(self) -> str | None:
         """Take the lock; returns a note when a stale lock was taken over."""
         try:
+            self._made_folder = not self.out.exists()
             self.out.mkdir(parents=True, exist_ok=True)
             created = self._create()
         except OSError as e:
@@ -212,6 +214,8 @@ class RunLock:
         info, _ = self._read()
         if info is not None and info.get("pid") == self.info["pid"] and info.get("host") == self.info["host"]:
             self.path.unlink(missing_ok=True)
+        if self._made_folder and not any(self.out.iterdir()):
+            self.out.rmdir()  # a run that stopped before writing anything leaves no empty folder
 
 
 # ------------------------------------------------------------------------------------------ --resume settings
