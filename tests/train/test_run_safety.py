@@ -229,3 +229,37 @@ def test_stale_and_live_locks(tmp_path, monkeypatch) -> None:
     lock = RunLock(out)
     assert "unreadable" in lock.acquire()
     lock.release()
+
+
+def test_ctrl_c_during_validation_resumes_with_that_epochs_validation(tmp_path, builtin_dir, monkeypatch,
+                                                                      capsys) -> None:
+    """Ctrl-C while an epoch is being validated: last.pt is saved before the epoch's bookkeeping, and the resumed
+    run validates it, records its row and ends like an uninterrupted run (no lost row, no stale best)."""
+    import train.trainer as trainer_module
+
+    args = ["--stage", "finetune", "--epochs", "2", "--batch-size", "64", "--set", "finetune.stride=100000"]
+    ref = tmp_path / "ref"
+    assert main(tiny_args(ref, *args)) == 0
+    validate = trainer_module._validate
+    calls = []
+
+    def interrupted_validate(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C while the first epoch is being validated
+        return validate(*a, **k)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(trainer_module, "_validate", interrupted_validate)
+    assert main(tiny_args(out, *args)) == 130
+    assert "before the epoch's validation" in capsys.readouterr().err
+    ckpt = read_checkpoint(out / "checkpoints" / "last.pt")
+    assert ckpt["epoch_end_pending"] and ckpt["history"].get("finetune", []) == []
+    monkeypatch.setattr(trainer_module, "_validate", validate)
+    assert main(["--out", str(out), "--resume"]) == 0
+    _weights_equal(ref / "checkpoints" / "last.pt", out / "checkpoints" / "last.pt")
+    _weights_equal(ref / "checkpoints" / "best.pt", out / "checkpoints" / "best.pt")
+    rows = read_checkpoint(out / "checkpoints" / "last.pt")["history"]["finetune"]
+    ref_rows = read_checkpoint(ref / "checkpoints" / "last.pt")["history"]["finetune"]
+    keys = ("epoch", "step", "train_loss", "val_mpjpe", "lr")
+    assert [[r[k] for k in keys] for r in rows] == [[r[k] for k in keys] for r in ref_rows]
