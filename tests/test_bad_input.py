@@ -361,6 +361,8 @@ CLI_CASES: list[Cli] = [
     Cli("run-resume-other-data", RUN, RES + ["--data-dir", "{data}"], 2, "--data-dir {data} (data.dir: the run has "
         "None"),
     Cli("run-resume-other-seed", RUN, RES + ["--seed", "3"], 2, "--seed 3 (seed: the run has 0, this command 3)"),
+    Cli("run-resume-other-config", RUN, RES + ["--config", "h36m_paper"], 2,
+        "--config h36m_paper (model.drop_path_rate: the run has 0.0, this command 0.1"),
     # a failed run: NaN at the first step (exit 1)
     Cli("run-nan-loss", RUN, R("an", "--stage", "finetune", "--epochs", "1", "--set", "debug.nan_step=1"), 1,
         "non-finite loss", env=BUILTIN),
@@ -398,6 +400,14 @@ def test_debug_flag_and_env_show_the_traceback(inputs, runner):
     for extra, env in ((["--debug"], {}), ([], {"FASTMIXSTE_DEBUG": "1"})):
         r = runner.run(EVAL, argv + extra, env=env)
         assert r.returncode == 2 and "Traceback" in r.stderr and "is empty (0 bytes)" in r.stderr
+
+
+def test_run_debug_flag_shows_the_traceback(inputs, runner):
+    argv = ["--out", f"{inputs['tmp']}/run-debug", "--data-dir", inputs["empty_dir"]]
+    for extra, env in ((["--debug"], {}), ([], {"FASTMIXSTE_DEBUG": "1"})):
+        r = runner.run(RUN, argv + extra, env=env)
+        assert r.returncode == 2 and "Traceback" in r.stderr and "Human3.6M file(s) not found" in r.stderr
+    assert not Path(inputs["tmp"], "run-debug").exists()
 
 
 def test_fresh_interpreter_agrees(inputs):

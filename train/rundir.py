@@ -250,8 +250,8 @@ def explicit_settings(args: argparse.Namespace) -> list[tuple[str, list[tuple[st
     --overwrite aside."""
     found: list[tuple[str, list[tuple[str, ...]]]] = []
     if args.config:
-        for path in _leaves(load_yaml(args.config), ()):
-            found.append((f"--config {args.config} ({'.'.join(path)})", _stage_paths(list(path))))
+        paths = [p for leaf in _leaves(load_yaml(args.config), ()) for p in _stage_paths(list(leaf))]
+        found.append((f"--config {args.config}", paths))
     for assignment in args.set:
         key = assignment.split("=", 1)[0].strip()
         found.append((f"--set {assignment}", _stage_paths(key.split("."))))
@@ -336,9 +336,14 @@ def restore_settings(cfg: dict[str, Any], args: argparse.Namespace, stored: dict
                     changed.append(written)
                 continue
             a, b = _get(new, path), _get(old, path)
-            if a != b:
-                diffs.append(f"{'.'.join(path)}: the run has {None if b is _MISSING else b!r}, this command "
-                             f"{None if a is _MISSING else a!r}")
+            if isinstance(a, dict) and isinstance(b, dict):  # a whole section: name the options that differ
+                pairs = [((*path, k), a.get(k, _MISSING), b.get(k, _MISSING)) for k in {**b, **a}]
+            else:
+                pairs = [(path, a, b)]
+            for where, x, y in pairs:
+                if x != y:
+                    diffs.append(f"{'.'.join(where)}: the run has {None if y is _MISSING else y!r}, this command "
+                                 f"{None if x is _MISSING else x!r}")
         if diffs:
             conflicts.append(f"{written} ({'; '.join(dict.fromkeys(diffs))})")
     if conflicts:
