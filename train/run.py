@@ -17,6 +17,7 @@ or FASTMIXSTE_DEBUG=1 adds the traceback.
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -200,8 +201,9 @@ def _prepare_resume(cfg: dict[str, Any], args: Any) -> tuple[dict[str, Any], dic
     rundir.check_resume_checkpoint(ckpt, path)
     restored, changed = rundir.restore_settings(cfg, args, dict(ckpt["run_config"]), path)
     check_files({**restored, "init": None})  # the run's data must still be there (its --init is not used again)
-    print(f"--resume: continuing the run stored in {path} with its own settings"
-          + (f" (changed on resume: {', '.join(changed)})" if changed else ""), flush=True)
+    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 speaks (the runtime is not set up yet)
+        print(f"--resume: continuing the run stored in {path} with its own settings"
+              + (f" (changed on resume: {', '.join(changed)})" if changed else ""), flush=True)
     return restored, ckpt
 
 
