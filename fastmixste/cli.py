@@ -29,14 +29,16 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 __all__ = [
     "DEBUG_ENV", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USAGE", "RunFailed", "UserInputError",
-    "add_debug_argument", "cli_entry", "interrupt_hook", "on_interrupt", "run_cli",
+    "add_debug_argument", "cli_entry", "defer_interrupts", "interrupt_hook", "on_interrupt", "run_cli",
 ]  # fmt: skip
 
 EXIT_FAILED = 1
@@ -85,6 +87,31 @@ def interrupt_hook(hook: Callable[[], str | None]) -> Iterator[None]:
         raise
     else:
         remove()
+
+
+@contextmanager
+def defer_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C while the block runs; raise KeyboardInterrupt when it ends if one came.
+
+    For work that must not stop half-way (an optimizer step and the counters that record it): the interrupt then
+    lands where the state is consistent and an interrupt hook can save it. A no-op outside the main thread, inside
+    another deferring block, or where SIGINT is not Python's default handler (e.g. ignored in a background job).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def add_debug_argument(parser) -> None:  # noqa: ANN001 (argparse.ArgumentParser; kept import-free)

@@ -35,7 +35,11 @@ from tests.cli_runner import REPO, CliRunner
 from tests.data.test_mocap import BVH, CMU_AMC, CMU_ASF, _frame
 
 TINY = {"num_frame": 9, "embed_dim_ratio": 32, "depth": 1, "num_heads": 2, "drop_path_rate": 0.0}
-EVAL, MOCAP, INFER = "train.evaluate", "fastmixste.data.mocap", "train.infer"
+EVAL, MOCAP, INFER, RUN = "train.evaluate", "fastmixste.data.mocap", "train.infer", "train.run"
+# A train.run small enough to train a step in seconds (one block pair of 16 channels, 9 frames, short crops).
+RUN_TINY = ["--set", "model.num_frame=9", "--set", "model.embed_dim_ratio=16", "--set", "model.depth=1",
+            "--set", "model.num_heads=1", "--set", "val.max_frames=9", "--set", "eval.max_frames=9", "--no-progress",
+            "--threads", "1"]  # fmt: skip
 
 
 class Payload:
@@ -137,7 +141,33 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     p["kp_corrupt"] = d / "kp_corrupt.npz"
     np.savez(p["kp_corrupt"], keypoints=np.zeros((4, 17, 2)))
     p["kp_corrupt"].write_bytes(p["kp_corrupt"].read_bytes()[:120])
+    p["kp_ok"] = d / "kp_ok.npy"
+    np.save(p["kp_ok"], np.random.default_rng(2).uniform(10, 90, (20, 17, 2)).astype(np.float32))
+    # a mocap corpus (fastmixste.data.mocap layout) with a payload in its clip names
+    p["mocap_poison"] = d / "mocap_poison.npz"
+    np.savez(p["mocap_poison"], names=np.array([Payload(marker)], dtype=object), fps=np.float64(50.0),
+             clip_00000=np.zeros((20, 17, 3), np.float32))  # fmt: skip
     return {k: str(v) for k, v in p.items()}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> dict[str, str]:
+    """A finished tiny train.run (one step) on the built-in data, a folder locked by a live process (this one),
+    and the built-in data's cache (rows that load it use it instead of generating a private copy)."""
+    import json
+    import socket
+
+    from fastmixste.data.builtin import builtin_data_dir
+    from train.run import main as run_main
+
+    d = tmp_path_factory.mktemp("trained_run")
+    cache = builtin_data_dir().parent
+    assert run_main(["--out", str(d / "run"), *RUN_TINY, "--stage", "finetune", "--epochs", "1", "--max-steps",
+                     "1"]) == 0  # fmt: skip
+    (d / "locked").mkdir()
+    (d / "locked" / "run.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                      "started": "2026-01-01T00:00:00+00:00"}))  # fmt: skip
+    return {"run": str(d / "run"), "locked": str(d / "locked"), "cache": str(cache), "pid": str(os.getpid())}
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +191,15 @@ class Cli:
 
 E = ["--checkpoint", "{ckpt}", "--data-dir", "{data}", "--no-progress"]  # a working train.evaluate command
 M = ["{asf}", "{amc}", "--out", "{tmp}/corpus.npz"]  # a working mocap import
+
+
+def R(name: str, *argv: str) -> list[str]:
+    """A tiny train.run writing to its own folder: fails before training unless the row says otherwise."""
+    return ["--out", f"{{tmp}}/run-{name}", *RUN_TINY, *argv]
+
+
+RES = ["--out", "{run}", "--resume", *RUN_TINY, "--stage", "finetune", "--epochs", "1", "--max-steps", "1"]
+BUILTIN = {"FASTMIXSTE_CACHE": "{cache}"}  # rows that load the built-in data
 
 CLI_CASES: list[Cli] = [
     # train.evaluate: works, then every flag / file going wrong
@@ -242,17 +281,111 @@ CLI_CASES: list[Cli] = [
     Cli("infer-keypoints-corrupt", INFER, ["--checkpoint", "{ckpt}", "--keypoints", "{kp_corrupt}", "--layout",
                                            "h36m", "--width", "100", "--height", "100", "--out", "{tmp}/o.npz"], 2,
         "is corrupt or truncated"),
+    Cli("infer-out-under-a-file", INFER, ["--checkpoint", "{ckpt}", "--keypoints", "{kp_ok}", "--layout", "h36m",
+                                          "--width", "100", "--height", "100", "--out", "{a_file}/o.npz"], 2,
+        "File exists: {a_file}"),
+    # python -m train.run: data
+    Cli("run-data-dir-missing", RUN, R("a", "--data-dir", "{tmp}/nope"), 2, "data.dir (--data-dir): {tmp}/nope is "
+        "not a folder"),
+    Cli("run-data-dir-is-file", RUN, R("b", "--data-dir", "{a_file}"), 2, "is not a folder"),
+    Cli("run-data-dir-empty", RUN, R("c", "--data-dir", "{empty_dir}"), 2, "Human3.6M file(s) not found: "
+        "data_3d_h36m.npz, data_2d_h36m_cpn_ft_h36m_dbb.npz"),
+    Cli("run-keypoints-missing", RUN, R("d", "--data-dir", "{data}", "--set", "data.keypoints=gt"), 2,
+        "not found: data_2d_h36m_gt.npz"),
+    Cli("run-data-poisoned-3d", RUN, R("e", "--data-dir", "{data_poison3d}"), 2, "refusing to unpickle posix.system"),
+    Cli("run-data-poisoned-metadata", RUN, R("f", "--data-dir", "{data_poisonmeta}"), 2,
+        "'metadata']: refusing to unpickle"),
+    Cli("run-data-raw-pickle", RUN, R("g", "--data-dir", "{data_rawpickle}"), 2, "raw Python pickle"),
+    Cli("run-data-truncated", RUN, R("h", "--data-dir", "{data_truncated}"), 2, "is corrupt or truncated"),
+    Cli("run-mocap-missing", RUN, R("i", "--mocap", "{tmp}/nope.npz"), 2, "data.mocap (--mocap): no file at"),
+    Cli("run-mocap-poisoned", RUN, R("j", "--stage", "pretrain", "--mocap", "{mocap_poison}"), 2,
+        "refusing to unpickle posix.system", env=BUILTIN),
+    Cli("run-data-without-training-subjects", RUN, R("j2", "--data-dir", "{data}"), 2, "unknown subject 'S5'"),
+    # config values and flags
+    Cli("run-seed-negative", RUN, R("k", "--seed", "-1"), 2, "--seed: expected an int >= 0, got -1"),
+    Cli("run-val-every-zero", RUN, R("l", "--set", "train.val_every=0"), 2,
+        "train.val_every: expected an int >= 1, got 0"),
+    Cli("run-epochs-float", RUN, R("m", "--set", "train.epochs=2.5"), 2,
+        "train.epochs: expected an int >= 0, got 2.5 (float)"),
+    Cli("run-max-steps-float", RUN, R("n", "--set", "finetune.max_steps=1e3"), 2,
+        "finetune.max_steps: expected an int >= 0 or null, got 1000.0 (float)"),
+    Cli("run-epochs-text", RUN, R("o", "--epochs", "two"), 2, "--epochs: invalid int value: 'two'"),
+    Cli("run-lr-text", RUN, R("p", "--set", "train.lr=fast"), 2, "train.lr: expected a number > 0, got 'fast'"),
+    Cli("run-batch-size-zero", RUN, R("q", "--batch-size", "0"), 2, "--batch-size (batch_size): expected an int >= 1"),
+    Cli("run-max-steps-negative", RUN, R("r", "--max-steps", "-1"), 2, "--max-steps (max_steps): expected an int"),
+    Cli("run-threads-zero", RUN, R("s", "--threads", "0"), 2, "--threads: expected an int >= 1, got 0"),
+    Cli("run-set-malformed", RUN, R("t", "--set", "model.depth"), 2, "--set expects key.sub=value"),
+    Cli("run-set-unknown-section", RUN, R("u", "--set", "optim.lr=1"), 2, "unknown config section(s) ['optim']"),
+    Cli("run-set-unknown-key", RUN, R("v", "--set", "train.epoch=3"), 2, "unknown key(s) ['epoch'] in 'train:'"),
+    Cli("run-model-key-unknown", RUN, R("w", "--set", "model.width=64"), 2, "model: "),
+    Cli("run-model-heads-indivisible", RUN, R("x", "--set", "model.num_heads=3"), 2,
+        "embed_dim_ratio (16) must be divisible by num_heads (3)"),
+    Cli("run-config-missing", RUN, R("y", "--config", "{tmp}/nope.yaml"), 2, "config file not found"),
+    Cli("run-stage-unknown", RUN, R("z", "--stage", "train"), 2, "invalid choice: 'train'"),
+    Cli("run-amp-unknown", RUN, R("aa", "--amp", "fp8"), 2, "invalid choice: 'fp8'"),
+    # device and backend
+    Cli("run-device-cuda-without-cuda", RUN, R("ab", "--device", "cuda"), 2, "--device cuda: CUDA is not available",
+        skip_if=torch.cuda.is_available),
+    Cli("run-device-unknown", RUN, R("ac", "--device", "gpu"), 2, "device: expected auto, cpu, cuda or cuda:N"),
+    Cli("run-fused-without-cuda", RUN, R("ad", "--fused"), 2, "which need a CUDA GPU",
+        env={"TRITON_INTERPRET": "0"}, skip_if=torch.cuda.is_available),
+    # --init
+    Cli("run-init-missing", RUN, R("ae", "--init", "{tmp}/nope.pt"), 2, "init (--init): no file at {tmp}/nope.pt"),
+    Cli("run-init-random-bytes", RUN, R("af", "--init", "{ckpt_random}"), 2, "is not a checkpoint"),
+    Cli("run-init-foreign-object", RUN, R("ag", "--init", "{ckpt_foreign}"), 2, "outside the allowlist"),
+    Cli("run-init-other-model", RUN, R("ah", "--init", "{ckpt}"), 2, "does not fit the model of this run"),
+    # --out and the run folder
+    Cli("run-out-is-file", RUN, ["--out", "{a_file}", *RUN_TINY], 2, "--out {a_file} is a file; expected a folder"),
+    Cli("run-out-under-a-file", RUN, ["--out", "{a_file}/run", *RUN_TINY], 2,
+        "--out {a_file}/run: cannot write there"),
+    Cli("run-out-holds-a-run", RUN, ["--out", "{run}", *RUN_TINY], 2,
+        "--out {run} already holds a run (config.yaml, metrics.csv"),
+    Cli("run-out-in-use", RUN, ["--out", "{locked}", *RUN_TINY], 2, "--out {locked} is in use by another run (pid "
+        "{pid}"),
+    # --resume
+    Cli("run-resume-nothing-there", RUN, R("ai", "--resume"), 2, "holds no run to continue (no checkpoints/last.pt)"),
+    Cli("run-resume-missing-file", RUN, R("aj", "--resume", "{tmp}/nope.pt"), 2, "--resume: no checkpoint at"),
+    Cli("run-resume-weights-only", RUN, ["--resume", "{run}/checkpoints/best.pt", "--out", "{tmp}/run-ak"], 2,
+        "not a resume point"),
+    Cli("run-resume-empty-file", RUN, R("al", "--resume", "{ckpt_empty}"), 2, "is empty (0 bytes)"),
+    Cli("run-resume-truncated", RUN, R("am", "--resume", "{ckpt_truncated}"), 2, "is truncated or corrupt"),
+    Cli("run-resume-and-overwrite", RUN, RES + ["--overwrite"], 2, "pass one of them"),
+    Cli("run-resume-other-epochs", RUN, RES[:-4] + ["--epochs", "3", "--max-steps", "1"], 2,
+        "--epochs 3 (pretrain.epochs: the run has 1, this command 3; finetune.epochs: the run has 1, this command 3)"),
+    Cli("run-resume-other-cap", RUN, RES[:-2] + ["--max-steps", "5"], 2,
+        "--max-steps 5 (pretrain.max_steps: the run has 1, this command 5"),
+    Cli("run-resume-other-model", RUN, RES + ["--set", "model.depth=2"], 2,
+        "--set model.depth=2 (model.depth: the run has 1, this command 2)"),
+    Cli("run-resume-other-stage", RUN, RES[:-6] + ["--stage", "all"], 2,
+        "--stage all (stage: the run has 'finetune', this command 'all')"),
+    Cli("run-resume-other-data", RUN, RES + ["--data-dir", "{data}"], 2, "--data-dir {data} (data.dir: the run has "
+        "None"),
+    Cli("run-resume-other-seed", RUN, RES + ["--seed", "3"], 2, "--seed 3 (seed: the run has 0, this command 3)"),
+    Cli("run-resume-other-config", RUN, RES + ["--config", "h36m_paper"], 2,
+        "--config h36m_paper (model.drop_path_rate: the run has 0.0, this command 0.1"),
+    # a failed run: NaN at the first step (exit 1)
+    Cli("run-nan-loss", RUN, R("an", "--stage", "finetune", "--epochs", "1", "--set", "debug.nan_step=1"), 1,
+        "non-finite loss", env=BUILTIN),
+    # the same command with --resume (and a safe change) continues: the finished run is evaluated again
+    Cli("run-resume-same-command", RUN, RES + ["--device", "cpu"], 0,
+        "continuing the run stored in {run}/checkpoints/last.pt with its own settings (changed on resume: --device "
+        "cpu)", env=BUILTIN),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
-def test_cli_row(case: Cli, inputs, runner):
+def test_cli_row(case: Cli, inputs, runner, request):
     if case.skip_if is not None and case.skip_if():
         pytest.skip("not applicable on this machine")
-    argv = [a.format(**inputs) for a in case.argv]
-    env = {"FASTMIXSTE_CACHE": str(Path(inputs["tmp"]) / "cache"), "FASTMIXSTE_DEBUG": "0", **case.env}
+    values = dict(inputs)
+    if any(key in text for text in [*case.argv, *case.env.values(), case.phrase]
+           for key in ("{run}", "{locked}", "{cache}", "{pid}")):  # fmt: skip
+        values.update(request.getfixturevalue("trained_run"))
+    argv = [a.format(**values) for a in case.argv]
+    env = {"FASTMIXSTE_CACHE": str(Path(inputs["tmp"]) / "cache"), "FASTMIXSTE_DEBUG": "0",
+           **{k: v.format(**values) for k, v in case.env.items()}}  # fmt: skip
     r = runner.run(case.module, argv, env=env)
-    phrase = case.phrase.format(**inputs)
+    phrase = case.phrase.format(**values)
     assert r.returncode == case.code, f"exit {r.returncode}, expected {case.code}; stderr:\n{r.stderr}"
     assert phrase in (r.stderr if case.code else r.stdout + r.stderr), f"{phrase!r} not in:\n{r.stderr}"
     assert "Traceback" not in r.stderr, r.stderr
@@ -267,6 +400,14 @@ def test_debug_flag_and_env_show_the_traceback(inputs, runner):
     for extra, env in ((["--debug"], {}), ([], {"FASTMIXSTE_DEBUG": "1"})):
         r = runner.run(EVAL, argv + extra, env=env)
         assert r.returncode == 2 and "Traceback" in r.stderr and "is empty (0 bytes)" in r.stderr
+
+
+def test_run_debug_flag_shows_the_traceback(inputs, runner):
+    argv = ["--out", f"{inputs['tmp']}/run-debug", "--data-dir", inputs["empty_dir"]]
+    for extra, env in ((["--debug"], {}), ([], {"FASTMIXSTE_DEBUG": "1"})):
+        r = runner.run(RUN, argv + extra, env=env)
+        assert r.returncode == 2 and "Traceback" in r.stderr and "Human3.6M file(s) not found" in r.stderr
+    assert not Path(inputs["tmp"], "run-debug").exists()
 
 
 def test_fresh_interpreter_agrees(inputs):

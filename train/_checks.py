@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ def _device_name(v: Any) -> bool:
         return False
 
 
+_STAGE_STEP = re.compile(r"(pretrain|finetune):[1-9]\d*")
 _BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
 _MAPPING: Rule = (lambda v: isinstance(v, dict), "a mapping of options")
 _BACKENDS = ("auto", "eager", "sdpa", "xformers", "triton")
@@ -104,6 +106,8 @@ RULES: dict[str, Rule] = {
     "eval.max_frames": _int(1, none=True),
     "eval.attn_backend": (lambda v: v is None or v in _BACKENDS, "null or one of " + ", ".join(_BACKENDS)),
     "debug.nan_step": _int(1, none=True),
+    "debug.interrupt_at": (lambda v: v is None or (isinstance(v, str) and _STAGE_STEP.fullmatch(v) is not None),
+                           "null or STAGE:STEP, e.g. finetune:12"),
 }
 #: Named flags that carry numbers: argparse checks the type, these the range.
 FLAG_RULES: dict[str, Rule] = {

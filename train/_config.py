@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from fastmixste.cli import add_debug_argument
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 STAGES: tuple[str, ...] = ("pretrain", "finetune")
 
@@ -66,7 +68,9 @@ DEFAULTS: dict[str, Any] = {
     # Final evaluation: the full test set. attn_backend: null = the training backend (weights are shared, so any
     # backend gives the same numbers; e.g. sdpa keeps a --fused run under TRITON_INTERPRET=1 quick to evaluate).
     "eval": {"flip": True, "batch_size": 64, "max_frames": None, "attn_backend": None},
-    "debug": {"nan_step": None},  # inject a NaN loss at this step of a stage (tests the divergence stop)
+    # Test hooks, never restored by --resume: a NaN loss at this step of a stage (the divergence stop); Ctrl-C in
+    # the middle of step STEP of stage STAGE, written "STAGE:STEP" (the interrupt save).
+    "debug": {"nan_step": None, "interrupt_at": None},
 }
 
 STAGE_ONLY_KEYS = {"pretrain": {"h36m_3d", "corruption"}, "finetune": set()}
@@ -160,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--amp", choices=("auto", "none", "fp16", "bf16"))
     p.add_argument("--resume", nargs="?", const="auto", metavar="LAST_PT",
-                   help="continue from OUT/checkpoints/last.pt (or the file given)")
+                   help="continue from OUT/checkpoints/last.pt (or the file given) with the run's stored settings")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run that --out holds (its checkpoints, metrics and results are deleted)")
     p.add_argument("--init", metavar="CKPT", help="weights to start from (this project's or upstream MixSTE)")
     p.add_argument("--fused", action="store_true", help="train with the fused Triton attention kernels")
     p.add_argument("--recompute", choices=("none", "lean", "full", "auto"),
@@ -172,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads per process (default: torch's choice)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config entry, e.g. --set model.depth=4 --set finetune.lr=5e-4")
+    add_debug_argument(p)
     return p
 
 

@@ -312,4 +312,6 @@ def _print_video_summary(args: argparse.Namespace, meta: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fastmixste.cli import run_cli  # the error boundary: exit 2 bad input, 130 Ctrl-C, tracebacks with --debug
+
+    sys.exit(run_cli(main))

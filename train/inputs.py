@@ -37,9 +37,13 @@ def check_same_arch(model: torch.nn.Module, other_config: dict[str, Any], what: 
 
 def load_init_weights(model: torch.nn.Module, path: str) -> None:
     """Copy the weights of ``path`` (this project's checkpoint or an upstream MixSTE file) into ``model``."""
-    from fastmixste import load_checkpoint
+    from fastmixste import load_checkpoint, read_checkpoint
+    from fastmixste.checkpoint import FORMAT
 
-    src = load_checkpoint(path, attn_backend="eager", num_heads=model.config.num_heads)
+    # Our files store their head count (a different one is an architecture mismatch, reported below); upstream
+    # files do not, and take the run's.
+    ours = read_checkpoint(path).get("format") == FORMAT
+    src = load_checkpoint(path, attn_backend="eager", num_heads=None if ours else model.config.num_heads)
     check_same_arch(model, src.config.to_dict(), f"--init {path}")
     model.load_state_dict(src.state_dict(), strict=True)
 

@@ -5,12 +5,19 @@
     torchrun --nproc_per_node=8 -m train.run --config h36m_paper --data-dir data/h36m
 
 Outputs in ``--out``: config.yaml (resolved), checkpoints/{last,best}.pt (+ pretrained.pt after pretraining),
-metrics.csv, curves.png, results.md, results.json.
+metrics.csv, curves.png, results.md, results.json. A folder that holds a run is continued (``--resume``, with the
+run's stored settings) or replaced (``--overwrite``), never silently overwritten; ``OUT/run.lock`` keeps a second
+run out while one runs (train/rundir.py).
+
+Exit codes: 0 done, 2 bad input (one or two lines saying what was expected and what came), 1 a failed run (a
+NaN/inf loss; last.pt stays the last good checkpoint), 130 Ctrl-C (after saving a resumable last.pt). ``--debug``
+or FASTMIXSTE_DEBUG=1 adds the traceback.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -20,15 +27,20 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from fastmixste.cli import UserInputError, cli_entry, interrupt_hook
+from train import rundir
 from train._checks import check_files
 from train._config import build_parser, dump_yaml, resolve_config
 from train.inputs import RunData, build_model, check_same_arch, load_init_weights, load_run_data
 from train.outputs import describe_data, final_evaluation, write_comparison, write_text
 from train.runtime import Runtime, fused_unavailable_message, resolve_recompute, setup_runtime
 from train.stages import make_stages, planned_stages
-from train.trainer import StageTrainer, TrainingDiverged
+from train.trainer import StageTrainer
 
 __all__ = ["RunOutcome", "main", "run_pipeline", "load_init_weights"]
+
+#: The stage being trained (at most one): on Ctrl-C its state after the last complete step is saved.
+_TRAINING: list[StageTrainer] = []
 
 
 def _resume_path(cfg: dict[str, Any]) -> Path | None:
@@ -36,6 +48,9 @@ def _resume_path(cfg: dict[str, Any]) -> Path | None:
         return None
     path = Path(cfg["out"]) / "checkpoints" / "last.pt" if cfg["resume"] == "auto" else Path(cfg["resume"])
     if not path.is_file():
+        if cfg["resume"] == "auto":
+            raise UserInputError(f"--resume: {cfg['out']} holds no run to continue (no checkpoints/last.pt); drop "
+                                 f"--resume to start a new run, or pass --out of the run to continue")
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
     return path
 
@@ -67,14 +82,16 @@ def _build_models(cfg: dict[str, Any], rt: Runtime) -> tuple[torch.nn.Module, to
     return model, train_model
 
 
-def _starting_point(cfg: dict[str, Any], rt: Runtime, model: torch.nn.Module, names: list[str], ckpt_dir: Path
+def _starting_point(cfg: dict[str, Any], rt: Runtime, model: torch.nn.Module, names: list[str], ckpt_dir: Path,
+                    resume_ckpt: dict[str, Any] | None = None
                     ) -> tuple[dict[str, Any] | None, int, dict[str, list[dict]]]:
-    """Resume checkpoint (or None), index of the first stage to train, and the history so far; applies --init."""
+    """Resume checkpoint (or None), index of the first stage to train, and the history so far; applies --init.
+    ``resume_ckpt``: the --resume checkpoint when the caller has read it already."""
     from fastmixste import read_checkpoint
 
     resume = _resume_path(cfg)
     if resume:
-        ckpt = read_checkpoint(resume, map_location=rt.device)
+        ckpt = resume_ckpt if resume_ckpt is not None else read_checkpoint(resume, map_location=rt.device)
         check_same_arch(model, dict(ckpt["config"]), f"--resume {resume}")
         if ckpt["stage"] not in names:
             raise ValueError(f"--resume {resume}: the checkpoint is from stage {ckpt['stage']!r}, but this run "
@@ -93,8 +110,12 @@ def _starting_point(cfg: dict[str, Any], rt: Runtime, model: torch.nn.Module, na
     return None, 0, history
 
 
-def run_pipeline(cfg: dict[str, Any], rt: Runtime, data: RunData | None = None) -> RunOutcome:
-    """Train the planned stages (resuming if asked), evaluate, write every output file."""
+def run_pipeline(cfg: dict[str, Any], rt: Runtime, data: RunData | None = None,
+                 resume_ckpt: dict[str, Any] | None = None) -> RunOutcome:
+    """Train the planned stages (resuming if asked), evaluate, write every output file.
+
+    The model, --resume and --init are checked before the data loads, and nothing is written before both are
+    ready; a resumed run keeps its config.yaml."""
     from fastmixste import save_checkpoint
 
     t_run = time.perf_counter()
@@ -104,14 +125,15 @@ def run_pipeline(cfg: dict[str, Any], rt: Runtime, data: RunData | None = None) 
     if names == ["finetune"] and not cfg["init"] and not cfg["resume"] and (ckpt_dir / "pretrained.pt").is_file():
         # A --stage pretrain run wrote this folder's pretrained weights: fine-tune from them.
         cfg = {**cfg, "init": str(ckpt_dir / "pretrained.pt")}
-    if rt.is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        write_text(out / "config.yaml", dump_yaml(cfg))
+    model, train_model = _build_models(cfg, rt)
+    ckpt, start, history = _starting_point(cfg, rt, model, names, ckpt_dir, resume_ckpt)
     if data is None:
         data = load_run_data(cfg, rt, need_pretrain="pretrain" in names)
     stages = make_stages(cfg, data, names)
-    model, train_model = _build_models(cfg, rt)
-    ckpt, start, history = _starting_point(cfg, rt, model, names, ckpt_dir)
+    if rt.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if not (cfg["resume"] and (out / "config.yaml").is_file()):
+            write_text(out / "config.yaml", dump_yaml(cfg))
 
     for i, stage in enumerate(stages):
         if i < start:
@@ -120,7 +142,9 @@ def run_pipeline(cfg: dict[str, Any], rt: Runtime, data: RunData | None = None) 
         trainer = StageTrainer(stage, model, train_model, cfg, rt, data, ckpt_dir, best_name, history, out)
         if ckpt is not None and i == start:
             trainer.load_state(ckpt)
+        _TRAINING.append(trainer)
         trainer.run()
+        _TRAINING.remove(trainer)  # not on an exception: a Ctrl-C hook still saves this stage
         if stage.name == "pretrain" and rt.is_main:
             # The fine-tuning stage starts from these weights (also usable with --init).
             save_checkpoint(ckpt_dir / "pretrained.pt", model, stage="pretrain", step=trainer.global_step,
@@ -151,6 +175,41 @@ def run_compare_scratch(cfg: dict[str, Any], rt: Runtime, pretrained: RunOutcome
                          scratch.history, describe_data(cfg))
 
 
+def _check_data_files(cfg: dict[str, Any]) -> None:
+    """The data folder holds the two files a run reads (their content is checked when they load)."""
+    if cfg["data"]["dir"] is None:
+        return
+    folder = Path(cfg["data"]["dir"])
+    names = ["data_3d_h36m.npz", f"data_2d_h36m_{cfg['data']['keypoints']}.npz"]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise UserInputError(f"--data-dir {folder}: Human3.6M file(s) not found: {', '.join(missing)} (expected "
+                             f"{' and '.join(names)} in VideoPose3D's format; see README's Data section)")
+
+
+def _prepare_resume(cfg: dict[str, Any], args: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """--resume: read the checkpoint and continue with the run's stored settings (see rundir.restore_settings)."""
+    if not cfg["resume"]:
+        return cfg, None
+    from fastmixste import read_checkpoint
+
+    if cfg["resume"] != "auto" and args.out is None:
+        # --resume OUT/checkpoints/last.pt: the run folder is the one that holds the file.
+        path = Path(cfg["resume"])
+        if path.parent.name == "checkpoints":
+            cfg = {**cfg, "out": str(path.parent.parent)}
+    path = _resume_path(cfg)
+    ckpt = read_checkpoint(path, map_location="cpu")
+    rundir.check_resume_checkpoint(ckpt, path)
+    restored, changed = rundir.restore_settings(cfg, args, dict(ckpt["run_config"]), path)
+    check_files({**restored, "init": None})  # the run's data must still be there (its --init is not used again)
+    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 speaks (the runtime is not set up yet)
+        print(f"--resume: continuing the run stored in {path} with its own settings"
+              + (f" (changed on resume: {', '.join(changed)})" if changed else ""), flush=True)
+    return restored, ckpt
+
+
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -159,26 +218,62 @@ def main(argv: list[str] | None = None) -> int:
         check_files(cfg)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
+    if cfg["resume"] and args.overwrite:
+        raise UserInputError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
+    cfg, resume_ckpt = _prepare_resume(cfg, args)
+    _check_data_files(cfg)
     if cfg["fused"]:
         msg = fused_unavailable_message(cfg)
         if msg:
             print(f"error: {msg}", file=sys.stderr)
             return 2
+    out = Path(cfg["out"])
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; expected a folder for the run's outputs")
     rt = setup_runtime(cfg)
+    lock = rundir.RunLock(out) if rt.is_main else None
     try:
-        t0 = time.perf_counter()
-        outcome = run_pipeline(cfg, rt)
-        if cfg["compare_scratch"] and "finetune" in planned_stages(cfg):
-            run_compare_scratch(cfg, rt, outcome)
-        if rt.is_main:
-            print(f"done in {time.perf_counter() - t0:.0f} s; outputs in {cfg['out']}", flush=True)
+        if lock is not None:  # first the lock: a run in progress is reported as such, not as a finished one
+            note = lock.acquire()
+            if note:
+                print(f"note: {note}", file=sys.stderr, flush=True)
+        rundir.check_run_folder(out, resume=bool(cfg["resume"]), overwrite=args.overwrite,
+                                stages=planned_stages(cfg), init=cfg["init"])
+        if lock is not None:
+            removed = rundir.remove_leftovers(out)
+            if removed:
+                print(f"note: removed {len(removed)} unfinished temporary file(s) of an interrupted write: "
+                      f"{', '.join(str(p.relative_to(out)) for p in removed)}", file=sys.stderr, flush=True)
+            if args.overwrite:
+                removed = rundir.remove_previous_run(out)
+                if removed:
+                    print(f"--overwrite: removed the previous run's {len(removed)} output file(s) from {out}",
+                          flush=True)
+        rt.barrier()
+        _TRAINING.clear()
+        with interrupt_hook(lambda: _on_interrupt(out)):
+            t0 = time.perf_counter()
+            outcome = run_pipeline(cfg, rt, resume_ckpt=resume_ckpt)
+            if cfg["compare_scratch"] and "finetune" in planned_stages(cfg):
+                run_compare_scratch(cfg, rt, outcome)
+            if rt.is_main:
+                print(f"done in {time.perf_counter() - t0:.0f} s; outputs in {cfg['out']}", flush=True)
         return 0
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
     finally:
+        if lock is not None:
+            lock.release()
         if rt.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _on_interrupt(out: Path) -> str | None:
+    """Ctrl-C hook of a run: save the stage being trained, or say where the run stands."""
+    if _TRAINING:
+        return _TRAINING[-1].save_on_interrupt()
+    last = out / "checkpoints" / "last.pt"
+    if last.is_file():
+        return f"the run so far is in {last}; continue with --resume"
+    return "nothing was trained yet"
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from fastmixste.cli import RunFailed, defer_interrupts
 from train._data import EpochBatchSampler, seed_step, step_generator
 from train.inputs import RunData
 from train.outputs import write_metrics
@@ -21,7 +23,7 @@ from train.runtime import Runtime, eval_backend, rng_state, set_rng_state
 from train.stages import Stage, build_optimizer
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunFailed):
     """A non-finite loss: the run stops, the last checkpoint on disk is the last good one."""
 
 
@@ -53,6 +55,10 @@ class StageTrainer:
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.best = math.inf
         self.accum = self._fresh_accum()
+        self.last_lr = self.opt.param_groups[0]["lr"]  # the rate the latest step ran at (metrics.csv's lr)
+        # True between the step that ends an epoch (or the stage) and the end of that epoch's bookkeeping
+        # (validation, history row, checkpoints): a checkpoint saved on Ctrl-C in between resumes there.
+        self.epoch_end_pending = False
         self.t_start = time.perf_counter()
 
     @staticmethod
@@ -73,6 +79,8 @@ class StageTrainer:
             "rng": rng_state(),
             "best": self.best,
             "accum": dict(self.accum),
+            "last_lr": self.last_lr,
+            "epoch_end_pending": self.epoch_end_pending,
             "history": copy.deepcopy(self.history),
         }
 
@@ -86,12 +94,25 @@ class StageTrainer:
         self.epoch, self.step_in_epoch, self.global_step = ckpt["epoch"], ckpt["step_in_epoch"], ckpt["step"]
         self.best = float(ckpt["best"])
         self.accum = {k: float(v) for k, v in ckpt["accum"].items()}
+        self.last_lr = float(ckpt.get("last_lr", self.opt.param_groups[0]["lr"]))
+        self.epoch_end_pending = bool(ckpt.get("epoch_end_pending", False))
 
     def save_last(self) -> None:
         from fastmixste import save_checkpoint
 
         if self.rt.is_main:
             save_checkpoint(self.ckpt_dir / "last.pt", self.model, **self.state())
+
+    def save_on_interrupt(self) -> str | None:
+        """Ctrl-C hook: write last.pt with the state after the last complete step (steps and epoch bookkeeping
+        run with Ctrl-C deferred, so the state is never half-updated); returns the note for the user."""
+        if not self.rt.is_main:
+            return None
+        self.save_last()
+        where = f"{self.stage.name} step {self.global_step}"
+        if self.epoch_end_pending:
+            where += ", before the epoch's validation"
+        return f"saved a resumable checkpoint to {self.ckpt_dir / 'last.pt'} ({where}); continue with --resume"
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
@@ -142,11 +163,13 @@ class StageTrainer:
         self.sched.step()
         return loss.item(), {k: v.item() for k, v in parts.items()}, x.shape[0], lr
 
-    def _row(self, parts_sum: dict[str, float], val: tuple[float, float] | None, lr: float) -> dict[str, Any]:
-        """The history row (metrics.csv line) of the epoch so far; ``lr``: the rate its last step ran at."""
+    def _row(self, val: tuple[float, float] | None) -> dict[str, Any]:
+        """The history row (metrics.csv line) of the epoch so far; lr is the rate its last step ran at."""
         a = self.accum
         n = max(a["batches"], 1.0)
         loss = a["loss"]
+        # Loss-term sums of the current epoch live in accum as part_<name>, so a mid-epoch resume keeps them.
+        parts_sum = {k[len("part_"):]: v for k, v in a.items() if k.startswith("part_")}
         if self.rt.distributed:  # mean over processes
             t = torch.tensor([loss, *parts_sum.values()], dtype=torch.float64, device=self.rt.device
                              if self.rt.device.type == "cuda" else "cpu")
@@ -163,65 +186,48 @@ class StageTrainer:
             **{f"loss_{k}": v / n for k, v in parts_sum.items()},
             "val_mpjpe": None if val is None else val[0],
             "val_p_mpjpe": None if val is None else val[1],
-            "lr": lr,
+            "lr": self.last_lr,
             "seq_per_s": a["seqs"] * self.rt.world_size / a["seconds"] if a["seconds"] > 0 else None,
             "epoch_time_s": a["seconds"],
             "elapsed_s": time.perf_counter() - self.t_start,
         }
         return row
 
-    def run(self) -> None:
-        st, rt, s = self.stage, self.rt, self.s
-        rows = self.history.setdefault(st.name, [])
-        if self.global_step >= self.cap:
-            return
-        if rt.is_main:
-            print(f"[{st.name}] {len(st.dataset)} clips of {self.cfg['model'].get('num_frame')} frames, "
-                  f"{self.steps_per_epoch} steps/epoch x {s.epochs} epochs"
-                  + (f", capped at {self.cap} steps" if self.cap < s.epochs * self.steps_per_epoch else "")
-                  + f", batch {s.batch_size}" + (f" ({rt.world_size} processes)" if rt.distributed else "")
-                  + (f", resuming at step {self.global_step}" if self.global_step else ""), flush=True)
-        # Loss-term sums of the current epoch live in accum as part_<name> so a mid-epoch resume keeps them.
-        parts_sum = {k[len("part_"):]: v for k, v in self.accum.items() if k.startswith("part_")}
-        self.train_model.train()
-        lr = self.opt.param_groups[0]["lr"]
-        while self.global_step < self.cap:
-            bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, disable=not (rt.is_main and
-                       self.cfg["progress"]), desc=f"{st.name} {self.epoch + 1}/{s.epochs}", unit="step",
-                       leave=False, dynamic_ncols=True)
-            for batch in self._loader():
-                t0 = time.perf_counter()
-                loss, parts, n, lr = self._step(batch)
-                if rt.device.type == "cuda":
-                    torch.cuda.synchronize(rt.device)
-                dt = time.perf_counter() - t0
-                self.global_step += 1
-                self.step_in_epoch += 1
-                a = self.accum
-                a["loss"] += loss
-                a["batches"] += 1
-                a["seqs"] += n
-                a["seconds"] += dt
-                for k, v in parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0.0) + v
-                    a[f"part_{k}"] = parts_sum[k]
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}",
-                                seq_s=f"{a['seqs'] * rt.world_size / max(a['seconds'], 1e-9):.0f}")
-                if self.global_step >= self.cap:
-                    break
-                if s.checkpoint_every and self.global_step % s.checkpoint_every == 0 \
-                        and self.step_in_epoch < self.steps_per_epoch:
-                    self.save_last()
-            bar.close()
-            complete = self.step_in_epoch >= self.steps_per_epoch
-            done = self.global_step >= self.cap
-            val = None
-            if done or (complete and (self.epoch + 1) % s.val_every == 0):
-                if rt.is_main:
-                    val = _validate(self.model, self.data.val, self.cfg, rt)
-                rt.barrier()
-            row = self._row(parts_sum, val, lr)
+    def _train_step(self, batch: Any, bar: tqdm) -> None:
+        """One optimizer step and the counters that record it (runs with Ctrl-C deferred)."""
+        t0 = time.perf_counter()
+        loss, parts, n, self.last_lr = self._step(batch)
+        if self.rt.device.type == "cuda":
+            torch.cuda.synchronize(self.rt.device)
+        dt = time.perf_counter() - t0
+        if self.cfg["debug"].get("interrupt_at") == f"{self.stage.name}:{self.global_step + 1}":
+            signal.raise_signal(signal.SIGINT)  # test hook: Ctrl-C in the middle of this step
+        self.global_step += 1
+        self.step_in_epoch += 1
+        a = self.accum
+        a["loss"] += loss
+        a["batches"] += 1
+        a["seqs"] += n
+        a["seconds"] += dt
+        for k, v in parts.items():
+            a[f"part_{k}"] = a.get(f"part_{k}", 0.0) + v
+        self.epoch_end_pending = self.global_step >= self.cap or self.step_in_epoch >= self.steps_per_epoch
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.last_lr:.2e}",
+                        seq_s=f"{a['seqs'] * self.rt.world_size / max(a['seconds'], 1e-9):.0f}")
+
+    def _end_epoch(self, rows: list[dict]) -> None:
+        """Validate (when due), then record the epoch: history row, best score, checkpoints, metrics.csv."""
+        rt, s = self.rt, self.s
+        complete = self.step_in_epoch >= self.steps_per_epoch
+        done = self.global_step >= self.cap
+        val = None
+        if done or (complete and (self.epoch + 1) % s.val_every == 0):
+            if rt.is_main:
+                val = _validate(self.model, self.data.val, self.cfg, rt)
+            rt.barrier()
+        with defer_interrupts():
+            row = self._row(val)
             rows.append(row)
             improved = val is not None and val[0] < self.best
             if improved:
@@ -230,17 +236,45 @@ class StageTrainer:
                 self.epoch += 1
                 self.step_in_epoch = 0
                 self.accum = self._fresh_accum()
-                parts_sum = {}
+            self.epoch_end_pending = False
             if rt.is_main:
                 from fastmixste import save_checkpoint
 
                 self.save_last()
                 if improved:
-                    save_checkpoint(self.ckpt_dir / self.best_name, self.model, stage=st.name, step=self.global_step,
-                                    val_mpjpe=self.best, run_config=self.cfg)
+                    save_checkpoint(self.ckpt_dir / self.best_name, self.model, stage=self.stage.name,
+                                    step=self.global_step, val_mpjpe=self.best, run_config=self.cfg)
                 write_metrics(self.out / "metrics.csv", self.history)
                 print(_epoch_line(row, s.epochs, improved), flush=True)
             rt.barrier()
+
+    def run(self) -> None:
+        st, rt, s = self.stage, self.rt, self.s
+        rows = self.history.setdefault(st.name, [])
+        if self.global_step >= self.cap and not self.epoch_end_pending:
+            return
+        if rt.is_main:
+            print(f"[{st.name}] {len(st.dataset)} clips of {self.cfg['model'].get('num_frame')} frames, "
+                  f"{self.steps_per_epoch} steps/epoch x {s.epochs} epochs"
+                  + (f", capped at {self.cap} steps" if self.cap < s.epochs * self.steps_per_epoch else "")
+                  + f", batch {s.batch_size}" + (f" ({rt.world_size} processes)" if rt.distributed else "")
+                  + (f", resuming at step {self.global_step}" if self.global_step else ""), flush=True)
+        self.train_model.train()
+        while self.global_step < self.cap or self.epoch_end_pending:
+            if not self.epoch_end_pending:
+                bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, disable=not (rt.is_main and
+                           self.cfg["progress"]), desc=f"{st.name} {self.epoch + 1}/{s.epochs}", unit="step",
+                           leave=False, dynamic_ncols=True)
+                for batch in self._loader():
+                    with defer_interrupts():
+                        self._train_step(batch, bar)
+                    if self.epoch_end_pending:
+                        break
+                    if s.checkpoint_every and self.global_step % s.checkpoint_every == 0:
+                        self.save_last()
+                bar.close()
+                self.epoch_end_pending = True  # also when the loader ran out early: the epoch ends here
+            self._end_epoch(rows)
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:

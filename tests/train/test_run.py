@@ -98,9 +98,9 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path, builtin_dir: Path) -> 
     total = int(rows[-1]["step"])
     assert total == 2 * steps_per_epoch and steps_per_epoch > 2
 
-    # Interrupt in the middle of the second fine-tuning epoch, then resume to the full budget.
+    # Interrupt (Ctrl-C, exit 130) in the middle of the second fine-tuning epoch, then resume to the full budget.
     part = tmp_path / "part"
-    assert main(tiny_args(part, *args, "--set", f"finetune.max_steps={steps_per_epoch + 2}")) == 0
+    assert main(tiny_args(part, *args, "--set", f"debug.interrupt_at=finetune:{steps_per_epoch + 2}")) == 130
     ckpt = read_checkpoint(part / "checkpoints" / "last.pt")
     assert (ckpt["stage"], ckpt["epoch"], ckpt["step_in_epoch"]) == ("finetune", 1, 2)
     assert main(tiny_args(part, *args, "--resume")) == 0
