@@ -40,7 +40,11 @@ def _tag() -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     # Runs before pytest-benchmark builds its session (trylast), so the default JSON path is picked up there.
-    if getattr(config.option, "benchmark_json", "absent") is None and not config.getoption("benchmark_disable"):
+    if (
+        getattr(config.option, "benchmark_json", "absent") is None
+        and not config.getoption("benchmark_disable")
+        and not config.option.collectonly  # nothing runs: no (empty) result file
+    ):
         RESULTS.mkdir(parents=True, exist_ok=True)
         config.option.benchmark_json = open(RESULTS / f"{_tag()}.json", "wb")  # noqa: SIM115 (closed by the plugin)
 

@@ -518,10 +518,12 @@ ASSUMPTIONS: list[str] = [
     "(same scheduler and fusion decisions as its GPU backend; the CPU backend has no split reductions, which adds "
     "no bytes), scaled from a small batch to the full one by element count; GEMMs and attention as the sdpa path's.",
     "triton: what the triton backend runs on meta, custom ops counting their own inputs and outputs once.",
-    "Memory: peak = live bytes of the storages created in one training step (LiveBytesTracker on meta, FA2's "
-    "dQ accumulator added as a transient) + parameters x 20 B (fp32 weights, fp32 grads, Adam's two fp32 moments, "
-    "and the previous step's grads, which train.run frees only after the next forward) on a card with 1 GiB "
-    "taken by the CUDA context and workspaces and 10% of the rest kept as allocator headroom.",
+    "Memory: peak = live bytes of the storages created in one training step (LiveBytesTracker on meta: kept "
+    "activations, transients, the new fp32 grads; FA2's dQ accumulator added as a transient) + parameters x 16 B "
+    "(fp32 weights, Adam's two fp32 moments, the previous step's grads, which train.run frees only after the next "
+    "forward), on a card with 1 GiB taken by the CUDA context and workspaces and 10% of the rest kept as allocator "
+    "headroom. 'Kept for backward' = bytes alive between forward and backward (saved tensors, checkpoint caches, "
+    "the weights' bf16 copies), fitted per sequence through B = 2 and 4.",
 ]
 
 

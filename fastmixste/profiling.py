@@ -568,14 +568,14 @@ class MemoryBudget:
 
     - ``context_bytes``: CUDA context, cuBLAS/cuDNN workspaces and kernels (~0.5-1 GB on a real card; 1 GiB here);
     - ``headroom``: share of the rest held back for the caching allocator's rounding and fragmentation (10%);
-    - ``bytes_per_parameter``: fp32 weights (4) + fp32 gradients (4) + Adam's two fp32 moments (8) = 16, plus 4 for
-      the previous step's gradients that ``train.run`` keeps alive through the next forward (it zeroes them after
-      the forward) = 20.
+    - ``bytes_per_parameter``: fp32 weights (4) + Adam's two fp32 moments (8) + the previous step's fp32 gradients
+      (4), which ``train.run`` keeps alive through the next forward (it zeroes them after the forward) = 16; the
+      step's own gradients are created inside the step and are part of its measured peak.
     """
 
     context_bytes: int = 2**30
     headroom: float = 0.10
-    bytes_per_parameter: int = 20
+    bytes_per_parameter: int = 16
 
     def usable(self, device: DeviceSpec) -> float:
         return (device.memory_bytes - self.context_bytes) * (1.0 - self.headroom)

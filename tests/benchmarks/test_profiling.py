@@ -270,6 +270,7 @@ def test_linear_fit_and_max_batch_by_hand() -> None:
         linear_in_batch(StepMemory(2, 1, 1), StepMemory(2, 1, 1))
     dev = DeviceSpec("toy", 1.0, 1.0, memory_bytes=11_000)
     budget = MemoryBudget(context_bytes=1000, headroom=0.1, bytes_per_parameter=20)
+    assert MemoryBudget().bytes_per_parameter == 16  # weights 4 + Adam 8 + the previous step's grads 4
     # usable 9000; params 100 x 20 = 2000; fixed 1000 -> 6000 left / 2000 per sequence = 3
     assert budget.max_batch(dev, 100, 1000.0, 2000.0) == 3
 
