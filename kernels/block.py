@@ -75,10 +75,13 @@ _NO_SPECIALIZE_ROWS = ["M", "T", "N", "C", "G"]
 
 @triton.jit
 def _row_index(o_m, T, N):
-    """Rows m of the flattened (B, T, N) -> their (b, t, n), int64; each tensor's offset is b*sb + t*st + n*sn."""
-    o_m = o_m.to(tl.int64)
+    """Rows m of the flattened (B, T, N) -> their (b, t, n) as int64; each tensor's offset is b*sb + t*st + n*sn.
+
+    The divisions run in int32 (the launcher checks B*T*N < 2**31): int64 division is a called subroutine, whose stack
+    frame the report counts as spill bytes. Only the products with the strides need int64.
+    """
     i_bt = o_m // N
-    return i_bt // T, i_bt % T, o_m % N
+    return (i_bt // T).to(tl.int64), (i_bt % T).to(tl.int64), (o_m % N).to(tl.int64)
 
 
 @triton.jit
@@ -492,6 +495,12 @@ def _raise_if_cannot_run(tensors: list[torch.Tensor], op: str) -> None:
         raise RuntimeError("; ".join(reasons))
 
 
+def _check_rows(M: int) -> None:
+    # Row indices are decomposed into (b, t, n) in int32 inside the kernels.
+    if M >= 2**31:
+        raise ValueError(f"{_OP}: B*T*N must be below 2**31 rows, got {M}")
+
+
 def _unit_channel_stride(t: torch.Tensor) -> torch.Tensor:
     # The kernels honour any strides on B, T, N (0 included); a channel dim without unit stride is copied.
     return t if t.stride(-1) == 1 else t.contiguous()
@@ -525,6 +534,7 @@ def residual_norm_fwd(
     res = torch.empty((B, T, N, C), dtype=torch.float32, device=r.device)
     h = torch.empty((B, T, N, C), dtype=h_dtype, device=r.device)
     M = B * T * N
+    _check_rows(M)
     if M == 0:
         return res, h
     cfg = _norm_config(C)
@@ -591,6 +601,7 @@ def residual_norm_bwd(
     x = _unit_channel_stride(x)
     y_in = _unit_channel_stride(y) if (y is not None and add_y) else None
     M = B * T * N
+    _check_rows(M)
     cfg = _norm_config(C)
     tiles = triton.cdiv(M, cfg.block_m)
     G = _partial_programs(dev, tiles) if M else 1
