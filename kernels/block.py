@@ -387,10 +387,12 @@ def _norm_config(C: int) -> RowConfig:
     """One (BLOCK_M, BLOCK_C) tile of 2048 fp32 values per program (at most 64 rows, so narrow rows still give many
     tiles), 8 warps: 8 values per thread and live tensor. From the report: at 4 warps the two-norm backward needed
     ~180 registers at C = 512 (114 at 8 warps), and narrow tiles (32 x 64) of the forward hit the 255 cap and spilled
-    (the per-row index and statistics vectors are replicated across a row's threads)."""
+    (the per-row index and statistics vectors are replicated across a row's threads). 2048-wide rows: see below."""
     block_c = max(16, triton.next_power_of_2(C))
     block_m = max(1, min(64, 2048 // block_c))
-    return RowConfig(block_m=block_m, block_c=block_c, num_warps_fwd=8, num_warps_bwd=8)
+    # The backward's per-column vectors (weights, four gradient accumulators) grow with BLOCK_C: at 2048 wide, 8 warps
+    # sat at 128 registers with an 8 B spill on sm_90; 16 warps halve them.
+    return RowConfig(block_m=block_m, block_c=block_c, num_warps_fwd=8, num_warps_bwd=16 if block_c >= 2048 else 8)
 
 
 #: Every BLOCK_C the launchers can pick (C from 1 to MAX_CHANNELS).
