@@ -75,10 +75,13 @@ _NO_SPECIALIZE_ROWS = ["M", "T", "N", "C", "G"]
 
 @triton.jit
 def _row_index(o_m, T, N):
-    """Rows m of the flattened (B, T, N) -> their (b, t, n), int64; each tensor's offset is b*sb + t*st + n*sn."""
-    o_m = o_m.to(tl.int64)
+    """Rows m of the flattened (B, T, N) -> their (b, t, n) as int64; each tensor's offset is b*sb + t*st + n*sn.
+
+    The divisions run in int32 (the launcher checks B*T*N < 2**31): int64 division is a called subroutine, whose stack
+    frame the report counts as spill bytes. Only the products with the strides need int64.
+    """
     i_bt = o_m // N
-    return i_bt // T, i_bt % T, o_m % N
+    return (i_bt // T).to(tl.int64), (i_bt % T).to(tl.int64), (o_m % N).to(tl.int64)
 
 
 @triton.jit
@@ -144,7 +147,7 @@ def _residual_norm_fwd_kernel(
     m_m = o_m < M
     m_c = o_c < C
     m_mc = m_m[:, None] & m_c[None, :]
-    # One index computation per tile, shared by every tensor's strides (the interpreter pays per helper call too).
+    # One index computation per tile, shared by every tensor's strides (the interpreter pays for each nested jit call).
     i_b, i_t, i_n = _row_index(o_m, T, N)
 
     p_r = r_ptr + (i_b * stride_r_b + i_t * stride_r_t + i_n * stride_r_n)[:, None] + o_c[None, :]
@@ -384,10 +387,12 @@ def _norm_config(C: int) -> RowConfig:
     """One (BLOCK_M, BLOCK_C) tile of 2048 fp32 values per program (at most 64 rows, so narrow rows still give many
     tiles), 8 warps: 8 values per thread and live tensor. From the report: at 4 warps the two-norm backward needed
     ~180 registers at C = 512 (114 at 8 warps), and narrow tiles (32 x 64) of the forward hit the 255 cap and spilled
-    (the per-row index and statistics vectors are replicated across a row's threads)."""
+    (the per-row index and statistics vectors are replicated across a row's threads). 2048-wide rows: see below."""
     block_c = max(16, triton.next_power_of_2(C))
     block_m = max(1, min(64, 2048 // block_c))
-    return RowConfig(block_m=block_m, block_c=block_c, num_warps_fwd=8, num_warps_bwd=8)
+    # The backward's per-column vectors (weights, four gradient accumulators) grow with BLOCK_C: at 2048 wide, 8 warps
+    # sat at 128 registers with an 8 B spill on sm_90; 16 warps halve them.
+    return RowConfig(block_m=block_m, block_c=block_c, num_warps_fwd=8, num_warps_bwd=16 if block_c >= 2048 else 8)
 
 
 #: Every BLOCK_C the launchers can pick (C from 1 to MAX_CHANNELS).
@@ -492,6 +497,12 @@ def _raise_if_cannot_run(tensors: list[torch.Tensor], op: str) -> None:
         raise RuntimeError("; ".join(reasons))
 
 
+def _check_rows(M: int) -> None:
+    # Row indices are decomposed into (b, t, n) in int32 inside the kernels.
+    if M >= 2**31:
+        raise ValueError(f"{_OP}: B*T*N must be below 2**31 rows, got {M}")
+
+
 def _unit_channel_stride(t: torch.Tensor) -> torch.Tensor:
     # The kernels honour any strides on B, T, N (0 included); a channel dim without unit stride is copied.
     return t if t.stride(-1) == 1 else t.contiguous()
@@ -525,6 +536,7 @@ def residual_norm_fwd(
     res = torch.empty((B, T, N, C), dtype=torch.float32, device=r.device)
     h = torch.empty((B, T, N, C), dtype=h_dtype, device=r.device)
     M = B * T * N
+    _check_rows(M)
     if M == 0:
         return res, h
     cfg = _norm_config(C)
@@ -591,6 +603,7 @@ def residual_norm_bwd(
     x = _unit_channel_stride(x)
     y_in = _unit_channel_stride(y) if (y is not None and add_y) else None
     M = B * T * N
+    _check_rows(M)
     cfg = _norm_config(C)
     tiles = triton.cdiv(M, cfg.block_m)
     G = _partial_programs(dev, tiles) if M else 1
