@@ -6,8 +6,9 @@
 
 A block is ``<!-- generated:NAME -->...<!-- /generated:NAME -->``; everything between the markers is replaced.
 Blocks: ``kernel-resources`` (kernel_resources.json), ``performance-status``, ``performance-devices``,
-``performance-headline``, ``performance-modelled``, ``performance-limits`` (proxies.json, the measured runs and the
-kernel table), and ``default-run`` (a training run's results.json; only with ``--run``).
+``performance-headline``, ``performance-modelled``, ``performance-limits``, ``performance-targets``, ``memory``
+(proxies.json, the measured runs and the kernel table), and ``default-run`` (a training run's results.json; only
+with ``--run``).
 """
 
 from __future__ import annotations
@@ -95,6 +96,60 @@ def headline_block(proxies: dict) -> str:
     for key, label in (("bytes_ratio", "bytes moved"), ("saved_ratio", "saved for backward"),
                        ("launch_ratio", "kernel launches")):
         lines.append(f"| {label}, peer / fused | " + " | ".join(f"{head[f'{key}_{p}']:.2f}x" for p in PEERS) + " |")
+    return "\n".join(lines)
+
+
+#: Issue targets for the fused path, whole MixSTE at the longest full-scale T: (mode, peer, minimum ratio).
+TARGETS = (("train", "eager", 2.0), ("train", "sdpa", 1.5), ("train", "compile", 1.25), ("forward", "sdpa", 1.3))
+
+
+def targets_block(proxies: dict) -> str:
+    """Whole-model ms per provider (training step and forward) per modelled device, and the fused path's ratios
+    against the targets; a missed target says by how much."""
+    T = longest_full_scale_T(proxies)
+    idx = index([r for r in proxies["results"] if r["full_scale"] and r["T"] == T and r["scope"] == "model"])
+    rows = {mode: row for (scope, mode, _, _), row in idx.items()}
+    if "train" not in rows or "forward" not in rows:
+        return "(no whole-model rows in proxies.json)"
+    batch = {mode: next(b for (_, m, b, _) in idx if m == mode) for mode in ("train", "forward")}
+    providers = [p for p in ("eager", "sdpa", "xformers", "compile", "triton") if p in rows["train"]]
+    lines = [f"Whole MixSTE, T = {T}, {proxies.get('precision', 'bf16')}: training step (B = {batch['train']}) and "
+             f"forward (B = {batch['forward']}), modelled ms:", "",
+             "| device | mode | " + " | ".join(providers) + " |", "|---|---|" + "---|" * len(providers)]
+    for dev, spec in proxies["devices"].items():
+        for mode in ("train", "forward"):
+            t = {p: rows[mode][p]["modelled"][dev]["seconds"] for p in providers if p in rows[mode]}
+            lines.append(f"| {spec['name']} | {mode} | " + " | ".join(ms(t.get(p)) for p in providers) + " |")
+    lines += ["", "| fused (triton) vs | target | " + " | ".join(s["name"] for s in proxies["devices"].values()) + " |",
+              "|---|---|" + "---|" * len(proxies["devices"])]
+    for mode, peer, goal in TARGETS:
+        if peer not in rows[mode]:
+            continue
+        cells = []
+        for dev in proxies["devices"]:
+            x = rows[mode][peer]["modelled"][dev]["seconds"] / rows[mode]["triton"]["modelled"][dev]["seconds"]
+            cells.append(f"{x:.2f}x" + ("" if x >= goal else f" (missed by {1 - x / goal:.0%})"))
+        lines.append(f"| {peer}, {'training step' if mode == 'train' else 'forward'} | >= {goal:g}x | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def memory_block(proxies: dict) -> str:
+    """Per 243-frame sequence and recompute policy: bytes kept for backward, modelled time cost, largest batch."""
+    rows = [r for r in proxies.get("memory", []) if r.get("available")]
+    if not rows:
+        return "(no memory rows in proxies.json)"
+    gb = 1e9
+    lines = ["| provider | recompute | kept for backward / sequence | peak / sequence | time cost, RTX 4090 | "
+             "largest batch, RTX 4090 24 GB | largest batch, H100 80 GB |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['provider']} | {r['recompute']} | {r['saved_per_sequence'] / gb:.3f} GB | "
+                     f"{r['peak_per_sequence'] / gb:.3f} GB | +{r['rtx4090_time_cost']:.1%} | "
+                     f"{r['rtx4090_max_batch']} | {r['h100_max_batch']} |")
+    missing = [f"{r['provider']}/{r['recompute']}" for r in proxies.get("memory", []) if not r.get("available")]
+    if missing:
+        lines += ["", "Not counted: " + ", ".join(missing) + "."]
     return "\n".join(lines)
 
 
@@ -201,6 +256,8 @@ def blocks(folder: Path = RESULTS, run: Path | None = None) -> dict[str, str]:
         out["performance-headline"] = headline_block(proxies)
         out["performance-modelled"] = modelled_block(proxies)
         out["performance-limits"] = limits_block(proxies, kernels)
+        out["performance-targets"] = targets_block(proxies)
+        out["memory"] = memory_block(proxies)
     if run is not None:
         path = run / "results.json" if run.is_dir() else run
         if not path.is_file():
