@@ -35,10 +35,10 @@ from train._data import (
     EpochBatchSampler,
     MotionWindows,
     crop_sequences,
-    resample_clip,
+    heldout_report,
+    pretrain_clips,
     seed_step,
     step_generator,
-    unique_world_clips,
     validation_subset,
 )
 
@@ -258,23 +258,7 @@ def load_run_data(cfg: dict[str, Any], rt: Runtime, need_pretrain: bool) -> RunD
     train = data.sequences(TRAIN_SUBJECTS)
     test = crop_sequences(data.sequences(TEST_SUBJECTS), cfg["eval"]["max_frames"])
     val = validation_subset(test, cfg["val"]["max_frames"])
-    clips: list[np.ndarray] = []
-    if need_pretrain:
-        sources = []
-        if cfg["pretrain"]["h36m_3d"]:
-            clips += unique_world_clips(train)
-            sources.append(f"{len(clips)} clips of the training subjects' 3D")
-        for path in cfg["data"]["mocap"] or []:
-            from fastmixste.data.mocap import load_mocap_npz, mocap_npz_fps
-
-            fps = mocap_npz_fps(path)
-            extra = [resample_clip(np.asarray(v, dtype=np.float32), fps) for v in load_mocap_npz(path).values()]
-            clips += extra
-            sources.append(f"{len(extra)} clips from {path} ({fps:g} fps)")
-        if not clips:
-            raise ValueError("pretraining has no 3D source: set pretrain.h36m_3d: true or pass --mocap files")
-        if rt.is_main:
-            print(f"pretraining sources: {', '.join(sources)}", flush=True)
+    clips = pretrain_clips(cfg, train, log=rt.is_main) if need_pretrain else []
     frames = np.concatenate([s.pose_3d for s in train])
     return RunData(train=train, test=test, val=val, pretrain_clips=clips, mean_pose=frames.mean(axis=0))
 
@@ -692,6 +676,8 @@ def final_evaluation(cfg: dict[str, Any], rt: Runtime, model, data: RunData, his
     md += (f"- Mean training pose baseline: MPJPE {base.protocol1['Avg']:.1f} mm, P-MPJPE "
            f"{base.protocol2['Avg']:.1f} mm\n- Stages: {', '.join(names) or 'none (evaluation only)'}; training "
            f"{train_seconds:.0f} s\n")
+    results["heldout"], heldout_md = heldout_report(model, data.mean_pose, cfg, rt.device, rt.autocast)
+    md += "\n" + heldout_md if heldout_md else ""
     _atomic_write(out / "results.md", md)
     write_metrics(out / "metrics.csv", history)
     write_curves(out / "curves.png", history)
@@ -733,13 +719,17 @@ def run_compare_scratch(cfg: dict[str, Any], rt: Runtime, main_results: dict[str
 
     plot_learning_curves({"fine-tune from pretrained": history.get("finetune", [])}, out / "curves_compare.png",
                          compare={"fine-tune from scratch": scratch_history.get("finetune", [])})
-    main_results["scratch"] = {"protocol1": scratch["protocol1"], "protocol2": scratch["protocol2"]}
+    main_results["scratch"] = {"protocol1": scratch["protocol1"], "protocol2": scratch["protocol2"],
+                               "heldout": scratch.get("heldout")}
     _atomic_write(out / "results.json", _json(main_results))
     with open(out / "results.md", "a", encoding="utf-8") as f:
         f.write(f"- Fine-tuned from scratch with the same budget: MPJPE {scratch['protocol1']['Avg']:.1f} mm, "
                 f"P-MPJPE {scratch['protocol2']['Avg']:.1f} mm (curves_compare.png)\n")
     print(f"from scratch: MPJPE {scratch['protocol1']['Avg']:.1f} mm vs {main_results['protocol1']['Avg']:.1f} mm "
           f"with pretraining", flush=True)
+    if scratch.get("heldout") and main_results.get("heldout"):
+        print(f"held-out motion from scratch: MPJPE {scratch['heldout']['protocol1']['Avg']:.1f} mm vs "
+              f"{main_results['heldout']['protocol1']['Avg']:.1f} mm with pretraining", flush=True)
 
 
 def read_history(path: Path) -> dict[str, list[dict]]:
