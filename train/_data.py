@@ -144,24 +144,16 @@ def validation_subset(sequences: Sequence, max_frames: int | None) -> list:
 def pretrain_clips(cfg: dict[str, Any], train: Sequence, log: bool = True) -> list[np.ndarray]:
     """The pretraining corpus of a run: a list of (T_i, 17, 3) world clips (metres, 50 fps) from every source.
 
-    Sources, in this order: the procedural motion corpus (``pretrain.motion_frames`` frames in clips of
-    ``pretrain.motion_clip_frames``, seeded by the run's seed; ``fastmixste.data.motion``), the training subjects'
-    3D (``pretrain.h36m_3d``), and every ``--mocap`` npz (resampled to 50 fps). ``log`` prints one line naming them.
+    Sources, in this order: the training subjects' 3D (``pretrain.h36m_3d``), every ``--mocap`` npz (resampled to
+    50 fps), and the procedural motion corpus (``pretrain.motion_frames`` frames in clips of
+    ``pretrain.motion_clip_frames``, seeded by the run's seed; ``fastmixste.data.motion``), cut to what the stage
+    can draw when ``pretrain.max_steps`` caps it. ``log`` prints one line naming them.
     """
     import time
 
     s = cfg["pretrain"]
     clips: list[np.ndarray] = []
     sources = []
-    frames = int(s.get("motion_frames") or 0)
-    if frames > 0:
-        from fastmixste.data.motion import motion_corpus
-
-        t0 = time.perf_counter()
-        corpus = motion_corpus(frames, int(s.get("motion_clip_frames") or 300), seed=int(cfg["seed"]))
-        clips += corpus
-        sources.append(f"{len(corpus)} procedural motion clips ({sum(len(c) for c in corpus):,} frames, "
-                       f"generated in {time.perf_counter() - t0:.1f} s)")
     if s["h36m_3d"]:
         own = unique_world_clips(train)
         clips += own
@@ -173,6 +165,22 @@ def pretrain_clips(cfg: dict[str, Any], train: Sequence, log: bool = True) -> li
         extra = [resample_clip(np.asarray(v, dtype=np.float32), fps) for v in load_mocap_npz(path).values()]
         clips += extra
         sources.append(f"{len(extra)} clips from {path} ({fps:g} fps)")
+    frames = int(s.get("motion_frames") or 0)
+    if frames > 0:
+        from fastmixste.data.motion import motion_corpus
+
+        clip_frames = int(s.get("motion_clip_frames") or 300)
+        if s.get("max_steps"):
+            # Generating more than a capped stage can draw is wasted time (smoke runs, tests).
+            num_frame = int(cfg["model"].get("num_frame", 243))
+            per_clip = max(1, (clip_frames - num_frame) // int(s.get("stride") or num_frame) + 1)
+            needed = -(-int(s["max_steps"]) * int(s["batch_size"]) // per_clip) * clip_frames
+            frames = min(frames, max(needed, clip_frames))
+        t0 = time.perf_counter()
+        corpus = motion_corpus(max(frames, clip_frames), clip_frames, seed=int(cfg["seed"]))
+        clips += corpus
+        sources.append(f"{len(corpus)} procedural motion clips ({sum(len(c) for c in corpus):,} frames, "
+                       f"generated in {time.perf_counter() - t0:.1f} s)")
     if not clips:
         raise ValueError("pretraining has no 3D source: set pretrain.motion_frames > 0 or pretrain.h36m_3d: true, "
                          "or pass --mocap files")
@@ -185,8 +193,9 @@ def heldout_report(model: Any, mean_pose: np.ndarray, cfg: dict[str, Any], devic
                    autocast: Callable[[], AbstractContextManager] | None = None) -> tuple[dict | None, str]:
     """Evaluate ``model`` on the held-out motion set -> (results dict or None when disabled, Markdown section).
 
-    ``eval.heldout_clips`` clips per held-out pattern (0 disables), 300 frames each, fixed seed (every run and
-    every ``--compare-scratch`` variant scores the same clips); flip test-time augmentation as ``eval.flip``.
+    ``eval.heldout_clips`` clips per held-out pattern (0 disables), 300 frames each (cut to ``eval.max_frames``
+    when set), fixed seed (every run and every ``--compare-scratch`` variant scores the same clips); flip
+    test-time augmentation as ``eval.flip``.
     """
     import contextlib
 
@@ -196,7 +205,7 @@ def heldout_report(model: Any, mean_pose: np.ndarray, cfg: dict[str, Any], devic
     n = int(cfg["eval"].get("heldout_clips") or 0)
     if n <= 0:
         return None, ""
-    seqs = heldout_sequences(clips_per_pattern=n)
+    seqs = crop_sequences(heldout_sequences(clips_per_pattern=n), cfg["eval"].get("max_frames"))
     with (autocast or contextlib.nullcontext)():
         res = evaluate_heldout(model, seqs, mean_pose, flip=cfg["eval"]["flip"], batch_size=cfg["eval"]["batch_size"],
                                device=device)
