@@ -725,6 +725,9 @@ def run_compare_scratch(cfg: dict[str, Any], rt: Runtime, main_results: dict[str
     with open(out / "results.md", "a", encoding="utf-8") as f:
         f.write(f"- Fine-tuned from scratch with the same budget: MPJPE {scratch['protocol1']['Avg']:.1f} mm, "
                 f"P-MPJPE {scratch['protocol2']['Avg']:.1f} mm (curves_compare.png)\n")
+        if scratch.get("heldout"):
+            f.write(f"- Held-out motion, fine-tuned from scratch: MPJPE {scratch['heldout']['protocol1']['Avg']:.1f} "
+                    f"mm, speed ratio {scratch['heldout']['speed_ratio']:.2f}\n")
     print(f"from scratch: MPJPE {scratch['protocol1']['Avg']:.1f} mm vs {main_results['protocol1']['Avg']:.1f} mm "
           f"with pretraining", flush=True)
     if scratch.get("heldout") and main_results.get("heldout"):
