@@ -26,7 +26,7 @@ exercises), for subjects drawn from a seed stream used by nothing else, seen by 
 contains the same patterns (other seeds, other subjects): the set measures whether pretraining transfers to motion
 that fine-tuning never shows, not whether anything generalises beyond this generator.
 
-Size and speed: ``motion_corpus(300_000)`` (1,000 clips of 300 frames) takes ~2 s of one CPU core.
+Size and speed: ``motion_corpus(300_000)`` (1,000 clips of 300 frames) takes ~3 s of CPU time on one core.
 """
 
 from __future__ import annotations
