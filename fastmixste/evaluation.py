@@ -16,6 +16,7 @@ model predicting ~0 there; here both roots are zeroed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from fastmixste.data.h36m import ACTIONS, action_group
 from fastmixste.data.windows import eval_windows, stitch
-from fastmixste.metrics import ActionAccumulator, mean_velocity_error, mpjpe, n_mpjpe, p_mpjpe
+from fastmixste.metrics import ActionAccumulator, joint_speeds, mean_velocity_error, mpjpe, n_mpjpe, p_mpjpe
 from fastmixste.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
 
 # Column titles of the paper's tables, in the paper's order (two rows of 8: 15 actions + Avg).
@@ -39,7 +40,11 @@ ACTION_ABBREVIATIONS: dict[str, str] = {
 
 @dataclass
 class EvalResult:
-    """Errors in millimetres (MPJVE in mm per frame); protocol dicts map action names and ``"Avg"`` to mm."""
+    """Errors in millimetres (MPJVE in mm per frame); protocol dicts map action names and ``"Avg"`` to mm.
+
+    ``speed_ratio``: median joint speed of the predictions over that of the targets, all sequences and non-root
+    joints pooled (``fastmixste.metrics.speed_ratio``); nan when no sequence has two frames.
+    """
 
     protocol1: dict[str, float]
     protocol2: dict[str, float]
@@ -48,6 +53,7 @@ class EvalResult:
     num_sequences: int
     seconds: float
     sequences_per_s: float
+    speed_ratio: float = float("nan")
 
 
 def _model_device_dtype(model: torch.nn.Module, device: torch.device | str | None) -> tuple[torch.device, torch.dtype]:
@@ -129,8 +135,10 @@ def predict_sequences(
     return results, seconds
 
 
-def _score(preds: SequenceOf[np.ndarray], sequences: SequenceOf, seconds: float) -> EvalResult:
+def _score(preds: SequenceOf[np.ndarray], sequences: SequenceOf, seconds: float,
+           group_of: Callable[[str], str] = action_group) -> EvalResult:
     p1, p2, pn, vel = ActionAccumulator(), ActionAccumulator(), ActionAccumulator(), ActionAccumulator()
+    speeds_pred, speeds_true = [], []
     for pred, seq in zip(preds, sequences):
         target = np.array(seq.pose_3d, dtype=np.float64)
         pred = np.array(pred, dtype=np.float64)
@@ -138,19 +146,25 @@ def _score(preds: SequenceOf[np.ndarray], sequences: SequenceOf, seconds: float)
             raise ValueError(f"{seq.subject} {seq.action}: prediction shape {pred.shape} != target {target.shape}")
         target[:, 0] = 0.0
         pred[:, 0] = 0.0
-        group = action_group(seq.action)
+        group = group_of(seq.action)
         frames = len(target)
         p1.add(group, 1000.0 * mpjpe(pred, target), frames)
         p2.add(group, 1000.0 * p_mpjpe(pred, target), frames)
         pn.add(group, 1000.0 * n_mpjpe(pred, target), frames)
         if frames >= 2:
             vel.add(group, 1000.0 * mean_velocity_error(pred, target), frames - 1)
+            speeds_pred.append(joint_speeds(pred[:, 1:]).ravel())
+            speeds_true.append(joint_speeds(target[:, 1:]).ravel())
     present = set(p1.actions)
     # The paper's order for the 15 actions, then anything outside it (custom data) alphabetically.
     order = [a for a in ACTIONS if a in present] + sorted(present - set(ACTIONS))
     n = len(sequences)
     # Single-frame sequences have no velocity; an action made only of them is left out of MPJVE.
     vel_means = vel.means([a for a in order if a in set(vel.actions)]) if vel.actions else {"Avg": float("nan")}
+    ratio = float("nan")
+    if speeds_true:
+        true = float(np.median(np.concatenate(speeds_true)))
+        ratio = float(np.median(np.concatenate(speeds_pred))) / true if true > 0 else float("nan")
     return EvalResult(
         protocol1=p1.means(order),
         protocol2=p2.means(order),
@@ -159,6 +173,7 @@ def _score(preds: SequenceOf[np.ndarray], sequences: SequenceOf, seconds: float)
         num_sequences=n,
         seconds=seconds,
         sequences_per_s=n / seconds if seconds > 0 else float("inf"),
+        speed_ratio=ratio,
     )
 
 
@@ -170,8 +185,12 @@ def evaluate(
     batch_size: int = 64,
     device: torch.device | str | None = None,
     progress: bool = True,
+    group_of: Callable[[str], str] = action_group,
 ) -> EvalResult:
     """list of ``fastmixste.data.h36m.Sequence`` -> EvalResult (mm): Protocol #1/#2 per action, N-MPJPE, MPJVE.
+
+    ``group_of`` maps a sequence's ``action`` to the row it is averaged in (default: the Human3.6M action; the
+    held-out motion set passes ``str``, its actions being pattern names).
 
     Each sequence's normalised ``pose_2d`` (T, 17, 2) is lifted by ``predict_sequences`` (upstream windows, flip
     TTA when ``flip``); the root joint of prediction and ``pose_3d`` target is set to zero and MPJPE includes it.
@@ -182,10 +201,11 @@ def evaluate(
         raise ValueError("evaluate: no sequences given")
     preds, seconds = predict_sequences(model, [s.pose_2d for s in sequences], flip=flip, batch_size=batch_size,
                                        device=device, progress=progress)
-    return _score(preds, sequences, seconds)
+    return _score(preds, sequences, seconds, group_of)
 
 
-def evaluate_constant_pose(pose: np.ndarray, sequences: SequenceOf) -> EvalResult:
+def evaluate_constant_pose(pose: np.ndarray, sequences: SequenceOf,
+                           group_of: Callable[[str], str] = action_group) -> EvalResult:
     """(17, 3) root-relative pose in metres -> EvalResult of predicting that pose for every frame (a baseline,
     e.g. the training-set mean pose, that a trained model must beat by a wide margin)."""
     pose = np.asarray(pose, dtype=np.float64)
@@ -196,7 +216,7 @@ def evaluate_constant_pose(pose: np.ndarray, sequences: SequenceOf) -> EvalResul
                          f"{np.asarray(sequences[0].pose_3d).shape[1]}, got {pose.shape}")
     t0 = time.perf_counter()
     preds = [np.broadcast_to(pose, np.asarray(s.pose_3d).shape) for s in sequences]
-    return _score(preds, sequences, time.perf_counter() - t0)
+    return _score(preds, sequences, time.perf_counter() - t0, group_of)
 
 
 def results_to_dict(result: EvalResult, baseline_mpjpe: float | None = None) -> dict:
@@ -210,6 +230,51 @@ def results_to_dict(result: EvalResult, baseline_mpjpe: float | None = None) -> 
         "num_sequences": int(result.num_sequences),
         "sequences_per_s": float(result.sequences_per_s),
     }
+
+
+def evaluate_heldout(
+    model: torch.nn.Module,
+    sequences: SequenceOf,
+    mean_pose: np.ndarray,
+    *,
+    flip: bool = True,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> dict:
+    """Held-out motion (``fastmixste.data.motion.heldout_sequences``) -> JSON-ready dict, errors in mm.
+
+    Keys: protocol1 / protocol2 (per pattern and "Avg"), mpjve, speed_ratio (predicted over true median joint
+    speed), baseline_mpjpe / baseline_p_mpjpe (``mean_pose`` (17, 3), the mean training pose, predicted for every
+    frame), num_sequences. Rows are the clips' focus patterns.
+    """
+    res = evaluate(model, sequences, flip=flip, batch_size=batch_size, device=device, progress=progress,
+                   group_of=str)
+    base = evaluate_constant_pose(mean_pose, sequences, group_of=str)
+    return {
+        "protocol1": {k: float(v) for k, v in res.protocol1.items()},
+        "protocol2": {k: float(v) for k, v in res.protocol2.items()},
+        "mpjve": float(res.mpjve),
+        "speed_ratio": float(res.speed_ratio),
+        "baseline_mpjpe": float(base.protocol1["Avg"]),
+        "baseline_p_mpjpe": float(base.protocol2["Avg"]),
+        "num_sequences": int(res.num_sequences),
+    }
+
+
+def format_heldout_markdown(result: dict, title: str = "Held-out motion") -> str:
+    """``evaluate_heldout``'s dict -> Markdown: per-pattern MPJPE / P-MPJPE tables, speed ratio and baseline."""
+    lines = [f"## {title} ({result['num_sequences']} sequences)", ""]
+    lines += _table("Protocol #1 (MPJPE)", result["protocol1"]) + [""]
+    lines += _table("Protocol #2 (P-MPJPE)", result["protocol2"]) + [""]
+    lines += [
+        f"- MPJPE: **{result['protocol1']['Avg']:.1f} mm**; P-MPJPE: **{result['protocol2']['Avg']:.1f} mm**; "
+        f"MPJVE {result['mpjve']:.2f} mm/frame",
+        f"- Speed ratio (predicted / true median joint speed): **{result['speed_ratio']:.2f}**",
+        f"- Mean training pose baseline: MPJPE {result['baseline_mpjpe']:.1f} mm, P-MPJPE "
+        f"{result['baseline_p_mpjpe']:.1f} mm",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _table(name: str, values: dict[str, float]) -> list[str]:

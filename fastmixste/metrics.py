@@ -10,6 +10,7 @@ the maths allows).
   rotation with the reflection removed, translation) -- Protocol #2.
 - ``n_mpjpe``: MPJPE after a per-frame optimal scale of ``pred`` (no rotation or translation).
 - ``mean_velocity_error``: MPJPE of the first differences along the time axis (MPJVE, unit per frame).
+- ``speed_ratio``: median joint speed of ``pred`` over that of ``target`` (1 = moves as fast; < 1 over-smoothed).
 
 ``ActionAccumulator`` does the per-action aggregation of the Human3.6M protocol: errors are averaged over all
 frames of an action (frame-weighted across its sequences), and the reported number is the plain mean of the
@@ -141,6 +142,34 @@ def mean_velocity_error(pred: ArrayOrTensor, target: ArrayOrTensor, time_axis: i
     if isinstance(pred, torch.Tensor):
         return mpjpe(torch.diff(pred, dim=time_axis), torch.diff(target, dim=time_axis))
     return mpjpe(np.diff(pred, axis=time_axis), np.diff(target, axis=time_axis))
+
+
+def joint_speeds(x: np.ndarray, time_axis: int = -3) -> np.ndarray:
+    """(..., T, J, C) -> (..., T-1, J): distance every joint travels between consecutive frames (unit per frame).
+
+    Equivalent: ``np.linalg.norm(np.diff(x, axis=time_axis), axis=-1)``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim < 3 or x.shape[time_axis] < 2:
+        raise ValueError(f"joint_speeds: need (..., T, J, C) with T >= 2 on axis {time_axis}, got shape {x.shape}")
+    return np.linalg.norm(np.diff(x, axis=time_axis), axis=-1)
+
+
+def speed_ratio(pred: np.ndarray, target: np.ndarray, time_axis: int = -3) -> float:
+    """(..., T, J, C), (..., T, J, C) -> median(joint_speeds(pred)) / median(joint_speeds(target)).
+
+    Medians over every frame pair, joint and leading index. 1 means the prediction moves as fast as the truth;
+    a model that over-smooths (or predicts a near-constant pose) gives a ratio well below 1, one that jitters above
+    1. Joints that never move in either (e.g. a root set to zero) only shift both medians; leave them out if they
+    matter. Raises if the target does not move at all (the ratio is undefined).
+    """
+    _check(pred, target, "speed_ratio")
+    if isinstance(pred, torch.Tensor):
+        pred, target = pred.detach().cpu().numpy(), target.detach().cpu().numpy()
+    true = float(np.median(joint_speeds(target, time_axis)))
+    if not true > 0:
+        raise ValueError("speed_ratio: the target's median joint speed is 0 (a static target); the ratio is undefined")
+    return float(np.median(joint_speeds(pred, time_axis))) / true
 
 
 class ActionAccumulator:

@@ -78,6 +78,8 @@ TRAIN_RULES: dict[str, Rule] = {
     "checkpoint_every": _int(0, none=True),
     "val_every": _int(1),
     "h36m_3d": _BOOL,
+    "motion_frames": _int(0),
+    "motion_clip_frames": _int(2),
     "corruption": _MAPPING,
 }
 #: Every other option, by its dotted name.
@@ -104,6 +106,7 @@ RULES: dict[str, Rule] = {
     "eval.flip": _BOOL,
     "eval.batch_size": _int(1),
     "eval.max_frames": _int(1, none=True),
+    "eval.heldout_clips": _int(0),
     "eval.attn_backend": (lambda v: v is None or v in _BACKENDS, "null or one of " + ", ".join(_BACKENDS)),
     "debug.nan_step": _int(1, none=True),
     "debug.interrupt_at": (lambda v: v is None or (isinstance(v, str) and _STAGE_STEP.fullmatch(v) is not None),

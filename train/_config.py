@@ -61,19 +61,21 @@ DEFAULTS: dict[str, Any] = {
     },
     "model": {},  # MixSTEConfig fields; omitted ones take MixSTEConfig's defaults
     "train": {},
-    "pretrain": {"h36m_3d": True, "corruption": {}},  # h36m_3d: use the training subjects' 3D as a source
+    # h36m_3d: use the training subjects' 3D as a source; motion_frames: frames of procedural motion (0: none)
+    "pretrain": {"h36m_3d": True, "corruption": {}, "motion_frames": 0, "motion_clip_frames": 300},
     "finetune": {},
     # Per-epoch validation: one test clip per action and subject, first max_frames frames, no flip.
     "val": {"max_frames": 486, "batch_size": 64},
     # Final evaluation: the full test set. attn_backend: null = the training backend (weights are shared, so any
     # backend gives the same numbers; e.g. sdpa keeps a --fused run under TRITON_INTERPRET=1 quick to evaluate).
-    "eval": {"flip": True, "batch_size": 64, "max_frames": None, "attn_backend": None},
+    # heldout_clips: clips per pattern of the held-out motion set (fastmixste.data.motion; 0: not evaluated).
+    "eval": {"flip": True, "batch_size": 64, "max_frames": None, "attn_backend": None, "heldout_clips": 0},
     # Test hooks, never restored by --resume: a NaN loss at this step of a stage (the divergence stop); Ctrl-C in
     # the middle of step STEP of stage STAGE, written "STAGE:STEP" (the interrupt save).
     "debug": {"nan_step": None, "interrupt_at": None},
 }
 
-STAGE_ONLY_KEYS = {"pretrain": {"h36m_3d", "corruption"}, "finetune": set()}
+STAGE_ONLY_KEYS = {"pretrain": {"h36m_3d", "corruption", "motion_frames", "motion_clip_frames"}, "finetune": set()}
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:

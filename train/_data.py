@@ -10,7 +10,9 @@ exactly what an uninterrupted run does.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
 import numpy as np
 import torch
@@ -137,6 +139,82 @@ def validation_subset(sequences: Sequence, max_frames: int | None) -> list:
     for s in sequences:
         picked.setdefault((action_group(s.action), s.subject), s)
     return crop_sequences(list(picked.values()), max_frames)
+
+
+def pretrain_clips(cfg: dict[str, Any], train: Sequence, log: bool = True) -> list[np.ndarray]:
+    """The pretraining corpus of a run: a list of (T_i, 17, 3) world clips (metres, 50 fps) from every source.
+
+    Sources, in this order: the training subjects' 3D (``pretrain.h36m_3d``), every ``--mocap`` npz (resampled to
+    50 fps), and the procedural motion corpus (``pretrain.motion_frames`` frames in clips of
+    ``pretrain.motion_clip_frames``, seeded by the run's seed; ``fastmixste.data.motion``), cut to what the stage
+    can draw when ``pretrain.max_steps`` caps it. ``log`` prints one line naming them.
+    """
+    import time
+
+    s = cfg["pretrain"]
+    clips: list[np.ndarray] = []
+    sources = []
+    if s["h36m_3d"]:
+        own = unique_world_clips(train)
+        clips += own
+        sources.append(f"{len(own)} clips of the training subjects' 3D")
+    for path in cfg["data"]["mocap"] or []:
+        from fastmixste.data.mocap import load_mocap_npz, mocap_npz_fps
+
+        fps = mocap_npz_fps(path)
+        extra = [resample_clip(np.asarray(v, dtype=np.float32), fps) for v in load_mocap_npz(path).values()]
+        clips += extra
+        sources.append(f"{len(extra)} clips from {path} ({fps:g} fps)")
+    frames = int(s.get("motion_frames") or 0)
+    if frames > 0:
+        from fastmixste.data.motion import motion_corpus
+
+        clip_frames = int(s.get("motion_clip_frames") or 300)
+        if s.get("max_steps"):
+            # Generating more than a capped stage can draw is wasted time (smoke runs, tests).
+            num_frame = int(cfg["model"].get("num_frame", 243))
+            per_clip = max(1, (clip_frames - num_frame) // int(s.get("stride") or num_frame) + 1)
+            needed = -(-int(s["max_steps"]) * int(s["batch_size"]) // per_clip) * clip_frames
+            frames = min(frames, max(needed, clip_frames))
+        t0 = time.perf_counter()
+        corpus = motion_corpus(max(frames, clip_frames), clip_frames, seed=int(cfg["seed"]))
+        clips += corpus
+        sources.append(f"{len(corpus)} procedural motion clips ({sum(len(c) for c in corpus):,} frames, "
+                       f"generated in {time.perf_counter() - t0:.1f} s)")
+    if not clips:
+        raise ValueError("pretraining has no 3D source: set pretrain.motion_frames > 0 or pretrain.h36m_3d: true, "
+                         "or pass --mocap files")
+    if log:
+        print(f"pretraining sources: {', '.join(sources)}", flush=True)
+    return clips
+
+
+def heldout_report(model: Any, mean_pose: np.ndarray, cfg: dict[str, Any], device: Any,
+                   autocast: Callable[[], AbstractContextManager] | None = None) -> tuple[dict | None, str]:
+    """Evaluate ``model`` on the held-out motion set -> (results dict or None when disabled, Markdown section).
+
+    ``eval.heldout_clips`` clips per held-out pattern (0 disables), 300 frames each (cut to ``eval.max_frames``
+    when set), fixed seed (every run and every ``--compare-scratch`` variant scores the same clips); flip
+    test-time augmentation as ``eval.flip``.
+    """
+    import contextlib
+
+    from fastmixste.data.motion import heldout_sequences
+    from fastmixste.evaluation import evaluate_heldout, format_heldout_markdown
+
+    n = int(cfg["eval"].get("heldout_clips") or 0)
+    if n <= 0:
+        return None, ""
+    seqs = crop_sequences(heldout_sequences(clips_per_pattern=n), cfg["eval"].get("max_frames"))
+    with (autocast or contextlib.nullcontext)():
+        res = evaluate_heldout(model, seqs, mean_pose, flip=cfg["eval"]["flip"], batch_size=cfg["eval"]["batch_size"],
+                               device=device)
+    md = format_heldout_markdown(res, title="Held-out motion (patterns and subjects outside the fine-tuning set)")
+    print(f"held-out motion: MPJPE {res['protocol1']['Avg']:.1f} mm | P-MPJPE {res['protocol2']['Avg']:.1f} mm | "
+          f"speed ratio {res['speed_ratio']:.2f} | mean-pose baseline MPJPE {res['baseline_mpjpe']:.1f} mm",
+          flush=True)
+    return res, md
+
 
 def crop_sequences(sequences: Sequence, max_frames: int | None) -> list:
     """Cut every sequence to its first ``max_frames`` frames (None: unchanged)."""

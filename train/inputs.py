@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from train._data import crop_sequences, resample_clip, unique_world_clips, validation_subset
+from train._data import crop_sequences, pretrain_clips, validation_subset
 from train.runtime import Runtime
 
 
@@ -74,22 +74,6 @@ def load_run_data(cfg: dict[str, Any], rt: Runtime, need_pretrain: bool) -> RunD
     train = data.sequences(TRAIN_SUBJECTS)
     test = crop_sequences(data.sequences(TEST_SUBJECTS), cfg["eval"]["max_frames"])
     val = validation_subset(test, cfg["val"]["max_frames"])
-    clips: list[np.ndarray] = []
-    if need_pretrain:
-        sources = []
-        if cfg["pretrain"]["h36m_3d"]:
-            clips += unique_world_clips(train)
-            sources.append(f"{len(clips)} clips of the training subjects' 3D")
-        for path in cfg["data"]["mocap"] or []:
-            from fastmixste.data.mocap import load_mocap_npz, mocap_npz_fps
-
-            fps = mocap_npz_fps(path)
-            extra = [resample_clip(np.asarray(v, dtype=np.float32), fps) for v in load_mocap_npz(path).values()]
-            clips += extra
-            sources.append(f"{len(extra)} clips from {path} ({fps:g} fps)")
-        if not clips:
-            raise ValueError("pretraining has no 3D source: set pretrain.h36m_3d: true or pass --mocap files")
-        if rt.is_main:
-            print(f"pretraining sources: {', '.join(sources)}", flush=True)
+    clips = pretrain_clips(cfg, train, log=rt.is_main) if need_pretrain else []
     frames = np.concatenate([s.pose_3d for s in train])
     return RunData(train=train, test=test, val=val, pretrain_clips=clips, mean_pose=frames.mean(axis=0))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastmixste._io import atomic_write
+from train._data import heldout_report
 from train.inputs import RunData
 from train.runtime import Runtime, eval_backend
 
@@ -97,12 +98,15 @@ def final_evaluation(cfg: dict[str, Any], rt: Runtime, model, data: RunData, his
         "train_seconds": train_seconds,
         "total_seconds": time.perf_counter() - t_run,
     })
-    write_text(out / "results.json", to_json(results))
     what = describe_data(cfg)
     md = format_markdown(res, title=f"Test subjects of {what} ({len(data.test)} sequences), {weights}")
     md += (f"- Mean training pose baseline: MPJPE {base.protocol1['Avg']:.1f} mm, P-MPJPE "
            f"{base.protocol2['Avg']:.1f} mm\n- Stages: {', '.join(names) or 'none (evaluation only)'}; training "
            f"{train_seconds:.0f} s\n")
+    with eval_backend(model, cfg):
+        results["heldout"], heldout_md = heldout_report(model, data.mean_pose, cfg, rt.device, rt.autocast)
+    md += "\n" + heldout_md if heldout_md else ""
+    write_text(out / "results.json", to_json(results))
     write_text(out / "results.md", md)
     write_metrics(out / "metrics.csv", history)
     write_curves(out / "curves.png", history, title=f"{what}: {out}")
@@ -119,13 +123,20 @@ def write_comparison(out: Path, results: dict[str, Any], results_md: str, histor
     plot_learning_curves({"fine-tune from pretrained": history.get("finetune", [])}, out / "curves_compare.png",
                          compare={"fine-tune from scratch": scratch_history.get("finetune", [])},
                          title=f"{what}: fine-tuning with and without pretraining")
-    results["scratch"] = {"protocol1": scratch["protocol1"], "protocol2": scratch["protocol2"]}
+    results["scratch"] = {"protocol1": scratch["protocol1"], "protocol2": scratch["protocol2"],
+                          "heldout": scratch.get("heldout")}
     write_text(out / "results.json", to_json(results))
-    write_text(out / "results.md", results_md + (
-        f"- Fine-tuned from scratch with the same budget: MPJPE {scratch['protocol1']['Avg']:.1f} mm, "
-        f"P-MPJPE {scratch['protocol2']['Avg']:.1f} mm (curves_compare.png)\n"))
+    extra = (f"- Fine-tuned from scratch with the same budget: MPJPE {scratch['protocol1']['Avg']:.1f} mm, "
+             f"P-MPJPE {scratch['protocol2']['Avg']:.1f} mm (curves_compare.png)\n")
+    if scratch.get("heldout"):
+        extra += (f"- Held-out motion, fine-tuned from scratch: MPJPE {scratch['heldout']['protocol1']['Avg']:.1f} "
+                  f"mm, speed ratio {scratch['heldout']['speed_ratio']:.2f}\n")
+    write_text(out / "results.md", results_md + extra)
     print(f"from scratch: MPJPE {scratch['protocol1']['Avg']:.1f} mm vs {results['protocol1']['Avg']:.1f} mm "
           f"with pretraining", flush=True)
+    if scratch.get("heldout") and results.get("heldout"):
+        print(f"held-out motion from scratch: MPJPE {scratch['heldout']['protocol1']['Avg']:.1f} mm vs "
+              f"{results['heldout']['protocol1']['Avg']:.1f} mm with pretraining", flush=True)
 
 
 def to_json(obj: Any) -> str:

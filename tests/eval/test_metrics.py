@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from fastmixste.metrics import ActionAccumulator, mean_velocity_error, mpjpe, n_mpjpe, p_mpjpe, procrustes_align
+from fastmixste.metrics import (
+    ActionAccumulator,
+    joint_speeds,
+    mean_velocity_error,
+    mpjpe,
+    n_mpjpe,
+    p_mpjpe,
+    procrustes_align,
+    speed_ratio,
+)
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -132,3 +141,32 @@ def test_action_accumulator_frame_weighted_then_plain_mean():
     with pytest.raises(ValueError, match="positive"):
         acc.add("Walking", 1.0, 0)
     assert math.isnan(ActionAccumulator().means()["Avg"])
+
+
+def test_joint_speeds_hand_case():
+    x = np.zeros((3, 2, 3))
+    x[1, 0] = [3.0, 4.0, 0.0]  # joint 0 moves 5, then back 5; joint 1 moves 0, then 2
+    x[2, 1] = [0.0, 0.0, 2.0]
+    np.testing.assert_allclose(joint_speeds(x), [[5.0, 0.0], [5.0, 2.0]])
+    with pytest.raises(ValueError, match="T >= 2"):
+        joint_speeds(x[:1])
+
+
+def test_speed_ratio():
+    rng = np.random.default_rng(3)
+    target = np.cumsum(rng.standard_normal((2, 40, 17, 3)) * 0.01, axis=1)  # (B, T, J, 3) random walks
+    mean = target.mean(axis=1, keepdims=True)
+    assert speed_ratio(target, target) == pytest.approx(1.0)
+    # Half the movement around the mean pose: half the speed, whatever the pose offset.
+    assert speed_ratio(mean + 0.5 * (target - mean) + 0.3, target) == pytest.approx(0.5)
+    assert speed_ratio(np.broadcast_to(mean, target.shape), target) == 0.0  # a constant pose does not move
+    jitter = target + rng.standard_normal(target.shape) * 0.05
+    assert speed_ratio(jitter, target) > 2.0  # noise moves faster than the motion
+    t = torch.tensor(target)
+    assert speed_ratio(0.5 * t, t) == pytest.approx(0.5)
+    # Time on another axis: (T, B, J, 3).
+    assert speed_ratio(np.swapaxes(2 * target, 0, 1), np.swapaxes(target, 0, 1), time_axis=0) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="static target"):
+        speed_ratio(target, np.broadcast_to(mean, target.shape))
+    with pytest.raises(ValueError, match="same shape"):
+        speed_ratio(target[:, :5], target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,16 @@ def test_config_from_dict_rejects_typos() -> None:
     assert CorruptionConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="frame_mask"):
         CorruptionConfig.from_dict({"frame_mask": 0.2})
+
+
+def test_motion_corpus_clips_become_plausible_pretraining_batches() -> None:
+    from fastmixste.data.motion import motion_corpus
+
+    clips = torch.from_numpy(np.stack(motion_corpus(1800, clip_frames=90, seed=4)))[:, :27]  # (20, 27, 17, 3)
+    x2d, y3d = corrupted_batch(clips, torch.Generator().manual_seed(0))
+    assert x2d.shape == (20, 27, 17, 2) and y3d.shape == (20, 27, 17, 3)
+    torch.testing.assert_close(bone_lengths(y3d), bone_lengths(clips), atol=1e-4, rtol=1e-4)
+    # Every clip stays in view of its virtual camera, and (z up world) is seen upright: head above pelvis.
+    assert x2d.abs().max() < 1.0
+    upright = y3d[:, :, 10, 1] < 0  # camera y points down; the target is root-relative
+    assert upright.float().mean() > 0.9
