@@ -105,8 +105,15 @@ class Discovery:
 
 
 def fused_function(name: str) -> Callable[..., Any]:
-    """The public fused function ``fastmixste.kernels.<name>`` (e.g. spatial_attention)."""
-    return getattr(importlib.import_module(KERNEL_PACKAGE), name)
+    """The public fused function ``fastmixste.kernels.<name>`` (e.g. spatial_attention), or the kernel module's own
+    (ops not re-exported by the package)."""
+    pkg = importlib.import_module(KERNEL_PACKAGE)
+    if hasattr(pkg, name):
+        return getattr(pkg, name)
+    for mod in _import_modules()[0].values():
+        if callable(getattr(mod, name, None)):
+            return getattr(mod, name)
+    raise AttributeError(f"no fused op {name!r} in {KERNEL_PACKAGE} or its modules")
 
 
 def reference_function(name: str, modules: dict[str, Any] | None = None) -> Callable[..., Any] | None:
@@ -164,16 +171,61 @@ def _spatial_programs(B: int, T: int) -> Callable[[torch.dtype], int | None]:
 def _temporal_programs(B: int, T: int) -> Callable[[torch.dtype], int | None]:
     def count(dtype: torch.dtype) -> int | None:
         mod = importlib.import_module(f"{KERNEL_PACKAGE}.temporal")
-        select = getattr(mod, "_select_config", None)
-        if select is None:
+        plan = getattr(mod, "launch_plan", None)
+        if plan is None:
             return None
-        cfgs = select(T, EMBED // HEADS, dtype)
-        blocks = max(
-            math.ceil(T / cfgs.fwd.block_m), math.ceil(T / cfgs.bwd_dq.block_m), math.ceil(T / cfgs.bwd_dkdv.block_n)
-        )
-        return B * JOINTS * HEADS * blocks
+        shape = (B, T, JOINTS, 3 * EMBED)
+        grids = [grid for backward in (False, True) for _, grid in plan(shape, HEADS, dtype, backward)]
+        return max(math.prod(grid) for grid in grids) if grids else None
 
     return count
+
+
+def _block_inputs(B: int, T: int, width: int, gelu: bool):
+    """Input maker of the fused block ops at the model's shape: (B, T, N, C) rows, unit-scale values."""
+
+    def make(device: torch.device, dtype: torch.dtype, gen: torch.Generator | None) -> tuple[tuple, dict]:
+        meta = torch.device(device).type == "meta"
+
+        def rand(*shape: int) -> torch.Tensor:
+            if meta:
+                return torch.empty(shape, device=device, dtype=dtype)
+            return torch.randn(shape, device=device, generator=gen, dtype=torch.float32).to(dtype)
+
+        if gelu:  # bias_gelu(u, b): fc1's output without its bias, and the bias
+            return (rand(B, T, JOINTS, width), rand(width)), {}
+        keep = 0.9  # DropPath: one keep/drop draw per frame, as a spatial block's
+        if meta:
+            mask = torch.empty((B, T, 1, 1), device=device, dtype=dtype)
+        else:
+            mask = (torch.rand((B, T, 1, 1), device=device, generator=gen) < keep).to(dtype)
+        w1, w2 = (1 + 0.1 * rand(width) for _ in range(2))
+        # two norms (the post-norm folded into the next block's pre-norm): the heaviest variant the model launches
+        return (rand(B, T, JOINTS, width), rand(B, T, JOINTS, width), mask, keep, w1, rand(width), w2, rand(width)), {}
+
+    return make
+
+
+def _block_case(op: str, module: str, ref: Callable[..., Any]) -> ParityCase:
+    B, T = FULL_B, FULL_T
+    gelu = op == "bias_gelu"
+    width = 2 * EMBED if gelu else EMBED
+    return ParityCase(
+        op=op,
+        module=module,
+        fn=fused_function(op),
+        ref=ref,
+        make_inputs=_block_inputs(B, T, width, gelu),
+        grad_args=(0, 1) if gelu else (0, 1, 4, 5, 6, 7),
+        batch_args=(0,) if gelu else (0, 1, 2),
+        ref_chunk=16,
+        kernels=2,
+        label=f"B{B}-T{T}-N{JOINTS}-C{width}",
+        programs=lambda dtype: None,
+        # bf16 (what autocast feeds them) and fp32: fp16 runs the same code apart from the conversions and is checked
+        # on every CPU test run in the Triton interpreter, which cannot run bf16; this keeps the plan in its budget.
+        dtypes=(torch.bfloat16, torch.float32),
+    )
 
 
 def _attention_case(op: str, module: str, ref: Callable[..., Any]) -> ParityCase:
@@ -199,6 +251,8 @@ def _attention_case(op: str, module: str, ref: Callable[..., Any]) -> ParityCase
 _BUILDERS: dict[str, Callable[[str, str, Callable[..., Any]], ParityCase]] = {
     "spatial_attention": _attention_case,
     "temporal_attention": _attention_case,
+    "residual_layernorm": _block_case,
+    "bias_gelu": _block_case,
 }
 
 
