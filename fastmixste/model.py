@@ -7,6 +7,7 @@ load with ``strict=True``. The difference is the layout: activations stay (B, T,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -302,8 +303,23 @@ class MixSTE(nn.Module):
         policy = self.config.recompute if self.training else "none"
         for i in range(self.block_depth):
             pair = partial(self._fused_block_pair, i, h_dtype=h_dtype, out_dtype=out_dtype)
-            r, h = run_checkpointed(pair, r, h, policy=policy)
+            if policy == "none":
+                r, h = pair(r, h)
+            else:
+                # Only the fp32 residual enters the checkpoint: h (the next GEMM's input) is rebuilt from it by one
+                # LayerNorm pass, so a pair keeps one activation-sized tensor instead of two.
+                r, h = run_checkpointed(partial(self._fused_pair_from_residual, pair, i, h_dtype), r, policy=policy)
         return h
+
+    def _fused_pair_from_residual(
+        self, pair: Callable[..., tuple[torch.Tensor, torch.Tensor]], i: int, h_dtype: torch.dtype, r: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """r -> (r, h) through block pair i, its first GEMM input h = STE_i.norm1(r) rebuilt in one pass."""
+        from fastmixste.kernels.block import residual_layernorm
+
+        norm1 = self.STEblocks[i].norm1
+        _, h = residual_layernorm(r, None, None, 1.0, norm1.weight, norm1.bias, eps=norm1.eps, h_dtype=h_dtype)
+        return pair(r, h)
 
     def _fused_block_pair(
         self, i: int, r: torch.Tensor, h: torch.Tensor, h_dtype: torch.dtype, out_dtype: torch.dtype
