@@ -671,12 +671,12 @@ def final_evaluation(cfg: dict[str, Any], rt: Runtime, model, data: RunData, his
         "train_seconds": train_seconds,
         "total_seconds": time.perf_counter() - t_run,
     })
+    results["heldout"], heldout_md = heldout_report(model, data.mean_pose, cfg, rt.device, rt.autocast)
     _atomic_write(out / "results.json", _json(results))
     md = format_markdown(res, title=f"Human3.6M test ({len(data.test)} sequences), {weights}")
     md += (f"- Mean training pose baseline: MPJPE {base.protocol1['Avg']:.1f} mm, P-MPJPE "
            f"{base.protocol2['Avg']:.1f} mm\n- Stages: {', '.join(names) or 'none (evaluation only)'}; training "
            f"{train_seconds:.0f} s\n")
-    results["heldout"], heldout_md = heldout_report(model, data.mean_pose, cfg, rt.device, rt.autocast)
     md += "\n" + heldout_md if heldout_md else ""
     _atomic_write(out / "results.md", md)
     write_metrics(out / "metrics.csv", history)
