@@ -400,7 +400,8 @@ _Op = Literal["residual_layernorm", "bias_gelu"]
 
 
 def _norm_tile(C: int) -> tuple[int, int]:
-    """(BLOCK_M, BLOCK_C): one tile of 2048 fp32 values per program, 8 warps: 8 values per thread and live tensor.
+    """(BLOCK_M, BLOCK_C): one tile of 2048 fp32 values per program, 8 warps (16 for the 2048-wide backward, see
+    launch_plan): 8 values per thread and live tensor.
     From the report: at 4 warps the two-norm backward needed ~180 registers at C = 512 (114 at 8 warps), and narrow
     tiles (32 x 64) of the forward hit the 255 cap and spilled (the per-row index and statistics vectors are
     replicated across a row's threads)."""
@@ -473,7 +474,10 @@ def launch_plan(
         tiles = triton.cdiv(M, block_m)
         flags = {"TWO_NORMS": two_norms, "BLOCK_M": block_m, "BLOCK_C": block_c}
         fn = _residual_norm_bwd_kernel if backward else _residual_norm_fwd_kernel
-        cfg = _config(fn, flags, 8, types, ("inv_keep", "eps", "inv_c"))
+        # The backward's per-column vectors (weights, four gradient accumulators) grow with BLOCK_C: at 2048 wide,
+        # 8 warps sat at 128 registers with an 8 B spill on sm_90; 16 warps halve them.
+        num_warps = 16 if backward and block_c >= 2048 else 8
+        cfg = _config(fn, flags, num_warps, types, ("inv_keep", "eps", "inv_c"))
         return [(cfg, (max(1, min(tiles, programs)) if backward else tiles,))]
     if op == "bias_gelu":
         H = shape[-1]
