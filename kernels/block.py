@@ -475,8 +475,11 @@ def launch_plan(
         flags = {"TWO_NORMS": two_norms, "BLOCK_M": block_m, "BLOCK_C": block_c}
         fn = _residual_norm_bwd_kernel if backward else _residual_norm_fwd_kernel
         # The backward's per-column vectors (weights, four gradient accumulators) grow with BLOCK_C: at 2048 wide,
-        # 8 warps sat at 128 registers with an 8 B spill on sm_90; 16 warps halve them.
-        num_warps = 16 if backward and block_c >= 2048 else 8
+        # 8 warps sat at 128 registers with an 8 B spill on sm_90; 16 warps halve them. The fp32 two-norm backward
+        # of the 16 x 128 tile did the same on sm_90 (128 registers, 8 B) once the strides are known multiples of
+        # 16, as on a GPU for C = 128: 16 warps, 98 registers (kernels.report).
+        wide = block_c >= 2048 or (two_norms and dtype == _F32 and block_c == 128)
+        num_warps = 16 if backward and wide else 8
         cfg = _config(fn, flags, num_warps, types, ("inv_keep", "eps", "inv_c"))
         return [(cfg, (max(1, min(tiles, programs)) if backward else tiles,))]
     if op == "bias_gelu":
