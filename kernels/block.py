@@ -166,7 +166,7 @@ def _residual_norm_fwd_kernel(
     m_m = o_m < M
     m_c = o_c < C
     m_mc = m_m[:, None] & m_c[None, :]
-    # One index computation per tile, shared by every tensor's strides (the interpreter pays per helper call too).
+    # One index computation per tile, shared by every tensor's strides (the interpreter pays for each nested jit call).
     i_b, i_t, i_n = _row_index(o_m, T, N)
 
     p_r = r_ptr + (i_b * stride_r_b + i_t * stride_r_t + i_n * stride_r_n)[:, None] + o_c[None, :]
