@@ -36,6 +36,7 @@ program indices, ``o_`` offsets, ``m_`` masks, ``p_`` pointers, ``b_`` blocks (v
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -263,4 +264,42 @@ def report_cases_from(plans: Any) -> list[KernelCase]:
             key = cfg.key(dtype)
             if key not in seen:
                 seen[key] = kernel_case(cfg, dtype, fp32_ptrs)
+    return list(seen.values())
+
+
+@dataclass(frozen=True)
+class TypedLaunchConfig(LaunchConfig):
+    """A :class:`LaunchConfig` whose pointers do not all share the op's element type (e.g. a float32 residual stream
+    beside 16-bit activations): ``ptr_types`` gives every pointer argument's Triton type, in the kernel's argument
+    order, and ``fp32_args`` the runtime scalars passed as fp32. Both change the compiled binary, so the pointer
+    types are part of :meth:`key`. Launchers cast each tensor to its pointer's type before :func:`launch`.
+    """
+
+    ptr_types: tuple[tuple[str, str], ...] = ()
+    fp32_args: tuple[str, ...] = ()
+
+    def key(self, dtype: torch.dtype) -> tuple:
+        return super().key(dtype) + (self.ptr_types,)
+
+
+def typed_report_cases_from(plans: Any) -> list[KernelCase]:
+    """Unique :class:`KernelCase` s of an iterable of ``(dtype, [(TypedLaunchConfig, grid), ...])``, each typed by its
+    configuration's ``ptr_types`` and ``fp32_args`` (``extra["ptr_types"]`` records them; where the pointers mix
+    types, the label names those of type ``dtype``)."""
+    seen: dict[tuple, KernelCase] = {}
+    for dtype, plan in plans:
+        for cfg, _grid in plan:
+            key = cfg.key(dtype)
+            if key in seen:
+                continue
+            case = kernel_case(cfg, dtype)
+            ty = TRITON_DTYPES[dtype]
+            for name, ptr_ty in cfg.ptr_types:
+                case.signature[name] = f"*{ptr_ty}"
+            for name in cfg.fp32_args:
+                case.signature[name] = "fp32"
+            own = [name[: -len("_ptr")] for name, t in cfg.ptr_types if t == ty]
+            mixed = len(own) < len(cfg.ptr_types)
+            label = f"{case.label} [{ty}: {','.join(own) or '-'}; others fp32]" if mixed else case.label
+            seen[key] = dataclasses.replace(case, label=label, extra=case.extra | {"ptr_types": cfg.ptr_types})
     return list(seen.values())

@@ -24,24 +24,45 @@ norms: ``r`` is the previous op's saved ``s``, the same storage).
 writes du and the bias gradient (partial sums per program, then one small sum). cuBLASLt's GELU epilogue is the
 tanh approximation, not upstream's erf (DESIGN.md section 6), hence this kernel.
 
-Split (STYLE.md habit 1): ``_residual_norm_fwd_kernel`` / ``_residual_norm_bwd_kernel`` and
-``_bias_gelu_fwd_kernel`` / ``_bias_gelu_bwd_kernel`` (jit) -> launchers -> the custom ops
-``fastmixste::residual_layernorm(_backward)`` / ``fastmixste::bias_gelu(_backward)`` with autograd -> the functions
-:func:`residual_layernorm`, :func:`bias_gelu`. :func:`residual_layernorm_ref` and :func:`bias_gelu_ref` are the
-eager references. No FLOP formulas: these ops have no matmul, and FlopCounterMode counts matmul FLOPs only (it
-ignores aten LayerNorm and GELU too).
+Split (the template of ``_common.py``): ``_residual_norm_fwd_kernel`` / ``_residual_norm_bwd_kernel`` and
+``_bias_gelu_fwd_kernel`` / ``_bias_gelu_bwd_kernel`` (jit) -> ``launch_plan`` -> launchers ``residual_norm_fwd`` /
+``residual_norm_bwd`` / ``bias_gelu_fwd`` / ``bias_gelu_bwd`` -> the custom ops ``fastmixste::residual_layernorm
+(_backward)`` / ``fastmixste::bias_gelu(_backward)`` with autograd -> the functions :func:`residual_layernorm`,
+:func:`bias_gelu`. References: :func:`fastmixste.kernels.reference.residual_layernorm_ref` and
+:func:`fastmixste.kernels.reference.bias_gelu_ref`. No FLOP formulas: these ops have no matmul, and FlopCounterMode
+counts matmul FLOPs only (it ignores aten LayerNorm and GELU too).
+
+Element types. The kernels compute in fp32 whatever they load, so the launchers pass the residual stream (r, res,
+grad_res, dr), the DropPath mask, the LayerNorm parameters and the bias of bias + GELU as fp32 (a lossless cast
+where they are not: the first block's input, a .half() model's parameters, the small mask), and only the
+activations in their own dtypes: h (and grad_h) in ``h_dtype``, y (and dy) in y's dtype when that is float32 or
+``h_dtype`` or ``h_dtype`` is float32, else float32. That bounds the binaries the launchers can pick (every one is
+in ``report_cases()``) without a lossy cast anywhere.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ._common import KernelCase, device_guard, triton_unavailable_reasons
+from . import _common
+from ._common import (
+    SUPPORTED_DTYPES,
+    TRITON_DTYPES,
+    KernelCase,
+    Refusal,
+    TypedLaunchConfig,
+    device_guard,
+    device_refusals,
+    launch,
+    raise_refusals,
+    reasons_of,
+    typed_report_cases_from,
+)
+from .reference import bias_gelu_ref, residual_layernorm_ref
 
 __all__ = [
     "MAX_CHANNELS",
@@ -49,6 +70,7 @@ __all__ = [
     "bias_gelu_bwd",
     "bias_gelu_fwd",
     "bias_gelu_ref",
+    "launch_plan",
     "report_cases",
     "residual_layernorm",
     "residual_layernorm_ref",
@@ -63,7 +85,6 @@ MAX_CHANNELS = 2048
 
 _OP = "residual_layernorm"
 _OP_GELU = "bias_gelu"
-_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Triton kernels
@@ -77,7 +98,7 @@ _NO_SPECIALIZE_ROWS = ["M", "T", "N", "C", "G"]
 def _row_index(o_m, T, N):
     """Rows m of the flattened (B, T, N) -> their (b, t, n) as int64; each tensor's offset is b*sb + t*st + n*sn.
 
-    The divisions run in int32 (the launcher checks B*T*N < 2**31): int64 division is a called subroutine, whose stack
+    The divisions run in int32 (the checks refuse B*T*N >= 2**31): int64 division is a called subroutine, whose stack
     frame the report counts as spill bytes. Only the products with the strides need int64.
     """
     i_bt = o_m // N
@@ -132,8 +153,6 @@ def _residual_norm_fwd_kernel(
     stride_m_b,
     stride_m_t,
     stride_m_n,
-    HAS_Y: tl.constexpr,
-    HAS_MASK: tl.constexpr,
     TWO_NORMS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -152,16 +171,15 @@ def _residual_norm_fwd_kernel(
 
     p_r = r_ptr + (i_b * stride_r_b + i_t * stride_r_t + i_n * stride_r_n)[:, None] + o_c[None, :]
     b_s = tl.load(p_r, mask=m_mc, other=0.0).to(tl.float32)
-    if HAS_Y:
-        # y may be a broadcast view (a positional embedding expanded over B and N): its strides are honoured.
-        p_y = y_ptr + (i_b * stride_y_b + i_t * stride_y_t + i_n * stride_y_n)[:, None] + o_c[None, :]
-        b_y = tl.load(p_y, mask=m_mc, other=0.0).to(tl.float32)
-        if HAS_MASK:
-            # DropPath as eager computes it, y / keep * mask (times 1/keep: within an ulp), mask 0 or 1 per row group.
-            p_k = mask_ptr + i_b * stride_m_b + i_t * stride_m_t + i_n * stride_m_n
-            b_k = tl.load(p_k, mask=m_m, other=0.0).to(tl.float32)
-            b_y = b_y * tl.cast(inv_keep, tl.float32) * b_k[:, None]
-        b_s += b_y
+    # y may be a broadcast view (a positional embedding expanded over B and N): its strides are honoured. Without
+    # y the launcher passes a stride-0 view of zeros (s = r + 0).
+    p_y = y_ptr + (i_b * stride_y_b + i_t * stride_y_t + i_n * stride_y_n)[:, None] + o_c[None, :]
+    b_y = tl.load(p_y, mask=m_mc, other=0.0).to(tl.float32)
+    # DropPath as eager computes it, y / keep * mask (times 1/keep: within an ulp), mask 0 or 1 per row group.
+    # Without a DropPath the launcher passes a stride-0 mask of ones and keep = 1: y * 1 * 1 is y exactly.
+    p_k = mask_ptr + i_b * stride_m_b + i_t * stride_m_t + i_n * stride_m_n
+    b_k = tl.load(p_k, mask=m_m, other=0.0).to(tl.float32)
+    b_s += b_y * tl.cast(inv_keep, tl.float32) * b_k[:, None]
 
     b_w1 = tl.load(w1_ptr + o_c, mask=m_c, other=0.0).to(tl.float32)
     b_b1 = tl.load(b1_ptr + o_c, mask=m_c, other=0.0).to(tl.float32)
@@ -221,14 +239,11 @@ def _residual_norm_bwd_kernel(
     stride_gh_b,
     stride_gh_t,
     stride_gh_n,
-    ADD_Y: tl.constexpr,
-    HAS_DY: tl.constexpr,
-    HAS_MASK: tl.constexpr,
     TWO_NORMS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    # x is s itself (ADD_Y=False: the saved one-norm output) or r, with s = r + y / keep * mask rebuilt here.
+    # x is s itself (one norm: the saved output) or r (two norms), with s = r + y / keep * mask rebuilt here.
     # Each of the G programs walks row tiles pid, pid + G, ... and keeps its LayerNorm weight/bias gradient sums in
     # registers; it writes them once to row pid of the (G, C) partial buffers, which the launcher sums.
     pid = tl.program_id(0)
@@ -245,22 +260,20 @@ def _residual_norm_bwd_kernel(
         acc_dw2 = tl.zeros([BLOCK_C], dtype=tl.float32)
         acc_db2 = tl.zeros([BLOCK_C], dtype=tl.float32)
 
-    for i_t in range(pid, tl.cdiv(M, BLOCK_M), G):
-        o_m = i_t * BLOCK_M + tl.arange(0, BLOCK_M)
+    for i_tile in range(pid, tl.cdiv(M, BLOCK_M), G):
+        o_m = i_tile * BLOCK_M + tl.arange(0, BLOCK_M)
         m_m = o_m < M
         m_mc = m_m[:, None] & m_c[None, :]
         i_b, i_t, i_n = _row_index(o_m, T, N)
         p_x = x_ptr + (i_b * stride_x_b + i_t * stride_x_t + i_n * stride_x_n)[:, None] + o_c[None, :]
         b_s = tl.load(p_x, mask=m_mc, other=0.0).to(tl.float32)
-        if HAS_MASK:
-            p_k = mask_ptr + i_b * stride_m_b + i_t * stride_m_t + i_n * stride_m_n
-            b_k = tl.load(p_k, mask=m_m, other=0.0).to(tl.float32)
-        if ADD_Y:
+        # The DropPath mask (ones, stride 0, keep = 1 without one).
+        p_k = mask_ptr + i_b * stride_m_b + i_t * stride_m_t + i_n * stride_m_n
+        b_k = tl.load(p_k, mask=m_m, other=0.0).to(tl.float32)
+        if TWO_NORMS:
             p_y = y_ptr + (i_b * stride_y_b + i_t * stride_y_t + i_n * stride_y_n)[:, None] + o_c[None, :]
             b_y = tl.load(p_y, mask=m_mc, other=0.0).to(tl.float32)
-            if HAS_MASK:
-                b_y = b_y * tl.cast(inv_keep, tl.float32) * b_k[:, None]
-            b_s += b_y
+            b_s += b_y * tl.cast(inv_keep, tl.float32) * b_k[:, None]
         b_xhat1, b_rstd1 = _normalize(b_s, m_c, inv_c, eps)
 
         # Incoming gradients may be broadcast (stride-0) views: strides honoured; padded rows/columns load as 0.
@@ -287,11 +300,9 @@ def _residual_norm_bwd_kernel(
 
         o_out = o_m.to(tl.int64)[:, None] * C + o_c[None, :]
         tl.store(dx_ptr + o_out, b_ds.to(dx_ptr.dtype.element_ty), mask=m_mc)
-        if HAS_DY:
-            b_dy = b_ds
-            if HAS_MASK:
-                b_dy = b_ds * b_k[:, None] * tl.cast(inv_keep, tl.float32)
-            tl.store(dy_ptr + o_out, b_dy.to(dy_ptr.dtype.element_ty), mask=m_mc)
+        # dy, the DropPath backward (written to a scratch buffer when the op had no y).
+        b_dy = b_ds * b_k[:, None] * tl.cast(inv_keep, tl.float32)
+        tl.store(dy_ptr + o_out, b_dy.to(dy_ptr.dtype.element_ty), mask=m_mc)
 
     o_p = pid.to(tl.int64) * C + o_c
     tl.store(dw1_ptr + o_p, acc_dw1, mask=m_c)
@@ -355,8 +366,8 @@ def _bias_gelu_bwd_kernel(
     m_n = o_n < H
     b_b = tl.load(b_ptr + o_n, mask=m_n, other=0.0).to(tl.float32)
     acc_db = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for i_t in range(pid_g, tl.cdiv(M, BLOCK_M), G):
-        o_m = i_t * BLOCK_M + tl.arange(0, BLOCK_M)
+    for i_tile in range(pid_g, tl.cdiv(M, BLOCK_M), G):
+        o_m = i_tile * BLOCK_M + tl.arange(0, BLOCK_M)
         m_mn = (o_m < M)[:, None] & m_n[None, :]
         o_m64 = o_m.to(tl.int64)[:, None]
         b_z = tl.load(u_ptr + o_m64 * stride_u_m + o_n[None, :], mask=m_mn, other=0.0).to(tl.float32) + b_b[None, :]
@@ -371,60 +382,161 @@ def _bias_gelu_bwd_kernel(
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Launch configuration: the single source of truth for the launchers and for report_cases().
+# Launch configurations: the single source of truth for the launchers and for report_cases()
 # ----------------------------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class RowConfig:
-    block_m: int
-    block_c: int
-    num_warps_fwd: int
-    num_warps_bwd: int
-
-
-def _norm_config(C: int) -> RowConfig:
-    """One (BLOCK_M, BLOCK_C) tile of 2048 fp32 values per program (at most 64 rows, so narrow rows still give many
-    tiles), 8 warps: 8 values per thread and live tensor. From the report: at 4 warps the two-norm backward needed
-    ~180 registers at C = 512 (114 at 8 warps), and narrow tiles (32 x 64) of the forward hit the 255 cap and spilled
-    (the per-row index and statistics vectors are replicated across a row's threads). 2048-wide rows: see below."""
-    block_c = max(16, triton.next_power_of_2(C))
-    block_m = max(1, min(64, 2048 // block_c))
-    # The backward's per-column vectors (weights, four gradient accumulators) grow with BLOCK_C: at 2048 wide, 8 warps
-    # sat at 128 registers with an 8 B spill on sm_90; 16 warps halve them.
-    return RowConfig(block_m=block_m, block_c=block_c, num_warps_fwd=8, num_warps_bwd=16 if block_c >= 2048 else 8)
-
-
-#: Every BLOCK_C the launchers can pick (C from 1 to MAX_CHANNELS).
-_NORM_BLOCK_CS = tuple(2**k for k in range(4, 12))
+#: Widths of the LayerNorm tiles (BLOCK_C), each with BLOCK_M = 2048 // BLOCK_C rows: the narrowest that holds C.
+#: Three widths keep the compiled variety small (every one is compiled twice per typing); the model's C = 512 fills
+#: its tile, and narrower rows only leave masked lanes idle (no extra memory traffic).
+_NORM_BLOCK_CS: tuple[int, ...] = (128, 512, MAX_CHANNELS)
 #: bias + GELU tile: elementwise, 16 values per thread at 4 warps.
 _GELU_BLOCK_M, _GELU_BLOCK_N, _GELU_WARPS = 16, 128, 4
+#: Programs of a backward on the CPU (the interpreter runs programs one by one; > 1 tile per program keeps the
+#: persistent tile loop exercised). A GPU runs 4 per SM.
+_CPU_PROGRAMS = 4
+
+_F32 = torch.float32
+_Op = Literal["residual_layernorm", "bias_gelu"]
 
 
-def _partial_programs(device: torch.device, tiles: int) -> int:
-    """Programs of a backward that reduces per-program partial sums: a few per SM on a GPU (enough to fill it, few
-    enough that the (G, C) partial buffer stays small), a handful in the interpreter (it runs programs one by one; >1
-    tile per program keeps the tile loop exercised)."""
-    if device.type == "cuda":
-        per = 4 * torch.cuda.get_device_properties(device).multi_processor_count
+def _norm_tile(C: int) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_C): one tile of 2048 fp32 values per program, 8 warps (16 for the 2048-wide backward, see
+    launch_plan): 8 values per thread and live tensor.
+    From the report: at 4 warps the two-norm backward needed ~180 registers at C = 512 (114 at 8 warps), and narrow
+    tiles (32 x 64) of the forward hit the 255 cap and spilled (the per-row index and statistics vectors are
+    replicated across a row's threads)."""
+    block_c = next(w for w in _NORM_BLOCK_CS if w >= C)
+    return 2048 // block_c, block_c
+
+
+def _y_dtype(h_dtype: torch.dtype, y_dtype: torch.dtype | None) -> torch.dtype:
+    """The type the kernels read y (and write dy) in: h's, or float32 (a lossless cast where y is another 16-bit
+    type, or 16-bit beside a float32 h). Without y: h's (the stand-in of zeros)."""
+    return h_dtype if y_dtype in (None, h_dtype) else _F32
+
+
+def _norm_types(h_dtype: torch.dtype, y_dtype: torch.dtype | None, backward: bool) -> dict[str, torch.dtype]:
+    """Element type of every pointer argument of the residual-norm kernel: activations (y, h, their gradients) in
+    their own types (see _y_dtype), everything else float32."""
+    y = _y_dtype(h_dtype, y_dtype)
+    fn = _residual_norm_bwd_kernel if backward else _residual_norm_fwd_kernel
+    types = {name: _F32 for name in fn.arg_names if name.endswith("_ptr")}
+    if backward:
+        types.update(y_ptr=y, dy_ptr=y, gh_ptr=h_dtype)
     else:
-        per = 4
-    return max(1, min(tiles, per))
+        types.update(y_ptr=y, h_ptr=h_dtype)
+    return types
+
+
+def _gelu_types(u_dtype: torch.dtype, grad_dtype: torch.dtype | None, backward: bool) -> dict[str, torch.dtype]:
+    """Element types of bias + GELU's pointers: u, g, du in u's dtype, the bias and its partial sums float32, the
+    incoming gradient in u's dtype (what autograd gives) or else float32 (a lossless cast)."""
+    fn = _bias_gelu_bwd_kernel if backward else _bias_gelu_fwd_kernel
+    types = {name: u_dtype for name in fn.arg_names if name.endswith("_ptr")}
+    types.update(b_ptr=_F32)
+    if backward:
+        types.update(db_ptr=_F32, dg_ptr=u_dtype if grad_dtype == u_dtype else _F32)
+    return types
+
+
+def _config(fn, constexprs: dict, num_warps: int, types: dict[str, torch.dtype], fp32_args=()) -> TypedLaunchConfig:
+    ptr_types = tuple((name, TRITON_DTYPES[types[name]]) for name in fn.arg_names if name in types)
+    return TypedLaunchConfig(
+        fn, tuple(constexprs.items()), num_warps=num_warps, num_stages=1, ptr_types=ptr_types, fp32_args=fp32_args
+    )
+
+
+def launch_plan(
+    op: _Op,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    backward: bool,
+    *,
+    y_dtype: torch.dtype | None = None,
+    two_norms: bool = False,
+    programs: int = _CPU_PROGRAMS,
+) -> list[tuple[TypedLaunchConfig, tuple[int, ...]]]:
+    """Every (configuration, grid) a launcher runs, in launch order; empty for empty input.
+
+    ``residual_layernorm``: ``shape`` (B, T, N, C), ``dtype`` the h (and grad_h) dtype, ``y_dtype`` y's (None
+    without y: the launchers then pass a stride-0 y of zeros, and dy goes to a scratch buffer, so y is no variant;
+    the DropPath mask is a runtime operand too). ``bias_gelu``: ``shape`` (..., H), ``dtype`` u's, ``y_dtype`` the
+    incoming gradient's (backward). The backwards run at most ``programs`` persistent programs (4 per SM on a
+    GPU), each summing its own rows of the weight/bias gradients.
+    """
+    if op == "residual_layernorm":
+        B, T, N, C = shape
+        M = B * T * N
+        if M == 0 or C == 0:
+            return []
+        block_m, block_c = _norm_tile(C)
+        types = _norm_types(dtype, y_dtype, backward)
+        tiles = triton.cdiv(M, block_m)
+        flags = {"TWO_NORMS": two_norms, "BLOCK_M": block_m, "BLOCK_C": block_c}
+        fn = _residual_norm_bwd_kernel if backward else _residual_norm_fwd_kernel
+        # The backward's per-column vectors (weights, four gradient accumulators) grow with BLOCK_C: at 2048 wide,
+        # 8 warps sat at 128 registers with an 8 B spill on sm_90; 16 warps halve them. The fp32 two-norm backward
+        # of the 16 x 128 tile did the same on sm_90 (128 registers, 8 B) once the strides are known multiples of
+        # 16, as on a GPU for C = 128: 16 warps, 98 registers (kernels.report).
+        wide = block_c >= 2048 or (two_norms and dtype == _F32 and block_c == 128)
+        num_warps = 16 if backward and wide else 8
+        cfg = _config(fn, flags, num_warps, types, ("inv_keep", "eps", "inv_c"))
+        return [(cfg, (max(1, min(tiles, programs)) if backward else tiles,))]
+    if op == "bias_gelu":
+        H = shape[-1]
+        M = 1
+        for n in shape[:-1]:
+            M *= n
+        if M == 0 or H == 0:
+            return []
+        types = _gelu_types(dtype, y_dtype, backward)
+        tile = {"BLOCK_M": _GELU_BLOCK_M, "BLOCK_N": _GELU_BLOCK_N}
+        cols = triton.cdiv(H, _GELU_BLOCK_N)
+        if backward:
+            grid = (max(1, min(triton.cdiv(M, _GELU_BLOCK_M), programs)), cols)
+            return [(_config(_bias_gelu_bwd_kernel, tile, _GELU_WARPS, types), grid)]
+        return [(_config(_bias_gelu_fwd_kernel, tile, _GELU_WARPS, types), (triton.cdiv(M, _GELU_BLOCK_M), cols))]
+    raise ValueError(f"op must be 'residual_layernorm' or 'bias_gelu', got {op!r}")
+
+
+def _programs(device: torch.device) -> int:
+    """Cap on a backward's persistent programs: 4 per SM on a GPU (enough to fill it, few enough that the (G, C)
+    partial buffer stays small), _CPU_PROGRAMS in the interpreter."""
+    if device.type == "cuda":
+        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    return _CPU_PROGRAMS
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Checks
+# Checks and refusals
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _check_float(t: torch.Tensor, what: str, op: str) -> None:
+def _tensor(t: object, what: str, op: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: {what} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{op}: {what} dtype must be float32, float16 or bfloat16, got {t.dtype}")
+    return t
 
 
-def _check_norm_args(
+def _dtype_refusals(op: str, named: list[tuple[str, torch.dtype]]) -> list[Refusal]:
+    """Element types the kernels are not built for, as TypeError refusals."""
+    return [
+        Refusal(f"{what} dtype must be float32, float16 or bfloat16, got {dtype}", TypeError)
+        for what, dtype in named
+        if dtype not in SUPPORTED_DTYPES
+    ]
+
+
+def _machine_refusals(like: torch.Tensor, dtypes: list[torch.dtype]) -> list[Refusal]:
+    """:func:`device_refusals` for every element type an op reads or writes, each reason once."""
+    refusals: dict[str, Refusal] = {}
+    for dtype in dict.fromkeys(d for d in dtypes if d in SUPPORTED_DTYPES):
+        for refusal in device_refusals(like.new_empty(0, dtype=dtype)):
+            refusals.setdefault(refusal.message, refusal)
+    return list(refusals.values())
+
+
+def _norm_refusals(
     r: torch.Tensor,
     y: torch.Tensor | None,
     mask: torch.Tensor | None,
@@ -433,79 +545,95 @@ def _check_norm_args(
     w2: torch.Tensor | None,
     b2: torch.Tensor | None,
     h_dtype: torch.dtype,
-) -> tuple[int, int, int, int]:
-    """Validate before launch; returns (B, T, N, C). Errors say what was expected and what came."""
-    _check_float(r, "r", _OP)
+) -> list[Refusal]:
+    """Input checks of residual_layernorm's structure (raise TypeError/ValueError), then every reason the kernels
+    cannot run this valid input: element types, the channel limit, the machine."""
+    _tensor(r, "r", _OP)
     if r.dim() != 4:
         raise ValueError(f"{_OP}: r must be 4-D (B, T, N, C), got shape {tuple(r.shape)}")
     B, T, N, C = r.shape
-    if not 1 <= C <= MAX_CHANNELS:
-        raise ValueError(f"{_OP}: at most {MAX_CHANNELS} channels are supported (dim 3 of r), got C={C}")
-    if y is not None:
-        _check_float(y, "y", _OP)
-        if y.shape != r.shape:
-            raise ValueError(f"{_OP}: y must have r's shape {tuple(r.shape)}, got {tuple(y.shape)}")
+    if y is not None and _tensor(y, "y", _OP).shape != r.shape:
+        raise ValueError(f"{_OP}: y must have r's shape {tuple(r.shape)}, got {tuple(y.shape)}")
     if mask is not None:
         if y is None:
             raise ValueError(f"{_OP}: a DropPath mask needs a branch output y to scale")
-        if not isinstance(mask, torch.Tensor) or mask.shape != (B, T, N):
-            got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise ValueError(f"{_OP}: mask must be a (B, T, N) = {(B, T, N)} tensor (any strides), got {got}")
-        _check_float(mask, "mask", _OP)
+        if _tensor(mask, "mask", _OP).shape != (B, T, N):
+            raise ValueError(f"{_OP}: mask must be a (B, T, N) = {(B, T, N)} tensor (any strides), got {mask.shape}")
     if (w2 is None) != (b2 is None):
         raise ValueError(f"{_OP}: the second LayerNorm needs both w2 and b2 (or neither)")
-    for name, p in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
-        if p is None:
-            continue
-        _check_float(p, name, _OP)
-        if p.shape != (C,):
+    named = [("r", r), ("y", y), ("mask", mask), ("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)]
+    for name, p in named[3:]:
+        if p is not None and _tensor(p, name, _OP).shape != (C,):
             raise ValueError(f"{_OP}: {name} must have shape ({C},), got {tuple(p.shape)}")
-    if h_dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{_OP}: h_dtype must be float32, float16 or bfloat16, got {h_dtype}")
-    tensors = [t for t in (r, y, mask, w1, b1, w2, b2) if t is not None]
-    devices = {t.device for t in tensors}
+    if not isinstance(h_dtype, torch.dtype):
+        raise TypeError(f"{_OP}: h_dtype must be a torch.dtype, got {type(h_dtype).__name__}")
+    devices = {t.device for _, t in named if t is not None}
     if len(devices) != 1:
         raise ValueError(f"{_OP}: all tensors must be on one device, got {sorted(str(d) for d in devices)}")
-    return B, T, N, C
+    dtypes = [(name, t.dtype) for name, t in named if t is not None] + [("h_dtype", h_dtype)]
+    refusals = _dtype_refusals(_OP, dtypes)
+    if C > MAX_CHANNELS:
+        refusals.append(Refusal(f"at most {MAX_CHANNELS} channels are supported (dim 3 of r), got C={C}"))
+    if B * T * N >= 2**31:  # row indices are decomposed into (b, t, n) in int32 inside the kernels
+        refusals.append(Refusal(f"B*T*N must be below 2**31 rows, got {B * T * N}"))
+    kernel_dtypes = [_F32, h_dtype] + ([_y_dtype(h_dtype, y.dtype)] if y is not None else [])
+    return refusals + _machine_refusals(r, kernel_dtypes)
 
 
-def _runtime_reasons(device: torch.device, dtypes: list[torch.dtype], op: str) -> list[str]:
-    reasons: list[str] = []
-    for dtype in dict.fromkeys(dtypes):
-        reasons += [f"{op}: cannot run the Triton kernel here: {r}" for r in triton_unavailable_reasons(device, dtype)]
-    return list(dict.fromkeys(reasons))
+def _check_norm(*args) -> tuple[int, int, int, int]:
+    raise_refusals(_OP, _norm_refusals(*args))
+    return args[0].shape
+
+
+def _gelu_refusals(u: torch.Tensor, b: torch.Tensor) -> list[Refusal]:
+    """Input checks of bias_gelu's structure (raise), then every reason the kernels cannot run this valid input."""
+    _tensor(u, "u", _OP_GELU)
+    _tensor(b, "b", _OP_GELU)
+    if u.dim() < 1 or b.dim() != 1 or b.shape[0] != u.shape[-1]:
+        raise ValueError(f"{_OP_GELU}: b must be 1-D with u's last dim, got u {tuple(u.shape)} and b {tuple(b.shape)}")
+    if u.device != b.device:
+        raise ValueError(f"{_OP_GELU}: u is on {u.device}, b on {b.device}")
+    refusals = _dtype_refusals(_OP_GELU, [("u", u.dtype), ("b", b.dtype)])
+    return refusals + _machine_refusals(u, [u.dtype, _F32])
+
+
+def _check_gelu(u: torch.Tensor, b: torch.Tensor) -> int:
+    raise_refusals(_OP_GELU, _gelu_refusals(u, b))
+    return u.shape[-1]
 
 
 def unsupported_reasons(x: torch.Tensor, h_dtype: torch.dtype | None = None) -> list[str]:
     """Why the block kernels cannot run on (B, T, N, C) activations like ``x`` here (empty list when they can).
 
     ``h_dtype`` is the GEMM-input dtype the block would emit (default ``x.dtype``). Checks the channel count, the
-    dtypes and the device (meta tensors are fine: only shape, dtype and device are read).
+    dtypes and the device (a meta tensor asks about shape and dtype alone). bias + GELU has no limit of its own
+    beyond dtype and device, which these cover. Never raises.
     """
-    h_dtype = x.dtype if h_dtype is None else h_dtype
-    try:
-        w = torch.empty(x.shape[-1], device=x.device, dtype=x.dtype)
-        _check_norm_args(x, None, None, w, w, None, None, h_dtype)
-    except (TypeError, ValueError) as exc:
-        return [str(exc)]
-    return _runtime_reasons(x.device, [x.dtype, h_dtype], "block kernels")
-
-
-def _raise_if_cannot_run(tensors: list[torch.Tensor], op: str) -> None:
-    reasons = _runtime_reasons(tensors[0].device, [t.dtype for t in tensors], op)
-    if reasons:
-        raise RuntimeError("; ".join(reasons))
-
-
-def _check_rows(M: int) -> None:
-    # Row indices are decomposed into (b, t, n) in int32 inside the kernels.
-    if M >= 2**31:
-        raise ValueError(f"{_OP}: B*T*N must be below 2**31 rows, got {M}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        return reasons_of(_norm_refusals, x, None, None, None, None, None, None, h_dtype)
+    w = x.new_empty(x.shape[-1], dtype=_F32)
+    return reasons_of(_norm_refusals, x, None, None, w, w, None, None, x.dtype if h_dtype is None else h_dtype)
 
 
 def _unit_channel_stride(t: torch.Tensor) -> torch.Tensor:
     # The kernels honour any strides on B, T, N (0 included); a channel dim without unit stride is copied.
     return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in the kernel's pointer type (a lossless cast where it differs, see the module notes)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _zeros_y(like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The branch output of "no y": zeros, a (B, T, N, C) view of one (C,) row (s = r + 0 = r); the kernels read
+    channels at unit stride."""
+    return torch.zeros(like.shape[-1], dtype=dtype, device=like.device).expand(like.shape)
+
+
+def _ones_mask(like: torch.Tensor, B: int, T: int, N: int) -> torch.Tensor:
+    """The mask of "no DropPath": ones, a stride-0 (B, T, N) float32 view of one element."""
+    return torch.ones((), dtype=_F32, device=like.device).expand(B, T, N)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -529,48 +657,24 @@ def residual_norm_fwd(
 
     One norm: res = s = r + y / keep * mask, h = LN_1(s). Two norms: res = LN_1(s), h = LN_2(res).
     """
-    B, T, N, C = _check_norm_args(r, y, mask, w1, b1, w2, b2, h_dtype)
-    _raise_if_cannot_run([r, w1] + ([y] if y is not None else []) + [torch.empty(0, dtype=h_dtype)], _OP)
-    r = _unit_channel_stride(r)
-    y = None if y is None else _unit_channel_stride(y)
-    res = torch.empty((B, T, N, C), dtype=torch.float32, device=r.device)
-    h = torch.empty((B, T, N, C), dtype=h_dtype, device=r.device)
-    M = B * T * N
-    _check_rows(M)
-    if M == 0:
+    B, T, N, C = _check_norm(r, y, mask, w1, b1, w2, b2, h_dtype)
+    res = _common.new_buffer((B, T, N, C), r, _F32)
+    h = _common.new_buffer((B, T, N, C), r, h_dtype)
+    two = w2 is not None
+    plan = launch_plan(_OP, (B, T, N, C), h_dtype, False, y_dtype=None if y is None else y.dtype, two_norms=two)
+    if not plan:
         return res, h
-    cfg = _norm_config(C)
-    ys = y.stride()[:3] if y is not None else (0, 0, 0)
-    ms = mask.stride() if mask is not None else (0, 0, 0)
+    types = _norm_types(h_dtype, None if y is None else y.dtype, backward=False)
+    r = _unit_channel_stride(_as(r, _F32))
+    y = _unit_channel_stride(_as(y, types["y_ptr"])) if y is not None else _zeros_y(r, h_dtype)
+    inv_keep = 1.0 / keep if mask is not None else 1.0
+    mask = _as(mask, _F32) if mask is not None else _ones_mask(r, B, T, N)
+    w1, b1 = _as(w1, _F32), _as(b1, _F32)
+    w2, b2 = (_as(w2, _F32), _as(b2, _F32)) if two else (w1, b1)
     with device_guard(r):
-        _residual_norm_fwd_kernel[(triton.cdiv(M, cfg.block_m),)](
-            r,
-            y if y is not None else r,
-            mask if mask is not None else r,
-            w1,
-            b1,
-            w2 if w2 is not None else w1,
-            b2 if b2 is not None else b1,
-            res,
-            h,
-            1.0 / keep,
-            float(eps),
-            1.0 / C,
-            M,
-            T,
-            N,
-            C,
-            *r.stride()[:3],
-            *ys,
-            *ms,
-            HAS_Y=y is not None,
-            HAS_MASK=mask is not None,
-            TWO_NORMS=w2 is not None,
-            BLOCK_M=cfg.block_m,
-            BLOCK_C=cfg.block_c,
-            num_warps=cfg.num_warps_fwd,
-            num_stages=1,
-        )
+        for cfg, grid in plan:
+            launch(cfg, grid, r, y, mask, w1, b1, w2, b2, res, h, inv_keep, float(eps), 1.0 / C, B * T * N, T, N, C,
+                   *r.stride()[:3], *y.stride()[:3], *mask.stride())  # fmt: skip
     return res, h
 
 
@@ -591,137 +695,92 @@ def residual_norm_bwd(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of :func:`residual_norm_fwd` -> (dr, dy or None, dw1, db1, dw2 or None, db2 or None).
 
-    ``x`` is s (``add_y`` False) or r (``add_y`` True: s = r + y / keep * mask is rebuilt). ``y`` is read only when
-    ``add_y``; with ``add_y`` False a non-None ``y`` only asks for dy. dr is ``r_dtype``, dy ``y_dtype``, the weight
-    gradients take the weights' dtype. ``grad_res``/``grad_h`` may have any strides on B, T, N (0 included).
+    ``x`` is s (one norm) or r (two norms: s = r + y / keep * mask is rebuilt when ``add_y``, s = r without y).
+    ``y`` is read only when ``add_y``; with ``add_y`` False a non-None ``y`` only asks for dy. dr is ``r_dtype``,
+    dy ``y_dtype``, the weight gradients take the weights' dtype; grad_h's dtype is the forward's h dtype.
+    ``grad_res``/``grad_h`` may
+    have any strides on B, T, N (0 included).
     """
-    B, T, N, C = x.shape
-    dev = x.device
-    want_dy = y is not None
-    grad_res = _unit_channel_stride(grad_res.expand(B, T, N, C))
-    grad_h = _unit_channel_stride(grad_h.expand(B, T, N, C))
-    x = _unit_channel_stride(x)
-    y_in = _unit_channel_stride(y) if (y is not None and add_y) else None
-    M = B * T * N
-    _check_rows(M)
-    cfg = _norm_config(C)
-    tiles = triton.cdiv(M, cfg.block_m)
-    G = _partial_programs(dev, tiles) if M else 1
-    dx = torch.empty((B, T, N, C), dtype=r_dtype, device=dev)
-    dy = torch.empty((B, T, N, C), dtype=y_dtype, device=dev) if want_dy else None
     two = w2 is not None
-    parts = torch.empty((4 if two else 2, G, C), dtype=torch.float32, device=dev)  # every row written
-    if M:
-        ms = mask.stride() if mask is not None else (0, 0, 0)
-        ys = y_in.stride()[:3] if y_in is not None else (0, 0, 0)
+    B, T, N, C = _check_norm(x, y, mask, w1, b1, w2, w2, _tensor(grad_h, "grad_h", _OP).dtype)
+    if add_y and not two:
+        raise ValueError(f"{_OP}: add_y (rebuild s = r + y / keep * mask) needs two norms; one norm saves s itself")
+    for name, g in (("grad_res", grad_res), ("grad_h", grad_h)):
+        if _tensor(g, name, _OP).shape != x.shape:
+            raise ValueError(f"{_OP}: {name} must have shape {tuple(x.shape)}, got {tuple(g.shape)}")
+    want_dy = y is not None
+    h_dtype = grad_h.dtype
+    k_y = None if y is None else y_dtype
+    types = _norm_types(h_dtype, k_y, backward=True)
+    plan = launch_plan(_OP, (B, T, N, C), h_dtype, True, y_dtype=k_y, two_norms=two, programs=_programs(x.device))
+    G = plan[0][1][0] if plan else 1
+    dx = _common.new_buffer((B, T, N, C), x, _F32)
+    dy = _common.new_buffer((B, T, N, C), x, types["dy_ptr"])  # scratch without y
+    parts = _common.new_buffer((4 if two else 2, G, C), x, _F32)  # every row written
+    if plan:
+        grad_res = _unit_channel_stride(_as(grad_res, _F32))
+        grad_h = _unit_channel_stride(grad_h)
+        x = _unit_channel_stride(_as(x, _F32))
+        # Two norms without y (add_y False) rebuild s = r + 0; one norm reads no y (x is s).
+        y_in = _unit_channel_stride(_as(y, types["y_ptr"])) if add_y else _zeros_y(x, types["y_ptr"])
+        inv_keep = 1.0 / keep if mask is not None else 1.0
+        mask = _as(mask, _F32) if mask is not None else _ones_mask(x, B, T, N)
+        w1f, b1f = _as(w1, _F32), _as(b1, _F32)
+        w2f = _as(w2, _F32) if two else w1f
         with device_guard(x):
-            _residual_norm_bwd_kernel[(G,)](
-                x,
-                y_in if y_in is not None else x,
-                mask if mask is not None else x,
-                w1,
-                b1,
-                w2 if two else w1,
-                grad_res,
-                grad_h,
-                dx,
-                dy if dy is not None else dx,
-                parts[0],
-                parts[1],
-                parts[2] if two else parts[0],
-                parts[3] if two else parts[1],
-                1.0 / keep,
-                float(eps),
-                1.0 / C,
-                M,
-                T,
-                N,
-                C,
-                G,
-                *x.stride()[:3],
-                *ys,
-                *ms,
-                *grad_res.stride()[:3],
-                *grad_h.stride()[:3],
-                ADD_Y=y_in is not None,
-                HAS_DY=want_dy,
-                HAS_MASK=mask is not None,
-                TWO_NORMS=two,
-                BLOCK_M=cfg.block_m,
-                BLOCK_C=cfg.block_c,
-                num_warps=cfg.num_warps_bwd,
-                num_stages=1,
-            )
+            for cfg, grid in plan:
+                launch(cfg, grid, x, y_in, mask, w1f, b1f, w2f, grad_res, grad_h, dx, dy,
+                       parts[0], parts[1], parts[2 if two else 0], parts[3 if two else 1], inv_keep, float(eps),
+                       1.0 / C, B * T * N, T, N, C, G, *x.stride()[:3], *y_in.stride()[:3], *mask.stride(),
+                       *grad_res.stride()[:3],
+                       *grad_h.stride()[:3])  # fmt: skip
+    else:
+        parts.zero_()  # no rows: zero gradients of the weights
     # The small reduction over programs; one fresh tensor per gradient (views of one sum would alias).
     dw1, db1 = parts[0].sum(0).to(w1.dtype), parts[1].sum(0).to(b1.dtype)
     dw2, db2 = (parts[2].sum(0).to(w2.dtype), parts[3].sum(0).to(w2.dtype)) if two else (None, None)
-    return dx, dy, dw1, db1, dw2, db2
-
-
-def _check_gelu_args(u: torch.Tensor, b: torch.Tensor) -> int:
-    _check_float(u, "u", _OP_GELU)
-    _check_float(b, "b", _OP_GELU)
-    if u.dim() < 1 or b.dim() != 1 or b.shape[0] != u.shape[-1]:
-        raise ValueError(f"{_OP_GELU}: b must be 1-D with u's last dim, got u {tuple(u.shape)} and b {tuple(b.shape)}")
-    if u.device != b.device:
-        raise ValueError(f"{_OP_GELU}: u is on {u.device}, b on {b.device}")
-    return u.shape[-1]
+    return dx.to(r_dtype), (dy.to(y_dtype) if want_dy else None), dw1, db1, dw2, db2
 
 
 def bias_gelu_fwd(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(..., H) u, (H,) b -> (..., H) gelu(u + b) (exact erf, fp32 math) in u's dtype; launches the forward kernel."""
-    H = _check_gelu_args(u, b)
-    _raise_if_cannot_run([u, b], _OP_GELU)
-    u2 = _unit_channel_stride(u).reshape(-1, H)
-    g = torch.empty(u.shape, dtype=u.dtype, device=u.device)
-    M = u2.shape[0]
-    if M == 0 or H == 0:
+    H = _check_gelu(u, b)
+    g = _common.new_buffer(u.shape, u)
+    plan = launch_plan(_OP_GELU, tuple(u.shape), u.dtype, False)
+    if not plan:
         return g
-    grid = (triton.cdiv(M, _GELU_BLOCK_M), triton.cdiv(H, _GELU_BLOCK_N))
+    u2 = _unit_channel_stride(u).reshape(-1, H)
     with device_guard(u):
-        _bias_gelu_fwd_kernel[grid](
-            u2, b, g, M, H, u2.stride(0), BLOCK_M=_GELU_BLOCK_M, BLOCK_N=_GELU_BLOCK_N, num_warps=_GELU_WARPS
-        )
+        for cfg, grid in plan:
+            launch(cfg, grid, u2, _as(b, _F32), g, u2.shape[0], H, u2.stride(0))
     return g
 
 
 def bias_gelu_bwd(grad_g: torch.Tensor, u: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(..., H) grad of g, u, (H,) b -> (du in u's dtype, db in b's dtype); launches the backward kernel.
 
-    ``grad_g`` may have any strides (0 included).
+    ``grad_g`` may have any strides (0 included) and broadcast to u's shape.
     """
-    H = _check_gelu_args(u, b)
-    u2 = _unit_channel_stride(u).reshape(-1, H)
-    M = u2.shape[0]
-    dg = grad_g.expand(u.shape).reshape(-1, H)  # a view where the strides allow it (stride-0 stays stride-0)
-    du = torch.empty(u.shape, dtype=u.dtype, device=u.device)
-    tiles = triton.cdiv(M, _GELU_BLOCK_M)
-    G = _partial_programs(u.device, tiles) if M else 1
-    part = torch.empty((G, H), dtype=torch.float32, device=u.device)  # every row written
-    if M and H:
+    H = _check_gelu(u, b)
+    grad_g = _tensor(grad_g, "grad_g", _OP_GELU)
+    types = _gelu_types(u.dtype, grad_g.dtype, backward=True)
+    plan = launch_plan(_OP_GELU, tuple(u.shape), u.dtype, True, y_dtype=grad_g.dtype, programs=_programs(u.device))
+    G = plan[0][1][0] if plan else 1
+    du = _common.new_buffer(u.shape, u)
+    part = _common.new_buffer((G, H), u, _F32)  # every row written
+    if plan:
+        u2 = _unit_channel_stride(u).reshape(-1, H)
+        dg = _as(grad_g, types["dg_ptr"]).expand(u.shape).reshape(-1, H)  # a view where strides allow (0 stays 0)
         with device_guard(u):
-            _bias_gelu_bwd_kernel[(G, triton.cdiv(H, _GELU_BLOCK_N))](
-                u2,
-                b,
-                dg,
-                du,
-                part,
-                M,
-                H,
-                G,
-                u2.stride(0),
-                dg.stride(0),
-                dg.stride(1),
-                BLOCK_M=_GELU_BLOCK_M,
-                BLOCK_N=_GELU_BLOCK_N,
-                num_warps=_GELU_WARPS,
-            )
+            for cfg, grid in plan:
+                launch(cfg, grid, u2, _as(b, _F32), dg, du, part, u2.shape[0], H, G, u2.stride(0), *dg.stride())
+    else:
+        part.zero_()
     return du, part.sum(0).to(b.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Registered torch operators (custom_op, as kernels/spatial.py explains: checkable under the interpreter, and
-# torch.compile/export see them through their fake impls).
+# Registered torch operators (custom_op: the reason is in _common.py)
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -743,7 +802,7 @@ def _residual_layernorm_op(
 
 @_residual_layernorm_op.register_fake
 def _(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype):
-    _check_norm_args(r, y, mask, w1, b1, w2, b2, h_dtype)
+    _check_norm(r, y, mask, w1, b1, w2, b2, h_dtype)
     return r.new_empty(r.shape, dtype=torch.float32), r.new_empty(r.shape, dtype=h_dtype)
 
 
@@ -794,7 +853,7 @@ def _norm_setup_context(ctx, inputs, output) -> None:
     ctx.add_y = two and y is not None
     ctx.has_y = y is not None
     ctx.keep, ctx.eps = keep, eps
-    ctx.r_dtype, ctx.y_dtype = r.dtype, (y.dtype if y is not None else r.dtype)
+    ctx.r_dtype, ctx.y_dtype, ctx.h_dtype = r.dtype, (y.dtype if y is not None else r.dtype), h_dtype
     ctx.two = two
 
 
@@ -803,7 +862,7 @@ def _norm_backward(ctx, grad_res: torch.Tensor | None, grad_h: torch.Tensor | No
     if grad_res is None:
         grad_res = torch.zeros((), dtype=torch.float32, device=x.device).expand(x.shape)
     if grad_h is None:
-        grad_h = torch.zeros((), dtype=torch.float32, device=x.device).expand(x.shape)
+        grad_h = torch.zeros((), dtype=ctx.h_dtype, device=x.device).expand(x.shape)
     # The y argument tells the op both "rebuild s" (add_y) and "write dy": pass a stand-in when only dy is wanted.
     y_arg = y if ctx.add_y else (x if ctx.has_y else None)
     dx, dy, dw1, db1, dw2, db2 = torch.ops.fastmixste.residual_layernorm_backward(
@@ -833,7 +892,7 @@ def _bias_gelu_op(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @_bias_gelu_op.register_fake
 def _(u, b):
-    _check_gelu_args(u, b)
+    _check_gelu(u, b)
     return torch.empty(u.shape, dtype=u.dtype, device=u.device)
 
 
@@ -862,7 +921,7 @@ _bias_gelu_op.register_autograd(_gelu_backward, setup_context=_gelu_setup_contex
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Public functions and eager references
+# Public functions
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -871,6 +930,8 @@ def _expand_mask(mask: torch.Tensor | None, shape: torch.Size) -> torch.Tensor |
     if mask is None:
         return None
     B, T, N, _ = shape
+    if _tensor(mask, "mask", _OP).dtype in SUPPORTED_DTYPES:
+        mask = mask.to(_F32)  # the kernels' mask type, cast while it is small (B, T, 1, 1) or (B, 1, N, 1)
     try:
         return mask.expand(B, T, N, 1)[..., 0]
     except RuntimeError as exc:
@@ -896,170 +957,57 @@ def residual_layernorm(
     ``mask`` (optional) is the DropPath draw, broadcastable to (B, T, N, 1) ((B, T, 1, 1) per frame, (B, 1, N, 1)
     per joint), values 0 or 1; ``keep`` = 1 - drop_prob. ``y`` may be None (s = r) and may be a broadcast view.
     ``res`` is float32, ``h`` is ``h_dtype`` (default: w1's dtype). Differentiable in r, y, w1, b1, w2, b2.
-    C <= 2048, dtypes float32/float16/bfloat16. Equivalent to::
+    C <= 2048, dtypes float32/float16/bfloat16. Raises TypeError/ValueError for an unsupported input and
+    RuntimeError where the kernels cannot run, before launch; empty input gives empty outputs. Equivalent to::
 
         s = r.float() + (y if mask is None else y.div(keep) * mask)
         a = F.layer_norm(s, (C,), w1, b1, eps)
         res, h = (s, a) if w2 is None else (a, F.layer_norm(a, (C,), w2, b2, eps))
         return res, h.to(h_dtype)
     """
-    h_dtype = w1.dtype if h_dtype is None else h_dtype
+    h_dtype = _tensor(w1, "w1", _OP).dtype if h_dtype is None else h_dtype
     if not 0.0 < keep <= 1.0:
         raise ValueError(f"{_OP}: keep (1 - drop_prob) must be in (0, 1], got {keep}")
     if not isinstance(r, torch.Tensor) or r.dim() != 4:
         got = tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__
         raise ValueError(f"{_OP}: r must be a 4-D (B, T, N, C) tensor, got {got}")
     m = _expand_mask(mask, r.shape)
-    _check_norm_args(r, y, m, w1, b1, w2, b2, h_dtype)
-    _raise_if_cannot_run([r, w1] + ([y] if y is not None else []) + [torch.empty(0, dtype=h_dtype)], _OP)
+    # Forward and backward check the same things (the backward's types are the forward's).
+    _check_norm(r, y, m, w1, b1, w2, b2, h_dtype)
     return torch.ops.fastmixste.residual_layernorm(r, y, m, float(keep), w1, b1, w2, b2, float(eps), h_dtype)
-
-
-def residual_layernorm_ref(
-    r: torch.Tensor,
-    y: torch.Tensor | None,
-    mask: torch.Tensor | None,
-    keep: float,
-    w1: torch.Tensor,
-    b1: torch.Tensor,
-    w2: torch.Tensor | None = None,
-    b2: torch.Tensor | None = None,
-    eps: float = 1e-6,
-    h_dtype: torch.dtype | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The eager computation :func:`residual_layernorm` fuses, as the MixSTE block and DropPath do it (any device).
-
-    ``res`` comes out in r's dtype promoted with float32 (float64 in stays float64, for references).
-    """
-    h_dtype = w1.dtype if h_dtype is None else h_dtype
-    C = r.shape[-1]
-    s = r.to(torch.promote_types(r.dtype, torch.float32))
-    if y is not None:
-        s = s + (y if mask is None else y.div(keep) * mask)
-    a = F.layer_norm(s, (C,), w1.to(s.dtype), b1.to(s.dtype), eps)
-    if w2 is None:
-        return s, a.to(h_dtype)
-    return a, F.layer_norm(a, (C,), w2.to(s.dtype), b2.to(s.dtype), eps).to(h_dtype)
 
 
 def bias_gelu(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(..., H) u (a Linear output without its bias), (H,) b -> (..., H) exact-erf GELU of u + b, fused in Triton.
 
-    Math in fp32, output in u's dtype; differentiable in u and b. Equivalent to ``F.gelu(u + b)``.
+    Math in fp32, output in u's dtype; differentiable in u and b. Equivalent to ``F.gelu(u + b)``. Raises as
+    :func:`residual_layernorm` does; empty input gives an empty output.
     """
-    _check_gelu_args(u, b)
-    _raise_if_cannot_run([u, b], _OP_GELU)
+    _check_gelu(u, b)
     return torch.ops.fastmixste.bias_gelu(u, b)
 
 
-def bias_gelu_ref(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The eager ``gelu(u + b)`` (exact erf) that :func:`bias_gelu` fuses (any device and dtype)."""
-    return F.gelu(u + b)
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# Ahead-of-time resource report
+# Ahead-of-time compile cases for ``python -m fastmixste.kernels.report``
 # ----------------------------------------------------------------------------------------------------------------
 
-_TRITON_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-# (HAS_Y, HAS_MASK, TWO_NORMS) of the forward and (ADD_Y, HAS_DY, HAS_MASK, TWO_NORMS) of the backward that the
-# fused model launches: first input (r + pos embedding, one norm), after attention (one norm, DropPath), after the
-# MLP (two norms, DropPath), and the same without a mask (eval, or drop_path 0). The heaviest variant of each is
-# compiled for every BLOCK_C; all variants at the model's C = 512.
-_FWD_VARIANTS = [(True, False, False), (True, True, False), (True, True, True), (True, False, True)]
-_BWD_VARIANTS = [
-    (False, True, False, False),
-    (False, True, True, False),
-    (True, True, True, True),
-    (True, True, False, True),
-]
-
-
-def _norm_case(backward: bool, flags: tuple, block_c: int, act: torch.dtype) -> KernelCase:
-    cfg = _norm_config(block_c)
-    assert cfg.block_c == block_c
-    ty = _TRITON_DTYPE[act]
-    # The precision scheme train.run uses: fp32 residual and LayerNorm parameters, activations (y, h, mask, grad_h,
-    # dy) in the autocast dtype; fp32 throughout for fp32.
-    if backward:
-        fn = _residual_norm_bwd_kernel
-        names = ["ADD_Y", "HAS_DY", "HAS_MASK", "TWO_NORMS"]
-        ptr_ty = {"x_ptr": "fp32", "y_ptr": ty, "mask_ptr": ty, "gh_ptr": ty, "dy_ptr": ty}
-    else:
-        fn = _residual_norm_fwd_kernel
-        names = ["HAS_Y", "HAS_MASK", "TWO_NORMS"]
-        ptr_ty = {"y_ptr": ty, "mask_ptr": ty, "h_ptr": ty}
-    constexprs = dict(zip(names, flags)) | {"BLOCK_M": cfg.block_m, "BLOCK_C": block_c}
-    signature: dict[str, str] = {}
-    for name in fn.arg_names:
-        if name in constexprs:
-            signature[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            signature[name] = "*" + ptr_ty.get(name, "fp32")
-        elif name in ("inv_keep", "eps", "inv_c"):
-            signature[name] = "fp32"
-        else:
-            signature[name] = "i32"
-    ptrs = [n for n in fn.arg_names if n.endswith("_ptr")]
-    flag_text = " ".join(f"{k}={int(v)}" for k, v in zip(names, flags))
-    return KernelCase(
-        name=fn.__name__,
-        fn=fn,
-        signature=signature,
-        constexprs=constexprs,
-        num_warps=cfg.num_warps_bwd if backward else cfg.num_warps_fwd,
-        num_stages=1,
-        dtype=ty,
-        label=f"BLOCK_M={cfg.block_m} BLOCK_C={block_c} {flag_text}",
-        extra={"divisible_by_16": ptrs},
-    )
-
-
-def _gelu_case(backward: bool, act: torch.dtype) -> KernelCase:
-    ty = _TRITON_DTYPE[act]
-    fn = _bias_gelu_bwd_kernel if backward else _bias_gelu_fwd_kernel
-    constexprs = {"BLOCK_M": _GELU_BLOCK_M, "BLOCK_N": _GELU_BLOCK_N}
-    signature: dict[str, str] = {}
-    for name in fn.arg_names:
-        if name in constexprs:
-            signature[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            signature[name] = "*fp32" if name in ("b_ptr", "db_ptr") else f"*{ty}"
-        else:
-            signature[name] = "i32"
-    ptrs = [n for n in fn.arg_names if n.endswith("_ptr")]
-    return KernelCase(
-        name=fn.__name__,
-        fn=fn,
-        signature=signature,
-        constexprs=constexprs,
-        num_warps=_GELU_WARPS,
-        num_stages=1,
-        dtype=ty,
-        label=f"BLOCK_M={_GELU_BLOCK_M} BLOCK_N={_GELU_BLOCK_N}",
-        extra={"divisible_by_16": ptrs + ["stride_u_m"]},
-    )
+#: One channel count per tile width (C = BLOCK_C): nothing else in a configuration depends on the shape.
+REPORT_CHANNELS: tuple[int, ...] = _NORM_BLOCK_CS
 
 
 def report_cases() -> list[KernelCase]:
-    """The block kernels' configurations for ``python -m fastmixste.kernels.report``.
-
-    Every tile the launchers can pick (each BLOCK_C, with its BLOCK_M and warps) with the heaviest flag variant
-    (two norms, y, mask: the most live tensors), in bf16 (what train.run's autocast feeds) and fp32; every variant
-    the model launches at its C = 512 in bf16, fp16 and fp32; bias + GELU in all three. fp16 and bf16 compile to the
-    same register allocation apart from the conversions, so fp16 is compiled at C = 512 only.
-    """
-    cases: list[KernelCase] = []
-    for act in (torch.bfloat16, torch.float32):
-        for block_c in _NORM_BLOCK_CS:
-            cases.append(_norm_case(False, _FWD_VARIANTS[2], block_c, act))
-            cases.append(_norm_case(True, _BWD_VARIANTS[2], block_c, act))
-    for act in (torch.bfloat16, torch.float16, torch.float32):
-        others = [(False, f) for f in _FWD_VARIANTS if f != _FWD_VARIANTS[2]]
-        others += [(True, f) for f in _BWD_VARIANTS if f != _BWD_VARIANTS[2]]
-        if act == torch.float16:
-            others += [(False, _FWD_VARIANTS[2]), (True, _BWD_VARIANTS[2])]
-        cases += [_norm_case(backward, flags, 512, act) for backward, flags in others]
-        cases.append(_gelu_case(False, act))
-        cases.append(_gelu_case(True, act))
-    return cases
+    """Every configuration the launchers can pick, for any shape, dtypes and flags, one case each: each BLOCK_C
+    x one/two norms x the (h, y) element typings (h's type for y, or float32), forward and backward; bias + GELU
+    for each u dtype (and, backward, each incoming-gradient typing)."""
+    plans = []
+    for h, y in ((h, y) for h in SUPPORTED_DTYPES for y in SUPPORTED_DTYPES):
+        for C in REPORT_CHANNELS:
+            for two in (False, True):
+                for backward in (False, True):
+                    plan = launch_plan(_OP, (1, 1, 1, C), h, backward, y_dtype=y, two_norms=two)
+                    plans.append((h, plan))
+    for u in SUPPORTED_DTYPES:
+        for grad in SUPPORTED_DTYPES:
+            for backward in (False, True):
+                plans.append((u, launch_plan(_OP_GELU, (1, 1), u, backward, y_dtype=grad)))
+    return typed_report_cases_from(plans)

@@ -10,9 +10,17 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Axis", "attention_ref", "spatial_attention_ref", "temporal_attention_ref"]
+__all__ = [
+    "Axis",
+    "attention_ref",
+    "bias_gelu_ref",
+    "residual_layernorm_ref",
+    "spatial_attention_ref",
+    "temporal_attention_ref",
+]
 
 Axis = Literal["spatial", "temporal"]
 
@@ -64,3 +72,37 @@ def temporal_attention_ref(qkv: torch.Tensor, num_heads: int, scale: float | Non
     Computes in the dtype of ``qkv`` (pass float64 for a high-precision reference).
     """
     return attention_ref(qkv, num_heads, _default_scale(qkv, num_heads, scale), "temporal")
+
+
+def residual_layernorm_ref(
+    r: torch.Tensor,
+    y: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    keep: float,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor | None = None,
+    b2: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    h_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, N, C) r, y -> (res, h), both (B, T, N, C): reference of ``block.residual_layernorm``, the eager
+    computation it fuses, as the MixSTE block and DropPath do it (any device).
+
+    ``res`` comes out in r's dtype promoted with float32 (float64 in stays float64, for references).
+    """
+    h_dtype = w1.dtype if h_dtype is None else h_dtype
+    C = r.shape[-1]
+    s = r.to(torch.promote_types(r.dtype, torch.float32))
+    if y is not None:
+        s = s + (y if mask is None else y.div(keep) * mask)
+    a = F.layer_norm(s, (C,), w1.to(s.dtype), b1.to(s.dtype), eps)
+    if w2 is None:
+        return s, a.to(h_dtype)
+    return a, F.layer_norm(a, (C,), w2.to(s.dtype), b2.to(s.dtype), eps).to(h_dtype)
+
+
+def bias_gelu_ref(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(..., H) u, (H,) b -> (..., H): reference of ``block.bias_gelu``, the eager ``gelu(u + b)`` (exact erf) it
+    fuses (any device and dtype)."""
+    return F.gelu(u + b)

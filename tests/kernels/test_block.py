@@ -215,7 +215,9 @@ def test_residual_layernorm_errors_and_refusal(monkeypatch):
     with pytest.raises(ValueError, match="mask must broadcast"):
         residual_layernorm(r, r, torch.ones(2, 2, 1, 1), 0.5, w, w)
     with pytest.raises(ValueError, match="at most 2048 channels"):
-        residual_layernorm(torch.empty(1, 1, 1, 3000, device="meta"), None, None, 1.0, *[torch.empty(3000)] * 2)
+        residual_layernorm(
+            torch.empty(1, 1, 1, 3000, device="meta"), None, None, 1.0, *[torch.empty(3000, device="meta")] * 2
+        )
     with pytest.raises(ValueError, match=r"keep \(1 - drop_prob\) must be in \(0, 1\]"):
         residual_layernorm(r, r, torch.ones(1, 2, 1, 1), 0.0, w, w)
     assert unsupported_reasons(torch.empty(2, 3, 17, 512, device="meta"), torch.bfloat16) == []
@@ -345,9 +347,47 @@ def test_bias_gelu_errors_and_opcheck():
 
 def test_report_cases_cover_every_tile_the_launcher_picks():
     cases = blk.report_cases()
-    picked = {blk._norm_config(C).block_c for C in range(1, blk.MAX_CHANNELS + 1)}
+    picked = set()
+    for C in range(1, blk.MAX_CHANNELS + 1):
+        for backward in (False, True):
+            ((cfg, _grid),) = blk.launch_plan("residual_layernorm", (1, 1, 1, C), torch.float32, backward)
+            picked.add(cfg.constexpr("BLOCK_C"))
     reported = {c.constexprs["BLOCK_C"] for c in cases if "BLOCK_C" in c.constexprs}
-    assert picked == reported
+    assert picked == reported == set(blk.REPORT_CHANNELS)
     for c in cases:
         assert set(c.signature) == set(c.fn.arg_names)
         assert all(c.signature[k] == "constexpr" for k in c.constexprs)
+        # fp32 scalars and typed pointers as the launchers pass them
+        assert all(c.signature[k] == "fp32" for k in ("inv_keep", "eps", "inv_c") if k in c.signature)
+        assert dict(c.extra["ptr_types"]) == {k: t[1:] for k, t in c.signature.items() if t.startswith("*")}
+
+
+def test_launchers_pass_each_pointer_in_its_planned_type(monkeypatch):
+    """The tensors a launcher hands to a kernel have exactly the element types of its launch configuration's
+    ptr_types (the typing the AOT report compiles), for mixed dtypes (fp16 r and h, fp32 y, fp16 mask)."""
+    seen = []
+    real_launch = blk.launch
+
+    def spy(cfg, grid, *args):
+        ptrs = [n for n in cfg.fn.arg_names if n.endswith("_ptr")]
+        got = {n: a.dtype for n, a in zip(cfg.fn.arg_names, args) if n in ptrs}
+        seen.append((cfg.name, got, {n: t for n, t in cfg.ptr_types}))
+        real_launch(cfg, grid, *args)
+
+    monkeypatch.setattr(blk, "launch", spy)
+    B, T, N, C = 1, 3, 5, 24
+    r = torch.randn(B, T, N, C, device=DEVICE).half().requires_grad_()
+    y = torch.randn(B, T, N, C, device=DEVICE, requires_grad=True)
+    w = torch.ones(C, device=DEVICE, dtype=torch.float16, requires_grad=True)
+    mask = _mask("frame", B, T, N, torch.float16)
+    res, h = residual_layernorm(r, y, mask, KEEP, w, w.detach().clone().requires_grad_(), w, w, h_dtype=torch.float16)
+    (res.sum() + h.float().sum()).backward()
+    u = torch.randn(4, 40, device=DEVICE).half().requires_grad_()
+    bias_gelu(u, torch.zeros(40, device=DEVICE, requires_grad=True)).float().sum().backward()
+    names = {name for name, _, _ in seen}
+    assert names == {"_residual_norm_fwd_kernel", "_residual_norm_bwd_kernel", "_bias_gelu_fwd_kernel",
+                     "_bias_gelu_bwd_kernel"}  # fmt: skip
+    triton_name = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+    for name, got, planned in seen:
+        assert {n: triton_name[d] for n, d in got.items()} == planned, name
+    assert r.grad.dtype == torch.float16 and y.grad.dtype == torch.float32 and w.grad.dtype == torch.float16

@@ -43,14 +43,51 @@ def _attention_choices(op) -> Iterator[tuple[torch.dtype, LaunchConfig]]:
                                 yield dtype, cfg
 
 
+# The block kernels: every C from 1 to 70, both sides of each tile width up to the 2048 limit and past it (refused),
+# row counts from 1 to a full-scale 243-frame sequence, one and two norms, with and without y (the DropPath mask is
+# a runtime operand, no variant), every h / y / gradient dtype, both directions; bias + GELU over row counts and
+# widths around its tiles.
+_CHANNELS = [*range(1, 71), 95, 127, 128, 129, 255, 256, 257, 511, 512, 513, 1023, 1024, 1025, 2047, 2048, 2049, 4096]
+_ROWS = [(1, 1, 1), (2, 3, 5), (1, 27, 17), (2, 243, 17)]
+
+
+def _block_choices(op) -> Iterator[tuple[torch.dtype, LaunchConfig]]:
+    for h in SUPPORTED_DTYPES:
+        for C in _CHANNELS:
+            if op.unsupported_reasons(torch.empty(1, 1, 1, C, device="meta", dtype=torch.float32), h):
+                continue
+            for rows in _ROWS:
+                for y in (None, *SUPPORTED_DTYPES):
+                    for two in (False, True):
+                        for backward in (False, True):
+                            plan = op.launch_plan("residual_layernorm", (*rows, C), h, backward, y_dtype=y,
+                                                  two_norms=two, programs=528)  # fmt: skip
+                            for cfg, grid in plan:
+                                assert grid[0] >= 1, (rows, C, grid)
+                                yield h, cfg
+    for u in SUPPORTED_DTYPES:
+        for shape in [(1, 1), (5, 7, 40), (2, 243, 17, 1024), (3, 128), (17, 129), (4, 2048)]:
+            for grad in SUPPORTED_DTYPES:
+                for backward in (False, True):
+                    for cfg, grid in op.launch_plan("bias_gelu", shape, u, backward, y_dtype=grad, programs=528):
+                        assert min(grid) >= 1, (shape, grid)
+                        yield u, cfg
+
+
 LAUNCH_CHOICES: dict[str, Callable[[object], Iterable[tuple[torch.dtype, LaunchConfig]]]] = {
     "spatial": _attention_choices,
     "temporal": _attention_choices,
+    "block": _block_choices,
 }
 
 
 def _case_key(case) -> tuple:
-    return (case.name, case.dtype, tuple(case.constexprs.items()), case.num_warps, case.num_stages)
+    """The compiled case's key as :meth:`LaunchConfig.key` forms it; for ops whose pointers carry types of their own
+    (TypedLaunchConfig), with every pointer's type as the case's signature gives it."""
+    key = (case.name, case.dtype, tuple(case.constexprs.items()), case.num_warps, case.num_stages)
+    if "ptr_types" in case.extra:
+        key += (tuple((n, t[1:]) for n, t in case.signature.items() if t.startswith("*")),)
+    return key
 
 
 @pytest.mark.parametrize("module", OP_MODULES)
