@@ -13,7 +13,13 @@ from ._common import (
     triton_installed,
     triton_unavailable_reasons,
 )
-from .reference import attention_ref, spatial_attention_ref, temporal_attention_ref
+from .reference import (
+    attention_ref,
+    bias_gelu_ref,
+    residual_layernorm_ref,
+    spatial_attention_ref,
+    temporal_attention_ref,
+)
 
 #: The op modules, in the order dispatch asks them and the AOT report compiles them. A new op module is added here.
 OP_MODULES: tuple[str, ...] = ("spatial", "temporal", "block")
@@ -23,7 +29,11 @@ __all__ = [
     "SUPPORTED_DTYPES",
     "SUPPORTED_HEAD_DIMS",
     "attention_ref",
+    "bias_gelu",
+    "bias_gelu_ref",
     "interpreter_active",
+    "residual_layernorm",
+    "residual_layernorm_ref",
     "spatial_attention",
     "spatial_attention_ref",
     "temporal_attention",
@@ -39,6 +49,10 @@ def __getattr__(name: str):
         from .spatial import spatial_attention as fn
     elif name == "temporal_attention":
         from .temporal import temporal_attention as fn
+    elif name in ("residual_layernorm", "bias_gelu"):
+        from . import block
+
+        fn = getattr(block, name)
     else:
         raise AttributeError(f"module 'fastmixste.kernels' has no attribute {name!r}")
     return fn
