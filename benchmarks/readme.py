@@ -6,7 +6,8 @@
 
 A block is ``<!-- generated:NAME -->...<!-- /generated:NAME -->``; everything between the markers is replaced.
 Blocks: ``kernel-resources`` (kernel_resources.json), ``performance-status``, ``performance-devices``,
-``performance-headline``, ``performance-modelled``, ``performance-limits``, ``performance-targets``, ``memory``
+``performance-headline``, ``performance-modelled``, ``performance-limits``, ``performance-targets``, ``memory``,
+``glance``
 (proxies.json, the measured runs and the kernel table), and ``default-run`` (a training run's results.json; only
 with ``--run``).
 """
@@ -143,6 +144,41 @@ def targets_block(proxies: dict) -> str:
     return "\n".join(lines)
 
 
+def glance_block(proxies: dict) -> str:
+    """README's first table: the fused model's modelled ratios and memory per sequence, both GPUs."""
+    T = longest_full_scale_T(proxies)
+    idx = index([r for r in proxies["results"] if r["full_scale"] and r["T"] == T and r["scope"] == "model"])
+    rows = {mode: row for (_, mode, _, _), row in idx.items()}
+    devs = proxies["devices"]
+
+    def ratio(mode: str, peer: str) -> str:
+        cells = [rows[mode][peer]["modelled"][d]["seconds"] / rows[mode]["triton"]["modelled"][d]["seconds"]
+                 for d in devs]
+        return " / ".join(f"**{x:.2f}x**" if i == 0 else f"{x:.2f}x" for i, x in enumerate(cells))
+
+    names = " / ".join(spec["name"] for spec in devs.values())
+    lines = ["| what | number | where it comes from |", "|---|---|---|"]
+    for mode, peer in (("train", "eager"), ("train", "sdpa"), ("train", "compile"), ("forward", "sdpa")):
+        if peer in rows.get(mode, {}):
+            what = "training step" if mode == "train" else "forward"
+            lines.append(f"| fused vs {peer}, whole-model {what}, T = {T}, bf16 autocast | {ratio(mode, peer)} "
+                         f"({names}) | **modelled** (roofline over counted bytes and FLOPs), see "
+                         f"[Performance](#performance) |")
+    train = rows.get("train", {})
+    if "eager" in train and "triton" in train:
+        lines.append(f"| bytes moved / saved for backward, eager : fused | "
+                     f"{train['eager']['bytes'] / train['triton']['bytes']:.2f}x / "
+                     f"{train['eager']['saved_bytes'] / train['triton']['saved_bytes']:.2f}x | counted on the meta "
+                     f"device at full scale |")
+    mem = {r["recompute"]: r for r in proxies.get("memory", []) if r.get("provider") == "triton" and r.get("available")}
+    if "none" in mem and "full" in mem:
+        lines.append(f"| kept for backward per 243-frame sequence, fused: none / full recompute | "
+                     f"{mem['none']['saved_per_sequence'] / 1e9:.2f} GB / {mem['full']['saved_per_sequence'] / 1e9:.2f}"
+                     f" GB ({mem['none']['rtx4090_max_batch']} / {mem['full']['rtx4090_max_batch']} sequences per "
+                     f"24 GB card) | modelled, see [Memory](#memory) |")
+    return "\n".join(lines)
+
+
 def memory_block(proxies: dict) -> str:
     """Per 243-frame sequence and recompute policy: bytes kept for backward, modelled time cost, largest batch."""
     rows = [r for r in proxies.get("memory", []) if r.get("available")]
@@ -267,6 +303,7 @@ def blocks(folder: Path = RESULTS, run: Path | None = None) -> dict[str, str]:
         out["performance-limits"] = limits_block(proxies, kernels)
         out["performance-targets"] = targets_block(proxies)
         out["memory"] = memory_block(proxies)
+        out["glance"] = glance_block(proxies)
     if run is not None:
         path = run / "results.json" if run.is_dir() else run
         if not path.is_file():
