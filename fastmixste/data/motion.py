@@ -36,7 +36,6 @@ from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from fastmixste.data.builtin import _ANKLE_HEIGHT, _BONES, _CENTRE, _app, detector_noise
 from fastmixste.data.cameras import h36m_cameras, normalize_screen_coordinates, project_to_2d, world_to_camera
@@ -86,6 +85,29 @@ _MIN_DUR = {"Sit": 3.0, "Squat": 2.0, "Bend": 2.0, "Lunge": 2.0, "Jump": 1.6, "K
 
 
 # ------------------------------------------------------------------------------------------------ small helpers
+
+def gaussian_filter1d(x: np.ndarray, sigma: float, axis: int = -1, mode: str = "nearest") -> np.ndarray:
+    """(..., T, ...) -> same shape: a Gaussian low-pass along ``axis`` (truncated at 4 sigma), with the edges held
+    (``mode="nearest"``) or the signal taken as periodic (``mode="wrap"``, done by FFT)."""
+    radius = int(4.0 * sigma + 0.5)
+    taps = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (taps / sigma) ** 2)
+    weights /= weights.sum()
+    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    T = x.shape[-1]
+    if mode == "wrap":
+        kernel = np.zeros(T)
+        np.add.at(kernel, taps % T, weights)
+        out = np.fft.irfft(np.fft.rfft(x, axis=-1) * np.fft.rfft(kernel), n=T, axis=-1)
+    elif mode == "nearest":
+        padded = np.concatenate([np.repeat(x[..., :1], radius, -1), x, np.repeat(x[..., -1:], radius, -1)], -1)
+        out = np.zeros_like(x)
+        for j, w in enumerate(weights):
+            out += w * padded[..., j : j + T]
+    else:
+        raise ValueError(f"mode must be 'nearest' or 'wrap', got {mode!r}")
+    return np.moveaxis(out, -1, axis)
+
 def _ss(u: np.ndarray) -> np.ndarray:
     """Smoothstep of u clipped to [0, 1]."""
     u = np.clip(u, 0.0, 1.0)
