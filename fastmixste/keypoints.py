@@ -42,6 +42,7 @@ corner, hand and foot points are dropped). Halpe-26's first 17 joints are COCO-1
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -520,6 +521,22 @@ def halpe_to_coco(keypoints: np.ndarray) -> np.ndarray:
     return kp[..., :17, :].copy()
 
 
+
+def drop_far_outside(keypoints: np.ndarray, width: float, height: float) -> tuple[np.ndarray, int]:
+    """(T, J, 3) pixel keypoints -> (a copy with confidence 0 where a point lies more than one image size outside
+    the width x height image, how many such points had confidence > 0). Raises KeypointError when no point is left."""
+    kp = np.array(keypoints, dtype=np.float64, copy=True)
+    x, y = kp[..., 0], kp[..., 1]
+    with np.errstate(invalid="ignore"):
+        far = (x < -width) | (x > 2 * width) | (y < -height) | (y > 2 * height)
+    far &= np.isfinite(x) & np.isfinite(y)
+    count = int((far & (kp[..., 2] > 0)).sum())
+    kp[..., 2] = np.where(far, 0.0, kp[..., 2])
+    if count and not (kp[..., 2] > 0).any():
+        raise KeypointError(f"all {count} detected keypoints lie more than one image size outside the {width:g}x"
+                            f"{height:g} image: the image size (--width/--height) does not fit these coordinates")
+    return kp, count
+
 def fill_gaps(keypoints: np.ndarray, min_confidence: float = 0.2) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(T, 17, 3) -> ((T, 17, 2) filled, (T, 17) bool mask of filled entries, notes).
 
@@ -580,11 +597,15 @@ def load_keypoints(
     h = height if height is not None else raw.height
     if w is None or h is None:
         raise KeypointError(f"{path}: the image size is not in the file; pass --width and --height")
-    if w <= 0 or h <= 0:
-        raise KeypointError(f"image size must be positive, got width={w}, height={h}")
+    if not (math.isfinite(w) and math.isfinite(h) and w > 0 and h > 0):
+        raise KeypointError(f"image size must be finite and positive, got width={w}, height={h}")
     picked, who = pick_person(raw, person, min_confidence)
     h36m = to_h36m(picked, layout)
+    h36m, outside = drop_far_outside(h36m, w, h)
     pose, filled, notes = fill_gaps(h36m, min_confidence)
+    if outside:
+        notes.insert(0, f"{outside} of {h36m.shape[0] * h36m.shape[1]} keypoints lie more than one image size "
+                        f"outside the {w:g}x{h:g} image (check --width/--height); treated as missing and filled")
     conf = np.where(filled, 0.0, h36m[..., 2])
     meta = {
         "input": str(path),

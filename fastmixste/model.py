@@ -248,6 +248,14 @@ class MixSTE(nn.Module):
             raise ValueError(
                 f"MixSTE input has {F_} frames, expected 1..{cfg.num_frame} (num_frame): shape {tuple(x.shape)}"
             )
+        bad = ~torch.isfinite(x) if x.device.type != "meta" else None
+        if bad is not None and bool(bad.any()):
+            b, f, jnt, _ = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(
+                f"MixSTE input has {int(bad.sum())} NaN/inf values (first at batch {b}, frame {f}, joint {jnt}): one "
+                f"would spread to every frame through temporal attention; fill missing keypoints first "
+                f"(fastmixste.keypoints.fill_gaps) or drop those frames"
+            )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, F, J, in_chans) -> (B, F, J, C): per-joint features before the regression head (for backbones)."""

@@ -143,6 +143,10 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     p["kp_corrupt"].write_bytes(p["kp_corrupt"].read_bytes()[:120])
     p["kp_ok"] = d / "kp_ok.npy"
     np.save(p["kp_ok"], np.random.default_rng(2).uniform(10, 90, (20, 17, 2)).astype(np.float32))
+    far = np.random.default_rng(2).uniform(10, 90, (20, 17, 2)).astype(np.float32)
+    far[3, 5] = 1e30  # one coordinate far outside a 100x100 image
+    p["kp_far"] = d / "kp_far.npy"
+    np.save(p["kp_far"], far)
     # a mocap corpus (fastmixste.data.mocap layout) with a payload in its clip names
     p["mocap_poison"] = d / "mocap_poison.npz"
     np.savez(p["mocap_poison"], names=np.array([Payload(marker)], dtype=object), fps=np.float64(50.0),
@@ -281,6 +285,12 @@ CLI_CASES: list[Cli] = [
     Cli("infer-keypoints-corrupt", INFER, ["--checkpoint", "{ckpt}", "--keypoints", "{kp_corrupt}", "--layout",
                                            "h36m", "--width", "100", "--height", "100", "--out", "{tmp}/o.npz"], 2,
         "is corrupt or truncated"),
+    Cli("infer-width-nan", INFER, ["--checkpoint", "{ckpt}", "--keypoints", "{kp_ok}", "--layout", "h36m",
+                                   "--width", "nan", "--height", "100", "--out", "{tmp}/o.npz"], 2,
+        "image size must be finite and positive"),
+    Cli("infer-all-outside-the-image", INFER, ["--checkpoint", "{ckpt}", "--keypoints", "{kp_ok}", "--layout",
+                                               "h36m", "--width", "1", "--height", "1", "--out", "{tmp}/o.npz"], 2,
+        "outside the 1x1 image"),
     Cli("infer-out-under-a-file", INFER, ["--checkpoint", "{ckpt}", "--keypoints", "{kp_ok}", "--layout", "h36m",
                                           "--width", "100", "--height", "100", "--out", "{a_file}/o.npz"], 2,
         "cannot write the output {a_file}/o.npz"),
@@ -495,3 +505,45 @@ def test_ctrl_c_runs_save_hooks_and_exits_130(tmp_path, runner):
     assert r.returncode == EXIT_INTERRUPTED, r.stderr
     assert r.stderr.strip() == f"interrupted (Ctrl-C); saved a resumable checkpoint to {saved}"
     assert saved.read_text() == "checkpoint"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Silent wrong results that now fail loudly or are corrected with a note
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_one_far_outside_coordinate_is_treated_as_missing_with_a_note(inputs) -> None:
+    from fastmixste.keypoints import load_keypoints
+
+    kps = load_keypoints(inputs["kp_far"], "h36m", width=100, height=100)
+    assert np.isfinite(kps.pose).all() and np.abs(kps.pose).max() < 200  # filled, not 1e30
+    assert kps.filled[3].any()
+    assert any("1 of 340 keypoints lie more than one image size outside the 100x100 image" in n
+               for n in kps.meta["notes"])
+
+
+def test_model_input_with_one_nan_is_refused_naming_where() -> None:
+    import torch
+
+    from fastmixste import MixSTE
+
+    model = MixSTE(num_frame=9, embed_dim_ratio=32, depth=1, num_heads=2).eval()
+    x = torch.randn(2, 9, 17, 2)
+    x[1, 4, 7, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"1 NaN/inf values \(first at batch 1, frame 4, joint 7\)"):
+        model(x)
+
+
+def test_h36m_3d_in_millimetres_or_with_an_unknown_action_is_refused(tmp_path) -> None:
+    from fastmixste.data.h36m import load_positions_3d
+    from tests.data.conftest import make_vp3d_data, write_vp3d
+
+    p3, _, _ = make_vp3d_data()
+    subject = next(iter(p3))
+    mm = {s: {a: v * 1000.0 for a, v in takes.items()} for s, takes in p3.items()}
+    with pytest.raises(ValueError, match="look like millimetres .* divide by 1000"):
+        load_positions_3d(write_vp3d(tmp_path / "mm.npz", mm))
+    odd = {s: dict(takes) for s, takes in p3.items()}
+    odd[subject]["Dancing 1"] = next(iter(p3[subject].values()))
+    with pytest.raises(ValueError, match=r"unknown Human3.6M action 'Dancing 1'"):
+        load_positions_3d(write_vp3d(tmp_path / "odd.npz", odd))

@@ -110,6 +110,16 @@ def load_positions_3d(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
                 pos = pos[:, H36M_32_TO_17]
             elif pos.shape[1] != 17:
                 raise ValueError(f"{where}: expected (T, 32, 3) or (T, 17, 3), got shape {pos.shape}")
+            try:
+                action_group(action)
+            except ValueError:
+                raise ValueError(f"{where}: unknown Human3.6M action {action!r}; expected one of {ACTIONS} "
+                                 f"(plus an optional take suffix such as ' 1')") from None
+            if len(pos):
+                spread = float(np.median(np.linalg.norm(pos[:, 1:] - pos[:, :1], axis=-1)))
+                if spread > 10.0:  # metres: about 0.2-0.9 from the pelvis; millimetres: hundreds
+                    raise ValueError(f"{where}: joint positions look like millimetres (median distance from the "
+                                     f"pelvis {spread:.0f}); the VideoPose3D format is in metres: divide by 1000")
             out[subject][action] = np.ascontiguousarray(pos, dtype=np.float32)
     return out
 

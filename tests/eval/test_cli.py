@@ -179,7 +179,8 @@ def test_infer_openpose_folder_to_gif(tmp_path, checkpoint):
 
 def test_infer_bad_inputs(tmp_path, checkpoint, capsys):
     np.save(tmp_path / "kp2.npy", coco_walk(10)[..., :2])
-    base = ["--keypoints", str(tmp_path / "kp2.npy"), "--layout", "coco", "--width", "100", "--height", "100",
+    # an image that holds the walk (200-720 px): keypoints far outside the image are refused on their own
+    base = ["--keypoints", str(tmp_path / "kp2.npy"), "--layout", "coco", "--width", "800", "--height", "800",
             "--out", str(tmp_path / "o.npz")]
 
     conf_ckpt = tmp_path / "conf.pt"
