@@ -280,6 +280,17 @@ def run_block(results: dict[str, Any]) -> str:
         s1, s2 = results["scratch"]["protocol1"]["Avg"], results["scratch"]["protocol2"]["Avg"]
         text += (f" With `--compare-scratch`, the same fine-tuning budget from random weights gives {s1:.1f} / "
                  f"{s2:.1f} mm, against {p1['Avg']:.1f} / {p2['Avg']:.1f} mm with pretraining.")
+    held = results.get("heldout")
+    if held:
+        text += (f" On the held-out motion set (patterns and subjects outside the fine-tuning data; mean-pose baseline "
+                 f"{held['baseline_mpjpe']:.1f} mm) it scores {held['protocol1']['Avg']:.1f} / "
+                 f"{held['protocol2']['Avg']:.1f} mm with a speed ratio of {held['speed_ratio']:.2f} (predicted over "
+                 f"true median joint speed)")
+        scratch_held = results.get("scratch", {}).get("heldout")
+        if scratch_held:
+            text += (f", from scratch {scratch_held['protocol1']['Avg']:.1f} / {scratch_held['protocol2']['Avg']:.1f}"
+                     f" mm with {scratch_held['speed_ratio']:.2f}")
+        text += "."
     actions = [a for a in p1 if a != "Avg"]
     head = "| P#1 / P#2 (mm) | " + " | ".join(ACTION_ABBREVIATIONS.get(a, a) for a in actions) + " | **Avg** |"
     rows = [f"| {name} | " + " | ".join(f"{v[a]:.1f}" for a in actions) + f" | **{v['Avg']:.1f}** |"
