@@ -51,6 +51,8 @@ def load_measured(folder: Path) -> list[dict]:
         rows = []
         for b in data["benchmarks"]:
             extra = b.get("extra_info", {})
+            if extra.get("recompute") is not None:
+                continue  # test_recompute_policy's rows (per-policy peak memory) are not timing-table rows
             samples = sorted(b["stats"].get("data") or [b["stats"]["median"]])
             rows.append(
                 {

@@ -120,3 +120,41 @@ def test_path(benchmark, scope: str, mode: str, provider: str, shape: Shape) -> 
         kind="measured",
     )
     benchmark.pedantic(timed, rounds=rounds, warmup_rounds=warmup, iterations=1)
+
+
+RECOMPUTE_SHAPE = Shape(8, 243)
+
+
+@pytest.mark.parametrize("policy", ["none", "lean", "full"])
+@pytest.mark.parametrize("provider", ["eager", "sdpa", "triton"])
+def test_recompute_policy(benchmark, provider: str, policy: str) -> None:
+    """Whole MixSTE training step per recompute policy: time and the real peak memory (CUDA only)."""
+    if not CUDA:
+        pytest.skip("peak memory per recompute policy is recorded on CUDA; on a CPU see python -m benchmarks.proxies "
+                    "--memory (modelled)")
+    reason = skip_reason("model", "train", provider, RECOMPUTE_SHAPE)
+    if reason:
+        pytest.skip(reason)
+    work = cases.build("model", provider, RECOMPUTE_SHAPE, "cuda", torch.float32)
+    work.module.set_recompute(policy)
+    step = cases.step_fn(work, "train")
+
+    def timed() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            step()
+        torch.cuda.synchronize()
+
+    try:
+        timed()
+    except torch.OutOfMemoryError as err:
+        pytest.skip(f"out of GPU memory at {RECOMPUTE_SHAPE}: {err}".splitlines()[0])
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    timed()
+    peak = torch.cuda.max_memory_allocated() - base
+    benchmark.group = f"recompute model train {RECOMPUTE_SHAPE}"
+    benchmark.extra_info.update(scope="model", mode="train", provider=provider, recompute=policy,
+                                B=RECOMPUTE_SHAPE.B, T=RECOMPUTE_SHAPE.T, dtype="bf16-autocast",
+                                device=torch.cuda.get_device_name(0), peak_memory_bytes=peak,
+                                peak_memory_per_sequence_bytes=peak / RECOMPUTE_SHAPE.B, kind="measured")
+    benchmark.pedantic(timed, rounds=5, warmup_rounds=1, iterations=1)
