@@ -12,8 +12,10 @@ from benchmarks._tables import (
     kernel_table,
     longest_full_scale_T,
     measured_table,
+    memory_block,
     modelled_table,
     skipped_table,
+    targets_block,
 )
 
 PEERS = ("eager", "sdpa", "xformers")
@@ -141,10 +143,13 @@ def performance_document(proxies: dict | None, runs: list[dict], kernels: list[d
     if proxies:
         env, T = proxies["environment"], longest_full_scale_T(proxies)
         first = next(iter(proxies["devices"]))
-        perf += [f"Modelled: bf16 end to end; {device_line(proxies)}; training batch {proxies['train_batch']} x T, "
+        precision = proxies.get("precision", "bf16")
+        perf += [f"Modelled: {precision}; {device_line(proxies)}; training batch {proxies['train_batch']} x T, "
                  f"inference batch {proxies['infer_batch']} x T; torch {env['torch']}, commit {env['commit']}, "
                  f"{env['date'][:10]}.", ""]
         perf += headline_section(head, proxies)
+        perf += ["## The fused model against its targets", "", targets_block(proxies), ""]
+        perf += ["## Memory per recompute policy (modelled, per 243-frame sequence)", "", memory_block(proxies), ""]
         perf += [f"## Modelled time, {proxies['devices'][first]['name']}, T = {T} (ms)", "",
                  modelled_table(proxies, first, T=T), ""]
         perf += [line for title, img in images for line in (f"![{title}]({img})", "")]
@@ -170,9 +175,8 @@ def performance_document(proxies: dict | None, runs: list[dict], kernels: list[d
                  "provider, listed without filtering:", ""] + [f"- {line}" for line in losses]
     else:
         perf += ["None among the recorded cases."]
-    perf += ["", "Known limits of these figures: the modelled sdpa runs FlashAttention-2 (its inputs are 4-D: the "
-             "temporal sdpa backend copies q, k, v to (B*N, H, T, D), and those copies are counted); the modelled "
-             "xformers leaves out its backward workspace (optimistic for xformers); compile is measured only.", ""]
+    perf += ["", "Assumptions of the modelled figures (from proxies.json):", ""]
+    perf += [f"- {a}" for a in (proxies or {}).get("assumptions", [])] + [""]
     perf += _limits(proxies, kernels)
     perf += [f"## Kernel resources (AOT, no GPU needed; {KERNEL_VIEW['dtype']}, D = {KERNEL_VIEW['D']})", ""]
     if kernels:

@@ -44,7 +44,10 @@ def load_measured(folder: Path) -> list[dict]:
     for path in sorted(folder.glob("*.json")):
         if path.name in ("proxies.json", "kernel_resources.json"):
             continue
-        data = json.loads(path.read_text())
+        text = path.read_text()
+        if not text.strip():
+            continue  # a benchmark session that timed nothing (every case skipped) leaves an empty file
+        data = json.loads(text)
         info = data.get("machine_info", {}).get("fastmixste")
         if not info or "benchmarks" not in data:
             continue

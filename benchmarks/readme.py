@@ -25,7 +25,7 @@ from typing import Any
 
 from benchmarks._documents import KERNEL_VIEW, device_line, gpu_timing_batch, launch_us, occupancy_range, ties
 from benchmarks._results import RESULTS, SCOPE_LABEL, TIE, load_measured, load_proxies, ms
-from benchmarks._tables import headline, index, longest_full_scale_T
+from benchmarks._tables import glance_block, headline, index, longest_full_scale_T, memory_block, targets_block
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"<!-- generated:(?P<name>[\w-]+) -->(?P<body>.*?)<!-- /generated:(?P=name) -->", re.S)
@@ -106,95 +106,6 @@ def headline_block(proxies: dict) -> str:
     for key, label in (("bytes_ratio", "bytes moved"), ("saved_ratio", "saved for backward"),
                        ("launch_ratio", "kernel launches")):
         lines.append(f"| {label}, peer / fused | " + " | ".join(f"{head[f'{key}_{p}']:.2f}x" for p in PEERS) + " |")
-    return "\n".join(lines)
-
-
-#: Issue targets for the fused path, whole MixSTE at the longest full-scale T: (mode, peer, minimum ratio).
-TARGETS = (("train", "eager", 2.0), ("train", "sdpa", 1.5), ("train", "compile", 1.25), ("forward", "sdpa", 1.3))
-
-
-def targets_block(proxies: dict) -> str:
-    """Whole-model ms per provider (training step and forward) per modelled device, and the fused path's ratios
-    against the targets; a missed target says by how much."""
-    T = longest_full_scale_T(proxies)
-    idx = index([r for r in proxies["results"] if r["full_scale"] and r["T"] == T and r["scope"] == "model"])
-    rows = {mode: row for (scope, mode, _, _), row in idx.items()}
-    if "train" not in rows or "forward" not in rows:
-        return "(no whole-model rows in proxies.json)"
-    batch = {mode: next(b for (_, m, b, _) in idx if m == mode) for mode in ("train", "forward")}
-    providers = [p for p in ("eager", "sdpa", "xformers", "compile", "triton") if p in rows["train"]]
-    lines = [f"Whole MixSTE, T = {T}, {proxies.get('precision', 'bf16')}: training step (B = {batch['train']}) and "
-             f"forward (B = {batch['forward']}), modelled ms:", "",
-             "| device | mode | " + " | ".join(providers) + " |", "|---|---|" + "---|" * len(providers)]
-    for dev, spec in proxies["devices"].items():
-        for mode in ("train", "forward"):
-            t = {p: rows[mode][p]["modelled"][dev]["seconds"] for p in providers if p in rows[mode]}
-            lines.append(f"| {spec['name']} | {mode} | " + " | ".join(ms(t.get(p)) for p in providers) + " |")
-    lines += ["", "| fused (triton) vs | target | " + " | ".join(s["name"] for s in proxies["devices"].values()) + " |",
-              "|---|---|" + "---|" * len(proxies["devices"])]
-    for mode, peer, goal in TARGETS:
-        if peer not in rows[mode]:
-            continue
-        cells = []
-        for dev in proxies["devices"]:
-            x = rows[mode][peer]["modelled"][dev]["seconds"] / rows[mode]["triton"]["modelled"][dev]["seconds"]
-            cells.append(f"{x:.2f}x" + ("" if x >= goal else f" (missed by {1 - x / goal:.0%})"))
-        lines.append(f"| {peer}, {'training step' if mode == 'train' else 'forward'} | >= {goal:g}x | "
-                     + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def glance_block(proxies: dict) -> str:
-    """README's first table: the fused model's modelled ratios and memory per sequence, both GPUs."""
-    T = longest_full_scale_T(proxies)
-    idx = index([r for r in proxies["results"] if r["full_scale"] and r["T"] == T and r["scope"] == "model"])
-    rows = {mode: row for (_, mode, _, _), row in idx.items()}
-    devs = proxies["devices"]
-
-    def ratio(mode: str, peer: str) -> str:
-        cells = [rows[mode][peer]["modelled"][d]["seconds"] / rows[mode]["triton"]["modelled"][d]["seconds"]
-                 for d in devs]
-        return " / ".join(f"**{x:.2f}x**" if i == 0 else f"{x:.2f}x" for i, x in enumerate(cells))
-
-    names = " / ".join(spec["name"] for spec in devs.values())
-    lines = ["| what | number | where it comes from |", "|---|---|---|"]
-    for mode, peer in (("train", "eager"), ("train", "sdpa"), ("train", "compile"), ("forward", "sdpa")):
-        if peer in rows.get(mode, {}):
-            what = "training step" if mode == "train" else "forward"
-            lines.append(f"| fused vs {peer}, whole-model {what}, T = {T}, bf16 autocast | {ratio(mode, peer)} "
-                         f"({names}) | **modelled** (roofline over counted bytes and FLOPs), see "
-                         f"[Performance](#performance) |")
-    train = rows.get("train", {})
-    if "eager" in train and "triton" in train:
-        lines.append(f"| bytes moved / saved for backward, eager : fused | "
-                     f"{train['eager']['bytes'] / train['triton']['bytes']:.2f}x / "
-                     f"{train['eager']['saved_bytes'] / train['triton']['saved_bytes']:.2f}x | counted on the meta "
-                     f"device at full scale |")
-    mem = {r["recompute"]: r for r in proxies.get("memory", []) if r.get("provider") == "triton" and r.get("available")}
-    if "none" in mem and "full" in mem:
-        lines.append(f"| kept for backward per 243-frame sequence, fused: none / full recompute | "
-                     f"{mem['none']['saved_per_sequence'] / 1e9:.2f} GB / {mem['full']['saved_per_sequence'] / 1e9:.2f}"
-                     f" GB ({mem['none']['rtx4090_max_batch']} / {mem['full']['rtx4090_max_batch']} sequences per "
-                     f"24 GB card) | modelled, see [Memory](#memory) |")
-    return "\n".join(lines)
-
-
-def memory_block(proxies: dict) -> str:
-    """Per 243-frame sequence and recompute policy: bytes kept for backward, modelled time cost, largest batch."""
-    rows = [r for r in proxies.get("memory", []) if r.get("available")]
-    if not rows:
-        return "(no memory rows in proxies.json)"
-    gb = 1e9
-    lines = ["| provider | recompute | kept for backward / sequence | peak / sequence | time cost, RTX 4090 | "
-             "largest batch, RTX 4090 24 GB | largest batch, H100 80 GB |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['provider']} | {r['recompute']} | {r['saved_per_sequence'] / gb:.3f} GB | "
-                     f"{r['peak_per_sequence'] / gb:.3f} GB | +{r['rtx4090_time_cost']:.1%} | "
-                     f"{r['rtx4090_max_batch']} | {r['h100_max_batch']} |")
-    missing = [f"{r['provider']}/{r['recompute']}" for r in proxies.get("memory", []) if not r.get("available")]
-    if missing:
-        lines += ["", "Not counted: " + ", ".join(missing) + "."]
     return "\n".join(lines)
 
 
