@@ -206,6 +206,20 @@ def _block_inputs(B: int, T: int, width: int, gelu: bool):
     return make
 
 
+def _block_programs(op: str, shape: tuple[int, ...]) -> Callable[[torch.dtype], int | None]:
+    """The largest forward grid of a block op at ``shape`` (its backward runs a few persistent programs per SM)."""
+
+    def count(dtype: torch.dtype) -> int | None:
+        plan = getattr(importlib.import_module(f"{KERNEL_PACKAGE}.block"), "launch_plan", None)
+        if plan is None:
+            return None
+        kwargs = {"y_dtype": dtype, "two_norms": True} if op == "residual_layernorm" else {}
+        grids = [grid for _, grid in plan(op, shape, dtype, False, **kwargs)]
+        return max(math.prod(grid) for grid in grids) if grids else None
+
+    return count
+
+
 def _block_case(op: str, module: str, ref: Callable[..., Any]) -> ParityCase:
     B, T = FULL_B, FULL_T
     gelu = op == "bias_gelu"
@@ -221,7 +235,7 @@ def _block_case(op: str, module: str, ref: Callable[..., Any]) -> ParityCase:
         ref_chunk=16,
         kernels=2,
         label=f"B{B}-T{T}-N{JOINTS}-C{width}",
-        programs=lambda dtype: None,
+        programs=_block_programs(op, (B, T, JOINTS, width)),
         # bf16 (what autocast feeds them) and fp32: fp16 runs the same code apart from the conversions and is checked
         # on every CPU test run in the Triton interpreter, which cannot run bf16; this keeps the plan in its budget.
         dtypes=(torch.bfloat16, torch.float32),
