@@ -52,7 +52,7 @@ def test_dry_run_prints_a_plan_that_fits_420_s() -> None:
     assert m, out[-2000:]
     assert int(m.group(1)) <= int(m.group(2)) <= 420
     assert re.search(r"planning took \d+\.\d s of the budget", out)
-    # Every part of the issue is in the plan, with its estimate.
+    # Every part of the GPU check is in the plan, with its estimate.
     for step in (
         "environment",
         "parity:spatial_attention:bf16",

@@ -15,7 +15,7 @@ from fastmixste import MixSTE
 
 from .conftest import DEVICE, needs_gpu
 
-# Small config of the issue: depth 2, embed 64, 4 heads (D = 16), T = 27, the 17 joints.
+# A small config: depth 2, embed 64, 4 heads (D = 16), T = 27, the 17 joints.
 SMALL = dict(
     num_frame=27,
     num_joints=17,
