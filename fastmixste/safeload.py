@@ -1,6 +1,6 @@
 """Reading .npz / .npy files from users without ever running code from them.
 
-``np.load(..., allow_pickle=True)`` unpickles object arrays, and unpickling can call any importable function:
+``np.load`` with pickles allowed unpickles object arrays, and unpickling can call any importable function:
 a data file downloaded from anywhere could run code on load. The VideoPose3D format stores its dicts exactly
 that way (``positions_3d``: a 0-d object array holding subject -> action -> array), so this module reads such
 files with a restricted unpickler instead. Its ``find_class`` resolves only the numpy globals that rebuild

@@ -11,12 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from fastmixste import read_checkpoint
 from fastmixste.data.h36m import ACTIONS
+from fastmixste.safeload import read_npz
 from fastmixste.skeleton import H36M_32_TO_17
 from tests.train.conftest import tiny_args
 from train.run import main
@@ -46,7 +46,7 @@ def test_all_stages_write_every_output(tmp_path: Path, builtin_dir: Path, capsys
     from fastmixste.data.mocap import save_mocap_npz
 
     # An extra pretraining corpus at 120 fps (resampled to 50 fps on load): two 3D clips of the built-in data.
-    world = np.load(builtin_dir / "data_3d_h36m.npz", allow_pickle=True)["positions_3d"].item()["S1"]
+    world = read_npz(builtin_dir / "data_3d_h36m.npz", keys=["positions_3d"])["positions_3d"].item()["S1"]
     clips = {name: pos[:60, H36M_32_TO_17] for name, pos in list(world.items())[:2]}
     save_mocap_npz(tmp_path / "extra.npz", clips, fps=120.0)
     out = tmp_path / "run"
