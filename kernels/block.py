@@ -20,6 +20,15 @@ Mean and rstd are recomputed from the saved rows (compute is free in a memory-bo
 nothing but ``res`` and ``h``; backward keeps ``s`` (one norm: the ``res`` output itself) or ``r`` and ``y`` (two
 norms: ``r`` is the previous op's saved ``s``, the same storage).
 
+Recompute ``lean`` (``fastmixste.lean``): both backward kernels can also write the forward's output, h (the GEMM
+input, from the normalisation they recompute anyway) or g = gelu(u + b), so a caller need not keep it for the
+weight gradient of the Linear that read it. A constexpr flag (``WRITE_H`` / ``WRITE_G``; launchers ``write_h`` /
+``write_g``, ops' trailing ``write_h`` / ``write_g`` arguments, default off, so the default binaries do not change).
+The rebuilt values are the forward's arithmetic on the same fp32 values: bitwise the forward's in the interpreter
+and for bias + GELU; on a GPU the norm backward with the flag runs 16 warps (8 spilled, see ``launch_plan``) where
+the forward runs 8, so a row's sums may be reduced in another order and h may differ from the stored one in the
+last bit.
+
 ``bias_gelu(u, b)``: gelu(u + b) with the exact erf GELU for the fc1 output computed without its bias; the backward
 writes du and the bias gradient (partial sums per program, then one small sum). cuBLASLt's GELU epilogue is the
 tanh approximation, not upstream's erf (DESIGN.md section 6), hence this kernel.
@@ -208,6 +217,7 @@ def _residual_norm_bwd_kernel(
     w1_ptr,
     b1_ptr,
     w2_ptr,
+    b2_ptr,
     gres_ptr,
     gh_ptr,
     dx_ptr,
@@ -216,6 +226,7 @@ def _residual_norm_bwd_kernel(
     db1_ptr,
     dw2_ptr,
     db2_ptr,
+    h_ptr,
     inv_keep,
     eps,
     inv_c,
@@ -240,12 +251,15 @@ def _residual_norm_bwd_kernel(
     stride_gh_t,
     stride_gh_n,
     TWO_NORMS: tl.constexpr,
+    WRITE_H: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
     # x is s itself (one norm: the saved output) or r (two norms), with s = r + y / keep * mask rebuilt here.
     # Each of the G programs walks row tiles pid, pid + G, ... and keeps its LayerNorm weight/bias gradient sums in
     # registers; it writes them once to row pid of the (G, C) partial buffers, which the launcher sums.
+    # WRITE_H: also write the forward's h, rebuilt by the forward's own arithmetic from the same fp32 values (bitwise
+    # what the forward stored wherever the row reductions run in the same order), so a caller need not keep it.
     pid = tl.program_id(0)
     eps = tl.cast(eps, tl.float32)
     inv_c = tl.cast(inv_c, tl.float32)
@@ -254,9 +268,12 @@ def _residual_norm_bwd_kernel(
     b_w1 = tl.load(w1_ptr + o_c, mask=m_c, other=0.0).to(tl.float32)
     acc_dw1 = tl.zeros([BLOCK_C], dtype=tl.float32)
     acc_db1 = tl.zeros([BLOCK_C], dtype=tl.float32)
-    if TWO_NORMS:
+    if TWO_NORMS or WRITE_H:
         b_b1 = tl.load(b1_ptr + o_c, mask=m_c, other=0.0).to(tl.float32)
+    if TWO_NORMS:
         b_w2 = tl.load(w2_ptr + o_c, mask=m_c, other=0.0).to(tl.float32)
+        if WRITE_H:
+            b_b2 = tl.load(b2_ptr + o_c, mask=m_c, other=0.0).to(tl.float32)
         acc_dw2 = tl.zeros([BLOCK_C], dtype=tl.float32)
         acc_db2 = tl.zeros([BLOCK_C], dtype=tl.float32)
 
@@ -275,6 +292,7 @@ def _residual_norm_bwd_kernel(
             b_y = tl.load(p_y, mask=m_mc, other=0.0).to(tl.float32)
             b_s += b_y * tl.cast(inv_keep, tl.float32) * b_k[:, None]
         b_xhat1, b_rstd1 = _normalize(b_s, m_c, inv_c, eps)
+        o_out = o_m.to(tl.int64)[:, None] * C + o_c[None, :]
 
         # Incoming gradients may be broadcast (stride-0) views: strides honoured; padded rows/columns load as 0.
         p_gr = gres_ptr + (i_b * stride_gr_b + i_t * stride_gr_t + i_n * stride_gr_n)[:, None] + o_c[None, :]
@@ -286,6 +304,8 @@ def _residual_norm_bwd_kernel(
             # h = LN_2(a), res = a: da = LN_2 backward + grad_res.
             b_a = b_xhat1 * b_w1[None, :] + b_b1[None, :]
             b_xhat2, b_rstd2 = _normalize(b_a, m_c, inv_c, eps)
+            if WRITE_H:  # stored at once: a tile kept live through the gradient math costs registers
+                tl.store(h_ptr + o_out, (b_xhat2 * b_w2[None, :] + b_b2[None, :]).to(h_ptr.dtype.element_ty), mask=m_mc)
             acc_dw2 += tl.sum(b_gh * b_xhat2, 0)
             acc_db2 += tl.sum(b_gh, 0)
             b_ga = _normalize_bwd(b_gh * b_w2[None, :], b_xhat2, b_rstd2, m_c, inv_c) + b_gres
@@ -294,15 +314,18 @@ def _residual_norm_bwd_kernel(
             b_ds = _normalize_bwd(b_ga * b_w1[None, :], b_xhat1, b_rstd1, m_c, inv_c)
         else:
             # h = LN_1(s), res = s: ds = LN_1 backward + grad_res (the residual gradient accumulation).
+            if WRITE_H:  # stored last: stored here, the fp32 2048-wide variant kept an 8 B stack frame on sm_90
+                b_h = b_xhat1 * b_w1[None, :] + b_b1[None, :]
             acc_dw1 += tl.sum(b_gh * b_xhat1, 0)
             acc_db1 += tl.sum(b_gh, 0)
             b_ds = _normalize_bwd(b_gh * b_w1[None, :], b_xhat1, b_rstd1, m_c, inv_c) + b_gres
 
-        o_out = o_m.to(tl.int64)[:, None] * C + o_c[None, :]
         tl.store(dx_ptr + o_out, b_ds.to(dx_ptr.dtype.element_ty), mask=m_mc)
         # dy, the DropPath backward (written to a scratch buffer when the op had no y).
         b_dy = b_ds * b_k[:, None] * tl.cast(inv_keep, tl.float32)
         tl.store(dy_ptr + o_out, b_dy.to(dy_ptr.dtype.element_ty), mask=m_mc)
+        if WRITE_H and not TWO_NORMS:
+            tl.store(h_ptr + o_out, b_h.to(h_ptr.dtype.element_ty), mask=m_mc)
 
     o_p = pid.to(tl.int64) * C + o_c
     tl.store(dw1_ptr + o_p, acc_dw1, mask=m_c)
@@ -349,17 +372,20 @@ def _bias_gelu_bwd_kernel(
     dg_ptr,
     du_ptr,
     db_ptr,
+    g_ptr,
     M,
     H,
     G,
     stride_u_m,
     stride_dg_m,
     stride_dg_n,
+    WRITE_G: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     # Program (pid_g, pid_n) walks row tiles pid_g, pid_g + G, ... of one column block and sums the bias gradient
-    # for it in registers, written once to row pid_g of the (G, H) partial buffer.
+    # for it in registers, written once to row pid_g of the (G, H) partial buffer. WRITE_G: also write the forward's
+    # g = gelu(u + b), the same arithmetic on the same values as the forward kernel (bitwise its output).
     pid_g = tl.program_id(0)
     pid_n = tl.program_id(1)
     o_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -375,8 +401,11 @@ def _bias_gelu_bwd_kernel(
         p_dg = dg_ptr + o_m64 * stride_dg_m + o_n[None, :].to(tl.int64) * stride_dg_n
         b_dg = tl.load(p_dg, mask=m_mn, other=0.0).to(tl.float32)
         # d/dz [z Phi(z)] = Phi(z) + z phi(z)
-        b_dz = b_dg * (_gelu_parts(b_z) + b_z * tl.exp(-0.5 * b_z * b_z) * 0.3989422804014327)
+        b_phi = _gelu_parts(b_z)
+        b_dz = b_dg * (b_phi + b_z * tl.exp(-0.5 * b_z * b_z) * 0.3989422804014327)
         tl.store(du_ptr + o_m64 * H + o_n[None, :], b_dz.to(du_ptr.dtype.element_ty), mask=m_mn)
+        if WRITE_G:
+            tl.store(g_ptr + o_m64 * H + o_n[None, :], (b_z * b_phi).to(g_ptr.dtype.element_ty), mask=m_mn)
         acc_db += tl.sum(b_dz, 0)
     tl.store(db_ptr + pid_g.to(tl.int64) * H + o_n, acc_db, mask=m_n)
 
@@ -422,7 +451,7 @@ def _norm_types(h_dtype: torch.dtype, y_dtype: torch.dtype | None, backward: boo
     fn = _residual_norm_bwd_kernel if backward else _residual_norm_fwd_kernel
     types = {name: _F32 for name in fn.arg_names if name.endswith("_ptr")}
     if backward:
-        types.update(y_ptr=y, dy_ptr=y, gh_ptr=h_dtype)
+        types.update(y_ptr=y, dy_ptr=y, gh_ptr=h_dtype, h_ptr=h_dtype)
     else:
         types.update(y_ptr=y, h_ptr=h_dtype)
     return types
@@ -454,6 +483,7 @@ def launch_plan(
     *,
     y_dtype: torch.dtype | None = None,
     two_norms: bool = False,
+    write_h: bool = False,
     programs: int = _CPU_PROGRAMS,
 ) -> list[tuple[TypedLaunchConfig, tuple[int, ...]]]:
     """Every (configuration, grid) a launcher runs, in launch order; empty for empty input.
@@ -462,8 +492,11 @@ def launch_plan(
     without y: the launchers then pass a stride-0 y of zeros, and dy goes to a scratch buffer, so y is no variant;
     the DropPath mask is a runtime operand too). ``bias_gelu``: ``shape`` (..., H), ``dtype`` u's, ``y_dtype`` the
     incoming gradient's (backward). The backwards run at most ``programs`` persistent programs (4 per SM on a
-    GPU), each summing its own rows of the weight/bias gradients.
+    GPU), each summing its own rows of the weight/bias gradients. ``write_h`` (backward only): the backward also
+    writes the forward's h (``residual_layernorm``) or g (``bias_gelu``), for callers that did not keep it.
     """
+    if write_h and not backward:
+        raise ValueError("write_h asks a backward kernel to rebuild the forward's output; the forward writes it anyway")
     if op == "residual_layernorm":
         B, T, N, C = shape
         M = B * T * N
@@ -473,12 +506,16 @@ def launch_plan(
         types = _norm_types(dtype, y_dtype, backward)
         tiles = triton.cdiv(M, block_m)
         flags = {"TWO_NORMS": two_norms, "BLOCK_M": block_m, "BLOCK_C": block_c}
+        if backward:
+            flags = {"TWO_NORMS": two_norms, "WRITE_H": write_h, "BLOCK_M": block_m, "BLOCK_C": block_c}
         fn = _residual_norm_bwd_kernel if backward else _residual_norm_fwd_kernel
         # The backward's per-column vectors (weights, four gradient accumulators) grow with BLOCK_C: at 2048 wide,
         # 8 warps sat at 128 registers with an 8 B spill on sm_90; 16 warps halve them. The fp32 two-norm backward
         # of the 16 x 128 tile did the same on sm_90 (128 registers, 8 B) once the strides are known multiples of
         # 16, as on a GPU for C = 128: 16 warps, 98 registers (kernels.report).
-        wide = block_c >= 2048 or (two_norms and dtype == _F32 and block_c == 128)
+        # Writing h as well (write_h) took 128-221 registers at 8 warps, with 8 B spills in some typings (sm_89 and
+        # sm_90): 16 warps for every such variant.
+        wide = block_c >= 2048 or (two_norms and dtype == _F32 and block_c == 128) or write_h
         num_warps = 16 if backward and wide else 8
         cfg = _config(fn, flags, num_warps, types, ("inv_keep", "eps", "inv_c"))
         return [(cfg, (max(1, min(tiles, programs)) if backward else tiles,))]
@@ -494,7 +531,7 @@ def launch_plan(
         cols = triton.cdiv(H, _GELU_BLOCK_N)
         if backward:
             grid = (max(1, min(triton.cdiv(M, _GELU_BLOCK_M), programs)), cols)
-            return [(_config(_bias_gelu_bwd_kernel, tile, _GELU_WARPS, types), grid)]
+            return [(_config(_bias_gelu_bwd_kernel, {"WRITE_G": write_h} | tile, _GELU_WARPS, types), grid)]
         return [(_config(_bias_gelu_fwd_kernel, tile, _GELU_WARPS, types), (triton.cdiv(M, _GELU_BLOCK_M), cols))]
     raise ValueError(f"op must be 'residual_layernorm' or 'bias_gelu', got {op!r}")
 
@@ -692,17 +729,25 @@ def residual_norm_bwd(
     add_y: bool,
     r_dtype: torch.dtype,
     y_dtype: torch.dtype,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Gradients of :func:`residual_norm_fwd` -> (dr, dy or None, dw1, db1, dw2 or None, db2 or None).
+    b2: torch.Tensor | None = None,
+    write_h: bool = False,
+) -> tuple[torch.Tensor, ...]:
+    """Gradients of :func:`residual_norm_fwd` -> (dr, dy or None, dw1, db1, dw2 or None, db2 or None, h or None).
 
     ``x`` is s (one norm) or r (two norms: s = r + y / keep * mask is rebuilt when ``add_y``, s = r without y).
     ``y`` is read only when ``add_y``; with ``add_y`` False a non-None ``y`` only asks for dy. dr is ``r_dtype``,
     dy ``y_dtype``, the weight gradients take the weights' dtype; grad_h's dtype is the forward's h dtype.
     ``grad_res``/``grad_h`` may
-    have any strides on B, T, N (0 included).
+    have any strides on B, T, N (0 included). ``write_h``: also return the forward's h (grad_h's dtype), rebuilt in
+    the same pass for callers that did not keep it; two norms need ``b2`` for it.
     """
     two = w2 is not None
     B, T, N, C = _check_norm(x, y, mask, w1, b1, w2, w2, _tensor(grad_h, "grad_h", _OP).dtype)
+    if write_h and two and b2 is None:
+        raise ValueError(f"{_OP}: write_h with two norms needs b2 (h = LN_2(a) uses it)")
+    if b2 is not None and (not two or _tensor(b2, "b2", _OP).shape != (C,) or b2.device != x.device):
+        got = f"{tuple(b2.shape)} on {b2.device}" + ("" if two else " without w2")
+        raise ValueError(f"{_OP}: b2 must be a ({C},) tensor on {x.device} beside w2, got {got}")
     if add_y and not two:
         raise ValueError(f"{_OP}: add_y (rebuild s = r + y / keep * mask) needs two norms; one norm saves s itself")
     for name, g in (("grad_res", grad_res), ("grad_h", grad_h)):
@@ -712,8 +757,10 @@ def residual_norm_bwd(
     h_dtype = grad_h.dtype
     k_y = None if y is None else y_dtype
     types = _norm_types(h_dtype, k_y, backward=True)
-    plan = launch_plan(_OP, (B, T, N, C), h_dtype, True, y_dtype=k_y, two_norms=two, programs=_programs(x.device))
+    plan = launch_plan(_OP, (B, T, N, C), h_dtype, True, y_dtype=k_y, two_norms=two, write_h=write_h,
+                       programs=_programs(x.device))  # fmt: skip
     G = plan[0][1][0] if plan else 1
+    h = _common.new_buffer((B, T, N, C), x, h_dtype) if write_h else None
     dx = _common.new_buffer((B, T, N, C), x, _F32)
     dy = _common.new_buffer((B, T, N, C), x, types["dy_ptr"])  # scratch without y
     parts = _common.new_buffer((4 if two else 2, G, C), x, _F32)  # every row written
@@ -727,10 +774,13 @@ def residual_norm_bwd(
         mask = _as(mask, _F32) if mask is not None else _ones_mask(x, B, T, N)
         w1f, b1f = _as(w1, _F32), _as(b1, _F32)
         w2f = _as(w2, _F32) if two else w1f
+        b2f = _as(b2, _F32) if two and b2 is not None else b1f  # read only with two norms and write_h
         with device_guard(x):
             for cfg, grid in plan:
-                launch(cfg, grid, x, y_in, mask, w1f, b1f, w2f, grad_res, grad_h, dx, dy,
-                       parts[0], parts[1], parts[2 if two else 0], parts[3 if two else 1], inv_keep, float(eps),
+                # Without write_h, h points at grad_h (h's type, never written).
+                launch(cfg, grid, x, y_in, mask, w1f, b1f, w2f, b2f, grad_res, grad_h, dx, dy,
+                       parts[0], parts[1], parts[2 if two else 0], parts[3 if two else 1], grad_h if h is None else h,
+                       inv_keep, float(eps),
                        1.0 / C, B * T * N, T, N, C, G, *x.stride()[:3], *y_in.stride()[:3], *mask.stride(),
                        *grad_res.stride()[:3],
                        *grad_h.stride()[:3])  # fmt: skip
@@ -739,7 +789,7 @@ def residual_norm_bwd(
     # The small reduction over programs; one fresh tensor per gradient (views of one sum would alias).
     dw1, db1 = parts[0].sum(0).to(w1.dtype), parts[1].sum(0).to(b1.dtype)
     dw2, db2 = (parts[2].sum(0).to(w2.dtype), parts[3].sum(0).to(w2.dtype)) if two else (None, None)
-    return dx.to(r_dtype), (dy.to(y_dtype) if want_dy else None), dw1, db1, dw2, db2
+    return dx.to(r_dtype), (dy.to(y_dtype) if want_dy else None), dw1, db1, dw2, db2, h
 
 
 def bias_gelu_fwd(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -756,16 +806,21 @@ def bias_gelu_fwd(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return g
 
 
-def bias_gelu_bwd(grad_g: torch.Tensor, u: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(..., H) grad of g, u, (H,) b -> (du in u's dtype, db in b's dtype); launches the backward kernel.
+def bias_gelu_bwd(
+    grad_g: torch.Tensor, u: torch.Tensor, b: torch.Tensor, write_g: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(..., H) grad of g, u, (H,) b -> (du in u's dtype, db in b's dtype, g or None); launches the backward kernel.
 
-    ``grad_g`` may have any strides (0 included) and broadcast to u's shape.
+    ``grad_g`` may have any strides (0 included) and broadcast to u's shape. ``write_g``: also return the forward's
+    g = gelu(u + b) in u's dtype, rebuilt in the same pass for callers that did not keep it.
     """
     H = _check_gelu(u, b)
     grad_g = _tensor(grad_g, "grad_g", _OP_GELU)
     types = _gelu_types(u.dtype, grad_g.dtype, backward=True)
-    plan = launch_plan(_OP_GELU, tuple(u.shape), u.dtype, True, y_dtype=grad_g.dtype, programs=_programs(u.device))
+    plan = launch_plan(_OP_GELU, tuple(u.shape), u.dtype, True, y_dtype=grad_g.dtype, write_h=write_g,
+                       programs=_programs(u.device))  # fmt: skip
     G = plan[0][1][0] if plan else 1
+    g = _common.new_buffer(u.shape, u) if write_g else None
     du = _common.new_buffer(u.shape, u)
     part = _common.new_buffer((G, H), u, _F32)  # every row written
     if plan:
@@ -773,10 +828,12 @@ def bias_gelu_bwd(grad_g: torch.Tensor, u: torch.Tensor, b: torch.Tensor) -> tup
         dg = _as(grad_g, types["dg_ptr"]).expand(u.shape).reshape(-1, H)  # a view where strides allow (0 stays 0)
         with device_guard(u):
             for cfg, grid in plan:
-                launch(cfg, grid, u2, _as(b, _F32), dg, du, part, u2.shape[0], H, G, u2.stride(0), *dg.stride())
+                # Without write_g, g points at du (u's type, never written by the kernel).
+                launch(cfg, grid, u2, _as(b, _F32), dg, du, part, du if g is None else g, u2.shape[0], H, G,
+                       u2.stride(0), *dg.stride())  # fmt: skip
     else:
         part.zero_()
-    return du, part.sum(0).to(b.dtype)
+    return du, part.sum(0).to(b.dtype), g
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -821,17 +878,20 @@ def _residual_layernorm_backward_op(
     add_y: bool,
     r_dtype: torch.dtype,
     y_dtype: torch.dtype,
+    b2: torch.Tensor | None = None,
+    write_h: bool = False,
 ) -> list[torch.Tensor]:
-    dx, dy, dw1, db1, dw2, db2 = residual_norm_bwd(
-        grad_res, grad_h, x, y, mask, keep, w1, b1, w2, eps, add_y, r_dtype, y_dtype
-    )
-    # Absent gradients come back as distinct empty placeholders (an op's outputs can be neither None nor aliases).
-    return [dx] + [x.new_empty(0) if t is None else t for t in (dy, dw1, db1, dw2, db2)]
+    outs = residual_norm_bwd(grad_res, grad_h, x, y, mask, keep, w1, b1, w2, eps, add_y, r_dtype, y_dtype, b2, write_h)
+    # Absent outputs come back as distinct empty placeholders (an op's outputs can be neither None nor aliases):
+    # [dr, dy, dw1, db1, dw2, db2, h].
+    return [outs[0]] + [x.new_empty(0) if t is None else t for t in outs[1:]]
 
 
 @_residual_layernorm_backward_op.register_fake
-def _(grad_res, grad_h, x, y, mask, keep, w1, b1, w2, eps, add_y, r_dtype, y_dtype):
+def _(grad_res, grad_h, x, y, mask, keep, w1, b1, w2, eps, add_y, r_dtype, y_dtype, b2=None, write_h=False):
     two = w2 is not None
+    if write_h and two and b2 is None:
+        raise ValueError(f"{_OP}: write_h with two norms needs b2 (h = LN_2(a) uses it)")
     return [
         x.new_empty(x.shape, dtype=r_dtype),
         x.new_empty(x.shape, dtype=y_dtype) if y is not None else x.new_empty(0),
@@ -839,6 +899,7 @@ def _(grad_res, grad_h, x, y, mask, keep, w1, b1, w2, eps, add_y, r_dtype, y_dty
         b1.new_empty(b1.shape),
         w2.new_empty(w2.shape) if two else x.new_empty(0),
         w2.new_empty(w2.shape) if two else x.new_empty(0),
+        x.new_empty(x.shape, dtype=grad_h.dtype) if write_h else x.new_empty(0),
     ]
 
 
@@ -865,7 +926,7 @@ def _norm_backward(ctx, grad_res: torch.Tensor | None, grad_h: torch.Tensor | No
         grad_h = torch.zeros((), dtype=ctx.h_dtype, device=x.device).expand(x.shape)
     # The y argument tells the op both "rebuild s" (add_y) and "write dy": pass a stand-in when only dy is wanted.
     y_arg = y if ctx.add_y else (x if ctx.has_y else None)
-    dx, dy, dw1, db1, dw2, db2 = torch.ops.fastmixste.residual_layernorm_backward(
+    dx, dy, dw1, db1, dw2, db2, _ = torch.ops.fastmixste.residual_layernorm_backward(
         grad_res, grad_h, x, y_arg, mask, ctx.keep, w1, b1, w2, ctx.eps, ctx.add_y, ctx.r_dtype, ctx.y_dtype
     )
     return (
@@ -897,13 +958,17 @@ def _(u, b):
 
 
 @torch.library.custom_op("fastmixste::bias_gelu_backward", mutates_args=())
-def _bias_gelu_backward_op(grad_g: torch.Tensor, u: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return bias_gelu_bwd(grad_g, u, b)
+def _bias_gelu_backward_op(
+    grad_g: torch.Tensor, u: torch.Tensor, b: torch.Tensor, write_g: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    du, db, g = bias_gelu_bwd(grad_g, u, b, write_g)
+    return du, db, u.new_empty(0) if g is None else g  # (du, db, g or an empty placeholder)
 
 
 @_bias_gelu_backward_op.register_fake
-def _(grad_g, u, b):
-    return torch.empty(u.shape, dtype=u.dtype, device=u.device), b.new_empty(b.shape)
+def _(grad_g, u, b, write_g=False):
+    g = torch.empty(u.shape, dtype=u.dtype, device=u.device) if write_g else u.new_empty(0)
+    return torch.empty(u.shape, dtype=u.dtype, device=u.device), b.new_empty(b.shape), g
 
 
 def _gelu_setup_context(ctx, inputs, output) -> None:
@@ -913,7 +978,7 @@ def _gelu_setup_context(ctx, inputs, output) -> None:
 
 def _gelu_backward(ctx, grad_g: torch.Tensor):
     u, b = ctx.saved_tensors
-    du, db = torch.ops.fastmixste.bias_gelu_backward(grad_g, u, b)
+    du, db, _ = torch.ops.fastmixste.bias_gelu_backward(grad_g, u, b)
     return du, db
 
 
@@ -997,17 +1062,20 @@ REPORT_CHANNELS: tuple[int, ...] = _NORM_BLOCK_CS
 
 def report_cases() -> list[KernelCase]:
     """Every configuration the launchers can pick, for any shape, dtypes and flags, one case each: each BLOCK_C
-    x one/two norms x the (h, y) element typings (h's type for y, or float32), forward and backward; bias + GELU
-    for each u dtype (and, backward, each incoming-gradient typing)."""
+    x one/two norms x the (h, y) element typings (h's type for y, or float32), forward and backward (with and
+    without writing h); bias + GELU for each u dtype (and, backward, each incoming-gradient typing, with and without
+    writing g)."""
     plans = []
     for h, y in ((h, y) for h in SUPPORTED_DTYPES for y in SUPPORTED_DTYPES):
         for C in REPORT_CHANNELS:
             for two in (False, True):
-                for backward in (False, True):
-                    plan = launch_plan(_OP, (1, 1, 1, C), h, backward, y_dtype=y, two_norms=two)
+                plans.append((h, launch_plan(_OP, (1, 1, 1, C), h, False, y_dtype=y, two_norms=two)))
+                for write_h in (False, True):
+                    plan = launch_plan(_OP, (1, 1, 1, C), h, True, y_dtype=y, two_norms=two, write_h=write_h)
                     plans.append((h, plan))
     for u in SUPPORTED_DTYPES:
         for grad in SUPPORTED_DTYPES:
-            for backward in (False, True):
-                plans.append((u, launch_plan(_OP_GELU, (1, 1), u, backward, y_dtype=grad)))
+            plans.append((u, launch_plan(_OP_GELU, (1, 1), u, False, y_dtype=grad)))
+            for write_g in (False, True):
+                plans.append((u, launch_plan(_OP_GELU, (1, 1), u, True, y_dtype=grad, write_h=write_g)))
     return typed_report_cases_from(plans)

@@ -45,8 +45,8 @@ def _attention_choices(op) -> Iterator[tuple[torch.dtype, LaunchConfig]]:
 
 # The block kernels: every C from 1 to 70, both sides of each tile width up to the 2048 limit and past it (refused),
 # row counts from 1 to a full-scale 243-frame sequence, one and two norms, with and without y (the DropPath mask is
-# a runtime operand, no variant), every h / y / gradient dtype, both directions; bias + GELU over row counts and
-# widths around its tiles.
+# a runtime operand, no variant), every h / y / gradient dtype, both directions, backwards with and without writing
+# the forward's h (g for bias + GELU); bias + GELU over row counts and widths around its tiles.
 _CHANNELS = [*range(1, 71), 95, 127, 128, 129, 255, 256, 257, 511, 512, 513, 1023, 1024, 1025, 2047, 2048, 2049, 4096]
 _ROWS = [(1, 1, 1), (2, 3, 5), (1, 27, 17), (2, 243, 17)]
 
@@ -59,17 +59,18 @@ def _block_choices(op) -> Iterator[tuple[torch.dtype, LaunchConfig]]:
             for rows in _ROWS:
                 for y in (None, *SUPPORTED_DTYPES):
                     for two in (False, True):
-                        for backward in (False, True):
+                        for backward, write_h in ((False, False), (True, False), (True, True)):
                             plan = op.launch_plan("residual_layernorm", (*rows, C), h, backward, y_dtype=y,
-                                                  two_norms=two, programs=528)  # fmt: skip
+                                                  two_norms=two, write_h=write_h, programs=528)  # fmt: skip
                             for cfg, grid in plan:
                                 assert grid[0] >= 1, (rows, C, grid)
                                 yield h, cfg
     for u in SUPPORTED_DTYPES:
         for shape in [(1, 1), (5, 7, 40), (2, 243, 17, 1024), (3, 128), (17, 129), (4, 2048)]:
             for grad in SUPPORTED_DTYPES:
-                for backward in (False, True):
-                    for cfg, grid in op.launch_plan("bias_gelu", shape, u, backward, y_dtype=grad, programs=528):
+                for backward, write_g in ((False, False), (True, False), (True, True)):
+                    plan = op.launch_plan("bias_gelu", shape, u, backward, y_dtype=grad, write_h=write_g, programs=528)
+                    for cfg, grid in plan:
                         assert min(grid) >= 1, (shape, grid)
                         yield u, cfg
 
