@@ -266,7 +266,14 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, backend: str = "eager") -> torch.Tensor:
         """(B, T, N, C) -> (B, T, N, C), attention over N or T according to ``self.axis``."""
-        qkv = self.qkv(x)  # (B, T, N, 3C)
+        return self.attend(self.qkv(x), backend)
+
+    def attend(self, qkv: torch.Tensor, backend: str = "eager") -> torch.Tensor:
+        """(B, T, N, 3C) output of ``self.qkv`` -> (B, T, N, C): the attention core and the output projection.
+
+        The fused block computes the qkv projection itself (``fastmixste.lean.norm_linear`` under recompute "lean")
+        and enters here.
+        """
         dropout_p = self.attn_drop.p if self.training else 0.0
         if backend == "eager":
             out = eager_attention_core(qkv, self.num_heads, self.scale, self.axis, self.attn_drop)

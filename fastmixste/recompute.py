@@ -4,17 +4,26 @@ One switch for every attention backend (``MixSTE(recompute=...)``, ``model.set_r
 
 - ``none``: autograd keeps what each op saves (the default).
 - ``lean``: per block, keep the outputs of the expensive ops — the GEMMs (qkv, proj, fc1, fc2) and the attention
-  cores (their outputs and softmax statistics) — and rebuild everything else in backward: LayerNorm outputs from
-  their inputs, GELU from its input, casts, residual adds, DropPath and dropout masks (replayed from the RNG).
-  Implemented with torch's selective activation checkpointing (``torch.utils.checkpoint`` with a policy), so no
-  backward is written by hand.
-- ``full``: checkpoint each spatial-temporal block pair (STE_i, its shared norm, TTE_i, its shared norm); only the
-  pair inputs are kept (one (B, T, N, C) fp32 tensor per pair under autocast) and the pair is recomputed in backward.
-  A pair rather than a single block: the recompute costs the same (every block's forward runs once more), and
-  half as many fp32 residual-stream tensors are kept.
+  cores (their outputs and softmax statistics) — and rebuild what is cheap in backward: the LayerNorm outputs that
+  feed the qkv and fc1 Linears, and the GELU output that feeds fc2.
+
+  - eager, sdpa, xformers: torch's selective activation checkpointing (``torch.utils.checkpoint`` with the policy
+    below) replays everything else in backward (LayerNorms, GELU, casts, residual adds, DropPath and dropout masks
+    from the restored RNG state), so no backward is written by hand.
+  - triton (the fused block): nothing is replayed. Each LayerNorm and the Linear it feeds, and bias + GELU with
+    fc2, run as one autograd Function (:mod:`fastmixste.lean`) that keeps neither h nor g; the fused backward
+    kernels, which recompute the normalisation and the GELU anyway, write them beside the gradients in the same
+    pass (``write_h`` / ``write_g`` of ``fastmixste.kernels.block``), and the weight gradients are taken from them.
+    The residual stream, the DropPath masks and everything else are kept as under ``none``.
+- ``full`` (every backend): checkpoint each spatial-temporal block pair (STE_i, its shared norm, TTE_i, its shared
+  norm); only the pair inputs are kept (one (B, T, N, C) fp32 tensor per pair under autocast) and the pair is
+  recomputed in backward. A pair rather than a single block: the recompute costs the same (every block's forward
+  runs once more), and half as many fp32 residual-stream tensors are kept.
 
 Gradients do not change: the recomputed forward replays the same ops on the same inputs, and the RNG state is
 restored before the replay, so DropPath draws the same masks (bitwise equal gradients on CPU for eager and sdpa).
+The fused ``lean`` replays nothing: its gradients are those of ``none`` up to the order of fp32 sums (the weight
+gradients come from the rebuilt h and g, the same values the forward wrote).
 """
 
 from __future__ import annotations
@@ -64,7 +73,7 @@ def _lean_policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPoli
     namespace = getattr(op, "namespace", None)
     if namespace == "fastmixste":
         # the fused attention cores are kept; the fused block ops (residual, DropPath, LayerNorm, GELU) are cheap
-        # memory-bound passes and are replayed
+        # memory-bound passes and are replayed (the model's triton path uses fastmixste.lean instead of this policy)
         return CheckpointPolicy.MUST_SAVE if "attention" in str(op) else CheckpointPolicy.PREFER_RECOMPUTE
     if namespace is not None and namespace not in _RECOMPUTED_NAMESPACES:
         return CheckpointPolicy.MUST_SAVE  # other libraries' attention ops (xformers)
