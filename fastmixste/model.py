@@ -319,10 +319,11 @@ class MixSTE(nn.Module):
         B, F_, J, C = e.shape
         blk0 = self.STEblocks[0]
         # r: the fp32 residual stream, qkv: the next block's qkv projection. First: embedding + spatial positions,
-        # STE0.norm1, STE0's qkv.
+        # STE0.norm1, STE0's qkv (under full the first pair rebuilds it from r: not computed here).
         pos = self.Spatial_pos_embed.unsqueeze(1).expand(B, F_, J, C)  # (1, J, C) -> (B, F, J, C) view
         norm1 = blk0.norm1
-        r, qkv = self._norm_linear(lean, blk0.attn.qkv, e, pos, None, 1.0, norm1.weight, norm1.bias, h_dtype=h_dtype)
+        linear = blk0.attn.qkv if policy != "full" else None
+        r, qkv = self._norm_linear(lean, linear, e, pos, None, 1.0, norm1.weight, norm1.bias, h_dtype=h_dtype)
         for i in range(self.block_depth):
             if policy != "full":
                 r, qkv = self._fused_block_pair(i, r, qkv, h_dtype=h_dtype, out_dtype=out_dtype, lean=lean)
