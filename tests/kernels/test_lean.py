@@ -324,3 +324,37 @@ def test_lean_model_compiles_with_fullgraph():
     torch.testing.assert_close(out_c.detach(), out_e, rtol=0, atol=1e-6)
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, grads_e[name], rtol=1e-5, atol=1e-7, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_meta_count_under_autocast_emulation_emits_bf16_gemm_inputs():
+    """Counting on meta (benchmarks.proxies) under profiling.AutocastEmulation: the fused block emits its GEMM inputs
+    in bf16 as it does under CUDA autocast, so no activation-sized cast runs before a Linear; outside the emulation
+    the model's parameters' dtype is used."""
+    from fastmixste.profiling import AutocastEmulation, emulated_autocast_dtype
+
+    class NormOutputs(torch.utils._python_dispatch.TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.h_dtypes: list[torch.dtype] = []
+            self.casts: list[int] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.fastmixste.residual_layernorm.default:
+                self.h_dtypes.append(out[1].dtype)
+            elif func is torch.ops.aten._to_copy.default:
+                self.casts.append(out.numel())
+            return out
+
+    model = MixSTE(**SMALL, attn_backend="triton").to("meta").train().set_recompute("lean")
+    x = torch.empty(2, 9, 17, 2, device="meta")
+    assert emulated_autocast_dtype() is None
+    with AutocastEmulation(torch.bfloat16), NormOutputs() as seen:
+        assert emulated_autocast_dtype() == torch.bfloat16
+        model.forward_features(x)  # the head's Linear casts the fp32 features, under CUDA autocast too
+    assert emulated_autocast_dtype() is None
+    # every h feeding a GEMM is bf16; the fp32 ones are the STE0 post-norm before the temporal positions and the
+    # features (the last post-norm, fp32 as eager's LayerNorm under autocast)
+    assert seen.h_dtypes.count(torch.bfloat16) == len(seen.h_dtypes) - 2, seen.h_dtypes
+    activation = 2 * 9 * 17 * SMALL["embed_dim_ratio"]
+    assert max(seen.casts) < activation, "an activation-sized cast ran in the forward"
