@@ -235,7 +235,7 @@ def results_to_dict(result: EvalResult, baseline_mpjpe: float | None = None) -> 
 def evaluate_heldout(
     model: torch.nn.Module,
     sequences: SequenceOf,
-    mean_pose: np.ndarray,
+    mean_pose: np.ndarray | None,
     *,
     flip: bool = True,
     batch_size: int = 64,
@@ -246,18 +246,18 @@ def evaluate_heldout(
 
     Keys: protocol1 / protocol2 (per pattern and "Avg"), mpjve, speed_ratio (predicted over true median joint
     speed), baseline_mpjpe / baseline_p_mpjpe (``mean_pose`` (17, 3), the mean training pose, predicted for every
-    frame), num_sequences. Rows are the clips' focus patterns.
+    frame; None when ``mean_pose`` is None), num_sequences. Rows are the clips' focus patterns.
     """
     res = evaluate(model, sequences, flip=flip, batch_size=batch_size, device=device, progress=progress,
                    group_of=str)
-    base = evaluate_constant_pose(mean_pose, sequences, group_of=str)
+    base = None if mean_pose is None else evaluate_constant_pose(mean_pose, sequences, group_of=str)
     return {
         "protocol1": {k: float(v) for k, v in res.protocol1.items()},
         "protocol2": {k: float(v) for k, v in res.protocol2.items()},
         "mpjve": float(res.mpjve),
         "speed_ratio": float(res.speed_ratio),
-        "baseline_mpjpe": float(base.protocol1["Avg"]),
-        "baseline_p_mpjpe": float(base.protocol2["Avg"]),
+        "baseline_mpjpe": None if base is None else float(base.protocol1["Avg"]),
+        "baseline_p_mpjpe": None if base is None else float(base.protocol2["Avg"]),
         "num_sequences": int(res.num_sequences),
     }
 
@@ -271,9 +271,10 @@ def format_heldout_markdown(result: dict, title: str = "Held-out motion") -> str
         f"- MPJPE: **{result['protocol1']['Avg']:.1f} mm**; P-MPJPE: **{result['protocol2']['Avg']:.1f} mm**; "
         f"MPJVE {result['mpjve']:.2f} mm/frame",
         f"- Speed ratio (predicted / true median joint speed): **{result['speed_ratio']:.2f}**",
-        f"- Mean training pose baseline: MPJPE {result['baseline_mpjpe']:.1f} mm, P-MPJPE "
-        f"{result['baseline_p_mpjpe']:.1f} mm",
     ]
+    if result.get("baseline_mpjpe") is not None:
+        lines.append(f"- Mean training pose baseline: MPJPE {result['baseline_mpjpe']:.1f} mm, P-MPJPE "
+                     f"{result['baseline_p_mpjpe']:.1f} mm")
     return "\n".join(lines) + "\n"
 
 
