@@ -196,17 +196,22 @@ def run_block(results: dict[str, Any]) -> str:
         text += (f" On the held-out motion set (patterns and subjects outside the fine-tuning data; mean-pose baseline "
                  f"{held['baseline_mpjpe']:.1f} mm) it scores {held['protocol1']['Avg']:.1f} / "
                  f"{held['protocol2']['Avg']:.1f} mm with a speed ratio of {held['speed_ratio']:.2f} (predicted over "
-                 f"true median joint speed)")
+                 f"true median joint speed; {_slow_ratio(held)} over 5 frames)")
         scratch_held = results.get("scratch", {}).get("heldout")
         if scratch_held:
             text += (f", from scratch {scratch_held['protocol1']['Avg']:.1f} / {scratch_held['protocol2']['Avg']:.1f}"
-                     f" mm with {scratch_held['speed_ratio']:.2f}")
+                     f" mm with {scratch_held['speed_ratio']:.2f} ({_slow_ratio(scratch_held)})")
         text += "."
     actions = [a for a in p1 if a != "Avg"]
     head = "| P#1 / P#2 (mm) | " + " | ".join(ACTION_ABBREVIATIONS.get(a, a) for a in actions) + " | **Avg** |"
     rows = [f"| {name} | " + " | ".join(f"{v[a]:.1f}" for a in actions) + f" | **{v['Avg']:.1f}** |"
             for name, v in (("MPJPE", p1), ("P-MPJPE", p2))]
     return "\n".join([text, "", head, "|" + "---|" * (len(actions) + 2), *rows])
+
+
+def _slow_ratio(held: dict) -> str:
+    value = held.get("speed_ratio_5f")
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def blocks(folder: Path = RESULTS, run: Path | None = None) -> dict[str, str]:

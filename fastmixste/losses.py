@@ -72,30 +72,44 @@ def temporal_consistency(pred: torch.Tensor, weights: torch.Tensor | None = None
     return (w[:, None] * pred.diff(dim=dim).pow(2)).mean()
 
 
-def finetune_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _weights(defaults: dict[str, float], weights: dict[str, float] | None, name: str) -> dict[str, float]:
+    unknown = sorted(set(weights or {}) - set(defaults))
+    if unknown:
+        raise ValueError(f"{name}: unknown loss term(s) {unknown}; expected some of {sorted(defaults)}")
+    return {**defaults, **(weights or {})}
+
+
+def finetune_loss(
+    pred: torch.Tensor, target: torch.Tensor, weights: dict[str, float] | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(B, T, J, 3), (B, T, J, 3) -> (total, parts): the upstream MixSTE loss.
 
-    total = weighted_mpjpe + 0.5 * temporal_consistency + 2.0 * mpjve; ``parts`` holds the unweighted terms
-    (detached) under the keys of :data:`FINETUNE_WEIGHTS`.
+    total = weighted_mpjpe + 0.5 * temporal_consistency + 2.0 * mpjve (``weights`` replaces any of those three,
+    keyed as :data:`FINETUNE_WEIGHTS`); ``parts`` holds the unweighted terms (detached) under the same keys.
     """
+    w = _weights(FINETUNE_WEIGHTS, weights, "finetune_loss")
     parts = {
         "wmpjpe": weighted_mpjpe(pred, target),
         "tc": temporal_consistency(pred),
         "mpjve": velocity_error(pred, target),
     }
-    total = sum(FINETUNE_WEIGHTS[k] * v for k, v in parts.items())
+    total = sum(w[k] * v for k, v in parts.items())
     return total, {k: v.detach() for k, v in parts.items()}
 
 
-def pretrain_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def pretrain_loss(
+    pred: torch.Tensor, target: torch.Tensor, weights: dict[str, float] | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(B, T, J, 3), (B, T, J, 3) -> (total, parts): MPJPE + 0.5 * N-MPJPE + 20 * velocity (MotionBERT).
 
-    ``parts`` holds the unweighted terms (detached) under the keys of :data:`PRETRAIN_WEIGHTS`.
+    ``weights`` replaces any of those weights (keys of :data:`PRETRAIN_WEIGHTS`); ``parts`` holds the unweighted
+    terms (detached) under the same keys.
     """
+    w = _weights(PRETRAIN_WEIGHTS, weights, "pretrain_loss")
     parts = {
         "mpjpe": mpjpe(pred, target),
         "n_mpjpe": n_mpjpe(pred, target),
         "velocity": velocity_error(pred, target),
     }
-    total = sum(PRETRAIN_WEIGHTS[k] * v for k, v in parts.items())
+    total = sum(w[k] * v for k, v in parts.items())
     return total, {k: v.detach() for k, v in parts.items()}

@@ -81,6 +81,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "motion_frames": _int(0),
     "motion_clip_frames": _int(2),
     "corruption": _MAPPING,
+    "loss_weights": _MAPPING,
 }
 #: Every other option, by its dotted name.
 RULES: dict[str, Rule] = {
@@ -159,6 +160,17 @@ def _check_corruption(where: str, values: dict[str, Any]) -> None:
     CorruptionConfig.from_dict(values)  # unknown keys
 
 
+def _check_loss_weights(stage: str, values: dict[str, Any]) -> None:
+    from fastmixste.losses import FINETUNE_WEIGHTS, PRETRAIN_WEIGHTS
+
+    terms = PRETRAIN_WEIGHTS if stage == "pretrain" else FINETUNE_WEIGHTS
+    unknown = sorted(set(values) - set(terms))
+    if unknown:
+        raise ValueError(f"{stage}.loss_weights: unknown term(s) {unknown}; expected some of {sorted(terms)}")
+    for key, value in values.items():
+        _check(f"{stage}.loss_weights.{key}", value, _number(0, strict=False))
+
+
 def check_options(cfg: dict[str, Any]) -> None:
     """Type and range of every option present; works before and after the stage sections are flattened."""
     for name, rule in RULES.items():
@@ -172,6 +184,8 @@ def check_options(cfg: dict[str, Any]) -> None:
                 _check(f"{section}.{key}", value, TRAIN_RULES[key])
         if section != "train" and section in cfg and "corruption" in cfg[section]:
             _check_corruption(f"{section}.corruption", cfg[section]["corruption"] or {})
+        if section != "train" and section in cfg and "loss_weights" in cfg[section]:
+            _check_loss_weights(section, cfg[section]["loss_weights"] or {})
 
 
 def validate(cfg: dict[str, Any]) -> None:

@@ -62,8 +62,10 @@ DEFAULTS: dict[str, Any] = {
     "model": {},  # MixSTEConfig fields; omitted ones take MixSTEConfig's defaults
     "train": {},
     # h36m_3d: use the training subjects' 3D as a source; motion_frames: frames of procedural motion (0: none)
-    "pretrain": {"h36m_3d": True, "corruption": {}, "motion_frames": 0, "motion_clip_frames": 300},
-    "finetune": {},
+    # loss_weights: the stage loss's term weights (fastmixste.losses.PRETRAIN_WEIGHTS / FINETUNE_WEIGHTS; the ones
+    # not given keep those defaults)
+    "pretrain": {"h36m_3d": True, "corruption": {}, "motion_frames": 0, "motion_clip_frames": 300, "loss_weights": {}},
+    "finetune": {"loss_weights": {}},
     # Per-epoch validation: one test clip per action and subject, first max_frames frames, no flip.
     "val": {"max_frames": 486, "batch_size": 64},
     # Final evaluation: the full test set. attn_backend: null = the training backend (weights are shared, so any
@@ -75,7 +77,10 @@ DEFAULTS: dict[str, Any] = {
     "debug": {"nan_step": None, "interrupt_at": None},
 }
 
-STAGE_ONLY_KEYS = {"pretrain": {"h36m_3d", "corruption", "motion_frames", "motion_clip_frames"}, "finetune": set()}
+STAGE_ONLY_KEYS = {
+    "pretrain": {"h36m_3d", "corruption", "motion_frames", "motion_clip_frames", "loss_weights"},
+    "finetune": {"loss_weights"},
+}
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
@@ -199,6 +204,8 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         cfg[stage] = deep_merge(deep_merge(TRAIN_DEFAULTS, cfg["train"]), cfg[stage])
     cfg.pop("train")
     cfg["pretrain"]["corruption"] = dict(cfg["pretrain"].get("corruption") or {})
+    for stage in STAGES:
+        cfg[stage]["loss_weights"] = dict(cfg[stage].get("loss_weights") or {})
     named = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "max_steps": args.max_steps}
     for stage in STAGES:
         for key, value in named.items():

@@ -211,7 +211,8 @@ def heldout_report(model: Any, mean_pose: np.ndarray, cfg: dict[str, Any], devic
                                device=device)
     md = format_heldout_markdown(res, title="Held-out motion (patterns and subjects outside the fine-tuning set)")
     print(f"held-out motion: MPJPE {res['protocol1']['Avg']:.1f} mm | P-MPJPE {res['protocol2']['Avg']:.1f} mm | "
-          f"speed ratio {res['speed_ratio']:.2f} | mean-pose baseline MPJPE {res['baseline_mpjpe']:.1f} mm",
+          f"speed ratio {res['speed_ratio']:.2f} (5 frames: {res['speed_ratio_5f']:.2f}) | "
+          f"mean-pose baseline MPJPE {res['baseline_mpjpe']:.1f} mm",
           flush=True)
     return res, md
 

@@ -1,12 +1,19 @@
 """Evaluate a MixSTE checkpoint (ours or upstream) on the Human3.6M test subjects.
 
-    python -m train.evaluate --checkpoint PATH [--data-dir DIR] [--no-flip] [--backend NAME] [--out DIR]
+    python -m train.evaluate --checkpoint PATH [--data-dir DIR] [--no-flip] [--backend NAME] [--heldout-clips N]
+                             [--out DIR]
 
 Upstream MixSTE's protocol: windows of the model's num_frame frames, flip test-time augmentation (unless
 ``--no-flip``), root joint zeroed, MPJPE with the root, per-action means over the 15 actions and their average.
 Prints the Protocol #1 / #2 tables in the paper's layout, N-MPJPE, MPJVE and throughput; with ``--out DIR`` writes
 ``DIR/results.json`` (the training run's schema) and ``DIR/results.md``. Without ``--data-dir`` the built-in
 generated stand-in dataset is used (numbers then say nothing about Human3.6M).
+
+Beside the test subjects it scores the held-out motion set that ``train.run`` reports
+(``fastmixste.data.motion.heldout_sequences``: procedural patterns and subjects outside the built-in fine-tuning
+set, seen through S9's four cameras with the built-in CPN-like 2D error; ``--heldout-clips`` clips per pattern,
+0 to skip): MPJPE / P-MPJPE per pattern, the speed ratio (predicted over true median joint speed; below 1:
+over-smoothed) and the mean-training-pose baseline. The same clips as a training run's, so the numbers compare.
 
 Flags, the checkpoint, the backend and --out are checked before the data loads. Exit codes (fastmixste.cli):
 0 done; 2 bad input, with a one-line message on stderr (``--debug`` or FASTMIXSTE_DEBUG=1 adds the traceback);
@@ -28,7 +35,14 @@ import torch
 from fastmixste import BACKENDS, load_checkpoint
 from fastmixste._io import atomic_write
 from fastmixste.cli import UserInputError, add_debug_argument, cli_entry
-from fastmixste.evaluation import evaluate, evaluate_constant_pose, format_markdown, results_to_dict
+from fastmixste.evaluation import (
+    evaluate,
+    evaluate_constant_pose,
+    evaluate_heldout,
+    format_heldout_markdown,
+    format_markdown,
+    results_to_dict,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "eval.max_frames)")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the mean-training-pose baseline (saves loading the training subjects)")
+    p.add_argument("--heldout-clips", type=int, default=4,
+                   help="clips per pattern of the held-out motion set (default 4, train.run's eval.heldout_clips; "
+                        "0 skips it)")
     p.add_argument("--num-heads", type=int, default=None,
                    help="heads of an upstream MixSTE checkpoint (default 8; they are not stored in it). Our own "
                         "checkpoints store theirs: a different value is refused")
@@ -90,6 +107,8 @@ def check_args(args: argparse.Namespace) -> None:
                         ("--num-heads", args.num_heads)):  # fmt: skip
         if value is not None and value < 1:
             raise UserInputError(f"{flag} must be >= 1, got {value}")
+    if args.heldout_clips < 0:
+        raise UserInputError(f"--heldout-clips must be >= 0 (0 skips the held-out set), got {args.heldout_clips}")
     checkpoint = Path(args.checkpoint)
     if not checkpoint.exists():
         raise UserInputError(f"--checkpoint {checkpoint}: no such file")
@@ -145,23 +164,37 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(model, sequences, flip=not args.no_flip, batch_size=args.batch_size, device=device,
                       progress=not args.no_progress)
 
-    baseline = None
+    baseline = mean_pose = None
     if not args.no_baseline:
         train_subjects = [s for s in TRAIN_SUBJECTS if s in data.subjects]
         train = data.sequences(train_subjects) if train_subjects else []
         if train:
             mean_pose = np.concatenate([s.pose_3d for s in train]).mean(0)
             baseline = evaluate_constant_pose(mean_pose, sequences).protocol1["Avg"]
+    heldout = None
+    if args.heldout_clips > 0:
+        from fastmixste.data.motion import heldout_sequences
+        from train._data import crop_sequences
+
+        clips = crop_sequences(heldout_sequences(clips_per_pattern=args.heldout_clips), args.max_frames)
+        heldout = evaluate_heldout(model, clips, mean_pose, flip=not args.no_flip, batch_size=args.batch_size,
+                                   device=device, progress=not args.no_progress)
 
     title = f"{Path(args.checkpoint).name} ({backend}, flip {'off' if args.no_flip else 'on'})"
     text = format_markdown(result, title=title)
     if baseline is not None:
         text += f"- Baseline (mean training pose for every frame): {baseline:.1f} mm MPJPE\n"
+    if heldout is not None:
+        text += "\n" + format_heldout_markdown(
+            heldout, title="Held-out motion (patterns and subjects outside the built-in fine-tuning set)")
     print(text)
     if args.out:
         out = Path(args.out)
+        record = results_to_dict(result, baseline)
+        if heldout is not None:
+            record["heldout"] = heldout
         with atomic_write(out / "results.json", "w") as f:
-            f.write(json.dumps(results_to_dict(result, baseline), indent=2) + "\n")
+            f.write(json.dumps(record, indent=2) + "\n")
         with atomic_write(out / "results.md", "w") as f:
             f.write(text)
         print(f"wrote {out / 'results.json'} and {out / 'results.md'}", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import Any
 
 import torch
@@ -40,6 +41,7 @@ class StageSettings:
     val_every: int
     h36m_3d: bool = False  # pretraining only: the training subjects' 3D is a source
     corruption: dict[str, Any] = field(default_factory=dict)  # pretraining only: CorruptionConfig fields
+    loss_weights: dict[str, float] = field(default_factory=dict)  # the stage loss's term weights (others: defaults)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], name: str) -> StageSettings:
@@ -49,6 +51,7 @@ class StageSettings:
             name=name, lr=float(s["lr"]), weight_decay=float(s["weight_decay"]), lr_decay=float(s["lr_decay"]),
             betas=(float(s["betas"][0]), float(s["betas"][1])), grad_clip=float(s["grad_clip"] or 0.0),
             checkpoint_every=int(s["checkpoint_every"] or 0), corruption=dict(s.get("corruption") or {}),
+            loss_weights={k: float(v) for k, v in (s.get("loss_weights") or {}).items()},
         )  # fmt: skip
         return cls(**values)
 
@@ -88,10 +91,12 @@ def make_stages(cfg: dict[str, Any], data: RunData, names: list[str]) -> list[St
             if not s.flip:
                 ccfg = CorruptionConfig.from_dict({**ccfg.to_dict(), "flip_p": 0.0})
             ds = MotionWindows(data.pretrain_clips, num_frame, s.stride)
-            stages.append(Stage(s, ds, lambda world, g, c=ccfg: corrupted_batch(world, g, c), pretrain_loss))
+            loss = partial(pretrain_loss, weights=s.loss_weights)
+            stages.append(Stage(s, ds, lambda world, g, c=ccfg: corrupted_batch(world, g, c), loss))
         else:
             ds = TrainWindows(data.train, num_frame, stride=s.stride, flip=s.flip, seed=cfg["seed"])
-            stages.append(Stage(s, ds, lambda batch, g: (batch[0], batch[1]), finetune_loss, collate_windows))
+            loss = partial(finetune_loss, weights=s.loss_weights)
+            stages.append(Stage(s, ds, lambda batch, g: (batch[0], batch[1]), loss, collate_windows))
     return stages
 
 

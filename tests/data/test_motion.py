@@ -154,7 +154,9 @@ def test_heldout_evaluation_scores_and_baseline():
     exact = _score([s.pose_3d for s in seqs], seqs, 1.0, str)
     assert exact.protocol1["Avg"] == pytest.approx(0.0, abs=1e-6) and exact.speed_ratio == pytest.approx(1.0)
     half = [s.pose_3d.mean(0) + 0.5 * (s.pose_3d - s.pose_3d.mean(0)) for s in seqs]
-    assert _score(half, seqs, 1.0, str).speed_ratio == pytest.approx(0.5, rel=1e-5)
+    half_score = _score(half, seqs, 1.0, str)
+    assert half_score.speed_ratio == pytest.approx(0.5, rel=1e-5)
+    assert half_score.speed_ratio_5f == pytest.approx(0.5, rel=1e-5) and exact.speed_ratio_5f == pytest.approx(1.0)
     base = evaluate_constant_pose(mean_pose, seqs, group_of=str)
     assert base.speed_ratio == 0.0 and base.protocol1["Avg"] > 50.0
     torch.manual_seed(0)

@@ -11,7 +11,8 @@ from PIL import Image
 
 from fastmixste import save_checkpoint
 from fastmixste.data.h36m import TEST_SUBJECTS, load_h36m
-from fastmixste.evaluation import evaluate
+from fastmixste.data.motion import HELDOUT_PATTERNS, heldout_sequences
+from fastmixste.evaluation import evaluate, evaluate_heldout
 from fastmixste.skeleton import H36M_LEFT, H36M_RIGHT
 from train import evaluate as evaluate_cli
 from train import infer as infer_cli
@@ -49,11 +50,22 @@ def write_h36m(folder, subjects=("S1", "S9", "S11"), actions=("Walking", "Eating
 def test_evaluate_cli(tmp_path, checkpoint, capsys):
     data_dir = write_h36m(tmp_path / "h36m")
     rc = evaluate_cli.main(["--checkpoint", str(checkpoint), "--data-dir", str(data_dir), "--out",
-                            str(tmp_path / "out"), "--no-progress", "--backend", "eager"])
+                            str(tmp_path / "out"), "--no-progress", "--backend", "eager", "--heldout-clips", "1"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "Protocol #1 (MPJPE)" in printed and "Protocol #2 (P-MPJPE)" in printed and "sequences/s" in printed
+    assert "Held-out motion" in printed and "Speed ratio" in printed
     results = json.loads((tmp_path / "out" / "results.json").read_text())
+    # The held-out motion set: the same clips and numbers as the library call a training run makes.
+    mean_pose = np.concatenate([s.pose_3d for s in load_h36m(data_dir).sequences(["S1"])]).mean(0)
+    direct_heldout = evaluate_heldout(tiny_mixste(), heldout_sequences(clips_per_pattern=1), mean_pose)
+    heldout = results["heldout"]
+    assert sorted(heldout["protocol1"]) == sorted([*HELDOUT_PATTERNS, "Avg"])
+    assert heldout["num_sequences"] == len(HELDOUT_PATTERNS) * 4  # one clip per pattern x S9's four cameras
+    for key, value in direct_heldout["protocol1"].items():
+        assert heldout["protocol1"][key] == pytest.approx(value, rel=1e-6)
+    assert heldout["speed_ratio"] == pytest.approx(direct_heldout["speed_ratio"], rel=1e-6)
+    assert heldout["baseline_mpjpe"] == pytest.approx(direct_heldout["baseline_mpjpe"], rel=1e-6)
     assert (tmp_path / "out" / "results.md").read_text().startswith("## tiny.pt (eager, flip on)")
     # Same numbers as the library call on the same sequences (S11 Directions dropped: 5 takes x 4 cameras).
     sequences = load_h36m(data_dir).sequences(TEST_SUBJECTS)
@@ -67,10 +79,12 @@ def test_evaluate_cli(tmp_path, checkpoint, capsys):
 
     rc = evaluate_cli.main(["--checkpoint", str(checkpoint), "--data-dir", str(data_dir), "--no-flip",
                             "--no-baseline", "--no-progress", "--actions", "Walking", "--max-frames", "8",
-                            "--out", str(tmp_path / "walk")])
+                            "--heldout-clips", "0", "--out", str(tmp_path / "walk")])
     assert rc == 0
-    assert "flip off" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "flip off" in printed and "Held-out motion" not in printed
     walk = json.loads((tmp_path / "walk" / "results.json").read_text())
+    assert "heldout" not in walk
     cropped = [s for s in sequences if s.action == "Walking"]
     for s in cropped:
         s.pose_2d, s.pose_3d = s.pose_2d[:8], s.pose_3d[:8]
@@ -85,7 +99,8 @@ def test_evaluate_cli_upstream_checkpoint_same_numbers(tmp_path, checkpoint):
                 "model_pos": {"module." + k: v for k, v in tiny_mixste().state_dict().items()}}, upstream)
     for name, path, extra in (("ours", checkpoint, []), ("upstream", upstream, ["--num-heads", "2"])):
         assert evaluate_cli.main(["--checkpoint", str(path), "--data-dir", str(data_dir), "--out",
-                                  str(tmp_path / name), "--no-progress", "--no-baseline"] + extra) == 0
+                                  str(tmp_path / name), "--no-progress", "--no-baseline", "--heldout-clips", "0"]
+                                 + extra) == 0
     ours = json.loads((tmp_path / "ours" / "results.json").read_text())
     theirs = json.loads((tmp_path / "upstream" / "results.json").read_text())
     assert ours["protocol1"] == theirs["protocol1"] and ours["protocol2"] == theirs["protocol2"]
@@ -118,6 +133,7 @@ def test_evaluate_cli_checks_before_evaluating(tmp_path, checkpoint, capsys, mon
         (["--max-frames", "-3"], "--max-frames must be >= 1, got -3"),
         (["--num-heads", "4"], "stores num_heads=2, but num_heads=4 was given (--num-heads)"),
         (["--device", "gpu"], "--device 'gpu' is not a device"),
+        (["--heldout-clips", "-1"], "--heldout-clips must be >= 0 (0 skips the held-out set), got -1"),
     ]
     for extra, phrase in cases:
         assert evaluate_cli.main(base + extra) == 2, extra
@@ -125,7 +141,8 @@ def test_evaluate_cli_checks_before_evaluating(tmp_path, checkpoint, capsys, mon
         assert phrase in err and "Traceback" not in err, (extra, err)
     # --num-heads equal to the stored value is accepted (and the head count stays the stored one)
     monkeypatch.undo()
-    assert evaluate_cli.main(base + ["--num-heads", "2", "--no-baseline", "--max-frames", "4"]) == 0
+    assert evaluate_cli.main(base + ["--num-heads", "2", "--no-baseline", "--max-frames", "4",
+                                     "--heldout-clips", "0"]) == 0
     assert "heads=2" in capsys.readouterr().err
 
 

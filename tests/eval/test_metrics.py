@@ -170,3 +170,20 @@ def test_speed_ratio():
         speed_ratio(target, np.broadcast_to(mean, target.shape))
     with pytest.raises(ValueError, match="same shape"):
         speed_ratio(target[:, :5], target)
+
+
+def test_speed_ratio_over_several_frames_separates_jitter_from_motion():
+    rng = np.random.default_rng(4)
+    t = np.arange(100)[:, None, None]
+    smooth = 0.1 * np.sin(2 * np.pi * t / 50 + rng.uniform(0, 2 * np.pi, (1, 17, 3)))  # (T, J, 3), 1 s period
+    assert speed_ratio(smooth, smooth, step=5) == pytest.approx(1.0)
+    assert speed_ratio(0.5 * smooth, smooth, step=5) == pytest.approx(0.5)
+    # A still pose with white jitter: about as "fast" as the motion frame to frame, far slower over 5 frames.
+    still = smooth.mean(0, keepdims=True) + rng.standard_normal(smooth.shape) * 0.005
+    per_frame, slow = speed_ratio(still, smooth), speed_ratio(still, smooth, step=5)
+    assert per_frame > 0.7 and slow < 0.3 * per_frame
+    np.testing.assert_allclose(joint_speeds(smooth, step=5)[0], np.linalg.norm(smooth[5] - smooth[0], axis=-1) / 5)
+    with pytest.raises(ValueError, match="T >= 6"):
+        joint_speeds(smooth[:5], step=5)
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        joint_speeds(smooth, step=0)

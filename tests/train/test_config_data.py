@@ -100,6 +100,8 @@ def test_motion_windows() -> None:
         (["--set", "data.num_workers=-1"], "data.num_workers: expected an int >= 0, got -1"),
         (["--set", "pretrain.corruption.joint_mask_p=2"], "pretrain.corruption.joint_mask_p: expected a probability"),
         (["--set", "pretrain.corruption.focal=[3, 1]"], "pretrain.corruption.focal: expected a range [low, high]"),
+        (["--set", "pretrain.loss_weights.velocity=-1"], "pretrain.loss_weights.velocity: expected a number >= 0"),
+        (["--set", "finetune.loss_weights.velocity=1"], "finetune.loss_weights: unknown term(s) ['velocity']"),
         (["--set", "model.num_heads=3"], "model: MixSTEConfig: embed_dim_ratio (32) must be divisible"),
         (["--set", "model.depth=2.0"], "model: MixSTEConfig.depth must be a positive int, got 2.0"),
         (["--set", "model.attn_backend=fast"], "model.attn_backend: expected one of auto"),
@@ -138,6 +140,9 @@ def test_typed_stage_settings() -> None:
         "finetune", 5e-4, 0.0, (0.9, 0.999), written["finetune"]["epochs"])
     pre = StageSettings.from_config(cfg, "pretrain")
     assert pre.h36m_3d is True and pre.corruption == {} and pre.lr == 2e-3
+    cfg = _resolve("--set", "pretrain.loss_weights.velocity=2", "--set", "finetune.loss_weights={tc: 0}")
+    assert StageSettings.from_config(cfg, "pretrain").loss_weights.get("velocity") == 2.0
+    assert StageSettings.from_config(cfg, "finetune").loss_weights == {"tc": 0.0}
 
 
 def test_missing_files_stop_the_run_before_any_data_loads(tmp_path, capsys) -> None:

@@ -67,6 +67,16 @@ def test_pretrain_loss_terms() -> None:
     torch.testing.assert_close(total, expected)
 
 
+def test_loss_weights_replace_the_defaults() -> None:
+    pred, target = _pair()
+    total, parts = pretrain_loss(pred, target, weights={"velocity": 2.0})
+    torch.testing.assert_close(total, parts["mpjpe"] + 0.5 * parts["n_mpjpe"] + 2.0 * parts["velocity"])
+    total, parts = finetune_loss(pred, target, weights={"tc": 0.0, "mpjve": 5.0})
+    torch.testing.assert_close(total, parts["wmpjpe"] + 5.0 * parts["mpjve"])
+    with pytest.raises(ValueError, match=r"unknown loss term\(s\) \['velocity'\]"):
+        finetune_loss(pred, target, weights={"velocity": 1.0})
+
+
 def test_losses_reject_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="same shape"):
         finetune_loss(torch.zeros(2, 3, 17, 3), torch.zeros(2, 3, 16, 3))
