@@ -56,36 +56,24 @@ class _NormLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor, bias: torch.Tensor | None, *norm: Any) -> tuple[torch.Tensor, ...]:
         # norm: the arguments of fastmixste::residual_layernorm (r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype)
-        r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype = norm
+        h_dtype = norm[-1]
         res, h = torch.ops.fastmixste.residual_layernorm(*norm)
         out = F.linear(h, weight.to(h_dtype), None if bias is None else bias.to(h_dtype))
-        two = w2 is not None
-        # What the norm op keeps (see kernels/block.py): s (one norm: its res output) or r and y (two norms).
-        ctx.save_for_backward(r if two else res, y if two else None, mask, w1, b1, w2, b2, weight, bias)
-        ctx.add_y, ctx.has_y, ctx.two = two and y is not None, y is not None, two
-        ctx.keep, ctx.eps = keep, eps
-        ctx.r_dtype, ctx.y_dtype, ctx.h_dtype = r.dtype, (y.dtype if y is not None else r.dtype), h_dtype
+        # What the norm op keeps (kernels/block.py), and the Linear's parameters; not h.
+        ctx.save_for_backward(*_block._norm_saved(ctx, norm, res), weight, bias)
         return res, out
 
     @staticmethod
     def backward(ctx: Any, grad_res: torch.Tensor | None, grad_out: torch.Tensor | None) -> tuple:
-        x, y, mask, w1, b1, w2, b2, weight, bias = ctx.saved_tensors
-        if grad_res is None:
-            grad_res = torch.zeros((), dtype=torch.float32, device=x.device).expand(x.shape)
+        *saved, weight, bias = ctx.saved_tensors
+        x = saved[0]
         if grad_out is None:
             grad_out = torch.zeros((), dtype=ctx.h_dtype, device=x.device).expand(*x.shape[:-1], weight.shape[0])
         grad_out = grad_out.to(ctx.h_dtype)
         grad_h = grad_out @ weight.to(ctx.h_dtype)  # (B, T, N, O) @ (O, C): the Linear's input gradient
-        # As in kernels/block.py: y tells the op both "rebuild s" and "write dy"; a stand-in when only dy is wanted.
-        y_arg = y if ctx.add_y else (x if ctx.has_y else None)
-        dx, dy, dw1, db1, dw2, db2, h = torch.ops.fastmixste.residual_layernorm_backward(
-            grad_res, grad_h, x, y_arg, mask, ctx.keep, w1, b1, w2, ctx.eps, ctx.add_y, ctx.r_dtype, ctx.y_dtype,
-            b2 if ctx.two else None, True,
-        )  # fmt: skip
+        norm_grads, h = _block._norm_grads(ctx, tuple(saved), grad_res, grad_h, write_h=True)
         dw, db = _weight_grads(grad_out, h, weight, bias, ctx.needs_input_grad[:2])
-        two = ctx.two
-        return (dw, db, dx, dy if ctx.has_y else None, None, None, dw1, db1, dw2 if two else None,
-                db2 if two else None, None, None)  # fmt: skip
+        return (dw, db, *norm_grads)
 
 
 class _GeluLinear(torch.autograd.Function):
@@ -141,12 +129,8 @@ def norm_linear(
         raise ValueError(f"norm_linear: weight must be (out_features, {r.shape[-1]}), got {got}")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"norm_linear: bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
-    if not 0.0 < keep <= 1.0:
-        raise ValueError(f"norm_linear: keep (1 - drop_prob) must be in (0, 1], got {keep}")
-    h_dtype = w1.dtype if h_dtype is None else h_dtype
-    m = _block._expand_mask(mask, r.shape)
-    _block._check_norm(r, y, m, w1, b1, w2, b2, h_dtype)
-    return _NormLinear.apply(weight, bias, r, y, m, float(keep), w1, b1, w2, b2, float(eps), h_dtype)
+    norm = _block._norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, op="norm_linear")
+    return _NormLinear.apply(weight, bias, *norm)
 
 
 def gelu_linear(u: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -903,44 +903,50 @@ def _(grad_res, grad_h, x, y, mask, keep, w1, b1, w2, eps, add_y, r_dtype, y_dty
     ]
 
 
-def _norm_setup_context(ctx, inputs, output) -> None:
+def _norm_saved(ctx, inputs: tuple, res: torch.Tensor) -> tuple:
+    """The op's arguments and its ``res`` output -> the tensors its backward needs, (x, y, mask, w1, b1, w2, b2);
+    records the backward's flags on ``ctx``. Shared with the composites of ``fastmixste.lean``, which save these
+    plus their Linear's parameters."""
     r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype = inputs
-    res, _ = output
     two = w2 is not None
     # One norm: res is s itself, keep it (it is the next op's r, so the storage is shared). Two norms: keep r and y
     # and rebuild s in the backward (r is the previous one-norm op's saved s).
-    x = r if two else res
-    ctx.save_for_backward(x, y if two else None, mask, w1, b1, w2)
     ctx.add_y = two and y is not None
     ctx.has_y = y is not None
     ctx.keep, ctx.eps = keep, eps
     ctx.r_dtype, ctx.y_dtype, ctx.h_dtype = r.dtype, (y.dtype if y is not None else r.dtype), h_dtype
     ctx.two = two
+    return (r if two else res, y if two else None, mask, w1, b1, w2, b2)
 
 
-def _norm_backward(ctx, grad_res: torch.Tensor | None, grad_h: torch.Tensor | None):
-    x, y, mask, w1, b1, w2 = ctx.saved_tensors
+def _norm_grads(
+    ctx, saved: tuple, grad_res: torch.Tensor | None, grad_h: torch.Tensor | None, write_h: bool = False
+) -> tuple[tuple, torch.Tensor | None]:
+    """:func:`_norm_saved`'s tensors and the output gradients -> (the gradients of the op's 10 arguments, the
+    forward's h rebuilt when ``write_h``, else None)."""
+    x, y, mask, w1, b1, w2, b2 = saved
     if grad_res is None:
         grad_res = torch.zeros((), dtype=torch.float32, device=x.device).expand(x.shape)
     if grad_h is None:
         grad_h = torch.zeros((), dtype=ctx.h_dtype, device=x.device).expand(x.shape)
     # The y argument tells the op both "rebuild s" (add_y) and "write dy": pass a stand-in when only dy is wanted.
     y_arg = y if ctx.add_y else (x if ctx.has_y else None)
-    dx, dy, dw1, db1, dw2, db2, _ = torch.ops.fastmixste.residual_layernorm_backward(
-        grad_res, grad_h, x, y_arg, mask, ctx.keep, w1, b1, w2, ctx.eps, ctx.add_y, ctx.r_dtype, ctx.y_dtype
-    )
-    return (
-        dx,
-        dy if ctx.has_y else None,
-        None,
-        None,
-        dw1,
-        db1,
-        dw2 if ctx.two else None,
-        db2 if ctx.two else None,
-        None,
-        None,
-    )
+    dx, dy, dw1, db1, dw2, db2, h = torch.ops.fastmixste.residual_layernorm_backward(
+        grad_res, grad_h, x, y_arg, mask, ctx.keep, w1, b1, w2, ctx.eps, ctx.add_y, ctx.r_dtype, ctx.y_dtype,
+        b2 if write_h and ctx.two else None, write_h,
+    )  # fmt: skip
+    two = ctx.two
+    grads = (dx, dy if ctx.has_y else None, None, None, dw1, db1, dw2 if two else None, db2 if two else None,
+             None, None)  # fmt: skip
+    return grads, (h if write_h else None)
+
+
+def _norm_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*_norm_saved(ctx, inputs, output[0]))
+
+
+def _norm_backward(ctx, grad_res: torch.Tensor | None, grad_h: torch.Tensor | None):
+    return _norm_grads(ctx, ctx.saved_tensors, grad_res, grad_h)[0]
 
 
 _residual_layernorm_op.register_autograd(_norm_backward, setup_context=_norm_setup_context)
@@ -1030,16 +1036,24 @@ def residual_layernorm(
         res, h = (s, a) if w2 is None else (a, F.layer_norm(a, (C,), w2, b2, eps))
         return res, h.to(h_dtype)
     """
-    h_dtype = _tensor(w1, "w1", _OP).dtype if h_dtype is None else h_dtype
+    return torch.ops.fastmixste.residual_layernorm(*_norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype))
+
+
+def _norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, op: str = _OP) -> tuple:
+    """:func:`residual_layernorm`'s arguments, checked -> the op's (mask as a (B, T, N) view, h_dtype filled in).
+
+    ``op`` names the caller in the messages of its own checks (``fastmixste.lean.norm_linear`` passes its name).
+    """
+    h_dtype = _tensor(w1, "w1", op).dtype if h_dtype is None else h_dtype
     if not 0.0 < keep <= 1.0:
-        raise ValueError(f"{_OP}: keep (1 - drop_prob) must be in (0, 1], got {keep}")
+        raise ValueError(f"{op}: keep (1 - drop_prob) must be in (0, 1], got {keep}")
     if not isinstance(r, torch.Tensor) or r.dim() != 4:
         got = tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__
-        raise ValueError(f"{_OP}: r must be a 4-D (B, T, N, C) tensor, got {got}")
+        raise ValueError(f"{op}: r must be a 4-D (B, T, N, C) tensor, got {got}")
     m = _expand_mask(mask, r.shape)
     # Forward and backward check the same things (the backward's types are the forward's).
     _check_norm(r, y, m, w1, b1, w2, b2, h_dtype)
-    return torch.ops.fastmixste.residual_layernorm(r, y, m, float(keep), w1, b1, w2, b2, float(eps), h_dtype)
+    return r, y, m, float(keep), w1, b1, w2, b2, float(eps), h_dtype
 
 
 def bias_gelu(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
