@@ -23,7 +23,6 @@ Flags, the checkpoint, the backend and --out are checked before the data loads. 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from fastmixste.evaluation import (
     format_markdown,
     results_to_dict,
 )
+from train._data import crop_sequences
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -154,9 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserInputError(f"no test sequences for subjects {args.subjects or list(TEST_SUBJECTS)} "
                              f"and actions {args.actions or 'all'} in {data_dir}")
 
-    if args.max_frames is not None:
-        sequences = [dataclasses.replace(s, pose_2d=s.pose_2d[:args.max_frames], pose_3d=s.pose_3d[:args.max_frames],
-                                         world_3d=s.world_3d[:args.max_frames]) for s in sequences]
+    sequences = crop_sequences(sequences, args.max_frames)
 
     print(f"checkpoint {args.checkpoint}: num_frame={cfg.num_frame}, depth={cfg.depth}, "
           f"embed_dim={cfg.embed_dim_ratio}, heads={cfg.num_heads}; backend {backend} on {device}; "
@@ -174,8 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     heldout = None
     if args.heldout_clips > 0:
         from fastmixste.data.motion import heldout_sequences
-        from train._data import crop_sequences
-
         clips = crop_sequences(heldout_sequences(clips_per_pattern=args.heldout_clips), args.max_frames)
         heldout = evaluate_heldout(model, clips, mean_pose, flip=not args.no_flip, batch_size=args.batch_size,
                                    device=device, progress=not args.no_progress)
