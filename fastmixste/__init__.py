@@ -7,7 +7,7 @@
 
 from . import _checkout  # noqa: F401  (first: binds kernels/ in a source checkout)
 from .attention import BACKENDS, BackendUnavailableError, available_backends
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint, shipped_models
 from .config import MixSTEConfig
 from .model import MixSTE
 
@@ -23,5 +23,6 @@ __all__ = [
     "load_checkpoint",
     "read_checkpoint",
     "save_checkpoint",
+    "shipped_models",
     "__version__",
 ]

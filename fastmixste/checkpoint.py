@@ -30,6 +30,52 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read or does not fit the model."""
 
 
+# Models shipped inside the package: fastmixste/weights/NAME.pt beside NAME.json (its sha256, size, config, the
+# command that trained it and what it was trained on). ``load_checkpoint("wild")`` loads one by name.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def shipped_models() -> dict[str, dict[str, Any]]:
+    """name -> the record of each model shipped with the package (``weights/NAME.json``)."""
+    import json
+
+    out = {}
+    for card in sorted(WEIGHTS_DIR.glob("*.json")):
+        with open(card, encoding="utf-8") as f:
+            out[card.stem] = json.load(f)
+    return out
+
+
+def shipped_checkpoint(name: str) -> Path:
+    """The path of the shipped model ``name``, after checking its size and sha256 against its record."""
+    import hashlib
+
+    models = shipped_models()
+    if name not in models:
+        raise CheckpointError(f"no shipped model named {name!r}; shipped: {sorted(models) or 'none'}")
+    record = models[name]
+    path = WEIGHTS_DIR / record["file"]
+    if not path.is_file():
+        raise CheckpointError(f"the shipped model {name!r} is missing its weights file {path} (a broken install)")
+    size = path.stat().st_size
+    if size != record["bytes"]:
+        raise CheckpointError(f"the shipped model file {path} has {size} bytes, its record says {record['bytes']}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != record["sha256"]:
+        raise CheckpointError(f"the shipped model file {path} has sha256 {digest}, its record says "
+                              f"{record['sha256']}: the file was changed or damaged")
+    return path
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint argument -> a file: an existing path as given, else the name of a shipped model
+    (``shipped_models()``), else the path as given (reading it then says what is wrong)."""
+    p = Path(path)
+    if not p.exists() and isinstance(path, str) and path in shipped_models():
+        return shipped_checkpoint(path)
+    return p
+
+
 def _numpy_allowlist() -> list[Any]:
     # What pickling a numpy RandomState (upstream's 'random_state') refers to. numpy 1.x files name the array
     # reconstructor numpy.core.multiarray._reconstruct, numpy 2.x numpy._core.multiarray._reconstruct.
@@ -209,9 +255,10 @@ def load_checkpoint(
     Upstream files (weights under 'model_pos' with 'module.' prefixes, plus optimizer state and a numpy
     RandomState) have their config inferred from tensor shapes; ``num_heads`` defaults to 8 for them. Our own
     files store their config, head count included: a ``num_heads`` that differs from it is refused.
-    Weights are loaded with ``strict=True``.
+    Weights are loaded with ``strict=True``. ``path`` may also name a model shipped with the package (``"wild"``:
+    see ``shipped_models()``), checked against its recorded sha256 before it is read.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     obj = read_checkpoint(path, map_location, trust_checkpoint)
     state_dict = _extract_state_dict(obj, path)
     if num_heads is not None and (isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1):

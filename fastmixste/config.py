@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+INPUT_NORMS: tuple[str, ...] = ("screen", "box")
+
 
 @dataclass
 class MixSTEConfig:
@@ -27,6 +29,9 @@ class MixSTEConfig:
     drop_path_rate: float = 0.1
     attn_backend: str = "auto"
     recompute: str = "none"  # activation recompute in training: "none", "lean" or "full" (fastmixste.recompute)
+    # How the model reads its 2D: "screen" (upstream: normalised screen coordinates as given) or "box" (each window
+    # re-centred and scaled by the person's 2D bounding box inside forward; no parameters, so weights stay upstream's).
+    input_norm: str = "screen"
 
     def __post_init__(self) -> None:
         for name in ("num_frame", "num_joints", "in_chans", "embed_dim_ratio", "depth", "num_heads"):
@@ -42,6 +47,8 @@ class MixSTEConfig:
             raise ValueError(f"MixSTEConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
         if self.recompute not in ("none", "lean", "full"):
             raise ValueError(f"MixSTEConfig.recompute must be 'none', 'lean' or 'full', got {self.recompute!r}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"MixSTEConfig.input_norm must be one of {list(INPUT_NORMS)}, got {self.input_norm!r}")
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from fastmixste.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
+from fastmixste.surface import detector_joints
 
 # Relative per-joint detector error (H36M 17-joint order): hips, extremities and wrists are the hard ones,
 # torso and head the easy ones (the shape of CPN's error profile on Human3.6M).
@@ -28,6 +29,7 @@ DEFAULT_JOINT_NOISE_SCALE: tuple[float, ...] = (
     1.0, 1.3, 1.1, 1.3, 1.3, 1.1, 1.3, 0.9, 0.8, 0.8, 0.9, 0.9, 1.2, 1.6, 0.9, 1.2, 1.6,
 )
 _PELVIS, _THORAX = 0, 8
+KEYPOINT_DEFINITIONS: tuple[str, ...] = ("centres", "detector")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,15 @@ class CorruptionConfig:
     joint_mask_p: float = 0.05
     frame_mask_p: float = 0.1
     flip_p: float = 0.5
+    # Which points the 2D input and the 3D target are: "centres" (Human3.6M joint centres, as the skeleton gives
+    # them) or "detector" (the definition a detector's keypoints converted to the 17 joints give: mid-eyes head,
+    # nose, mid-shoulder thorax; fastmixste.surface), for models that lift real detections.
+    keypoints: str = "centres"
+
+    def __post_init__(self) -> None:
+        if self.keypoints not in KEYPOINT_DEFINITIONS:
+            raise ValueError(f"corruption keypoints must be one of {list(KEYPOINT_DEFINITIONS)}, "
+                             f"got {self.keypoints!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> CorruptionConfig:
@@ -123,12 +134,14 @@ def camera_rotations(world: torch.Tensor, cams: VirtualCameras) -> tuple[torch.T
 
 
 def project_virtual(
-    world: torch.Tensor, cams: VirtualCameras, flip: torch.Tensor | None = None
+    world: torch.Tensor, cams: VirtualCameras, flip: torch.Tensor | None = None, keypoints: str = "centres"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, J, 3) metres -> (x2d (B, T, J, 2) normalised screen coords, y3d (B, T, J, 3) root-relative metres).
 
     ``flip`` (B,) bool mirrors the chosen clips (x -> -x in camera space, left/right joints swapped) before
-    projection, which is the same as mirroring the image and the 3D target together.
+    projection, which is the same as mirroring the image and the 3D target together. ``keypoints="detector"``
+    moves the head, neck, thorax, spine and pelvis to where a converted detection puts them
+    (``fastmixste.surface.detector_joints``) before projecting: input and target then share that definition.
     """
     if world.dim() != 4 or world.shape[-1] != 3:
         raise ValueError(f"project_virtual: expected world of shape (B, T, J, 3), got {tuple(world.shape)}")
@@ -136,6 +149,8 @@ def project_virtual(
     cam = torch.einsum("bij,btkj->btki", rot, world - centre[:, None, None, :])  # (B, T, J, 3)
     if flip is not None and bool(flip.any()):
         cam = torch.where(flip[:, None, None, None], flip_pose(cam, H36M_LEFT, H36M_RIGHT), cam)
+    if keypoints == "detector":
+        cam = detector_joints(cam)
     # Depth stays positive for the configured distances; the clamp only guards degenerate custom ranges.
     depth = cam[..., 2:].clamp_min(0.05)
     x2d = cams.focal.to(cam.dtype)[:, None, None, None] * cam[..., :2] / depth
@@ -181,7 +196,7 @@ def corrupted_batch(
     B = world.shape[0]
     cams = random_virtual_cameras(B, generator, cfg)
     flip = torch.rand(B, generator=generator) < cfg.flip_p
-    x2d, y3d = project_virtual(world.cpu(), cams, flip)
+    x2d, y3d = project_virtual(world.cpu(), cams, flip, keypoints=cfg.keypoints)
     x2d = corrupt_2d(x2d, generator, cfg)
     return x2d.to(world.device), y3d.to(world.device)
 

@@ -128,6 +128,29 @@ class Block(nn.Module):
         return x
 
 
+def box_normalize(x: torch.Tensor) -> torch.Tensor:
+    """(B, F, J, C) 2D windows -> the same with channels 0-1 re-centred and scaled by each window's 2D box.
+
+    Per window, x and y become ``(xy - centre) / half_side`` where the box spans every valid point of every frame
+    and ``half_side`` is half its larger side, so the person fills [-1, 1] whatever the image size, framing or
+    distance (MotionBERT's in-the-wild normalisation, per window). Points at exactly (0, 0) are masked entries
+    (pretraining's masking zeroes them): they are ignored by the box and stay 0. Further channels (confidence)
+    pass through. Equivalent per window ``w`` with valid points ``p``::
+
+        lo, hi = p.min(0), p.max(0); w[..., :2] = (w[..., :2] - (lo + hi) / 2) / ((hi - lo).max() / 2)
+    """
+    xy = x[..., :2]
+    valid = (xy != 0).any(dim=-1, keepdim=True)  # (B, F, J, 1)
+    big = torch.finfo(xy.dtype).max
+    lo = torch.where(valid, xy, big).amin(dim=(1, 2), keepdim=True)  # (B, 1, 1, 2)
+    hi = torch.where(valid, xy, -big).amax(dim=(1, 2), keepdim=True)
+    some = valid.any(dim=(1, 2), keepdim=True)  # a window with no valid point is left as it is
+    centre = torch.where(some, (lo + hi) / 2, torch.zeros_like(lo))
+    half = torch.where(some, (hi - lo).amax(dim=-1, keepdim=True) / 2, torch.ones_like(lo[..., :1]))
+    out = torch.where(valid, (xy - centre) / half.clamp_min(1e-4), torch.zeros_like(xy))
+    return torch.cat([out, x[..., 2:]], dim=-1) if x.shape[-1] > 2 else out
+
+
 class MixSTE(nn.Module):
     """MixSTE 2D-to-3D pose lifter; constructor arguments and state_dict are those of upstream ``MixSTE2``.
 
@@ -154,6 +177,7 @@ class MixSTE(nn.Module):
         drop_path_rate: float = 0.1,
         attn_backend: str = "auto",
         recompute: str = "none",
+        input_norm: str = "screen",
     ) -> None:
         super().__init__()
         self.config = MixSTEConfig(
@@ -171,6 +195,7 @@ class MixSTE(nn.Module):
             drop_path_rate=drop_path_rate,
             attn_backend=check_backend_name(attn_backend),
             recompute=check_recompute(recompute),
+            input_norm=input_norm,
         )
         C = embed_dim_ratio
         self.block_depth = depth
@@ -270,6 +295,8 @@ class MixSTE(nn.Module):
         if not torch.compiler.is_compiling():
             self._check_input(x)
         backend = self.resolved_backend(x)  # under torch.compile: resolved when tracing, by the same rule
+        if self.config.input_norm == "box":
+            x = box_normalize(x)
         if backend == "triton":
             return self._forward_features_fused(x)
         x = self.Spatial_patch_to_embedding(x) + self.Spatial_pos_embed  # (B, F, J, C)

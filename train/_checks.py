@@ -151,6 +151,10 @@ def _check_corruption(where: str, values: dict[str, Any]) -> None:
             _check(name, value, (lambda v, ok=ok: ok, f"a list of {len(default)} numbers"))
             if len(default) == 2:
                 _check(name, value, (lambda v: v[0] <= v[1], "a range [low, high] with low <= high"))
+        elif isinstance(default, str):
+            from fastmixste.corruption import KEYPOINT_DEFINITIONS
+
+            _check(name, value, _one_of(*KEYPOINT_DEFINITIONS))
         elif _is_int(default):
             _check(name, value, _int(1))
         elif key.endswith("_p"):
