@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.10",
     packages=["fastmixste", "fastmixste.data", "fastmixste.kernels", "train", "benchmarks"],
     package_dir={"fastmixste.kernels": "kernels"},
-    package_data={"train": ["configs/*.yaml"]},
+    package_data={"train": ["configs/*.yaml"], "fastmixste": ["weights/*.pt", "weights/*.json"]},
     install_requires=[
         "torch>=2.6",
         # 3.2/3.3 reject the temporal kernels (chained `a and b and c`); 3.2 also aborts compiling the spatial
