@@ -1,8 +1,8 @@
 """Lift a person in a video to 3D with a MixSTE checkpoint: from the video itself, or from 2D keypoints made elsewhere.
 
-    python -m train.infer --checkpoint PATH --video CLIP --out OUT.npz [--render OUT.{mp4,gif,png}]
+    python -m train.infer [--checkpoint PATH] --video CLIP --out OUT.npz [--render OUT.{mp4,gif,png}]
                           [--detector {mediapipe,onnx}] [--onnx-model M.onnx --onnx-layout L] [--render-every K]
-    python -m train.infer --checkpoint PATH --keypoints INPUT --layout {h36m,coco,openpose,halpe,blazepose}
+    python -m train.infer [--checkpoint PATH] --keypoints INPUT --layout {h36m,coco,openpose,halpe,blazepose}
                           --out OUT.npz [--width W --height H] [--render OUT.{png,gif,mp4}]
 
 CLIP is a video file (anything FFmpeg reads; decoded with PyAV, one frame at a time) or a folder of images. Its
@@ -31,16 +31,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastmixste import BACKENDS, BackendUnavailableError, CheckpointError, load_checkpoint
+from fastmixste import BACKENDS, BackendUnavailableError, CheckpointError, load_checkpoint, shipped_models
 from fastmixste._io import atomic_write
 from fastmixste.detectors import DETECTORS, DetectorError, MissingExtraError, make_detector
 from fastmixste.evaluation import predict_sequences
 from fastmixste.keypoints import LAYOUTS, KeypointError, load_keypoints
 
+DEFAULT_MODEL = "wild"  # the shipped model lifted with when no --checkpoint is given
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train.infer", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="fastmixste checkpoint or upstream MixSTE .bin")
+    p.add_argument("--checkpoint", default=None,
+                   help=f"fastmixste checkpoint, upstream MixSTE .bin, or the name of a shipped model (default: "
+                        f"{DEFAULT_MODEL!r}, trained for real video; README 'Real video')")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--video", help="video file or folder of images: detect 2D keypoints, then lift")
     src.add_argument("--keypoints", help=".npy/.npz array, COCO .json, or a folder of OpenPose JSON")
@@ -134,6 +138,12 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.checkpoint is None:
+        if DEFAULT_MODEL not in shipped_models():
+            raise CheckpointError(f"this install has no shipped model {DEFAULT_MODEL!r}: pass --checkpoint")
+        args.checkpoint = DEFAULT_MODEL
+        print(f"using the shipped model {DEFAULT_MODEL!r} (no --checkpoint given; README 'Real video' says what it "
+              f"was trained on)", file=sys.stderr)
     model = load_checkpoint(args.checkpoint, attn_backend=args.backend, map_location=device,
                             num_heads=args.num_heads)
     cfg = model.config
