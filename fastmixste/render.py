@@ -61,15 +61,28 @@ class SkeletonPanel:
     person from the camera's side, a little from above.
     """
 
-    def __init__(self, pose_3d: np.ndarray, size: int, *, elev: float = 12.0, azim: float = -75.0) -> None:
+    def __init__(self, pose_3d: np.ndarray, size: int, *, elev: float = 12.0, azim: float = -75.0,
+                 trajectory: np.ndarray | None = None) -> None:
         disp = self.display(np.asarray(pose_3d, dtype=np.float64))  # (T, 17, 3)
-        ext = np.abs(disp - disp[:, :1]).reshape(-1, 3)
+        disp = disp - disp[:, :1]  # root-relative
+        # With a root trajectory (T, 3) in the camera frame, the view is fixed on the scene (the median root) and
+        # the person moves through it, leaving a trail on the ground; without one, the root stays at the centre.
+        self.root = np.zeros((len(disp), 3))
+        if trajectory is not None:
+            root = self.display(np.asarray(trajectory, dtype=np.float64))
+            if root.shape != (len(disp), 3):
+                raise ValueError(f"render: trajectory must be (T, 3) = ({len(disp)}, 3), got {root.shape}")
+            good = np.isfinite(root).all(-1)
+            if good.any():
+                root = np.where(good[:, None], root, np.nanmedian(root[good], axis=0))
+                self.root = root - np.median(root, axis=0)
+        ext = np.abs(disp + self.root[:, None]).reshape(-1, 3)
         ext = ext[np.isfinite(ext).all(-1)]
         # One radius for the clip: the 99.5th percentile keeps a single wild frame from shrinking everything.
         radius = max(float(np.percentile(ext, 99.5)) if len(ext) else 1.0, 0.3) * 1.15
         # Ground: the median over frames of the lower ankle's height, so the standing foot touches the plane in most
         # frames (the lowest ankle of the whole clip belongs to one odd frame more often than to the floor).
-        feet = np.nanmin(disp[:, list(_FOOT_JOINTS), 2] - disp[:, :1, 2], axis=1)
+        feet = np.nanmin(disp[:, list(_FOOT_JOINTS), 2] + self.root[:, None, 2], axis=1)
         ground = float(np.nanmedian(feet)) if np.isfinite(feet).any() else -radius
         self.fig = plt.figure(figsize=(size / 100, size / 100), dpi=100)
         ax = self.fig.add_axes((0.0, 0.0, 1.0, 1.0), projection="3d")
@@ -77,13 +90,15 @@ class SkeletonPanel:
         ax.set_box_aspect((1, 1, 1))
         ax.view_init(elev=elev, azim=azim)
         ax.set_axis_off()  # panes, ticks and grid would double the drawing time; the ground plane gives the scale
-        self.fig.text(0.02, 0.02, f"3D (camera side view), grid {2 * radius / 6:.2f} m", fontsize=8, color="0.3")
-        # Ground plane: a grid at the lowest foot height of the clip (root-relative, the root moves with the view).
+        view = "camera side view, moving root" if trajectory is not None else "camera side view"
+        self.fig.text(0.02, 0.02, f"3D ({view}), grid {2 * radius / 6:.2f} m", fontsize=8, color="0.3")
+        # Ground plane: a grid at the lowest foot height of the clip.
         g = np.linspace(-radius, radius, 7)
         gx, gy = np.meshgrid(g, g)
-        ax.plot_surface(gx, gy, np.full_like(gx, max(ground, -radius)), color="0.85", alpha=0.5, linewidth=0,
-                        shade=False)
-        ax.plot_wireframe(gx, gy, np.full_like(gx, max(ground, -radius)), color="0.6", linewidth=0.5)
+        self.ground = max(ground, -radius)
+        ax.plot_surface(gx, gy, np.full_like(gx, self.ground), color="0.85", alpha=0.5, linewidth=0, shade=False)
+        ax.plot_wireframe(gx, gy, np.full_like(gx, self.ground), color="0.6", linewidth=0.5)
+        self.trail = ax.plot([], [], [], color="0.35", lw=1.5)[0] if trajectory is not None else None
         self.ax = ax
         self.disp = disp
         self.lines = []
@@ -98,7 +113,10 @@ class SkeletonPanel:
         return np.stack([p[..., 0], p[..., 2], -p[..., 1]], axis=-1)
 
     def draw(self, t: int) -> np.ndarray:
-        k = self.disp[t] - self.disp[t, :1]  # root at the centre of the view
+        k = self.disp[t] + self.root[t]  # root-relative pose, moved along the trajectory (if any)
+        if self.trail is not None:
+            path = self.root[: t + 1]
+            self.trail.set_data_3d(path[:, 0], path[:, 1], np.full(len(path), self.ground))
         for j, parent, line in self.lines:
             line.set_data_3d([k[j, 0], k[parent, 0]], [k[j, 1], k[parent, 1]], [k[j, 2], k[parent, 2]])
         self.fig.canvas.draw()
@@ -131,12 +149,13 @@ def draw_skeleton_2d(frame: np.ndarray, pose_2d: np.ndarray, filled: np.ndarray 
 
 
 def compose_frames(source: VideoSource, pose_2d: np.ndarray, pose_3d: np.ndarray, *, filled: np.ndarray | None,
-                   seen: np.ndarray | None, frames: list[int], height: int) -> Iterator[tuple[int, np.ndarray]]:
+                   seen: np.ndarray | None, frames: list[int], height: int,
+                   trajectory: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (t, (height, W_out, 3) uint8) for the frame indices ``frames`` (ascending), decoding the clip once."""
     height = _even(height)
     left_w = _even(source.width * height / source.height)
     scale = np.array([left_w / source.width, height / source.height])
-    panel = SkeletonPanel(pose_3d, height)
+    panel = SkeletonPanel(pose_3d, height, trajectory=trajectory)
     wanted = iter(frames)
     nxt = next(wanted, None)
     try:
@@ -156,12 +175,14 @@ def compose_frames(source: VideoSource, pose_2d: np.ndarray, pose_3d: np.ndarray
 def render_video(source: VideoSource, pose_2d: np.ndarray, pose_3d: np.ndarray, out: str | Path, *,
                  filled: np.ndarray | None = None, seen: np.ndarray | None = None, every: int = 1,
                  frame: int | None = None, height: int = 480, max_gif_frames: int = 300,
-                 progress: bool = True) -> RenderStats:
+                 progress: bool = True, trajectory: np.ndarray | None = None) -> RenderStats:
     """Clip + (T, 17, 2) pixels + (T, 17, 3) metres -> MP4/GIF at the clip's fps / ``every``, or a PNG of ``frame``.
 
     Frames are ``height`` pixels high: the video frame scaled to that height, then a square 3D panel. MP4 is H.264
     (yuv420p) through PyAV; GIF keeps at most ``max_gif_frames`` frames (a larger ``every`` is chosen and noted in
-    the returned stats' fps). Written atomically: on any error nothing is left at ``out``.
+    the returned stats' fps). ``trajectory`` (T, 3), the root in the camera frame (metres), moves the 3D skeleton
+    through a fixed view instead of keeping its root at the centre. Written atomically: on any error nothing is left
+    at ``out``.
     """
     out = Path(out)
     suffix = out.suffix.lower()
@@ -177,7 +198,8 @@ def render_video(source: VideoSource, pose_2d: np.ndarray, pose_3d: np.ndarray, 
         t = T // 2 if frame is None else frame
         if not 0 <= t < T:
             raise ValueError(f"render: frame {t} out of range for {T} frames")
-        images = list(compose_frames(source, pose_2d, pose_3d, filled=filled, seen=seen, frames=[t], height=height))
+        images = list(compose_frames(source, pose_2d, pose_3d, filled=filled, seen=seen, frames=[t], height=height,
+                                     trajectory=trajectory))
         img = images[0][1]
         with atomic_write(out) as f:
             Image.fromarray(img).save(f, format="PNG")
@@ -187,7 +209,8 @@ def render_video(source: VideoSource, pose_2d: np.ndarray, pose_3d: np.ndarray, 
     frames = list(range(0, T, every))
     rate = fps_fraction(source.fps, every)
     bar = tqdm(total=len(frames), desc="render", unit="frame", disable=not progress, leave=False)
-    gen = compose_frames(source, pose_2d, pose_3d, filled=filled, seen=seen, frames=frames, height=height)
+    gen = compose_frames(source, pose_2d, pose_3d, filled=filled, seen=seen, frames=frames, height=height,
+                         trajectory=trajectory)
     count, size = 0, (0, 0)
     try:
         if suffix == ".mp4":
