@@ -264,16 +264,19 @@ def _load_frames(path: Path, width: int) -> np.ndarray:
     return F
 
 
-def read_deepmimic(path: str | Path, urdf: str | Path | Humanoid | None = None,
-                   link_scale: float = LINK_SCALE) -> MocapClip:  # fmt: skip
-    """Read a DeepMimic motion (JSON), run forward kinematics -> MocapClip (T, K, 3) metres, Y up, at the clip's rate.
+def read_deepmimic(path: str | Path, urdf: str | Path | Humanoid | None = None, link_scale: float = LINK_SCALE,
+                   fps: float | None = None) -> MocapClip:  # fmt: skip
+    """Read a DeepMimic motion (JSON), run forward kinematics -> MocapClip (T, K, 3) metres, Y up.
 
     urdf: the humanoid's URDF (path) or a Humanoid; default DEFAULT_HUMANOID (pybullet 3.2.7's humanoid.urdf).
     link_scale: metres per URDF unit (0.25, as pybullet's DeepMimic env). Points: every link at its joint
     ('root' = pelvis, 'chest', 'neck', 'right_hip', 'right_knee', ..., 'left_wrist'), plus 'head_centre',
     'head_top' (the head sphere's centre and top, along the neck link) and 'neck_nose' (mid neck joint - head top).
-    Frame durations give the rate; clips whose durations vary are interpolated (linearly, in position) onto the
-    grid of the shortest one. A malformed file raises ValueError naming it; nothing in it is executed.
+    fps: the output rate; default the clip's own (its frame duration; a clip whose durations vary goes onto the
+    grid of its shortest one). Resampling interpolates the pose, as pybullet plays the clips: root position and
+    revolute angles linearly, quaternions by slerp; bones keep their lengths (interpolating positions instead
+    shortens them: up to 9 cm in the 16 fps backflip taken to 50 fps). A malformed file raises ValueError naming
+    it; nothing in it is executed.
     """
     path = Path(path)
     if not path.is_file():
@@ -281,26 +284,87 @@ def read_deepmimic(path: str | Path, urdf: str | Path | Humanoid | None = None,
     if not (math.isfinite(link_scale) and link_scale > 0):
         raise ValueError(f"link_scale must be a positive number of metres per URDF unit, got {link_scale}")
     body = urdf if isinstance(urdf, Humanoid) else DEFAULT_HUMANOID if urdf is None else read_humanoid_urdf(urdf)
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number of frames per second, got {fps}")
     width = 8 + sum(_WIDTH[j.kind] for j in body.joints)
     try:
         F = _load_frames(path, width)
-        return _forward_kinematics(F, body, link_scale)
+        _check_quaternions(F, body)
+        F, rate = _resample_frames(F, [4] + [_WIDTH[j.kind] for j in body.joints], fps)
+        return _forward_kinematics(F, body, link_scale, rate)
     except (ValueError, IndexError, KeyError, TypeError) as exc:
         _reraise_with_file(exc, "DeepMimic motion", path)
 
 
-def _forward_kinematics(F: np.ndarray, body: Humanoid, scale: float) -> MocapClip:
-    T = F.shape[0]
-    quats = [F[:, 4:8]]
-    col = 8
-    for j in body.joints:  # frame columns follow the file's joint order
-        quats.append(F[:, col : col + _WIDTH[j.kind]])
+def _slerp(q0: np.ndarray, q1: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(N, 4) quaternions (w, x, y, z), (N,) fractions -> (N, 4) unit quaternions along the shorter arc."""
+    q0 = q0 / np.linalg.norm(q0, axis=1, keepdims=True)
+    q1 = q1 / np.linalg.norm(q1, axis=1, keepdims=True)
+    d = np.sum(q0 * q1, axis=1)
+    q1 = np.where(d[:, None] < 0, -q1, q1)
+    theta = np.arccos(np.clip(np.abs(d), -1.0, 1.0))[:, None]
+    w = w[:, None]
+    s = np.sin(theta)
+    near = s[:, 0] < 1e-6
+    safe = np.where(near[:, None], 1.0, s)
+    a = np.where(near[:, None], 1 - w, np.sin((1 - w) * theta) / safe)
+    b = np.where(near[:, None], w, np.sin(w * theta) / safe)
+    q = a * q0 + b * q1
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def _resample_frames(F: np.ndarray, widths: list[int], fps: float | None) -> tuple[np.ndarray, float]:
+    """(T, W) frames (duration first), value counts of the root rotation and each joint -> frames at a regular
+    rate, and that rate: `fps`, or the clip's own (the grid of its shortest frame when durations vary)."""
+    dt = F[:-1, 0]
+    if (dt <= 0).any():
+        t = int(np.argmax(dt <= 0))
+        raise ValueError(f"frame {t} has duration {dt[t]:g} s; every frame but the last needs a positive duration")
+    step = float(dt.min())
+    even = dt.max() - step <= 1e-3 * step
+    if fps is None:
+        if even:
+            return F, 1.0 / float(dt.mean())
+        fps = 1.0 / step
+    times = np.concatenate([[0.0], np.cumsum(dt)])
+    if even:  # the nominal rate, not the rounding of the stored durations (0.033332 s -> 30 fps)
+        times = np.arange(len(F)) * float(dt.mean())
+    n = int(np.floor(times[-1] * fps + 1e-6)) + 1
+    if n > MAX_FRAMES:
+        raise ValueError(f"{times[-1]:.1f} s at {fps:g} fps is more than {MAX_FRAMES} frames")
+    grid = np.arange(n) / fps
+    i = np.clip(np.searchsorted(times, grid, side="right") - 1, 0, len(F) - 2)
+    w = np.clip((grid - times[i]) / (times[i + 1] - times[i]), 0.0, 1.0)
+    out = np.empty((n, F.shape[1]))
+    out[:, 0] = 1.0 / fps
+    out[:, 1:4] = F[i, 1:4] + w[:, None] * (F[i + 1, 1:4] - F[i, 1:4])
+    col = 4
+    for k in widths:
+        a, b = F[i, col : col + k], F[i + 1, col : col + k]
+        out[:, col : col + k] = _slerp(a, b, w) if k == 4 else a + w[:, None] * (b - a)
+        col += k
+    return out, float(fps)
+
+
+def _split(F: np.ndarray, body: Humanoid) -> list[np.ndarray]:
+    """(T, W) frames -> the root rotation (T, 4) and each joint's values (T, 4 / 1 / 0), in the file's order."""
+    out, col = [F[:, 4:8]], 8
+    for j in body.joints:
+        out.append(F[:, col : col + _WIDTH[j.kind]])
         col += _WIDTH[j.kind]
-    for n, q in enumerate(quats):
-        if q.shape[1] == 4 and (np.linalg.norm(q, axis=1) < 1e-6).any():
+    return out
+
+
+def _check_quaternions(F: np.ndarray, body: Humanoid) -> None:
+    for n, q in enumerate(_split(F, body)):
+        zero = np.linalg.norm(q, axis=1) < 1e-6
+        if q.shape[1] == 4 and zero.any():
             what = "the root" if n == 0 else f"joint {body.joints[n - 1].name!r}"
-            raise ValueError(f"frame {int(np.argmax(np.linalg.norm(q, axis=1) < 1e-6))}: {what} has a zero "
-                             f"quaternion")  # fmt: skip
+            raise ValueError(f"frame {int(np.argmax(zero))}: {what} has a zero quaternion")
+
+
+def _forward_kinematics(F: np.ndarray, body: Humanoid, scale: float, fps: float) -> MocapClip:
+    quats = _split(F, body)
     pos = {body.root: F[:, 1:4]}
     rot = {body.root: _quat_matrix(F[:, 4:8])}
     names, parents = [body.root], [-1]
@@ -331,19 +395,7 @@ def _forward_kinematics(F: np.ndarray, body: Humanoid, scale: float) -> MocapCli
         names.append(name)
         parents.append(hi)
     P = np.stack([pos[n] for n in names], axis=1)
-    dt = F[:-1, 0]
-    if (dt <= 0).any():
-        t = int(np.argmax(dt <= 0))
-        raise ValueError(f"frame {t} has duration {dt[t]:g} s; every frame but the last needs a positive duration")
-    step = float(dt.min())
-    if dt.max() - step > 1e-3 * step:  # uneven frames: onto a regular grid at the shortest step
-        times = np.concatenate([[0.0], np.cumsum(dt)])
-        grid = np.arange(int(np.floor(times[-1] / step + 1e-6)) + 1) * step
-        flat = P.reshape(T, -1)
-        P = np.stack([np.interp(grid, times, flat[:, k]) for k in range(flat.shape[1])], 1).reshape(-1, *P.shape[1:])
-    else:
-        step = float(dt.mean())
-    return MocapClip(names, parents, P, 1.0 / step, "deepmimic", up="y")
+    return MocapClip(names, parents, P, fps, "deepmimic", up="y")
 
 
 # ------------------------------------------------------------------------------------------- fetch + convert

@@ -605,7 +605,7 @@ def import_files(
         else:
             from fastmixste.data.deepmimic import read_deepmimic
 
-            clip = read_deepmimic(f, urdf=urdf)
+            clip = read_deepmimic(f, urdf=urdf, fps=fps)  # resampled by pose (slerp), not by position
         base = re.sub(r"\s+", "_", f.stem)
         name, k = base, 1
         while name in clips:

@@ -223,3 +223,17 @@ def test_stock_urdf_text_gives_the_built_in_body(tmp_path):
     assert read_humanoid_urdf(tmp_path / "h.urdf") == DEFAULT_HUMANOID
     f = write_clip(tmp_path / "c.txt", [frame(), frame(duration=0)])
     assert import_files([f], urdf=tmp_path / "h.urdf")["c"].shape == (2, 17, 3)  # 1/30 s at 50 fps -> 2 frames
+
+
+def test_resampling_interpolates_the_pose(tmp_path):
+    # The left arm swings from hanging to pointing forward (90 degrees about Z) in 1 s; the end quaternion is stored
+    # negated (the same rotation), so the short arc must be taken. At 4 fps, frame 2 (0.5 s) is the 45-degree pose.
+    f = write_clip(tmp_path / "c.txt", [frame(1.0), frame(0, left_shoulder=(-C45, 0, 0, -C45), left_knee=(-1.0,))])
+    clip = read_deepmimic(f, fps=4)
+    assert clip.fps == 4 and clip.positions.shape[0] == 5
+    s, e = clip.joint("left_shoulder"), clip.joint("left_elbow")
+    upper = 1.099152 * S
+    np.testing.assert_allclose(e[2] - s[2], [upper * C45, -upper * C45, 0], atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(e - s, axis=1), upper)  # a swinging bone keeps its length
+    k, a = clip.joint("left_knee"), clip.joint("left_ankle")
+    np.testing.assert_allclose(a[1] - k[1], 1.639480 * S * np.array([-np.sin(0.25), -np.cos(0.25), 0]), atol=1e-12)
