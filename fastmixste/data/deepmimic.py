@@ -162,6 +162,8 @@ def read_humanoid_urdf(path: str | Path, head_link: str = "neck") -> Humanoid:
         axis = _floats(None if axis_el is None else axis_el.get("xyz"), 3, f"{where} axis", (1.0, 0.0, 0.0))
         if kind in ("revolute", "continuous") and np.linalg.norm(axis) < 1e-9:
             raise ValueError(f"{where}: zero rotation axis")
+        if child.get("link") in children:
+            raise ValueError(f"{where}: link {child.get('link')!r} is the child of two joints")
         joints.append(UrdfJoint(child.get("link"), parent.get("link"), kind, xyz, rpy, axis))
         children.add(child.get("link"))
         if len(joints) > MAX_URDF_JOINTS:

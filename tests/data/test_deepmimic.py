@@ -128,6 +128,7 @@ def test_urdf_reader_refuses(tmp_path):
         (URDF.replace('type="revolute"', 'type="prismatic"'), "'prismatic'"),
         (URDF.replace('xyz="1 1 0"', 'xyz="1 nan 0"'), "finite"),
         (URDF.replace("<sphere", "<box"), "no collision sphere"),
+        (URDF.replace('<child link="hand"/>', '<child link="arm"/>'), "'arm' is the child of two joints"),
     ]:
         bad.write_text(text)
         with pytest.raises(ValueError, match=match):
