@@ -267,7 +267,7 @@ CLI_CASES: list[Cli] = [
     Cli("mocap-asf-letters", MOCAP, ["{asf_letters}", "{amc}", "--out", "{tmp}/c.npz"], 2,
         "letters.asf: line"),
     Cli("mocap-amc-without-asf", MOCAP, ["{amc}", "--out", "{tmp}/c.npz"], 2, "needs its .asf skeleton"),
-    Cli("mocap-unsupported-file", MOCAP, ["{notes}", "--out", "{tmp}/c.npz"], 2, "unsupported file type '.txt'"),
+    Cli("mocap-unsupported-file", MOCAP, ["{notes}", "--out", "{tmp}/c.npz"], 2, "not a DeepMimic motion"),
     Cli("mocap-bvh-scale-text", MOCAP, M + ["--bvh-scale", "abc"], 2, "--bvh-scale expects metres per BVH unit"),
     Cli("mocap-bvh-scale-negative", MOCAP, M + ["--bvh-scale", "-1"], 2, "--bvh-scale must be a positive number"),
     Cli("mocap-fps-zero", MOCAP, M + ["--fps", "0"], 2, "--fps must be a positive number"),

@@ -1,6 +1,7 @@
-"""Motion-capture import for pretraining corpora: BVH and ASF/AMC -> 17 H36M joints -> resampled npz.
+"""Motion-capture import for pretraining corpora: BVH, ASF/AMC, DeepMimic -> 17 H36M joints -> resampled npz.
 
     python -m fastmixste.data.mocap walk.bvh subject.asf 01.amc 02.amc --out corpus.npz --fps 50
+    python -m fastmixste.data.mocap humanoid3d_*.txt --out deepmimic.npz      # DeepMimic clips (data/deepmimic.py)
 
 Bad input (a malformed file, a bad option) ends with a one-line message naming it and exit code 2; --debug shows
 the traceback.
@@ -41,7 +42,7 @@ class MocapClip:
     parents: list[int]
     positions: np.ndarray
     fps: float
-    source: str  # "bvh" or "asf"
+    source: str  # "bvh", "asf" or "deepmimic"
     up: str = "y"
 
     def joint(self, name: str) -> np.ndarray:
@@ -450,8 +451,11 @@ def to_h36m17(clip: MocapClip, mapping: Mapping[str, Iterable[str] | str] | None
     """MocapClip -> (T, 17, 3) float32 H36M joints in metres, Z up (H36M world convention).
 
     mapping: H36M joint name (fastmixste.skeleton.H36M_JOINT_NAMES) -> point name or candidates (first present
-    wins); defaults by file type (ASF_TO_H36M, BVH_TO_H36M). up: the clip's up axis ('y' or 'z'; default clip.up).
+    wins); defaults by file type (ASF_TO_H36M, BVH_TO_H36M, deepmimic.DEEPMIMIC_TO_H36M). up: the clip's up
+    axis ('y' or 'z'; default clip.up).
     """
+    if mapping is None and clip.source == "deepmimic":
+        from fastmixste.data.deepmimic import DEEPMIMIC_TO_H36M as mapping
     mapping = dict(mapping) if mapping is not None else (ASF_TO_H36M if clip.source == "asf" else BVH_TO_H36M)
     lookup = {n: i for i, n in enumerate(clip.names)}
     lower = {n.lower(): i for i, n in enumerate(clip.names)}
@@ -556,14 +560,37 @@ def mocap_npz_fps(path: str | Path) -> float:
 
 
 # -------------------------------------------------------------------------------------------------------- CLI
+def sniff_format(path: Path) -> str:
+    """'bvh', 'asf', 'amc' or 'deepmimic' from the extension; a .txt/.json file by its first bytes."""
+    ext = path.suffix.lower()
+    if ext in (".bvh", ".asf", ".amc"):
+        return ext[1:]
+    if ext not in (".txt", ".json"):
+        raise ValueError(f"{path}: unsupported file type {ext!r} (expected .bvh, .asf, .amc, or a DeepMimic .txt)")
+    if not path.is_file():
+        raise FileNotFoundError(f"motion file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    if head.startswith(b"{"):
+        return "deepmimic"
+    if head[:9].upper() == b"HIERARCHY":
+        return "bvh"
+    raise ValueError(f"{path}: not a DeepMimic motion (a JSON object with \"Frames\") nor a BVH file; it starts "
+                     f"with {head[:20]!r}")  # fmt: skip
+
+
 def import_files(
-    files: Iterable[str | Path], fps: float = 50.0, amc_fps: float = 120.0, bvh_scale: float | str = "auto"
+    files: Iterable[str | Path], fps: float = 50.0, amc_fps: float = 120.0, bvh_scale: float | str = "auto",
+    urdf: str | Path | None = None,
 ) -> dict[str, np.ndarray]:
-    """BVH files and ASF skeletons each followed by their AMC motions -> name -> (T', 17, 3) at `fps`."""
+    """BVH files, ASF skeletons each followed by their AMC motions, DeepMimic clips -> name -> (T', 17, 3) at `fps`.
+
+    urdf: the humanoid of the DeepMimic clips (default: pybullet's, built in; fastmixste.data.deepmimic).
+    """
     clips: dict[str, np.ndarray] = {}
     asf: Path | None = None
     for f in map(Path, files):
-        ext = f.suffix.lower()
+        ext = "." + sniff_format(f)
         if ext == ".asf":
             if not f.is_file():
                 raise FileNotFoundError(f"ASF file not found: {f}")
@@ -576,14 +603,16 @@ def import_files(
                 raise ValueError(f"{f}: an .amc file needs its .asf skeleton listed before it")
             clip = read_asf_amc(asf, f, fps=amc_fps)
         else:
-            raise ValueError(f"{f}: unsupported file type {ext!r} (expected .bvh, .asf, .amc)")
+            from fastmixste.data.deepmimic import read_deepmimic
+
+            clip = read_deepmimic(f, urdf=urdf, fps=fps)  # resampled by pose (slerp), not by position
         base = re.sub(r"\s+", "_", f.stem)
         name, k = base, 1
         while name in clips:
             name, k = f"{base}_{k}", k + 1
         clips[name] = resample(to_h36m17(clip), clip.fps, fps)
     if not clips:
-        raise ValueError("no motion files given (.bvh, or .asf followed by .amc)")
+        raise ValueError("no motion files given (.bvh, .asf followed by .amc, or DeepMimic .txt)")
     return clips
 
 
@@ -605,12 +634,15 @@ def _check_out(out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Import motion files; errors become one-line messages with exit code 2 (fastmixste.cli)."""
     p = argparse.ArgumentParser(prog="python -m fastmixste.data.mocap",
-                                description="Convert BVH / ASF+AMC motion capture to a 17-joint H36M corpus npz.")
-    p.add_argument("files", nargs="+", help=".bvh files; .asf skeletons each followed by their .amc motions")
+                                description="Convert BVH / ASF+AMC / DeepMimic motion capture to a 17-joint H36M "
+                                            "corpus npz.")  # fmt: skip
+    p.add_argument("files", nargs="+", help=".bvh files; .asf skeletons each followed by their .amc motions; "
+                                            "DeepMimic .txt clips (JSON)")  # fmt: skip
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--fps", type=float, default=50.0, help="target frame rate (default 50, as Human3.6M)")
     p.add_argument("--amc-fps", type=float, default=120.0, help="frame rate of the AMC files (CMU: 120)")
     p.add_argument("--bvh-scale", default="auto", help="metres per BVH unit, or 'auto'")
+    p.add_argument("--urdf", help="humanoid URDF of DeepMimic clips (default: pybullet's humanoid.urdf, built in)")
     add_debug_argument(p)
     a = p.parse_args(argv)
     for flag, value in (("--fps", a.fps), ("--amc-fps", a.amc_fps)):
@@ -626,7 +658,9 @@ def main(argv: list[str] | None = None) -> int:
         if not np.isfinite(scale) or scale <= 0:
             raise UserInputError(f"--bvh-scale must be a positive number, got {a.bvh_scale}")
     _check_out(Path(a.out))
-    clips = import_files(a.files, fps=a.fps, amc_fps=a.amc_fps, bvh_scale=scale)
+    if a.urdf and not Path(a.urdf).is_file():
+        raise UserInputError(f"--urdf {a.urdf}: no such file")
+    clips = import_files(a.files, fps=a.fps, amc_fps=a.amc_fps, bvh_scale=scale, urdf=a.urdf)
     save_mocap_npz(a.out, clips, a.fps)
     frames = sum(c.shape[0] for c in clips.values())
     print(f"wrote {a.out}: {len(clips)} clip(s), {frames} frames at {a.fps:g} fps ({frames / a.fps:.1f} s)")
