@@ -155,17 +155,16 @@ def inputs(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> dict[str, str]:
+def trained_run(tmp_path_factory, builtin_dir) -> dict[str, str]:
     """A finished tiny train.run (one step) on the built-in data, a folder locked by a live process (this one),
-    and the built-in data's cache (rows that load it use it instead of generating a private copy)."""
+    and the session's built-in data cache (rows that load it use it instead of generating a private copy)."""
     import json
     import socket
 
-    from fastmixste.data.builtin import builtin_data_dir
     from train.run import main as run_main
 
     d = tmp_path_factory.mktemp("trained_run")
-    cache = builtin_data_dir().parent
+    cache = builtin_dir.parent
     assert run_main(["--out", str(d / "run"), *RUN_TINY, "--stage", "finetune", "--epochs", "1", "--max-steps",
                      "1"]) == 0  # fmt: skip
     (d / "locked").mkdir()

@@ -43,6 +43,7 @@ def test_cached_not_regenerated(builtin_dir, monkeypatch):
     mtimes = {f: (builtin_dir / f).stat().st_mtime_ns for f in FILES}
     monkeypatch.setattr(builtin, "generate_builtin", lambda: pytest.fail("regenerated a complete cache"))
     assert builtin_data_dir(builtin_dir.parent) == builtin_dir
+    assert builtin_data_dir() == builtin_dir  # the default root is the session's cache (tests/conftest.py)
     assert {f: (builtin_dir / f).stat().st_mtime_ns for f in FILES} == mtimes
 
 
