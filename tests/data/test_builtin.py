@@ -29,6 +29,7 @@ def test_files_and_layout(builtin_dir):
     assert {s.action_group for s in test} == set(ACTIONS)
 
 
+@pytest.mark.slow
 def test_deterministic(builtin_dir):
     manifest = json.loads((builtin_dir / "manifest.json").read_text())
     pos3d, cpn, gt = generate_builtin()
