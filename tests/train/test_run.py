@@ -221,6 +221,7 @@ def test_recompute_trains_to_the_same_weights(tmp_path: Path, builtin_dir: Path,
     _assert_same_weights(tmp_path / "none" / "checkpoints" / "last.pt", tmp_path / policy / "checkpoints" / "last.pt")
 
 
+@pytest.mark.slow
 def test_recompute_auto_on_cpu_states_its_choice(tmp_path: Path, builtin_dir: Path, capsys) -> None:
     assert main(tiny_args(tmp_path / "auto", *FEW_STEPS, "--stage", "finetune", "--max-steps", "1",
                           "--recompute", "auto")) == 0
