@@ -155,17 +155,16 @@ def inputs(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> dict[str, str]:
+def trained_run(tmp_path_factory, builtin_dir) -> dict[str, str]:
     """A finished tiny train.run (one step) on the built-in data, a folder locked by a live process (this one),
-    and the built-in data's cache (rows that load it use it instead of generating a private copy)."""
+    and the session's built-in data cache (rows that load it use it instead of generating a private copy)."""
     import json
     import socket
 
-    from fastmixste.data.builtin import builtin_data_dir
     from train.run import main as run_main
 
     d = tmp_path_factory.mktemp("trained_run")
-    cache = builtin_data_dir().parent
+    cache = builtin_dir.parent
     assert run_main(["--out", str(d / "run"), *RUN_TINY, "--stage", "finetune", "--epochs", "1", "--max-steps",
                      "1"]) == 0  # fmt: skip
     (d / "locked").mkdir()
@@ -383,7 +382,18 @@ CLI_CASES: list[Cli] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
+def _trains(case: Cli) -> bool:
+    """Rows that train a step or need the trained run (seconds each): in the full run only."""
+    text = " ".join([*case.argv, *case.env.values(), case.phrase])
+    return any(key in text for key in ("{run}", "{locked}", "{cache}", "{pid}")) or case.id in SLOW_ROWS
+
+
+SLOW_ROWS = {"eval-ok", "run-mocap-poisoned"}
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, id=c.id, marks=pytest.mark.slow if _trains(c) else ()) for c in CLI_CASES]
+)
 def test_cli_row(case: Cli, inputs, runner, request):
     if case.skip_if is not None and case.skip_if():
         pytest.skip("not applicable on this machine")
@@ -420,6 +430,7 @@ def test_run_debug_flag_shows_the_traceback(inputs, runner):
     assert not Path(inputs["tmp"], "run-debug").exists()
 
 
+@pytest.mark.slow
 def test_fresh_interpreter_agrees(inputs):
     """The forked rows behave like a plain `python -m` (one row checked in a fresh interpreter; each costs seconds)."""
     argv = ["--checkpoint", inputs["ckpt_random"], "--data-dir", inputs["data"]]

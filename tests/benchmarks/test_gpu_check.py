@@ -81,6 +81,7 @@ def test_without_cuda_exits_2_with_a_message() -> None:
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_bad_budget_is_a_usage_error() -> None:
     proc = _cli("--budget-s", "-3")
     assert proc.returncode == 2
@@ -88,6 +89,7 @@ def test_bad_budget_is_a_usage_error() -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_dry_run_fails_when_the_plan_does_not_fit(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     # A dry run that builds nothing (the build check is covered above) with a budget below the first steps.
     monkeypatch.setattr(gc, "build_on_meta", lambda ctx: [])
@@ -327,6 +329,7 @@ def test_discovery_finds_the_attention_ops_and_reports_the_block_module() -> Non
     assert ("block" in found.modules) or ("kernels/block.py: absent" in lines)
 
 
+@pytest.mark.slow  # interpreted parity of every op; test_kernel_parity_catches_... keeps the checker in the fast tier
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_kernel_parity_passes_on_the_real_kernels(dtype: torch.dtype) -> None:
     for case in _tiny_cases():
@@ -364,6 +367,7 @@ def test_kernel_parity_catches_a_wrong_result_and_nondeterminism() -> None:
     assert not res["passed"] and any("NaN" in f for f in res["failures"])
 
 
+@pytest.mark.slow
 def test_model_parity_and_determinism_on_a_tiny_model() -> None:
     # CPU autocast in fp16 (the interpreter cannot compute bf16); a GPU run uses bf16.
     res = gc.model_parity(gc.Device(), TINY, B=2, amp=torch.float16)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -134,9 +132,6 @@ def test_sdpa_routes_to_one_flash_op_on_meta() -> None:
     assert F.scaled_dot_product_attention is torch.nn.functional.scaled_dot_product_attention
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("fastmixste.kernels.temporal") is None, reason="temporal kernel not built"
-)
 def test_fused_temporal_op_counts_its_inputs_and_outputs_once() -> None:
     from fastmixste.kernels.temporal import temporal_attention
 
@@ -329,9 +324,6 @@ def test_layer_norm_backward_is_charged_a_second_pass() -> None:
     assert extra.bytes_read == (2 * M * C + 2 * M) * F32 and extra.launches == 1
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("fastmixste.kernels.temporal") is None, reason="temporal kernel not built"
-)
 def test_fused_temporal_backward_charges_its_second_kernels_reads() -> None:
     from fastmixste.kernels.temporal import temporal_attention
 

@@ -1,4 +1,5 @@
-"""Fixtures: small Human3.6M-format files written the way VideoPose3D writes them, and the built-in dataset."""
+"""Fixtures: small Human3.6M-format files written the way VideoPose3D writes them (the built-in dataset is
+``builtin_dir`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastmixste.data.builtin import _to_32, builtin_data_dir, detector_noise, generate_take
+from fastmixste.data.builtin import _to_32, detector_noise, generate_take
 from fastmixste.data.cameras import h36m_cameras, project_to_2d, world_to_camera
 
 METADATA = {
@@ -77,8 +78,3 @@ def vp3d_dir(tmp_path_factory, vp3d_data) -> Path:
     write_vp3d(d / "data_2d_h36m_gt.npz", positions_2d=gt, metadata=METADATA)
     return d
 
-
-@pytest.fixture(scope="session")
-def builtin_dir(tmp_path_factory) -> Path:
-    """The full built-in dataset, generated once per test session (a few seconds)."""
-    return builtin_data_dir(tmp_path_factory.mktemp("cache"))

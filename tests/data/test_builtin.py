@@ -29,6 +29,7 @@ def test_files_and_layout(builtin_dir):
     assert {s.action_group for s in test} == set(ACTIONS)
 
 
+@pytest.mark.slow
 def test_deterministic(builtin_dir):
     manifest = json.loads((builtin_dir / "manifest.json").read_text())
     pos3d, cpn, gt = generate_builtin()
@@ -43,6 +44,7 @@ def test_cached_not_regenerated(builtin_dir, monkeypatch):
     mtimes = {f: (builtin_dir / f).stat().st_mtime_ns for f in FILES}
     monkeypatch.setattr(builtin, "generate_builtin", lambda: pytest.fail("regenerated a complete cache"))
     assert builtin_data_dir(builtin_dir.parent) == builtin_dir
+    assert builtin_data_dir() == builtin_dir  # the default root is the session's cache (tests/conftest.py)
     assert {f: (builtin_dir / f).stat().st_mtime_ns for f in FILES} == mtimes
 
 

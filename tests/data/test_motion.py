@@ -143,6 +143,7 @@ def test_heldout_set_is_outside_the_finetuning_data():
     assert all(np.array_equal(a.pose_2d, b.pose_2d) for a, b in zip(seqs, again))
 
 
+@pytest.mark.slow
 def test_heldout_evaluation_scores_and_baseline():
     from fastmixste import MixSTE, MixSTEConfig
     from fastmixste.evaluation import _score, evaluate_constant_pose, evaluate_heldout, format_heldout_markdown

@@ -47,6 +47,7 @@ def write_h36m(folder, subjects=("S1", "S9", "S11"), actions=("Walking", "Eating
     return folder
 
 
+@pytest.mark.slow
 def test_evaluate_cli(tmp_path, checkpoint, capsys):
     data_dir = write_h36m(tmp_path / "h36m")
     rc = evaluate_cli.main(["--checkpoint", str(checkpoint), "--data-dir", str(data_dir), "--out",

@@ -62,7 +62,8 @@ def max_err(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 def assert_close(got: torch.Tensor, want: torch.Tensor, atol: float, what: str) -> None:
-    """Max-abs-error check that reports NaNs and the first mismatches (index, got, want)."""
+    """Max-abs-error check that reports a shape difference, NaNs and the first mismatches (index, got, want)."""
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
     nan = torch.isnan(got)
     assert not nan.any(), f"{what}: NaN at {nan.nonzero()[:5].tolist()} (unwritten?)"
     err = (got.double() - want.double()).abs()

@@ -24,7 +24,7 @@ from .test_model_fused import OpCounter, forward_backward
 
 DTYPES = [torch.float32, torch.float16]
 # (B, T, N, C): 105 rows against 16-row tiles (C = 96: a 128-wide tile), 30 rows against 64-row tiles (C = 24).
-SHAPES = [(3, 5, 7, 96), (2, 3, 5, 24)]
+SHAPES = [pytest.param((3, 5, 7, 96), marks=pytest.mark.slow), (2, 3, 5, 24)]  # the large shape in the full run only
 # (two norms, DropPath mask kind, y given)
 VARIANTS = [(False, "frame", True), (True, "joint", True), (True, None, False), (False, None, False)]
 
@@ -289,6 +289,7 @@ def test_lean_model_drops_exactly_h_and_g_and_replays_nothing():
     assert counts[1].get("aten.native_layer_norm") == counts[0].get("aten.native_layer_norm") == 1
 
 
+@pytest.mark.slow
 def test_lean_model_gradients_equal_none_with_droppath():
     """fp32 in the interpreter, drop paths on: lean's output and every parameter gradient equal none's."""
     torch.manual_seed(0)
@@ -306,6 +307,7 @@ def test_lean_model_gradients_equal_none_with_droppath():
         assert err <= 1e-6 * g.abs().max().item() + 1e-12, f"{name}: lean gradient differs by {err:.3g}"
 
 
+@pytest.mark.slow
 def test_lean_model_compiles_with_fullgraph():
     """torch.compile(fullgraph=True) traces the lean fused model (autograd Functions around the custom ops): the
     compiled step gives the eager step's output and gradients (aot_eager: the interpreter cannot run Inductor's

@@ -55,6 +55,7 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.mark.slow
 def test_fused_model_matches_eager_forward_and_every_gradient() -> None:
     eager, fused = make_pair()
     x = torch.randn(2, 27, 17, 2, device=DEVICE)
@@ -90,6 +91,7 @@ def test_fused_model_matches_eager_forward_and_every_gradient() -> None:
         assert err <= 1e-5 * scale + 1e-12, f"{name}: gradient differs by {err:.3g} (largest entry {scale:.3g})"
 
 
+@pytest.mark.slow
 def test_fused_model_matches_eager_on_a_shorter_window() -> None:
     """F < num_frame (the temporal kernel sees T = 13) and one sequence: masked tails through the whole model."""
     eager, fused = make_pair(depth=1)
@@ -103,6 +105,7 @@ def test_fused_model_matches_eager_on_a_shorter_window() -> None:
         assert err <= 1e-5 * g_e.abs().max().item() + 1e-12, f"{name}: gradient differs by {err:.3g}"
 
 
+@pytest.mark.slow
 def test_fused_block_matches_eager_in_train_mode_with_droppath() -> None:
     """Train mode, drop_path_rate=0.2: one seed gives both paths the same DropPath masks, hence the same output and
     every parameter gradient (fp32). A second seed changes the fused output: the masks are live, not skipped."""
@@ -136,6 +139,7 @@ def test_fused_block_refuses_dropout_in_training() -> None:
     assert model.eval().resolved_backend(x) == "triton"  # dropout is the identity in eval: fused is fine
 
 
+@pytest.mark.slow
 def test_training_curves_agree_step_by_step() -> None:
     """20 Adam steps from the same weights on the same batches: eager and triton losses agree at every step.
 
@@ -214,6 +218,7 @@ def test_bf16_fused_model_at_full_scale() -> None:
     assert err_f <= 2 * err_e, f"fused bf16 error {err_f:.3g} > 2 x eager bf16 error {err_e:.3g}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["lean", "full"])
 def test_fused_model_recompute_keeps_output_and_gradients(policy: str) -> None:
     """Activation recompute on the fused path: same output, same gradients as without it (drop paths on, so the

@@ -104,6 +104,7 @@ def test_report_covers_every_configuration_the_launchers_pick(module, monkeypatc
     assert compiled == picked, f"{module}: report cases no launch picks: {sorted(compiled - picked)[:5]}"
 
 
+@pytest.mark.slow
 def test_every_configuration_fits_both_targets(tmp_path):
     out = tmp_path / "report.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

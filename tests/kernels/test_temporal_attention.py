@@ -335,6 +335,7 @@ def test_compile_and_fullgraph_trace_see_the_op() -> None:
     assert_close(x.grad, dqkv_ref, 2 * FP32_ATOL, "dqkv compiled")
 
 
+@pytest.mark.slow
 def test_report_compiles_full_scale_cases_for_sm89_and_sm90() -> None:
     """D=64 (the full-scale model, T = 243) fp16 and fp32: no spills, shared memory within the per-block limit."""
     code = (

@@ -17,7 +17,7 @@ def _grads(model: MixSTE, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, dic
     return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("train", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_eager_and_sdpa_agree_forward_and_all_gradients(train):
     model = MixSTE(**SMALL, drop_path_rate=0.3 if train else 0.0).train(train)
     x = torch.randn(3, 16, 17, 2)

@@ -1,7 +1,5 @@
 """Checkpoint I/O: upstream .bin files, our own files, the pickle allowlist, atomic writes."""
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
@@ -112,11 +110,19 @@ def test_save_rejects_non_model_and_reserved_keys(tmp_path):
         save_checkpoint(tmp_path / "x.pt", MixSTE(**SMALL), config={})
 
 
-def test_pickle_module_sanity():
-    # the allowlisted RandomState round-trips its state through our reader (guards numpy pickling changes)
+@pytest.mark.parametrize("zipfile", [True, False], ids=["zip", "legacy-pickle"])
+def test_random_state_round_trips_through_the_safe_reader(tmp_path, zipfile):
+    """Upstream files carry a numpy RandomState: read_checkpoint's allowlist rebuilds it with its exact state, in
+    both torch.save formats (guards numpy renaming what a RandomState pickles to), and load_checkpoint takes it."""
     rs = np.random.RandomState(7)
-    rs2 = pickle.loads(pickle.dumps(rs))
-    assert rs2.randint(1 << 30) == rs.randint(1 << 30)
+    rs.randint(1 << 30, size=5)  # a state other than the seed's
+    path = tmp_path / "upstream.bin"
+    torch.save({"random_state": rs, "model_pos": MixSTE(**SMALL).state_dict()}, path,
+               _use_new_zipfile_serialization=zipfile)  # fmt: skip
+    got = read_checkpoint(path)["random_state"]
+    assert isinstance(got, np.random.RandomState)
+    assert (got.randint(1 << 30, size=8) == rs.randint(1 << 30, size=8)).all()
+    assert load_checkpoint(path, num_heads=4).config.depth == SMALL["depth"]
 
 
 # ---------------------------------------------------------------------------------------------- truthful errors

@@ -19,14 +19,6 @@ def tiny_args(out: Path, *extra: str) -> list[str]:
     return ["--out", str(out), *TINY_MODEL, *TINY_EVAL, *extra]
 
 
-@pytest.fixture(scope="session")
-def builtin_dir() -> Path:
-    """Generate (or find in the cache) the built-in dataset once per session."""
-    from fastmixste.data.builtin import builtin_data_dir
-
-    return builtin_data_dir()
-
-
 @pytest.fixture(autouse=True)
 def restore_threads():
     """Runs set torch's thread count (--threads); give the next test the count it had."""

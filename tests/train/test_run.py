@@ -89,6 +89,7 @@ def test_all_stages_write_every_output(tmp_path: Path, builtin_dir: Path, capsys
     assert f"{res['protocol1']['Avg']:.1f} mm" in printed and f"{res['baseline_mpjpe']:.1f} mm" in printed
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(tmp_path: Path, builtin_dir: Path) -> None:
     args = [*FEW_STEPS, "--stage", "all", "--epochs", "2"]
     full = tmp_path / "full"
@@ -117,6 +118,7 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path, builtin_dir: Path) -> 
     assert float(_rows(part)[-1]["train_loss"]) == float(rows[-1]["train_loss"])
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, builtin_dir: Path, capsys) -> None:
     args = [*FEW_STEPS, "--stage", "finetune", "--epochs", "1", "--set", "finetune.checkpoint_every=2"]
     out = tmp_path / "nan"
@@ -136,6 +138,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, builtin_d
     _assert_same_weights(ref / "checkpoints" / "last.pt", out / "checkpoints" / "last.pt")
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo_cpu(tmp_path: Path, builtin_dir: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -153,6 +156,7 @@ def test_ddp_two_processes_gloo_cpu(tmp_path: Path, builtin_dir: Path) -> None:
     assert read_checkpoint(out / "checkpoints" / "last.pt")["step"] == 2
 
 
+@pytest.mark.slow
 def test_fused_trains_in_triton_interpreter(tmp_path: Path, builtin_dir: Path, monkeypatch) -> None:
     if not torch.cuda.is_available():
         monkeypatch.setenv("TRITON_INTERPRET", "1")
@@ -191,6 +195,7 @@ def test_init_copies_weights_and_checks_the_architecture(tmp_path: Path) -> None
         load_init_weights(MixSTE(num_frame=27, embed_dim_ratio=32, depth=1, num_heads=2), str(tmp_path / "src.pt"))
 
 
+@pytest.mark.slow
 def test_outputs_name_their_data_and_record_the_lr_each_epoch_ran_at(tmp_path: Path, builtin_dir: Path) -> None:
     out = tmp_path / "lr"
     args = [*FEW_STEPS, "--stage", "finetune", "--epochs", "2", "--lr", "0.001", "--set", "finetune.lr_decay=0.5"]
@@ -206,6 +211,7 @@ def test_outputs_name_their_data_and_record_the_lr_each_epoch_ran_at(tmp_path: P
     assert not title.startswith("## Human3.6M")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["lean", "full"])
 def test_recompute_trains_to_the_same_weights(tmp_path: Path, builtin_dir: Path, policy: str) -> None:
     # drop paths on, so the recomputed forward must replay the same masks
@@ -215,6 +221,7 @@ def test_recompute_trains_to_the_same_weights(tmp_path: Path, builtin_dir: Path,
     _assert_same_weights(tmp_path / "none" / "checkpoints" / "last.pt", tmp_path / policy / "checkpoints" / "last.pt")
 
 
+@pytest.mark.slow
 def test_recompute_auto_on_cpu_states_its_choice(tmp_path: Path, builtin_dir: Path, capsys) -> None:
     assert main(tiny_args(tmp_path / "auto", *FEW_STEPS, "--stage", "finetune", "--max-steps", "1",
                           "--recompute", "auto")) == 0

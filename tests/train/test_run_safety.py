@@ -62,6 +62,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_and_a_second_run_is_refused_meanwhile(tmp_path, reference, capsys) -> None:
     out = tmp_path / "run"
     first = _start(out)
@@ -96,6 +97,7 @@ def test_sigkill_then_resume_matches_and_a_second_run_is_refused_meanwhile(tmp_p
     assert not (out / LOCK_NAME).exists() and not leftover_temp_files(out)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130(tmp_path, reference, capsys) -> None:
     out = tmp_path / "run"
     proc = _start(out)
@@ -121,6 +123,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130(tmp_path, reference, 
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_runs_settings_and_config_yaml(tmp_path, builtin_dir, capsys) -> None:
     """A capped 2-epoch plan interrupted mid-way resumes capped (not as the default config's epochs)."""
     out = tmp_path / "capped"
@@ -138,6 +141,7 @@ def test_resume_keeps_the_runs_settings_and_config_yaml(tmp_path, builtin_dir, c
     assert (out / "config.yaml").read_bytes() == config
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_previous_run(tmp_path, builtin_dir, capsys) -> None:
     out = tmp_path / "run"
     args = ["--stage", "finetune", "--epochs", "1", "--max-steps", "2"]
@@ -158,6 +162,7 @@ def test_overwrite_replaces_the_previous_run(tmp_path, builtin_dir, capsys) -> N
     assert "seed: 1" in (out / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_finetune_continues_a_pretraining_folder(tmp_path, builtin_dir) -> None:
     """--stage pretrain then --stage finetune into the same --out is the documented two-step flow, not a clash."""
     out = tmp_path / "two_step"
@@ -169,6 +174,7 @@ def test_finetune_continues_a_pretraining_folder(tmp_path, builtin_dir) -> None:
     assert main(tiny_args(out, "--stage", "finetune", "--epochs", "1", "--max-steps", "1")) == 2
 
 
+@pytest.mark.slow
 def test_leftover_temp_files_are_removed_at_the_next_start(tmp_path, builtin_dir, capsys) -> None:
     out = tmp_path / "run"
     args = ["--stage", "finetune", "--epochs", "1", "--max-steps", "3", "--set", "debug.interrupt_at=finetune:2"]
@@ -231,6 +237,7 @@ def test_stale_and_live_locks(tmp_path, monkeypatch) -> None:
     lock.release()
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_validation_resumes_with_that_epochs_validation(tmp_path, builtin_dir, monkeypatch,
                                                                       capsys) -> None:
     """Ctrl-C while an epoch is being validated: last.pt is saved before the epoch's bookkeeping, and the resumed
