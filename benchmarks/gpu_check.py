@@ -1303,6 +1303,19 @@ def build_steps(ctx: Context) -> list[Step]:
         )
     steps.append(
         Step(
+            "calibration:model:train",
+            "speed",
+            MEASURE,
+            EST_BUILD_S + 10.0 + sum(estimate_speed(ctx, "model", "train", p, planned_batch(ctx, "train")) / 4
+                                     for p in ("triton", "sdpa")),  # fmt: skip
+            lambda c: step_calibration(c),
+            requires=lambda c: None if c.device is not None and c.device.type == "cuda" and c.profile.spec
+            and c.batch.get("train") else "needs CUDA, a modelled device and batch:train",
+            note="kernel time per class vs the expected model -> calibration.json (benchmarks/calibration.py)",
+        )
+    )
+    steps.append(
+        Step(
             "smoke:train.run --fused (2-GPU DDP)",
             "training",
             CHECK,
@@ -1313,6 +1326,35 @@ def build_steps(ctx: Context) -> list[Step]:
         )
     )
     return steps
+
+
+def step_calibration(ctx: Context) -> dict[str, Any]:
+    """Measured over modelled (expected model) time per kernel class, triton and sdpa, whole-model forward +
+    backward (no optimizer) at batch:train's batch; writes calibration.json beside the results."""
+    from . import calibration
+
+    B = ctx.batch["train"]
+    holder = [ModelBench.build(ctx.device, B, "forward", ctx.model_shape, ctx.amp)]
+
+    def make_step(provider: str) -> Callable[[], Any]:
+        bench = holder[0]
+        bench.module.set_attn_backend(provider)
+        bench.module.train()
+
+        def step() -> None:
+            bench.module.zero_grad(set_to_none=True)
+            with ctx.device.autocast(ctx.amp):
+                out = bench.module(bench.x)
+            out.backward(bench.grad.to(out.dtype))
+
+        return step
+
+    try:
+        return calibration.run(make_step, ctx.device.synchronize, B, ctx.model_shape.T, ctx.profile.spec,
+                               ctx.profile.name, ctx.args.out / "calibration.json")  # fmt: skip
+    finally:
+        holder.clear()
+        ctx.device.free()
 
 
 def _speed_requires(mode: str, provider: str) -> Callable[[Context], str | None]:
