@@ -185,14 +185,17 @@ def run(
     gpu: str,
     out: Path,
     providers: tuple[str, ...] = PROVIDERS,
+    modelled: Callable[[str], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """The GPU check's calibration step: per provider, ``make_step(provider)`` (a whole-model forward + backward at
-    batch B, bf16 autocast) profiled by class against the expected model at the same (B, T) on ``device``; writes
-    the document to ``out`` and returns it with the path."""
+    batch B, bf16 autocast) profiled by class against the expected model at the same (B, T) on ``device``
+    (``modelled(provider)``, default :func:`modelled_by_class` counted on meta); writes the document to ``out`` and
+    returns it with the path."""
     per_provider = {}
     for provider in providers:
-        measured = measured_by_class(make_step(provider), synchronize)
-        per_provider[provider] = ratios(measured, modelled_by_class(provider, B, T, device))
+        measured = measured_by_class(make_step(provider), synchronize, iters=2)
+        model = modelled(provider) if modelled else modelled_by_class(provider, B, T, device)
+        per_provider[provider] = ratios(measured, model)
     doc = document(device, gpu, B, T, per_provider)
     write(out, doc)
     return {**doc, "path": str(out)}

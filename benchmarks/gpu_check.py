@@ -1306,11 +1306,10 @@ def build_steps(ctx: Context) -> list[Step]:
             "calibration:model:train",
             "speed",
             MEASURE,
-            EST_BUILD_S + 10.0 + sum(estimate_speed(ctx, "model", "train", p, planned_batch(ctx, "train")) / 4
-                                     for p in ("triton", "sdpa")),  # fmt: skip
+            EST_BUILD_S + sum(3 * estimate_speed(ctx, "model", "train", p, planned_batch(ctx, "train"))
+                              / (WARMUP_MODEL + ITERS_MODEL) for p in ("triton", "sdpa")),  # fmt: skip
             lambda c: step_calibration(c),
-            requires=lambda c: None if c.device is not None and c.device.type == "cuda" and c.profile.spec
-            and c.batch.get("train") else "needs CUDA, a modelled device and batch:train",
+            requires=_calibration_requires,
             note="kernel time per class vs the expected model -> calibration.json (benchmarks/calibration.py)",
         )
     )
@@ -1326,6 +1325,14 @@ def build_steps(ctx: Context) -> list[Step]:
         )
     )
     return steps
+
+
+def _calibration_requires(ctx: Context) -> str | None:
+    if ctx.device is not None and ctx.device.type != "cuda":
+        return "needs CUDA (kernel times come from the CUDA profiler)"
+    if not ctx.profile.spec:
+        return f"no modelled device for {ctx.profile.name}"
+    return None if ctx.batch.get("train") else "after: batch:train"
 
 
 def step_calibration(ctx: Context) -> dict[str, Any]:
@@ -1349,9 +1356,15 @@ def step_calibration(ctx: Context) -> dict[str, Any]:
 
         return step
 
+    def modelled(provider: str) -> dict[str, float]:  # proxies.json's expected model, scaled to batch B
+        row, nearest = ctx.modelled.row("model", provider, "train", B, ctx.model_shape.T)
+        if row is None or "expected_by_class" not in row["modelled"].get(ctx.profile.spec, {}):
+            raise ValueError(f"no expected-model row for model/{provider}/train in {ctx.modelled.source}")
+        return {c: t * B / nearest for c, t in row["modelled"][ctx.profile.spec]["expected_by_class"].items()}
+
     try:
         return calibration.run(make_step, ctx.device.synchronize, B, ctx.model_shape.T, ctx.profile.spec,
-                               ctx.profile.name, ctx.args.out / "calibration.json")  # fmt: skip
+                               ctx.profile.name, ctx.args.out / "calibration.json", modelled=modelled)  # fmt: skip
     finally:
         holder.clear()
         ctx.device.free()

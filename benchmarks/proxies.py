@@ -621,11 +621,16 @@ def policy_table(
             row["timing_batch"] = timing_batch
             for key, spec in profiling.DEVICES.items():
                 ms = profiling.roofline_seconds(counter.records, spec)["seconds"] * 1e3
+                exp = level_seconds(counter.records, key, "expected", provider)["seconds"] * 1e3
                 if policy == "none":
                     base_ms[(provider, key)] = ms
+                    base_ms[(provider, key, "expected")] = exp
                 row[f"{key}_train_ms"] = ms
+                row[f"{key}_train_ms_expected"] = exp
                 ref = base_ms.get((provider, key))
                 row[f"{key}_time_cost"] = ms / ref - 1.0 if ref else None
+                ref = base_ms.get((provider, key, "expected"))
+                row[f"{key}_time_cost_expected"] = exp / ref - 1.0 if ref else None
                 row[f"{key}_max_batch"] = budget.max_batch(
                     spec, params, fit["peak_fixed"], fit["peak_per_sequence"]
                 )
@@ -661,7 +666,9 @@ def _compile_memory_row(
     )
     for key, spec in profiling.DEVICES.items():
         row[f"{key}_train_ms"] = profiling.roofline_seconds(records, spec)["seconds"] * 1e3
+        row[f"{key}_train_ms_expected"] = level_seconds(records, key, "expected", "compile")["seconds"] * 1e3
         row[f"{key}_time_cost"] = 0.0
+        row[f"{key}_time_cost_expected"] = 0.0
         row[f"{key}_max_batch"] = budget.max_batch(spec, params, row["peak_fixed"], row["peak_per_sequence"])
     return row
 
