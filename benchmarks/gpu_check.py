@@ -1303,6 +1303,18 @@ def build_steps(ctx: Context) -> list[Step]:
         )
     steps.append(
         Step(
+            "calibration:model:train",
+            "speed",
+            MEASURE,
+            EST_BUILD_S + sum(3 * estimate_speed(ctx, "model", "train", p, planned_batch(ctx, "train"))
+                              / (WARMUP_MODEL + ITERS_MODEL) for p in ("triton", "sdpa")),  # fmt: skip
+            lambda c: step_calibration(c),
+            requires=_calibration_requires,
+            note="kernel time per class vs the expected model -> calibration.json (benchmarks/calibration.py)",
+        )
+    )
+    steps.append(
+        Step(
             "smoke:train.run --fused (2-GPU DDP)",
             "training",
             CHECK,
@@ -1313,6 +1325,49 @@ def build_steps(ctx: Context) -> list[Step]:
         )
     )
     return steps
+
+
+def _calibration_requires(ctx: Context) -> str | None:
+    if ctx.device is not None and ctx.device.type != "cuda":
+        return "needs CUDA (kernel times come from the CUDA profiler)"
+    if not ctx.profile.spec:
+        return f"no modelled device for {ctx.profile.name}"
+    return None if ctx.batch.get("train") else "after: batch:train"
+
+
+def step_calibration(ctx: Context) -> dict[str, Any]:
+    """Measured over modelled (expected model) time per kernel class, triton and sdpa, whole-model forward +
+    backward (no optimizer) at batch:train's batch; writes calibration.json beside the results."""
+    from . import calibration
+
+    B = ctx.batch["train"]
+    holder = [ModelBench.build(ctx.device, B, "forward", ctx.model_shape, ctx.amp)]
+
+    def make_step(provider: str) -> Callable[[], Any]:
+        bench = holder[0]
+        bench.module.set_attn_backend(provider)
+        bench.module.train()
+
+        def step() -> None:
+            bench.module.zero_grad(set_to_none=True)
+            with ctx.device.autocast(ctx.amp):
+                out = bench.module(bench.x)
+            out.backward(bench.grad.to(out.dtype))
+
+        return step
+
+    def modelled(provider: str) -> dict[str, float]:  # proxies.json's expected model, scaled to batch B
+        row, nearest = ctx.modelled.row("model", provider, "train", B, ctx.model_shape.T)
+        if row is None or "expected_by_class" not in row["modelled"].get(ctx.profile.spec, {}):
+            raise ValueError(f"no expected-model row for model/{provider}/train in {ctx.modelled.source}")
+        return {c: t * B / nearest for c, t in row["modelled"][ctx.profile.spec]["expected_by_class"].items()}
+
+    try:
+        return calibration.run(make_step, ctx.device.synchronize, B, ctx.model_shape.T, ctx.profile.spec,
+                               ctx.profile.name, ctx.args.out / "calibration.json", modelled=modelled)  # fmt: skip
+    finally:
+        holder.clear()
+        ctx.device.free()
 
 
 def _speed_requires(mode: str, provider: str) -> Callable[[Context], str | None]:

@@ -235,14 +235,37 @@ def scale_bytes(args: Iterable[Arg], tokens_small: int, tokens_full: int) -> tup
     return read, written
 
 
-def column_reduction_passes(call: KernelCall, tokens_small: int) -> int:
-    """How many column reductions (sums over the tokens: bias and LayerNorm-weight gradients) a kernel produces,
-    counted as distinct sizes of its outputs that do not grow with the tokens, when it also reads per-token data.
-    The CPU backend computes them in the same loop nest as the row work; a GPU kernel reduces along one axis, so
-    Inductor's GPU backend gives each its own kernel that reads the per-token input again."""
+#: Width of the LayerNorms in the compiled model (embed 512): dgamma and dbeta have this many elements.
+LN_WIDTH = 512
+
+
+def column_reductions(call: KernelCall, tokens_small: int) -> list[int]:
+    """Element counts of the column reductions (sums over the tokens: bias, LayerNorm-weight and position-embedding
+    gradients, accumulated in fp32) a kernel produces: the distinct sizes of its fp32 outputs that do not grow with
+    the tokens, when it also reads per-token data, leaving out casts: an fp32 output as large as a narrower input
+    that does not grow with the tokens either (a bf16 weight gradient from a GEMM converted to fp32, a bias gradient
+    summed elsewhere) is a cast, not a reduction over per-token input."""
     if not any(a.numel % tokens_small == 0 and a.role != "out" for a in call.args):
-        return 0
-    sizes = {a.numel for a in call.args if a.role == "out" and a.numel % tokens_small != 0 and a.itemsize == 4}
+        return []
+    casts = {a.numel for a in call.args if a.role != "out" and a.numel % tokens_small != 0 and a.itemsize < 4}
+    sizes: list[int] = []
+    for a in call.args:
+        fixed = a.numel % tokens_small != 0
+        if a.role == "out" and a.itemsize == 4 and fixed and a.numel not in casts and a.numel not in sizes:
+            sizes.append(a.numel)
+    return sizes
+
+
+def column_reduction_passes(call: KernelCall, tokens_small: int, mix_order: bool = False) -> int:
+    """How many column reductions a kernel produces that a GPU runs as extra passes re-reading per-token input
+    (see :func:`column_reductions`). The CPU backend computes them in the same loop nest as the row work; a GPU
+    kernel reduces along one axis, so Inductor's GPU backend gives each its own pass. ``mix_order``: Inductor's GPU
+    mix-order reduction (``torch._inductor.config.triton.mix_order_reduction``, on by default in torch 2.13) fuses
+    a LayerNorm backward's dX row reduction with its dgamma/dbeta column reduction, so in a kernel that computes a
+    LayerNorm backward the reduction of the LayerNorm's width (:data:`LN_WIDTH`) costs no extra pass."""
+    sizes = column_reductions(call, tokens_small)
+    if mix_order and "native_layer_norm_backward" in call.name:
+        sizes = [n for n in sizes if n != LN_WIDTH]
     return len(sizes)
 
 
@@ -385,12 +408,17 @@ def load(path: Path = OUT) -> dict | None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--check-only", action="store_true", help="re-run the check on the stored table")
+    parser.add_argument("--check-only", action="store_true",
+                        help="re-count the column reductions and re-run the check on the stored table")
     args = parser.parse_args(argv)
     if args.check_only:
         stored = load(args.out)
         if stored is None:
             raise SystemExit(f"{args.out} does not exist: run `python -m benchmarks.inductor_kernels` first")
+        for by_depth in stored["modes"].values():
+            for entry in by_depth.values():
+                calls = [KernelCall(k["name"], "fused", [Arg("", *a) for a in k["args"]]) for k in entry["kernels"]]
+                entry["column_reduction_passes"] = sum(column_reduction_passes(c, stored["tokens"]) for c in calls)
         data = {**stored, "check": check(stored)}
     else:
         data = run()
@@ -407,5 +435,6 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["Arg", "KernelCall", "parse_output_code", "scale_bytes", "column_reduction_passes", "summarize", "run",
+__all__ = ["Arg", "KernelCall", "parse_output_code", "scale_bytes", "column_reductions", "column_reduction_passes",
+           "summarize", "run",
            "check", "load", "asdict"]  # fmt: skip

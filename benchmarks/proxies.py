@@ -29,6 +29,11 @@ How each provider is modelled on meta (where the real dispatch cannot be observe
   scaled to the full batch; GEMMs and attention are the sdpa path's (cuBLAS, FlashAttention-2).
 Every aten ``native_layer_norm_backward`` is charged as CUDA runs it: the dX kernel, then a dgamma/dbeta pass that
 reads dY and X (and the row statistics) again.
+
+Three models per case: the peak model (``seconds``: every kernel at 100% of peak, useful FLOPs), and the expected
+and pessimistic models (``seconds_expected``, ``seconds_pessimistic``): per-kernel-class efficiencies from published
+measurements (benchmarks/efficiency.py), attention kernels charged on their padded tiles, launch overhead; the
+expected one scaled by a GPU calibration when results/calibration.json exists (benchmarks/calibration.py).
 """
 
 from __future__ import annotations
@@ -177,23 +182,49 @@ def _fa2_records(name: str, args: tuple) -> dict[int, dict[str, int]]:
 
 
 def _fused_issued_flops(name: str, args: tuple) -> int | None:
-    """FLOPs the fused attention kernels issue on their padded tiles: the spatial kernel packs floor(64 / N)
-    frames into one 64 x 64 tile; the temporal kernel uses 64 x 64 tiles (T = 243 -> 256) and recomputes Q K^T and
-    dO V^T in its dK/dV pass (7 matmuls backward)."""
+    """FLOPs the fused attention kernels issue on their padded tiles, read off their launch plans
+    (kernels/spatial.py and kernels/temporal.py ``launch_plan``, bf16): per program, every tile pair it visits
+    times the matmuls it runs there. Spatial: one BLOCK_R-row tile per program packing floor(BLOCK_R / N) frames,
+    S = Q K^T and O = P V forward (2 matmuls), S, dP, dV, dQ, dK backward (5). Temporal: forward programs own
+    BLOCK_Q query rows and visit ceil(T / BLOCK_K) key blocks (2 matmuls each); the dQ kernel 3 matmuls per key
+    block (S, dP, dQ), the dK/dV kernel owns BLOCK_K key rows and runs 4 per query block (S^T, dV, dP^T, dK)."""
+    from fastmixste.kernels import spatial, temporal
+
+    backward = "backward" in name
+    if not name.startswith(("fastmixste.spatial_attention", "fastmixste.temporal_attention")):
+        return None
+    qkv = args[1] if backward else args[0]
     if name.startswith("fastmixste.spatial_attention"):
-        qkv = args[1] if "backward" in name else args[0]
+        H = args[2 if backward else 1]
         B, T, N, C3 = qkv.shape
-        H = args[2 if "backward" in name else 1]
-        programs = math.ceil(B * T / max(1, 64 // N)) * H
-        mm = 5 if "backward" in name else 2
-        return mm * 2 * programs * 64 * 64 * (C3 // 3 // H)
-    if name.startswith("fastmixste.temporal_attention"):
-        qkv = args[1] if "backward" in name else args[0]
-        H = args[4] if "backward" in name else args[1]
-        B, T, N, C3 = qkv.shape
-        mm = 7 if "backward" in name else 2
-        return mm * 2 * B * N * H * _pad(T, 64) ** 2 * (C3 // 3 // H)
-    return None
+        D = C3 // 3 // H
+        total = 0
+        for cfg, grid in spatial.launch_plan(tuple(qkv.shape), H, torch.bfloat16, backward):
+            r = cfg.constexpr("BLOCK_R")
+            total += (5 if backward else 2) * 2 * grid[0] * r * r * D
+        return total
+    H = args[4 if backward else 1]
+    B, T, N, C3 = qkv.shape
+    D = C3 // 3 // H
+    matmuls = {"fwd": 2, "bwd_dq": 3, "bwd_dkdv": 4}
+    total = 0
+    for cfg, grid in temporal.launch_plan(tuple(qkv.shape), H, torch.bfloat16, backward):
+        bq, bk = cfg.constexpr("BLOCK_Q"), cfg.constexpr("BLOCK_K")
+        kernel = next(k for k, fn in temporal._KERNELS.items() if fn is cfg.fn)
+        visits = math.ceil(T / (bq if kernel == "bwd_dkdv" else bk))
+        programs = grid[0] * cfg.constexpr("G")  # G sequences per program under the interpreter, 1 on a GPU
+        total += matmuls[kernel] * 2 * programs * visits * bq * bk * D
+    return total
+
+
+def _gemm_class(name: str, args: tuple) -> str | None:
+    """"gemm_wgrad" for a GEMM whose reduction dimension is the token count (a weight gradient: K much larger than
+    the M x N output's sides), "gemm" for the other aten GEMMs, None for other ops."""
+    if name not in _GEMMS:
+        return None
+    a, b = (args[1], args[2]) if name in ("aten.addmm.default", "aten.baddbmm.default") else (args[0], args[1])
+    M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
+    return "gemm_wgrad" if K >= 8 * max(M, N) else "gemm"
 
 
 class _Counter(OpCounter):
@@ -239,6 +270,11 @@ class _Counter(OpCounter):
         issued = _fused_issued_flops(name, args)
         if issued is not None:
             rec.issued_flops = issued
+        if name.startswith(("fastmixste.spatial_attention", "fastmixste.temporal_attention")) or name in (
+            _FLASH_FWD, _FLASH_BWD
+        ):
+            rec.kernel_class = "flash_bwd" if "backward" in name else "flash_fwd"
+        rec.kernel_class = _gemm_class(name, args) or rec.kernel_class
         return out
 
 
@@ -247,17 +283,50 @@ class _Counter(OpCounter):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _modelled(records: list[OpRecord]) -> dict[str, Any]:
+#: The calibration applied to the expected model (benchmarks/calibration.py), None when there is none. Set by
+#: :func:`set_calibration`; ``main`` loads results/calibration.json (or --calibration PATH) when present.
+_CALIBRATION: dict | None = None
+_CALIBRATION_SOURCE: str | None = None
+
+
+def set_calibration(data: dict | None, source: str | None = None) -> None:
+    """Use ``data`` (a calibration document, see benchmarks/calibration.py) for the expected model; None: none."""
+    global _CALIBRATION, _CALIBRATION_SOURCE
+    _CALIBRATION, _CALIBRATION_SOURCE = data, (source or "given") if data else None
+
+
+def calibration_note() -> str | None:
+    """What the expected model is calibrated with, None when it is not."""
+    if _CALIBRATION is None:
+        return None
+    return f"expected model scaled by measured/modelled per kernel class for {_CALIBRATION['device']} from " \
+        f"{_CALIBRATION_SOURCE} ({_CALIBRATION.get('gpu', 'GPU unnamed')}, B = {_CALIBRATION.get('B')})"
+
+
+def level_seconds(records: list[OpRecord], device: str, level: str, provider: str | None = None) -> dict[str, Any]:
+    """Seconds of ``records`` on ``device`` under the efficiency ``level`` (benchmarks/efficiency.py); the expected
+    level is scaled by the calibration for ``provider`` where one is set (:func:`set_calibration`)."""
+    from . import calibration, efficiency
+
+    scale = calibration.scale_for(_CALIBRATION, device, provider or "") if level == "expected" else None
+    return profiling.efficient_seconds(records, profiling.DEVICES[device], efficiency.table(device, level), scale)
+
+
+def _modelled(records: list[OpRecord], provider: str | None = None) -> dict[str, Any]:
     modelled: dict[str, Any] = {}
     for key, spec in profiling.DEVICES.items():
         base = profiling.roofline_seconds(records, spec)
         with_launch = profiling.roofline_seconds(records, spec, LAUNCH_OVERHEAD_S)
         padded = profiling.roofline_seconds(records, spec, padded=True)
+        expected = level_seconds(records, key, "expected", provider)
         modelled[key] = {
             **base,
             "bytes": sum(r.bytes_on(spec) for r in records),
             "seconds_with_launch_overhead": with_launch["seconds"],
             "seconds_padded_tiles": padded["seconds"],
+            "seconds_expected": expected["seconds"],
+            "seconds_pessimistic": level_seconds(records, key, "pessimistic")["seconds"],
+            "expected_by_class": {c: round(t, 9) for c, t in sorted(expected["by_class"].items())},
         }
     return modelled
 
@@ -339,7 +408,7 @@ def proxy_case(
         "saved_bytes": saved_bytes if mode == "train" else 0,
         "saved_storages": saved_count if mode == "train" else 0,
         "peak_live_bytes": peak,
-        "modelled": _modelled(records),
+        "modelled": _modelled(records, provider),
         # The ops that move the most bytes, kept for the full-scale shapes only (files stay small).
         "top_ops_by_bytes": top_ops if full else {},
     }
@@ -375,21 +444,23 @@ def compile_records(
     full = shape.B * shape.T * cases.JOINTS
     one, two = data["modes"][mode]["1"], data["modes"][mode]["2"]
 
-    def total(entry: dict) -> tuple[float, float, float, int]:
+    def total(entry: dict) -> tuple[float, float, float, int, int]:
         read = written = column = 0.0
+        count = 0
         for k in entry["kernels"]:
             args = [inductor_kernels.Arg("", role, numel, size) for role, numel, size in k["args"]]
             r, w = inductor_kernels.scale_bytes(args, small, full)
             read, written = read + r, written + w
             call = inductor_kernels.KernelCall(k["name"], "fused", args)
-            passes = inductor_kernels.column_reduction_passes(call, small)
+            passes = inductor_kernels.column_reduction_passes(call, small, mix_order=True)
             if passes:
                 biggest = max(a.bytes for a in args if a.role != "out" and a.numel % small == 0)
                 column += passes * biggest * full / small
-        return read, written, column, len(entry["kernels"])
+                count += passes
+        return read, written, column, len(entry["kernels"]), count
 
-    r1, w1, c1, n1 = total(one)
-    r2, w2, c2, n2 = total(two)
+    r1, w1, c1, n1, p1 = total(one)
+    r2, w2, c2, n2, p2 = total(two)
     more = cases.DEPTH - 1
     records.append(OpRecord("inductor.generated (depth-1 model)", round(r1), round(w1), 0, n1))
     records.append(
@@ -397,7 +468,6 @@ def compile_records(
                  0, more * (n2 - n1))
     )  # fmt: skip
     if mode == "train":
-        p1, p2 = one["column_reduction_passes"], two["column_reduction_passes"]
         records.append(
             OpRecord("inductor.column_reductions_on_gpu (modelled)", round(c1 + more * (c2 - c1)), 0, 0,
                      p1 + more * (p2 - p1))
@@ -409,37 +479,6 @@ def compile_records(
 
     (s1, k1), (s2, k2) = saved(one), saved(two)
     return records, round(s1 + more * (s2 - s1)), k1 + more * (k2 - k1)
-
-
-#: Analytic estimate of the fused block's traffic outside GEMMs and attention, per block, in units of one bf16
-#: activation A = tokens x 512 x 2 bytes (an fp32 residual-stream tensor is 2A), fp32 residual stream, bf16 GEMM
-#: inputs, bias in the GEMM epilogues, gamma/beta/bias gradient partial sums inside the kernels:
-#: forward 16A = [residual + DropPath + post-norm + next pre-norm: read x 2A + branch A, write x 2A + LN out A]
-#:             + [residual + DropPath + LN2: same, 6A] + [GELU: read fc1 out 2A, write 2A];
-#: backward 31A = [post-norm + residual backward: 7A] + [GELU backward: read dgelu 2A + fc1 out 2A, write 2A]
-#:              + [LN2 backward + residual gradient: read dLN A + x1 2A + dx 2A, write dx 2A + branch grad A]
-#:              + [LN1 backward + residual gradient: 7A] + [re-read of the pre-norm sum: 3A].
-FUSED_BLOCK_A = {"forward": 16, "train": 16 + 31}
-
-
-def fused_block_estimate(mode: str, shape: Shape, precision: str = PRECISION) -> list[OpRecord]:
-    """A LABELLED ANALYTIC ESTIMATE, not a count: the triton model's GEMMs and fused attention ops as counted on
-    meta, plus the fused block kernels' traffic from :data:`FUSED_BLOCK_A` and the weights' casts (fp32 -> bf16
-    each forward, bf16 -> fp32 gradients in backward). The triton backend now runs the block kernels and the
-    ``triton`` provider counts them; this hand estimate stays as a cross-check of that count (the counted block
-    ops are replaced by it here)."""
-    counter, _, _ = count_case("model", "triton", mode, shape, precision)
-    attention = ("fastmixste.spatial_attention", "fastmixste.temporal_attention")
-    records = [r for r in counter.records if r.op in _GEMMS or r.op.startswith(attention)]
-    blocks = 2 * cases.DEPTH
-    a = shape.B * shape.T * cases.JOINTS * cases.EMBED * 2
-    kernels = 3 if mode == "forward" else 7
-    records.append(OpRecord("fused block kernels (analytic estimate)", FUSED_BLOCK_A[mode] * a * blocks, 0, 0,
-                            kernels * blocks))  # fmt: skip
-    params = sum(p.numel() for p in cases.build("model", "eager", Shape(1, shape.T), "meta").module.parameters())
-    records.append(OpRecord("weight casts (analytic estimate)", params * 6 * (1 if mode == "forward" else 2), 0, 0,
-                            0))  # fmt: skip
-    return records
 
 
 def _top_ops(records: list[OpRecord], n: int = 8) -> dict[str, dict[str, int]]:
@@ -514,11 +553,25 @@ ASSUMPTIONS: list[str] = [
     "LayerNorm backward as CUDA launches it: dX kernel, then a dgamma/dbeta pass re-reading dY, X, mean and rstd "
     "(its small partial-sum buffers are not counted).",
     "Fused temporal attention backward: two kernels; the dK/dV kernel re-reads qkv, dO, lse and the delta rows.",
-    "GEMMs: cuBLAS at peak; the bias add is inside the GEMM (addmm); bias gradients are separate sum kernels.",
+    "GEMMs: cuBLAS; the bias add is inside the GEMM (addmm); bias gradients are separate sum kernels.",
+    "Expected and pessimistic models (seconds_expected / seconds_pessimistic, ratios_expected / ratios_pessimistic): "
+    "per kernel class an efficiency from published measurements (benchmarks/efficiency.py, results/efficiency.json: "
+    "cuBLAS GEMMs, weight-gradient GEMMs, flash-style forward and backward, streaming bandwidth, launch overhead); "
+    "time per kernel = max(issued FLOPs / (peak x MMA efficiency), bytes / (bandwidth x streaming efficiency)) + "
+    "launches x launch overhead. Attention kernels, FlashAttention-2 and ours alike, are charged on their padded "
+    "tiles (FA2: 128 x 128 forward, kBlockM x 128 backward; ours: their launch plans) at the same efficiency. A "
+    "calibration file (results/calibration.json, written by benchmarks.gpu_check on a GPU) scales the expected "
+    "model per class when present; the headline says so.",
     "compile: torch.compile (Inductor, default mode, no max-autotune) of the sdpa model; its fused kernels and what "
     "they read and write are taken from the C++ kernels Inductor generates for this model on the CPU backend "
-    "(same scheduler and fusion decisions as its GPU backend; the CPU backend has no split reductions, which adds "
-    "no bytes), scaled from a small batch to the full one by element count; GEMMs and attention as the sdpa path's.",
+    "(same scheduler and fusion decisions as its GPU backend for pointwise chains), scaled from a small batch to the "
+    "full one by element count; GEMMs and attention as the sdpa path's. Each column reduction (bias, LayerNorm-"
+    "weight, position-embedding gradients: fp32 outputs that do not grow with the tokens, casts of weight-sized "
+    "inputs excluded) is a GPU pass re-reading the kernel's largest per-token input, except a LayerNorm backward's "
+    "dgamma/dbeta, which the GPU backend's mix-order reduction (torch._inductor.config.triton.mix_order_reduction, "
+    "default on in torch 2.13) fuses into the dX pass. max-autotune is not modelled: its Triton GEMM templates "
+    "only replace cuBLAS where faster (the same GEMM efficiency here) and its CUDA graphs remove launch overhead; "
+    "the headline gives that bound under estimates.",
     "triton: what the triton backend runs on meta, custom ops counting their own inputs and outputs once.",
     "Memory: peak = live bytes of the storages created in one training step (LiveBytesTracker on meta: kept "
     "activations, transients, the new fp32 grads; FA2's dQ accumulator added as a transient) + parameters x 16 B "
@@ -568,11 +621,16 @@ def policy_table(
             row["timing_batch"] = timing_batch
             for key, spec in profiling.DEVICES.items():
                 ms = profiling.roofline_seconds(counter.records, spec)["seconds"] * 1e3
+                exp = level_seconds(counter.records, key, "expected", provider)["seconds"] * 1e3
                 if policy == "none":
                     base_ms[(provider, key)] = ms
+                    base_ms[(provider, key, "expected")] = exp
                 row[f"{key}_train_ms"] = ms
+                row[f"{key}_train_ms_expected"] = exp
                 ref = base_ms.get((provider, key))
                 row[f"{key}_time_cost"] = ms / ref - 1.0 if ref else None
+                ref = base_ms.get((provider, key, "expected"))
+                row[f"{key}_time_cost_expected"] = exp / ref - 1.0 if ref else None
                 row[f"{key}_max_batch"] = budget.max_batch(
                     spec, params, fit["peak_fixed"], fit["peak_per_sequence"]
                 )
@@ -608,70 +666,126 @@ def _compile_memory_row(
     )
     for key, spec in profiling.DEVICES.items():
         row[f"{key}_train_ms"] = profiling.roofline_seconds(records, spec)["seconds"] * 1e3
+        row[f"{key}_train_ms_expected"] = level_seconds(records, key, "expected", "compile")["seconds"] * 1e3
         row[f"{key}_time_cost"] = 0.0
+        row[f"{key}_time_cost_expected"] = 0.0
         row[f"{key}_max_batch"] = budget.max_batch(spec, params, row["peak_fixed"], row["peak_per_sequence"])
     return row
 
 
+#: The headline's columns: (JSON suffix, label, what is read from each case's "modelled" entry). "" is the peak
+#: model (every kernel at 100%, useful FLOPs), kept as ``ratios``.
+LEVEL_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("", "optimistic (peak)", "seconds"),
+    ("_expected", "expected", "seconds_expected"),
+    ("_pessimistic", "pessimistic", "seconds_pessimistic"),
+    ("_padded_tiles", "peak, padded tiles", "seconds_padded_tiles"),
+    ("_with_launch_overhead", "peak + 3 us/launch", "seconds_with_launch_overhead"),
+)
+
+
+def ratios_from(train_ms: dict[str, float], forward_ms: dict[str, float]) -> dict[str, float]:
+    """``train_triton_vs_<peer>`` and ``forward_triton_vs_<peer>``: peer time over triton time (> 1: triton faster)."""
+    ratios = {f"train_triton_vs_{p}": round(train_ms[p] / train_ms["triton"], 3) for p in train_ms if p != "triton"}
+    ratios.update({f"forward_triton_vs_{p}": round(forward_ms[p] / forward_ms["triton"], 3)
+                   for p in forward_ms if p != "triton"})  # fmt: skip
+    return ratios
+
+
+def headline_entry(train: dict[str, dict], forward: dict[str, dict], device: str) -> dict[str, Any]:
+    """One device's headline from proxy cases ({provider: proxy_case result} per mode): per level
+    (:data:`LEVEL_FIELDS`) the ms per provider and the ratios, plus the labelled triton+compile estimate."""
+    entry: dict[str, Any] = {}
+    for suffix, _, field_ in LEVEL_FIELDS:
+        tr = {p: round(r["modelled"][device][field_] * 1e3, 1) for p, r in train.items()}
+        fw = {p: round(r["modelled"][device][field_] * 1e3, 1) for p, r in forward.items()}
+        entry[f"train{suffix}"], entry[f"forward{suffix}"], entry[f"ratios{suffix}"] = tr, fw, ratios_from(tr, fw)
+    # A labelled estimate, not a count: Inductor's fusion around the fused attention cores, taken as compile's
+    # time plus what the fused cores save over FA2 and its layout copies in the counted (uncompiled) paths.
+    entry["estimates"] = {}
+    if "compile" in train and "sdpa" in train:
+        entry["estimates"]["triton+compile ~= compile + (triton - sdpa)"] = {
+            m: round(entry[m]["compile"] + entry[m]["triton"] - entry[m]["sdpa"], 1) for m in ("train", "forward")
+        }
+        from . import efficiency
+
+        by_class = train["compile"]["modelled"][device]["expected_by_class"]
+        graphs = by_class.get("launch", 0.0) * 1e3
+        c = train["compile"]
+        # GEMM epilogue fusion at most saves one read of each fc1 output (the GELU kernel's; backward still needs it)
+        fc1 = c["B"] * c["T"] * cases.JOINTS * int(cases.EMBED * cases.MLP_RATIO) * 2 * 2 * cases.DEPTH
+        spec = profiling.DEVICES[device]
+        epilogue = fc1 / (spec.bandwidth * efficiency.table(device, "expected")["streaming"]) * 1e3
+        bound = entry["train_expected"]["compile"] - graphs - epilogue
+        entry["estimates"]["compile max-autotune bound, expected, train"] = {
+            "ms": round(bound, 1),
+            "triton_vs": round(bound / entry["train_expected"]["triton"], 3),
+            "note": f"what mode='max-autotune' could add to the expected model at most: CUDA graphs remove the "
+            f"launch overhead ({graphs:.1f} ms); Triton GEMM templates replace cuBLAS only where faster (the same "
+            f"GEMM efficiency here: no gain); GEMM epilogue fusion of bias + GELU saves at most one read of each "
+            f"fc1 output ({epilogue:.1f} ms)",
+        }
+    return entry
+
+
 def headline(precision: str = PRECISION, T: int = 243) -> dict:
     """Whole MixSTE at T frames: modelled ms of a training step (B = 128) and a forward (B = 32) per provider and
-    device, and the ratios triton vs every other provider (> 1: triton is faster)."""
+    device, under the peak model and the expected and pessimistic efficiency models, and the ratios triton vs every
+    other provider (> 1: triton is faster)."""
     train = {p: proxy_case("model", p, "train", Shape(cases.TRAIN_BATCH, T), precision) for p in MODELLED_PROVIDERS}
     fwd = {p: proxy_case("model", p, "forward", Shape(cases.INFER_BATCH, T), precision) for p in MODELLED_PROVIDERS}
-    block_estimate = {
-        "train": fused_block_estimate("train", Shape(cases.TRAIN_BATCH, T), precision),
-        "forward": fused_block_estimate("forward", Shape(cases.INFER_BATCH, T), precision),
-    }
-    out: dict[str, Any] = {}
-    for key in profiling.DEVICES:
-        entry: dict[str, Any] = {}
-        for variant, field_ in (("", "seconds"), ("_padded_tiles", "seconds_padded_tiles"),
-                                ("_with_launch_overhead", "seconds_with_launch_overhead")):  # fmt: skip
-            tr = {p: round(r["modelled"][key][field_] * 1e3, 1) for p, r in train.items()}
-            fw = {p: round(r["modelled"][key][field_] * 1e3, 1) for p, r in fwd.items()}
-            ratios = {f"train_triton_vs_{p}": round(tr[p] / tr["triton"], 3) for p in tr if p != "triton"}
-            ratios.update({f"forward_triton_vs_{p}": round(fw[p] / fw["triton"], 3) for p in fw if p != "triton"})
-            entry[f"train{variant}"], entry[f"forward{variant}"], entry[f"ratios{variant}"] = tr, fw, ratios
-        # Labelled estimates, not counts: Inductor's fusion around the fused attention cores, taken as compile's
-        # time plus what the fused cores save over FA2 and its layout copies in the counted (uncompiled) paths;
-        # and the fused block kernels' traffic written out by hand (FUSED_BLOCK_A).
-        spec = profiling.DEVICES[key]
-        est = {m: profiling.roofline_seconds(recs, spec)["seconds"] * 1e3 for m, recs in block_estimate.items()}
-        entry["estimates_fused_block_analytic"] = {
-            "train": round(est["train"], 1),
-            "forward": round(est["forward"], 1),
-            **{f"train_vs_{p}": round(entry["train"][p] / est["train"], 3) for p in entry["train"] if p != "triton"},
-            **{f"forward_vs_{p}": round(entry["forward"][p] / est["forward"], 3)
-               for p in entry["forward"] if p != "triton"},
-        }  # fmt: skip
-        entry["estimates"] = {
-            "triton+compile ~= compile + (triton - sdpa)": {
-                "train": round(entry["train"]["compile"] + entry["train"]["triton"] - entry["train"]["sdpa"], 1),
-                "forward": round(
-                    entry["forward"]["compile"] + entry["forward"]["triton"] - entry["forward"]["sdpa"], 1
-                ),
-            }
-        }
-        out[key] = entry
+    out: dict[str, Any] = {key: headline_entry(train, fwd, key) for key in profiling.DEVICES}
     out["precision"] = precision
     out["T"] = T
     out["train_batch"] = cases.TRAIN_BATCH
     out["forward_batch"] = cases.INFER_BATCH
+    out["levels"] = {label: f"ratios{suffix}" for suffix, label, _ in LEVEL_FIELDS}
+    out["calibration"] = calibration_note()
     out["targets"] = TARGETS
+    out["targets_met_expected"] = {
+        key: {name: out[key]["ratios_expected"][name] >= goal for name, goal in TARGETS.items()}
+        for key in profiling.DEVICES
+    }
+    out["targets_met_expected"]["rtx4090"]["train_triton_vs_compile_pessimistic>=1.15"] = (
+        out["rtx4090"]["ratios_pessimistic"]["train_triton_vs_compile"] >= 1.15
+    )
     return out
 
 
-#: Issue targets (modelled, whole MixSTE, T = 243): triton's speed-up over each peer.
+def headline_table(head: dict) -> str:
+    """The headline as text: per device and mode, ms per provider at each level, and triton's ratios."""
+    lines = []
+    if head.get("calibration"):
+        lines.append(f"calibrated: {head['calibration']}")
+    for key, spec in profiling.DEVICES.items():
+        entry = head[key]
+        providers = list(entry["train"])
+        for mode in ("train", "forward"):
+            lines.append(f"{spec.name}, {mode} (ms; ratio = peer / triton):")
+            lines.append(f"  {'level':20s}" + "".join(f"{p:>10s}" for p in providers)
+                         + "".join(f"{'vs ' + p:>14s}" for p in providers if p != "triton"))  # fmt: skip
+            for suffix, label, _ in LEVEL_FIELDS[:3]:
+                ms_ = entry[f"{mode}{suffix}"]
+                rat = entry[f"ratios{suffix}"]
+                lines.append(f"  {label:20s}" + "".join(f"{ms_[p]:10.1f}" for p in providers)
+                             + "".join(f"{rat[f'{mode}_triton_vs_{p}']:13.2f}x" for p in providers
+                                       if p != "triton"))  # fmt: skip
+    return "\n".join(lines)
+
+
+#: Targets (expected model, whole MixSTE, T = 243): triton's speed-up over each peer.
 TARGETS = {
-    "train_triton_vs_eager": 2.0,
+    "train_triton_vs_eager": 2.2,
     "train_triton_vs_sdpa": 1.5,
-    "train_triton_vs_compile": 1.25,
+    "train_triton_vs_compile": 1.3,
     "forward_triton_vs_sdpa": 1.3,
 }
 
 
 def compute(scopes: tuple[str, ...] = cases.SCOPES, verbose: bool = False, memory: bool = True) -> dict:
     """Every case of ``all_cases`` plus the device specs and how each provider was modelled."""
+    from . import efficiency
+
     results = []
     skipped = []
     t0 = time.perf_counter()
@@ -716,6 +830,8 @@ def compute(scopes: tuple[str, ...] = cases.SCOPES, verbose: bool = False, memor
         "infer_batch": cases.INFER_BATCH,
         "memory": policy_table() if memory and "model" in scopes else [],
         "memory_budget": profiling.MemoryBudget().__dict__,
+        "efficiency": efficiency.document(),
+        "calibration": calibration_note(),
         "results": results,
         "skipped": skipped,
     }
@@ -739,9 +855,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scopes", nargs="*", default=list(cases.SCOPES), choices=cases.SCOPES)
     parser.add_argument("--headline", action="store_true", help="print the whole-model headline JSON and exit")
     parser.add_argument("--memory", action="store_true", help="print the provider x recompute memory table and exit")
+    parser.add_argument("--calibration", type=Path, default=None,
+                        help="measured/modelled per kernel class from a GPU run (default: results/calibration.json "
+                        "when present)")  # fmt: skip
     args = parser.parse_args(argv)
+    from . import calibration
+
+    path = args.calibration or calibration.DEFAULT
+    if args.calibration is not None and not path.exists():
+        raise SystemExit(f"--calibration: expected an existing calibration file, got {path}")
+    try:
+        data = calibration.load(path)
+    except ValueError as err:
+        print(f"proxies: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    set_calibration(data, str(path))
+    print(f"proxies: {calibration_note() or 'no calibration file (' + str(path) + '): expected model uncalibrated'}",
+          file=sys.stderr)  # fmt: skip
     if args.headline:
-        print(json.dumps(headline(), indent=1))
+        head = headline()
+        print(headline_table(head), file=sys.stderr)
+        print(json.dumps(head, indent=1))
         return
     if args.memory:
         print(json.dumps(policy_table(), indent=1))

@@ -52,6 +52,8 @@ __all__ = [
     "storage_key",
     "roofline_seconds",
     "op_seconds",
+    "efficient_seconds",
+    "kernel_class",
     "summarize",
     "device_table",
     "count",
@@ -140,6 +142,9 @@ class OpRecord:
     #: Per compute capability (e.g. 89, 90), what differs there: {"bytes": ..., "issued_flops": ...} (kernels whose
     #: tile sizes, hence padded workspaces, depend on the architecture). Missing keys fall back to the fields above.
     by_sm: dict[int, dict[str, int]] | None = None
+    #: Kind of kernel for the efficiency model (:func:`efficient_seconds`): "gemm", "gemm_wgrad", "flash_fwd",
+    #: "flash_bwd" or "streaming"; None: "gemm" for the aten GEMM ops, else "streaming".
+    kernel_class: str | None = None
 
     @property
     def bytes(self) -> int:
@@ -332,6 +337,42 @@ def roofline_seconds(
         "compute_bound_seconds": comp,
         "launch_seconds": launch,
     }
+
+
+GEMM_OPS = frozenset({"aten.mm.default", "aten.addmm.default", "aten.bmm.default", "aten.baddbmm.default"})
+
+
+def kernel_class(record: OpRecord) -> str:
+    """The record's kernel class for :func:`efficient_seconds` (its own, else by op name)."""
+    if record.kernel_class is not None:
+        return record.kernel_class
+    return "gemm" if record.op in GEMM_OPS else "streaming"
+
+
+def efficient_seconds(
+    records: Iterable[OpRecord],
+    device: DeviceSpec,
+    efficiency: dict[str, float],
+    scale: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Modelled time of a list of ops with per-class efficiencies (a model, not a measurement).
+
+    Per op of class c: max(issued FLOPs / (peak x efficiency[c]), bytes / (bandwidth x efficiency["streaming"]))
+    times ``scale[c]`` where given (a calibration: measured over modelled time for that class), plus launches x
+    efficiency["launch"] (seconds) times ``scale["launch"]``, kept as its own class "launch". Issued FLOPs are the
+    padded-tile ones where a record has them. Returns {"seconds": total, "by_class": {class: seconds}}.
+    """
+    by_class: dict[str, float] = defaultdict(float)
+    launch = efficiency.get("launch", 0.0)
+    scale = scale or {}
+    for r in records:
+        cls = kernel_class(r)
+        flops = _flops(r, True, device)
+        t_comp = flops / (device.peak_flops * efficiency[cls]) if flops else 0.0
+        t_mem = r.bytes_on(device) / (device.bandwidth * efficiency["streaming"])
+        by_class[cls] += max(t_comp, t_mem) * scale.get(cls, 1.0)
+        by_class["launch"] += r.launches * launch * scale.get("launch", 1.0)
+    return {"seconds": sum(by_class.values()), "by_class": dict(by_class)}
 
 
 def device_table() -> dict[str, dict[str, float | str]]:

@@ -66,6 +66,7 @@ def test_dry_run_prints_a_plan_that_fits_420_s() -> None:
         "speed:temporal_attention",
         "parity:compile:fused-model",
         "speed:model:train:compile",
+        "calibration:model:train",
     ):
         assert re.search(rf"^{re.escape(step)}\s+\d+\.\d", out, re.M), f"{step} missing from the plan"
     assert re.search(r"not run: 1 GPU\(s\): DDP needs 2", out)

@@ -495,19 +495,3 @@ def test_stored_inductor_kernels_support_the_compile_model_assumptions() -> None
         assert gemms["extern_kernels.addmm"] == 8
         assert gemms.get("extern_kernels.mm", 0) == (16 if mode == "train" else 0)
 
-
-def test_fused_block_estimate_is_labelled_and_sized_by_hand() -> None:
-    from benchmarks import proxies
-    from benchmarks.cases import DEPTH, EMBED, JOINTS, Shape
-
-    shape = Shape(2, 9)
-    records = proxies.fused_block_estimate("train", shape)
-    (est,) = [r for r in records if r.op == "fused block kernels (analytic estimate)"]
-    a = shape.B * shape.T * JOINTS * EMBED * 2
-    assert est.bytes == (16 + 31) * a * 2 * DEPTH and est.launches == 7 * 2 * DEPTH
-    # nothing counted from the unfused elementwise path: only GEMMs, the fused attention ops and labelled estimates
-    assert {r.op for r in records} <= proxies._GEMMS | {
-        "fastmixste.spatial_attention.default", "fastmixste.spatial_attention_backward.default",
-        "fastmixste.temporal_attention.default", "fastmixste.temporal_attention_backward.default",
-        "fused block kernels (analytic estimate)", "weight casts (analytic estimate)",
-    }  # fmt: skip
