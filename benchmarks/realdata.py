@@ -17,7 +17,9 @@ only the calibration and the four videos are extracted; nothing else in the whee
 2. Association: per frame, every choice of at most one detection per view is triangulated on 12 body joints; the
    choice with the most views whose median reprojection error is under ``ASSOCIATION_PX`` (then the lowest error)
    is a person, its detections are removed, and the next person is sought the same way (``PEOPLE`` = 2). People
-   are linked from frame to frame by the nearest pelvis and numbered by stature (person 1 the taller).
+   are linked from frame to frame by the nearest pelvis and numbered by stature (person 1 the taller). Where a
+   person has no detection in a view, MediaPipe runs again (single-image mode) on a crop around the projection of
+   their triangulation from the other views; a crop detection within ``CROP_PX`` of that projection is theirs.
 3. Reference: each person's 33 BlazePose points triangulated from their detections by confidence-weighted DLT,
    dropping the worst view while it reprojects more than 15 px and at least 3 views remain; converted to the 17
    Human3.6M joints by the same table as the video path (``fastmixste.keypoints.to_h36m``, applied to 3D points);
@@ -77,6 +79,10 @@ DEFAULT_CACHE = Path(os.environ.get("FASTMIXSTE_REALDATA_CACHE") or default_cach
 DETECTION_PASSES = 3
 PEOPLE = 2
 ASSOCIATION_PX = 30.0
+# A crop detection is the person's when its body joints lie this close (median) to their projection. Looser than
+# association: the woman's crop detections in cam03 sit ~35 px from the projection of the other three views' DLT
+# (another person in the crop lies 90-200 px away); the reference's own outlier rejection still applies.
+CROP_PX = 50.0
 REJECT_PX = 15.0
 MIN_CONFIDENCE = 0.3  # a view's point counts for triangulation from this MediaPipe visibility on
 GAP_FRAMES = 10  # reference gaps up to this long are interpolated (Pose2Sim's default, interp_if_gap_smaller_than)
@@ -365,6 +371,91 @@ def _check_alignment(scene_kp: np.ndarray, people: list[Person], cams: list[Came
     return out
 
 
+def _crop_box(points: np.ndarray, cam: Camera, grow: float = 0.3) -> tuple[int, int, int, int] | None:
+    """(33, 3) world points -> (x0, y0, x1, y1) pixel box around their projection in ``cam``, grown, clipped; None
+    when fewer than 8 points are known or the box is (nearly) outside the image."""
+    known = np.isfinite(points).all(-1)
+    if known.sum() < 8:
+        return None
+    uv = cam.project(points[known])
+    uv = uv[np.isfinite(uv).all(-1)]
+    if len(uv) < 8:
+        return None
+    lo, hi = uv.min(0), uv.max(0)
+    pad = grow * (hi - lo).max()
+    w, h = cam.size
+    x0, y0 = (int(max(0, np.floor(v))) for v in lo - pad)
+    x1, y1 = int(min(w - 1, np.ceil(hi[0] + pad))), int(min(h - 1, np.ceil(hi[1] + pad)))
+    if x1 - x0 < 32 or y1 - y0 < 32:
+        return None
+    return x0, y0, x1, y1
+
+
+def detect_crops(demo: Path, cache: Path, cams: list[Camera], assign: np.ndarray, points: list[np.ndarray], *,
+                 progress: bool = True) -> dict[str, np.ndarray]:
+    """Detect each person again in the views and frames where association found no detection of them: MediaPipe
+    (single-image mode) on a crop around the projection of their first triangulation.
+
+    -> {"keypoints", "world"}: (V, T, P, 33, 3) in full-frame pixels / metres, NaN where not tried or not found;
+    cached in the cache folder like the full-frame passes."""
+    from fastmixste.detectors import MEDIAPIPE_VERSION
+
+    path = cache / f"crops-mediapipe{MEDIAPIPE_VERSION}-passes{DETECTION_PASSES}.npz"
+    if path.is_file():
+        from fastmixste.safeload import read_npz
+
+        return read_npz(path, ["keypoints", "world"])
+    from fastmixste.detectors import MediaPipePose
+    from fastmixste.video import open_video
+
+    people, t_count, v_count = assign.shape
+    kp = np.full((v_count, t_count, people, 33, 3), np.nan, np.float32)
+    world = np.full_like(kp, np.nan)
+    t0 = time.perf_counter()
+    with MediaPipePose(static_image_mode=True) as det:
+        for v, cam in enumerate(cams):
+            wanted = {t: [(p, _crop_box(points[p][t], cam)) for p in range(people) if assign[p, t, v] < 0]
+                      for t in range(t_count)}
+            if not any(box for jobs in wanted.values() for _, box in jobs):
+                continue
+            for t, frame in enumerate(open_video(demo / "videos" / f"{cam.name}.mp4").frames()):
+                for p, box in wanted.get(t, []):
+                    if box is None:
+                        continue
+                    x0, y0, x1, y1 = box
+                    a, b = det.detect_with_world(np.ascontiguousarray(frame[y0:y1 + 1, x0:x1 + 1])[None])
+                    a[..., 0] += x0
+                    a[..., 1] += y0
+                    kp[v, t, p], world[v, t, p] = a[0, 0], b[0, 0]
+    if progress:
+        print(f"detect on crops: {int(np.isfinite(kp[..., 0, 0]).sum())} detections "
+              f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    out = {"keypoints": kp, "world": world}
+    with atomic_write(path) as f:
+        np.savez(f, **out)
+    return out
+
+
+def _accept_crops(kp: np.ndarray, cams: list[Camera], assign: np.ndarray, points: list[np.ndarray],
+                  first_crop_slot: int) -> np.ndarray:
+    """Assign each crop detection (slot ``first_crop_slot + p`` is person p's) to its person where its body joints
+    lie within ``CROP_PX`` (median) of the person's first triangulation projected into that view."""
+    assign = assign.copy()
+    for p in range(assign.shape[0]):
+        slot = first_crop_slot + p
+        for v, cam in enumerate(cams):
+            for t in np.flatnonzero(assign[p, :, v] < 0):
+                det = kp[v, t, slot, BODY]
+                if not np.isfinite(det[:, :2]).all():
+                    continue
+                proj = cam.project(points[p][t, BODY])
+                e = np.linalg.norm(proj - det[:, :2], axis=-1)
+                e = e[np.isfinite(e) & (det[:, 2] >= MIN_CONFIDENCE)]
+                if len(e) >= len(BODY) // 2 and np.median(e) < CROP_PX:
+                    assign[p, t, v] = slot
+    return assign
+
+
 def build_scene(cache: str | os.PathLike | None = None, *, download: bool = True, progress: bool = True) -> Scene:
     """Download (first use), detect (first use, cached), associate and triangulate: -> Scene."""
     cache = Path(cache) if cache is not None else DEFAULT_CACHE
@@ -379,6 +470,13 @@ def build_scene(cache: str | os.PathLike | None = None, *, download: bool = True
         raise RealDataError(f"cached detections in {cache} have shape {kp.shape}/{world.shape}; expected "
                             f"({len(CAMERAS)}, T, K, 33, 3): remove the file to detect again")
     assign = associate(kp, cams)
+    # Second look: where a person was missed in a view, crop around where the other views put them.
+    first = [triangulate(_person_detections(kp, a), cams, min_confidence=MIN_CONFIDENCE, reject_px=REJECT_PX)[0]
+             for a in assign]
+    crops = detect_crops(demo, cache, cams, assign, first, progress=progress)
+    kp = np.concatenate([kp, crops["keypoints"].astype(np.float64)], axis=2)
+    world = np.concatenate([world, crops["world"].astype(np.float64)], axis=2)
+    assign = _accept_crops(kp, cams, assign, first, det["keypoints"].shape[2])
     people = []
     for i in range(len(assign)):
         dets = _person_detections(kp, assign[i])  # (V, T, 33, 3)
