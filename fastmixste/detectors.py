@@ -177,10 +177,19 @@ class MediaPipePose(PoseDetector):
         self._fresh = True
 
     def detect(self, frames: np.ndarray) -> np.ndarray:
+        return self.detect_with_world(frames)[0]
+
+    def detect_with_world(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(T, H, W, 3) uint8 RGB -> (keypoints (T, 1, 33, 3) as ``detect``, world (T, 1, 33, 3) float32).
+
+        ``world`` is MediaPipe's own 3D, ``pose_world_landmarks``: metres, origin between the hips, x right, y down,
+        z away from the camera (roughly the camera's axes); NaN where nobody was found.
+        """
         frames = _check_frames(frames)
         t, h, w = frames.shape[:3]
         out = np.full((t, 1, 33, 3), np.nan, dtype=np.float32)
         out[..., 2] = 0.0
+        world = np.full((t, 1, 33, 3), np.nan, dtype=np.float32)
         for i in range(t):
             if self._fresh:  # the graph logs its set-up warnings on the first frame
                 with _quiet_native_stderr():
@@ -193,7 +202,9 @@ class MediaPipePose(PoseDetector):
             lm = result.pose_landmarks.landmark
             # Landmarks are normalised to the image: x * width, y * height gives pixels.
             out[i, 0] = [(p.x * w, p.y * h, p.visibility) for p in lm]
-        return out
+            if result.pose_world_landmarks is not None:
+                world[i, 0] = [(p.x, p.y, p.z) for p in result.pose_world_landmarks.landmark]
+        return out, world
 
     def reset(self) -> None:
         if self._pose is not None and self._fresh:

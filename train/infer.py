@@ -35,7 +35,7 @@ from fastmixste import BACKENDS, BackendUnavailableError, CheckpointError, load_
 from fastmixste._io import atomic_write
 from fastmixste.detectors import DETECTORS, DetectorError, MissingExtraError, make_detector
 from fastmixste.evaluation import predict_sequences
-from fastmixste.keypoints import LAYOUTS, KeypointError, load_keypoints
+from fastmixste.keypoints import LAYOUTS, KeypointError, Keypoints2D, load_keypoints
 
 DEFAULT_MODEL = "wild"  # the shipped model lifted with when no --checkpoint is given
 
@@ -204,8 +204,29 @@ def _model_meta(args: argparse.Namespace, model: torch.nn.Module, device: torch.
     }
 
 
+def lift_keypoints(model: torch.nn.Module, kps: Keypoints2D, *, flip: bool = True, batch_size: int | None = None,
+                   device: torch.device | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """One person's detected 2D (``Keypoints2D``, 17 H36M joints, gaps filled) -> the video path's 3D.
+
+    -> (pose_3d (T, 17, 3) float32 root-relative camera-frame metres with the root at 0, the model input
+    (T, 17, in_chans) float32, seconds in the model). ``--video`` lifts through this; so does the real-data check
+    (``benchmarks.realdata``), so what it scores is what the command writes.
+    """
+    from fastmixste.video import lift
+
+    device = device if device is not None else next(model.parameters()).device
+    x = kps.normalized()  # (T, 17, 2)
+    if model.config.in_chans == 3:
+        x = np.concatenate([x, kps.confidence[..., None]], axis=-1)
+    # On CPU about 243 frames per pass (one full-size window and its flip) measured fastest; more only adds memory.
+    batch_size = batch_size or (max(1, 243 // model.config.num_frame) if device.type == "cpu" else 16)
+    pose_3d, seconds = lift(model, x, flip=flip, batch_size=batch_size, device=device, progress=progress)
+    pose_3d[:, 0] = 0.0  # root-relative, root at the origin (as in training)
+    return pose_3d, x, seconds
+
+
 def _run_video(args: argparse.Namespace, model: torch.nn.Module, device: torch.device, progress: bool) -> dict:
-    from fastmixste.video import detect_video, lift, open_video, track_and_fill
+    from fastmixste.video import detect_video, open_video, track_and_fill
 
     out = Path(args.out)
     source = open_video(args.video, fps=args.fps)
@@ -214,15 +235,10 @@ def _run_video(args: argparse.Namespace, model: torch.nn.Module, device: torch.d
         raw, stats = detect_video(source, detector, progress=progress, min_confidence=args.min_confidence)
         described = detector.describe()
     kps, seen = track_and_fill(raw, source, min_confidence=args.min_confidence, detector_name=detector.name)
-    x = kps.normalized()  # (T, 17, 2)
-    if model.config.in_chans == 3:
-        x = np.concatenate([x, kps.confidence[..., None]], axis=-1)
-    # On CPU about 243 frames per pass (one full-size window and its flip) measured fastest; more only adds memory.
-    batch_size = args.batch_size or (max(1, 243 // model.config.num_frame) if device.type == "cpu" else 16)
     cpu0 = time.process_time()  # CPU seconds of all threads: on a shared machine wall time says little
-    pose_3d, seconds = lift(model, x, flip=not args.no_flip, batch_size=batch_size, device=device, progress=progress)
+    pose_3d, x, seconds = lift_keypoints(model, kps, flip=not args.no_flip, batch_size=args.batch_size,
+                                         device=device, progress=progress)
     cpu_seconds = time.process_time() - cpu0
-    pose_3d[:, 0] = 0.0  # root-relative, root at the origin (as in training)
 
     meta = dict(kps.meta)
     meta["notes"] = source.notes + meta["notes"]

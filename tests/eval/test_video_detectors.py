@@ -125,6 +125,8 @@ def test_mediapipe_detector_runs_offline():
         blank = np.zeros((3, 120, 160, 3), np.uint8)
         out = check_detections(det.detect(blank), 3, det.layout, det.name)
         assert out.shape == (3, 1, 33, 3) and np.isnan(out[..., :2]).all() and (out[..., 2] == 0).all()
+        kp, world = det.detect_with_world(blank)
+        assert world.shape == (3, 1, 33, 3) and np.isnan(world).all() and np.array_equal(kp, out, equal_nan=True)
         clip = os.environ.get("FASTMIXSTE_TEST_VIDEO")  # a real recording of one person, to check detections
         if clip:
             from fastmixste.video import open_video
