@@ -546,7 +546,7 @@ CLI_CASES: list[Cli] = [
     Cli("eval-ckpt-mlp-ratio-inf", EVAL, ["--checkpoint", "{ckpt_mlp_inf}", "--data-dir", "{data}"], 2,
         "mlp_ratio must be a finite number, got inf"),
     Cli("eval-heldout-clips-10e9", EVAL, E + ["--heldout-clips", "1000000000"], 2,
-        "--heldout-clips must be in [0, 1000]"),
+        "--heldout-clips must be at most 1000 clips per pattern"),
     Cli("eval-batch-size-10e9", EVAL, E + ["--batch-size", "1000000000"], 2, "--batch-size must be at most 65536"),
     Cli("run-batch-size-10e9", RUN, R("ba", "--batch-size", "1000000000"), 2,
         "--batch-size (batch_size): expected at most 65,536, got 1000000000"),
@@ -720,6 +720,10 @@ def test_run_cli_exit_codes_and_messages(capsys):
         (ZeroDivisionError("division by zero"), EXIT_FAILED, "a bug in fastmixste"),
         (ValueError("what came:\n  a: x\n  b: y"), EXIT_USAGE, "error: what came:\na: x; b: y\n"),
         (ValueError("x" * 3000), EXIT_USAGE, "[...; --debug shows all]"),
+        (MemoryError("Unable to allocate 72.0 TiB for an array with shape (10000000000000,)"), EXIT_USAGE,
+         "error: out of memory: Unable to allocate 72.0 TiB for an array with shape (10000000000000,)"),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8000000000000 bytes"),
+         EXIT_USAGE, "error: out of memory: DefaultCPUAllocator: can't allocate memory"),
     ]  # fmt: skip
     for exc, code, phrase in cases:
         assert run_cli(raiser(exc), []) == code, exc
@@ -781,3 +785,63 @@ def test_h36m_3d_in_millimetres_or_with_an_unknown_action_is_refused(tmp_path) -
     odd[subject]["Dancing 1"] = next(iter(p3[subject].values()))
     with pytest.raises(ValueError, match=r"unknown Human3.6M action 'Dancing 1'"):
         load_positions_3d(write_vp3d(tmp_path / "odd.npz", odd))
+
+
+def test_mp4_render_without_encoder_never_replaces_an_existing_gif(tmp_path, monkeypatch) -> None:
+    """--render pose.mp4 falls back to pose.gif without an MP4 encoder: a pose.gif already there stays untouched
+    unless the caller allows replacing it; an allowed render is written atomically (no temporary file left)."""
+    from matplotlib import animation
+
+    from fastmixste.plots import render_pose
+
+    monkeypatch.setattr(animation.writers, "is_available", lambda name: False)
+    rng = np.random.default_rng(0)
+    pose_2d, pose_3d = rng.uniform(10, 90, (3, 17, 2)), rng.normal(size=(3, 17, 3))
+    gif = tmp_path / "pose.gif"
+    gif.write_bytes(b"the user's animation")
+    with pytest.raises(ValueError, match="pose.gif, already exists"):
+        render_pose(pose_2d, pose_3d, tmp_path / "pose.mp4", width=100, height=100, size=(200, 100))
+    assert gif.read_bytes() == b"the user's animation"
+    with pytest.warns(RuntimeWarning, match="writing .*pose.gif instead"):
+        written = render_pose(pose_2d, pose_3d, tmp_path / "pose.mp4", width=100, height=100, size=(200, 100),
+                              may_replace=lambda p: True)
+    assert written == gif and gif.read_bytes()[:6] == b"GIF89a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pose.gif"]
+
+
+def test_failed_render_leaves_the_previous_file(tmp_path, monkeypatch) -> None:
+    """A render that fails half-way (disk full) leaves the file that was there and no partial file."""
+    from matplotlib import animation
+
+    from fastmixste.plots import render_pose
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(animation.PillowWriter, "finish", disk_full)
+    rng = np.random.default_rng(0)
+    out = tmp_path / "pose.gif"
+    out.write_bytes(b"previous render")
+    with pytest.raises(OSError, match="No space left"):
+        render_pose(rng.uniform(10, 90, (3, 17, 2)), rng.normal(size=(3, 17, 3)), out, width=100, height=100,
+                    size=(200, 100))
+    assert out.read_bytes() == b"previous render" and sorted(p.name for p in tmp_path.iterdir()) == ["pose.gif"]
+
+
+def test_sigterm_inside_run_cli_runs_the_save_hooks_and_exits_143(capsys) -> None:
+    import signal
+
+    from fastmixste.cli import EXIT_TERMINATED, defer_interrupts, interrupt_hook
+
+    steps = []
+
+    def main(argv):
+        with interrupt_hook(lambda: f"saved after {len(steps)} steps"):
+            with defer_interrupts():  # SIGTERM mid-step waits for the step to finish, like Ctrl-C
+                signal.raise_signal(signal.SIGTERM)
+                steps.append(1)
+            steps.append(2)  # never reached
+
+    assert run_cli(main, []) == EXIT_TERMINATED
+    assert capsys.readouterr().err.strip() == "terminated (SIGTERM); saved after 1 steps"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored

@@ -130,9 +130,10 @@ def check_args(args: argparse.Namespace) -> None:
                         ("--num-heads", args.num_heads)):  # fmt: skip
         if value is not None and value < 1:
             raise UserInputError(f"{flag} must be >= 1, got {value}")
-    if args.heldout_clips < 0 or args.heldout_clips > 1000:
-        raise UserInputError(f"--heldout-clips must be in [0, 1000] clips per pattern (0 skips the held-out set), "
-                             f"got {args.heldout_clips}")
+    if args.heldout_clips < 0:
+        raise UserInputError(f"--heldout-clips must be >= 0 (0 skips the held-out set), got {args.heldout_clips}")
+    if args.heldout_clips > 1000:
+        raise UserInputError(f"--heldout-clips must be at most 1000 clips per pattern, got {args.heldout_clips}")
     if args.batch_size > 65_536:
         raise UserInputError(f"--batch-size must be at most 65536 windows, got {args.batch_size}")
     for flag, values in (("--subjects", args.subjects), ("--actions", args.actions)):
