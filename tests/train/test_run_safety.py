@@ -62,6 +62,20 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
         time.sleep(0.01)
 
 
+def _signal_after_first_checkpoint(out: Path, sig: int) -> tuple[subprocess.Popen, str]:
+    """Start a run into ``out``, send ``sig`` once last.pt exists; the ended process and its stderr."""
+    proc = _start(out)
+    try:
+        _wait_for(out / "checkpoints" / "last.pt", proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc, err
+
+
 def test_sigkill_then_resume_matches_and_a_second_run_is_refused_meanwhile(tmp_path, reference, capsys) -> None:
     out = tmp_path / "run"
     first = _start(out)
@@ -101,15 +115,7 @@ def test_sigkill_then_resume_matches_and_a_second_run_is_refused_meanwhile(tmp_p
 
 def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130(tmp_path, reference, capsys) -> None:
     out = tmp_path / "run"
-    proc = _start(out)
-    try:
-        _wait_for(out / "checkpoints" / "last.pt", proc)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc, err = _signal_after_first_checkpoint(out, signal.SIGINT)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     ckpt = read_checkpoint(out / "checkpoints" / "last.pt")
@@ -128,15 +134,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130(tmp_path, reference, 
 def test_sigterm_saves_a_resumable_checkpoint_releases_the_lock_and_exits_143(tmp_path, builtin_dir) -> None:
     """SIGTERM (timeout, SLURM, Kubernetes) is handled like Ctrl-C: last.pt saved, run.lock removed, exit 143."""
     out = tmp_path / "run"
-    proc = _start(out)
-    try:
-        _wait_for(out / "checkpoints" / "last.pt", proc)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc, err = _signal_after_first_checkpoint(out, signal.SIGTERM)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     line = err.strip().splitlines()[-1]
