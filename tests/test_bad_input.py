@@ -304,6 +304,7 @@ class Cli:
     env: dict[str, str] = field(default_factory=dict)
     skip_if: Callable[[], bool] | None = None
     changes: list[str] = field(default_factory=list)  # paths (and what is under them) the command may change
+    slow: bool = False  # trains a step or more: marked slow (seconds)
 
 
 E = ["--checkpoint", "{ckpt}", "--data-dir", "{data}", "--no-progress"]  # a working train.evaluate command
@@ -510,7 +511,7 @@ CLI_CASES: list[Cli] = [
         2, "model.in_chans: training feeds 2D keypoints (x, y): expected 2, got 3"),
     Cli("run-overwrite-fails-at-step-1-restores", RUN, ["--out", "{run}", *RUN_TINY, "--overwrite", "--stage",
                                                         "finetune", "--epochs", "1", "--set", "debug.nan_step=1"],
-        1, "the previous run's files are back in {run}", env=BUILTIN),
+        1, "the previous run's files are back in {run}", env=BUILTIN, slow=True),
     # --resume: a checkpoint of another run into a folder that holds a run; damaged resume points
     Cli("run-resume-other-run", RUN, ["--out", "{run}", "--resume", "{other_run_last}"], 2,
         "is a checkpoint of another run (run id run-000000000000)"),
@@ -609,7 +610,8 @@ def _snapshot(folders: list[Path]) -> dict[Path, str]:
             for folder in folders for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
 
 
-@pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c.slow else c for c in CLI_CASES],
+                         ids=[c.id for c in CLI_CASES])
 def test_cli_row(case: Cli, inputs, runner, request):
     if case.skip_if is not None and case.skip_if():
         pytest.skip("not applicable on this machine")

@@ -241,6 +241,9 @@ def check_files(cfg: dict[str, Any]) -> None:
     for path in cfg["data"]["mocap"] or []:
         if not Path(path).is_file():
             raise FileNotFoundError(f"data.mocap (--mocap): no file at {path}")
+        from fastmixste.data.mocap import mocap_npz_fps
+
+        mocap_npz_fps(path)  # the corpus header (format, frame rate) now, before any data loads
     if cfg["init"] is not None and not Path(cfg["init"]).is_file():
         raise FileNotFoundError(f"init (--init): no file at {cfg['init']}")
 
