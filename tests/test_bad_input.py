@@ -596,6 +596,9 @@ CLI_CASES: list[Cli] = [
         "images[].width must be a number of pixels, got '640' (str)"),
     Cli("infer-fps-negative", INFER, K("{kp_ok}", "--render", "{tmp}/pose.gif", "--fps", "-5"), 2,
         "--fps must be a frame rate in (0, 1000]"),
+    Cli("eval-output-overflows", EVAL, ["--checkpoint", "{ckpt_overflow}", "--data-dir", "{data}", "--no-baseline",
+                                        "--heldout-clips", "0"], 2, "the model outputs NaN/inf even for a still pose"),
+    Cli("run-seed-10e30", RUN, R("bs", "--seed", "1" + "0" * 30), 2, "--seed: expected at most 4,294,967,295"),
     Cli("eval-subjects-twice", EVAL, E + ["--subjects", "S9", "S9"], 2, "--subjects names S9 more than once"),
     # the same command with --resume (and a safe change) continues: the finished run is evaluated again
     Cli("run-resume-same-command", RUN, RES + ["--device", "cpu"], 0,

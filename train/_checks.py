@@ -41,7 +41,7 @@ MAX_BATCH = 65_536
 UPPER: dict[str, float] = {
     "batch_size": MAX_BATCH, "val.batch_size": MAX_BATCH, "eval.batch_size": MAX_BATCH,
     "eval.heldout_clips": 1_000, "motion_frames": 10_000_000, "motion_clip_frames": 100_000,
-    "threads": 4_096, "data.num_workers": 256, "lr": 100.0, "weight_decay": 100.0, "lr_decay": 10.0,
+    "threads": 4_096, "seed": 2**32 - 1, "data.num_workers": 256, "lr": 100.0, "weight_decay": 100.0, "lr_decay": 10.0,
 }  # fmt: skip
 
 
@@ -140,7 +140,8 @@ def _check(name: str, value: Any, rule: Rule, upper: float | None = None) -> Non
     if not accepts(value):
         raise ValueError(f"{name}: expected {expected}, got {_got(value)}")
     if upper is not None and value is not None and value > upper:
-        raise ValueError(f"{name}: expected at most {upper:,g}, got {_got(value)}")
+        limit = f"{upper:,}" if isinstance(upper, int) else f"{upper:,g}"
+        raise ValueError(f"{name}: expected at most {limit}, got {_got(value)}")
 
 
 def check_flags(args: argparse.Namespace) -> None:

@@ -169,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         raise UserInputError(f"--checkpoint {args.checkpoint}: Human3.6M evaluation feeds (T, 17, 2) keypoints; "
                              f"the checkpoint has num_joints={cfg.num_joints}, in_chans={cfg.in_chans}")
     backend = model.resolved_backend(torch.zeros(1, cfg.num_frame, 17, 2, device=device))
+    with torch.no_grad():  # weights that are finite but overflow give NaN/inf for any input: say so before the data
+        probe = model(torch.zeros(1, cfg.num_frame, 17, 2, device=device))
+    if not torch.isfinite(probe).all():
+        raise UserInputError(f"--checkpoint {args.checkpoint}: the model outputs NaN/inf even for a still pose at the "
+                             f"image centre (its weights overflow); it cannot be evaluated")
 
     if args.data_dir is None:
         from fastmixste.data.builtin import builtin_data_dir
@@ -192,8 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"checkpoint {args.checkpoint}: num_frame={cfg.num_frame}, depth={cfg.depth}, "
           f"embed_dim={cfg.embed_dim_ratio}, heads={cfg.num_heads}; backend {backend} on {device}; "
           f"flip TTA {'off' if args.no_flip else 'on'}; {len(sequences)} sequences", file=sys.stderr)
-    result = evaluate(model, sequences, flip=not args.no_flip, batch_size=args.batch_size, device=device,
-                      progress=not args.no_progress)
+    try:
+        result = evaluate(model, sequences, flip=not args.no_flip, batch_size=args.batch_size, device=device,
+                          progress=not args.no_progress)
+    except np.linalg.LinAlgError as exc:  # P-MPJPE's alignment of NaN/inf predictions ("SVD did not converge")
+        raise UserInputError(f"--checkpoint {args.checkpoint}: the model's predictions are not finite (NaN/inf), so "
+                             f"they cannot be scored ({exc})") from None
 
     baseline = mean_pose = None
     if not args.no_baseline:
