@@ -201,6 +201,11 @@ def render_pose(
         raise ValueError(f"render_pose: output must end in .png, .gif or .mp4, got {out.name!r}")
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or not 0 < fps <= 1000:
         raise ValueError(f"render_pose: the frame rate (--fps) must be a number in (0, 1000], got {fps!r}")
+    gif = out.with_suffix(".gif")
+    if suffix == ".mp4" and not animation.writers.is_available("ffmpeg") and gif.exists() and not (
+            may_replace is not None and may_replace(gif)):
+        raise ValueError(f"render: no MP4 encoder here, and the GIF it would write instead, {gif}, already exists "
+                         f"(not made by this command); render to another path or move that file")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig = _PoseFigure(pose_2d, pose_3d, width, height, size, title)
     try:
@@ -221,9 +226,6 @@ def render_pose(
                     anim.save(tmp, writer=animation.FFMpegWriter(fps=fps / step), dpi=_DPI)
                 return out
             gif = out.with_suffix(".gif")
-            if gif.exists() and not (may_replace is not None and may_replace(gif)):
-                raise ValueError(f"render: no MP4 encoder here, and the GIF it would write instead, {gif}, already "
-                                 f"exists (not made by this command); render to another path or move that file")
             warnings.warn(f"no ffmpeg encoder available to matplotlib: writing {gif} instead of {out}",
                           RuntimeWarning, stacklevel=2)
             out = gif

@@ -207,6 +207,7 @@ def _second_sweep_inputs(d: Path, p: dict[str, Path], bvh_frames: str) -> None:
     np.savez(p["user_npz"], mine=np.arange(3))
     p["user_png"] = d / "my_picture.png"
     p["user_png"].write_bytes(b"\x89PNG not really")
+    (d / "my_animation.gif").write_bytes(b"GIF89a the user's animation")
     anns = [{"image_id": t, "keypoints": [float(v) for xy in kp[t] for v in (*xy, 1.0)]} for t in range(20)]
     images = [{"id": t, "file_name": f"{t:04d}.jpg", "width": "640", "height": 480} for t in range(20)]
     p["coco_width_text"] = d / "coco_width_text.json"
@@ -529,6 +530,9 @@ CLI_CASES: list[Cli] = [
         "--out {kp_npz} is the command's input (--keypoints {kp_npz})"),
     Cli("infer-out-is-users-file", INFER, K("{kp_ok}", out="{user_npz}"), 2,
         "--out {user_npz} already exists and is not an output of this command"),
+    Cli("infer-mp4-fallback-over-users-gif", INFER, K("{kp_ok}", "--render", "{tmp}/my_animation.mp4"), 2,
+        "{tmp}/my_animation.gif already exists and is not an output of this command",
+        skip_if=lambda: __import__("matplotlib.animation").animation.writers.is_available("ffmpeg")),
     Cli("infer-render-is-users-file", INFER, K("{kp_ok}", "--render", "{user_png}"), 2,
         "--render {user_png} already exists and is not an output of this command"),
     # sizes stated by the input are checked before anything is allocated

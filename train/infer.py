@@ -171,6 +171,13 @@ def _check_outputs(args: argparse.Namespace) -> None:
         rendered = _rendered_into(out)
         check_output(args.render, "--render", inputs={**inputs, "--out": args.out}, overwrite=args.overwrite,
                      ours=lambda p: rendered is not None and same_file(p, rendered))
+        gif = Path(args.render).with_suffix(".gif")
+        if args.keypoints is not None and Path(args.render).suffix.lower() == ".mp4" and gif.exists():
+            from matplotlib import animation
+
+            if not animation.writers.is_available("ffmpeg"):  # the render would fall back to this GIF
+                check_output(gif, "--render (no MP4 encoder here: the GIF written instead)", inputs=inputs,
+                             overwrite=args.overwrite, ours=lambda p: rendered is not None and same_file(p, rendered))
 
 
 def _may_replace_render(args: argparse.Namespace) -> Callable[[Path], bool]:
