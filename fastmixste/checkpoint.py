@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._io import atomic_write
+from ._io import atomic_write, check_regular_file, human_bytes, max_input_bytes
 from .config import MixSTEConfig
 from .model import MixSTE
 from .safeload import describe_file_start
@@ -76,6 +76,30 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return p
 
 
+class _TooLarge(Exception):
+    """Raised inside the unpickler by an allowlisted constructor asked for more memory than the stated limit."""
+
+
+def _bounded(reconstruct: Any) -> Any:
+    """numpy's ``_reconstruct(subtype, shape, dtype)`` that first checks shape x itemsize against the limit (a
+    hostile pickle can ask it for any shape; the real one allocates before anything else can check)."""
+
+    def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        dims = shape if isinstance(shape, tuple | list) else (shape,)
+        count = 1
+        for n in dims:
+            if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+                raise _TooLarge(f"a numpy array with shape {tuple(dims)!r:.80}")
+            count *= int(n)
+        size = count * max(np.dtype(dtype).itemsize, 1)
+        if size > max_input_bytes():
+            raise _TooLarge(f"a numpy array of shape {tuple(dims)} ({human_bytes(size)}, above the "
+                            f"{human_bytes(max_input_bytes())} limit on one input array)")
+        return reconstruct(subtype, shape, dtype)
+
+    return _reconstruct
+
+
 def _numpy_allowlist() -> list[Any]:
     # What pickling a numpy RandomState (upstream's 'random_state') refers to. numpy 1.x files name the array
     # reconstructor numpy.core.multiarray._reconstruct, numpy 2.x numpy._core.multiarray._reconstruct.
@@ -91,8 +115,8 @@ def _numpy_allowlist() -> list[Any]:
         np.ndarray,
         np.random.RandomState,
         MT19937,
-        (_reconstruct, "numpy.core.multiarray._reconstruct"),
-        (_reconstruct, "numpy._core.multiarray._reconstruct"),
+        (_bounded(_reconstruct), "numpy.core.multiarray._reconstruct"),
+        (_bounded(_reconstruct), "numpy._core.multiarray._reconstruct"),
         (np_pickle.__randomstate_ctor, "numpy.random._pickle.__randomstate_ctor"),
         (np_pickle.__bit_generator_ctor, "numpy.random._pickle.__bit_generator_ctor"),
     ]
@@ -131,6 +155,10 @@ def _check_container(path: Path) -> None:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    try:
+        check_regular_file(path, "checkpoint")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint (an interrupted copy or download?)")
@@ -183,6 +211,15 @@ def read_checkpoint(
         raise
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, OSError, ... : sort out what it means
         text = str(exc)
+        chain, cause = [], exc
+        while cause is not None and len(chain) < 5:
+            chain.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        big = [c for c in chain if isinstance(c, _TooLarge)]
+        too_large = re.search(r"_TooLarge: (.*)", text)
+        if big or too_large:
+            what = str(big[0]) if big else too_large.group(1)
+            raise CheckpointError(f"refusing to load {path}: it asks for {what}; not allocated") from None
         said = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
         found = sorted(set(re.findall(r"GLOBAL ([\w.]+)", text)))
         if found and not trust_checkpoint:
@@ -217,6 +254,21 @@ def _extract_state_dict(obj: dict[str, Any], path: Path) -> dict[str, torch.Tens
             )
     # DataParallel / DDP prefixes
     return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}
+
+
+def check_finite_weights(state_dict: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse weights holding NaN or inf (CheckpointError naming the file, the tensor and how many values): a model
+    built from them gives NaN for every input, silently."""
+    bad = []
+    for name, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            n = int((~torch.isfinite(value)).sum())
+            if n:
+                bad.append(f"{name} ({n} of {value.numel()})")
+    if bad:
+        raise CheckpointError(f"{path}: the weights hold NaN/inf values in {len(bad)} tensor(s): "
+                              f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}; a model built from them "
+                              f"would output NaN (a diverged or damaged checkpoint)")
 
 
 def infer_upstream_config(state_dict: dict[str, torch.Tensor], num_heads: int = 8) -> MixSTEConfig:
@@ -279,6 +331,7 @@ def load_checkpoint(
         except ValueError as exc:  # e.g. a head count that does not divide the width
             raise CheckpointError(f"{path}: num_heads={num_heads or 8} does not fit this upstream checkpoint "
                                   f"({exc})") from exc  # fmt: skip
+    check_finite_weights(state_dict, path)
     config.attn_backend = attn_backend
     model = MixSTE.from_config(config)
     try:

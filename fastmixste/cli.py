@@ -18,6 +18,10 @@ the loss became NaN)
 ``KeyboardInterrupt`` (Ctrl-C)                      130    ``interrupted (Ctrl-C)``, plus what each
                                                            registered interrupt hook reports (e.g. where
                                                            it saved a resumable checkpoint)
+SIGTERM (``timeout``, SLURM, Kubernetes): raised    143    ``terminated (SIGTERM)``, plus the hooks' notes
+as ``Terminated``, a KeyboardInterrupt
+``MemoryError`` or an allocator's out-of-memory     2      ``error: out of memory: <what and how much>``
+error (input too large for this machine)
 anything else: a bug                                1      the traceback, then a line saying it is a bug
 ==================================================  =====  ==============================================
 
@@ -37,13 +41,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 __all__ = [
-    "DEBUG_ENV", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USAGE", "RunFailed", "UserInputError",
-    "add_debug_argument", "cli_entry", "defer_interrupts", "interrupt_hook", "on_interrupt", "run_cli",
+    "DEBUG_ENV", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_USAGE", "RunFailed", "Terminated",
+    "UserInputError", "add_debug_argument", "cli_entry", "defer_interrupts", "interrupt_hook", "on_interrupt",
+    "out_of_memory", "run_cli",
 ]  # fmt: skip
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 DEBUG_ENV = "FASTMIXSTE_DEBUG"
 _MAX_LINE_CHARS = 1000
 
@@ -54,6 +60,14 @@ class UserInputError(ValueError):
 
 class RunFailed(RuntimeError):
     """A run that started and failed for a reason the user should act on, e.g. a NaN loss (exit 1)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``timeout``, SLURM and Kubernetes send), delivered like Ctrl-C so the same hooks save the run."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 _interrupt_hooks: list[Callable[[], str | None]] = []
@@ -91,7 +105,7 @@ def interrupt_hook(hook: Callable[[], str | None]) -> Iterator[None]:
 
 @contextmanager
 def defer_interrupts() -> Iterator[None]:
-    """Hold Ctrl-C while the block runs; raise KeyboardInterrupt when it ends if one came.
+    """Hold Ctrl-C (and SIGTERM inside run_cli) while the block runs; raise it when the block ends if one came.
 
     For work that must not stop half-way (an optimizer step and the counters that record it): the interrupt then
     lands where the state is consistent and an interrupt hook can save it. A no-op outside the main thread, inside
@@ -104,12 +118,20 @@ def defer_interrupts() -> Iterator[None]:
     if previous is not signal.default_int_handler:
         yield
         return
+    previous_term = signal.getsignal(signal.SIGTERM)
+    deferring_term = previous_term is _raise_terminated
     received: list[int] = []
     signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    if deferring_term:
+        signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        if deferring_term:
+            signal.signal(signal.SIGTERM, previous_term)
+    if signal.SIGTERM in received:
+        raise Terminated
     if received:
         raise KeyboardInterrupt
 
@@ -129,6 +151,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .checkpoint import CheckpointError
 
     return (ValueError, OSError, CheckpointError, BackendUnavailableError)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or an allocator's out-of-memory error (torch raises RuntimeError subclasses for those)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower()
+                                              or type(exc).__name__ == "OutOfMemoryError")
+
+
+def _oom_message(exc: BaseException) -> str:
+    said = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no details"
+    return (f"out of memory: {said}. The input asks for more memory than this machine has: check sizes stated "
+            f"by the input (array shapes, frame counts, batch sizes, model widths)")
 
 
 def _message(exc: BaseException) -> str:
@@ -172,16 +209,18 @@ def run_cli(main: Callable[[list[str]], int | None], argv: Sequence[str] | None 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(argv)
     argv = [a for a in argv if a != "--debug"]
+    previous_term = _install_sigterm()
     try:
         code = main(argv)
         return 0 if code is None else int(code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         notes = _run_interrupt_hooks()
         _interrupt_hooks.clear()
         if debug:
             traceback.print_exc()
-        print("interrupted (Ctrl-C)" + "".join(f"; {n}" for n in notes), file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+        print(what + "".join(f"; {n}" for n in notes), file=sys.stderr, flush=True)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except RunFailed as exc:
         if debug:
             traceback.print_exc()
@@ -192,11 +231,34 @@ def run_cli(main: Callable[[list[str]], int | None], argv: Sequence[str] | None 
             traceback.print_exc()
         print(f"error: {_message(exc)}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    except Exception:
+    except Exception as exc:  # noqa: BLE001 (MemoryError and allocator errors are sorted out below)
+        if out_of_memory(exc):
+            if debug:
+                traceback.print_exc()
+            print(f"error: {_message(ValueError(_oom_message(exc)))}", file=sys.stderr, flush=True)
+            return EXIT_USAGE
         traceback.print_exc()
         print("error: an unexpected internal error (a bug in fastmixste, not in your input): please report it "
               "with the traceback above and the command line", file=sys.stderr, flush=True)  # fmt: skip
         return EXIT_FAILED
+    finally:
+        _restore_sigterm(previous_term)
+
+
+def _install_sigterm() -> object:
+    """SIGTERM -> Terminated in the main thread while a CLI runs (where SIGTERM has its default action)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return None
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    return previous
+
+
+def _restore_sigterm(previous: object) -> None:
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cli_entry(main: Callable[[list[str]], int | None]) -> Callable[[Sequence[str] | None], int]:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 INPUT_NORMS: tuple[str, ...] = ("screen", "box")
+
+
+#: Upper bounds on the sizes (stated, so a config from a file cannot ask for terabytes): far above any model this
+#: project trains (the paper's: 243 frames, 17 joints, width 512, depth 8, 33.8 M parameters).
+LIMITS: dict[str, int] = {"num_frame": 10_000, "num_joints": 1_000, "in_chans": 16, "embed_dim_ratio": 16_384,
+                          "depth": 256, "num_heads": 1_024}
+MAX_PARAMETERS = 2_000_000_000  # 8 GB of fp32 weights
 
 
 @dataclass
@@ -38,13 +46,28 @@ class MixSTEConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MixSTEConfig.{name} must be a positive int, got {value!r}")
+            if value > LIMITS[name]:
+                raise ValueError(f"MixSTEConfig.{name} must be at most {LIMITS[name]:,}, got {value:,}")
+        for name in ("mlp_ratio", "drop_rate", "attn_drop_rate", "drop_path_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"MixSTEConfig.{name} must be a finite number, got {value!r}")
+        if self.qk_scale is not None and (isinstance(self.qk_scale, bool) or not isinstance(self.qk_scale, int | float)
+                                          or not math.isfinite(self.qk_scale) or self.qk_scale <= 0):
+            raise ValueError(f"MixSTEConfig.qk_scale must be null or a finite number > 0, got {self.qk_scale!r}")
+        if not isinstance(self.qkv_bias, bool):
+            raise ValueError(f"MixSTEConfig.qkv_bias must be true or false, got {self.qkv_bias!r}")
         if self.embed_dim_ratio % self.num_heads != 0:
             raise ValueError(
                 f"MixSTEConfig: embed_dim_ratio ({self.embed_dim_ratio}) must be divisible by "
                 f"num_heads ({self.num_heads})"
             )
-        if self.mlp_ratio <= 0:
-            raise ValueError(f"MixSTEConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if self.mlp_ratio <= 0 or self.mlp_ratio > 64:
+            raise ValueError(f"MixSTEConfig.mlp_ratio must be in (0, 64], got {self.mlp_ratio}")
+        params = self.num_parameters()
+        if params > MAX_PARAMETERS:
+            raise ValueError(f"MixSTEConfig: this model would have about {params:,} parameters, above the limit of "
+                             f"{MAX_PARAMETERS:,} (check embed_dim_ratio, depth, mlp_ratio, num_frame)")
         if self.recompute not in ("none", "lean", "full"):
             raise ValueError(f"MixSTEConfig.recompute must be 'none', 'lean' or 'full', got {self.recompute!r}")
         if self.input_norm not in INPUT_NORMS:
@@ -53,6 +76,12 @@ class MixSTEConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"MixSTEConfig.{name} must be in [0, 1), got {value}")
+
+    def num_parameters(self) -> int:
+        """About how many parameters MixSTE(**self) has (exact up to biases), computed without building it."""
+        c = self.embed_dim_ratio
+        block = 4 * c * c + 2 * int(self.mlp_ratio * c) * c + 8 * c  # qkv + proj, the MLP, norms and biases
+        return (2 * self.depth * block + (self.num_frame + self.num_joints + self.in_chans + 3) * c)
 
     @property
     def head_dim(self) -> int:

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from fastmixste._io import check_nesting, check_regular_file, human_bytes, max_input_bytes
 from fastmixste.safeload import DataFileError, read_npy, read_npz
 from fastmixste.skeleton import H36M_JOINT_NAMES, H36M_PARENTS
 
@@ -176,6 +177,8 @@ def from_array(array: np.ndarray, layout: str, source: str = "array") -> RawKeyp
     a = np.asarray(array)
     if a.dtype == object or not np.issubdtype(a.dtype, np.number):
         raise KeypointError(f"{source}: expected a numeric keypoint array, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise KeypointError(f"{source}: expected real keypoint coordinates, got complex numbers (dtype {a.dtype})")
     joints = NUM_SOURCE_JOINTS[layout]
     if a.ndim not in (3, 4) or a.shape[-1] not in (2, 3) or a.shape[-2] != joints:
         raise KeypointError(f"{source}: expected shape (T, {joints}, 2 or 3) or (T, P, {joints}, 2 or 3) for "
@@ -276,15 +279,44 @@ def read_coco_json(path: str | Path, layout: str = "coco") -> RawKeypoints:
         return _read_coco_json(path, layout)
     except KeypointError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
         raise _malformed(path, "COCO keypoint JSON", exc) from exc
 
 
-def _read_coco_json(path: Path, layout: str) -> RawKeypoints:
+def _read_json(path: Path) -> Any:
+    """A JSON input file -> value: a regular file within the size limit, nested at most MAX_NESTING levels."""
     try:
-        data = json.loads(path.read_text())
+        check_regular_file(path, "keypoint file")
+    except ValueError as exc:
+        raise KeypointError(str(exc)) from None
+    size, limit = path.stat().st_size, max_input_bytes()
+    if size > limit:
+        raise KeypointError(f"{path}: {human_bytes(size)}, above the {human_bytes(limit)} limit on one input file "
+                            f"(FASTMIXSTE_MAX_INPUT_BYTES)")
+    raw = path.read_bytes()
+    try:
+        check_nesting(raw, str(path))
+        return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise KeypointError(f"{path}: not valid JSON ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise _malformed(path, "keypoint JSON", exc) from exc
+    except ValueError as exc:  # nesting
+        raise KeypointError(str(exc)) from exc
+
+
+def _image_size(value: Any, name: str, path: Path) -> float | None:
+    """An image size from a COCO ``images`` entry -> float, or KeypointError naming the field and what came."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise KeypointError(f"{path}: images[].{name} must be a number of pixels, got {value!r:.40} "
+                            f"({type(value).__name__})")
+    return float(value)
+
+
+def _read_coco_json(path: Path, layout: str) -> RawKeypoints:
+    data = _read_json(path)
     images: list[dict] = []
     if isinstance(data, dict):
         anns = data.get("annotations")
@@ -325,7 +357,8 @@ def _read_coco_json(path: Path, layout: str) -> RawKeypoints:
     width = height = None
     sizes = {(im.get("width"), im.get("height")) for im in images}
     if len(sizes) == 1:
-        width, height = next(iter(sizes))
+        w, h = next(iter(sizes))
+        width, height = _image_size(w, "width", path), _image_size(h, "height", path)
     return RawKeypoints([_with_confidence(f) for f in frames], layout, str(path),
                         ids=[np.asarray(i) for i in idents] if has_ids else None, width=width, height=height)
 
@@ -340,12 +373,7 @@ def read_openpose_dir(path: str | Path, layout: str = "openpose") -> RawKeypoint
     joints = NUM_SOURCE_JOINTS[layout]
     frames, idents, has_ids = [], [], True
     for f in files:
-        try:
-            data = json.loads(f.read_text())
-        except json.JSONDecodeError as exc:
-            raise KeypointError(f"{f}: not valid JSON ({exc})") from exc
-        except UnicodeDecodeError as exc:
-            raise _malformed(f, "OpenPose keypoint JSON", exc) from exc
+        data = _read_json(f)
         if not isinstance(data, dict) or "people" not in data:
             raise KeypointError(f"{f}: not an OpenPose keypoint file (no 'people' list)")
         if not isinstance(data["people"], list) or not all(isinstance(p, dict) for p in data["people"]):
@@ -354,7 +382,7 @@ def read_openpose_dir(path: str | Path, layout: str = "openpose") -> RawKeypoint
         for person in data["people"]:
             try:
                 kp = np.asarray(person.get("pose_keypoints_2d", []), dtype=np.float64)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise _malformed(f, "OpenPose keypoint JSON", exc) from exc
             if kp.size != joints * 3:
                 raise KeypointError(f"{f}: pose_keypoints_2d has {kp.size} values; layout {layout!r} needs "
@@ -379,6 +407,10 @@ def read_keypoints(path: str | Path, layout: str) -> RawKeypoints:
         raise KeypointError(f"{path}: no such file or folder")
     if path.is_dir():
         return read_openpose_dir(path, layout)
+    try:
+        check_regular_file(path, "keypoint file")  # a FIFO or /dev/zero would block or never end
+    except ValueError as exc:
+        raise KeypointError(str(exc)) from None
     if path.suffix in (".npy", ".npz"):
         return read_array_file(path, layout)
     if path.suffix == ".json":

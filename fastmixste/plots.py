@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 import numpy as np  # noqa: E402
 from matplotlib import animation  # noqa: E402
 
+from fastmixste._io import atomic_path, atomic_write  # noqa: E402
 from fastmixste.skeleton import H36M_LEFT, H36M_PARENTS, H36M_RIGHT  # noqa: E402
 
 _DPI = 100
@@ -103,7 +105,8 @@ def plot_learning_curves(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(out_png)
+    with atomic_write(out_png) as f:  # curves.png of a run: never half-written
+        fig.savefig(f, format="png")
     plt.close(fig)
     return out_png
 
@@ -174,13 +177,15 @@ def render_pose(
     size: tuple[int, int] = (1000, 500),
     title: str = "",
     max_frames: int | None = None,
+    may_replace: Callable[[Path], bool] | None = None,
 ) -> Path:
     """(T, 17, >=2) pixels, (T, 17, 3) metres -> picture of the 2D input next to the 3D skeleton; returns the path.
 
     ``.png`` draws one frame (``frame``, default the middle one); ``.gif`` and ``.mp4`` animate the sequence at
     ``fps`` (every ``ceil(T / max_frames)``-th frame when ``max_frames`` is set). MP4 needs matplotlib's ffmpeg
-    writer: without it a warning says so and a GIF is written next to the requested path instead (returned).
-    Pictures are exactly ``size`` = (width, height) pixels.
+    writer: without it a warning says so and a GIF is written next to the requested path instead (returned); an
+    existing file there is replaced only when ``may_replace(path)`` says so (else ValueError). Files are written
+    atomically (a failed render leaves nothing at the path). Pictures are exactly ``size`` = (width, height) pixels.
     """
     pose_2d, pose_3d = np.asarray(pose_2d, dtype=np.float64), np.asarray(pose_3d, dtype=np.float64)
     joints = len(H36M_PARENTS)
@@ -194,6 +199,13 @@ def render_pose(
     suffix = out.suffix.lower()
     if suffix not in (".png", ".gif", ".mp4"):
         raise ValueError(f"render_pose: output must end in .png, .gif or .mp4, got {out.name!r}")
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or not 0 < fps <= 1000:
+        raise ValueError(f"render_pose: the frame rate (--fps) must be a number in (0, 1000], got {fps!r}")
+    gif = out.with_suffix(".gif")
+    if suffix == ".mp4" and not animation.writers.is_available("ffmpeg") and gif.exists() and not (
+            may_replace is not None and may_replace(gif)):
+        raise ValueError(f"render: no MP4 encoder here, and the GIF it would write instead, {gif}, already exists "
+                         f"(not made by this command); render to another path or move that file")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig = _PoseFigure(pose_2d, pose_3d, width, height, size, title)
     try:
@@ -202,20 +214,23 @@ def render_pose(
             if not 0 <= t < len(pose_2d):
                 raise ValueError(f"render_pose: frame {t} out of range for {len(pose_2d)} frames")
             fig.draw(t)
-            fig.fig.savefig(out)
+            with atomic_write(out) as f:
+                fig.fig.savefig(f, format="png")
             return out
         step = 1 if not max_frames else max(1, math.ceil(len(pose_2d) / max_frames))
         frames = list(range(0, len(pose_2d), step))
         anim = animation.FuncAnimation(fig.fig, fig.draw, frames=frames, blit=False)
         if suffix == ".mp4":
             if animation.writers.is_available("ffmpeg"):
-                anim.save(out, writer=animation.FFMpegWriter(fps=fps / step), dpi=_DPI)
+                with atomic_path(out) as tmp:
+                    anim.save(tmp, writer=animation.FFMpegWriter(fps=fps / step), dpi=_DPI)
                 return out
             gif = out.with_suffix(".gif")
             warnings.warn(f"no ffmpeg encoder available to matplotlib: writing {gif} instead of {out}",
                           RuntimeWarning, stacklevel=2)
             out = gif
-        anim.save(out, writer=animation.PillowWriter(fps=fps / step), dpi=_DPI)
+        with atomic_path(out) as tmp:
+            anim.save(tmp, writer=animation.PillowWriter(fps=fps / step), dpi=_DPI)
         return out
     finally:
         plt.close(fig.fig)

@@ -228,6 +228,8 @@ def render_video(source: VideoSource, pose_2d: np.ndarray, pose_3d: np.ndarray, 
                 if stream is not None:
                     for packet in stream.encode():
                         container.mux(packet)
+                if count == 0:  # inside atomic_write: an empty file never replaces what is at `out`
+                    raise ValueError(f"render: no frame of {source.path} could be drawn")
         else:
             pics = []
             for _, img in gen:
@@ -242,8 +244,7 @@ def render_video(source: VideoSource, pose_2d: np.ndarray, pose_3d: np.ndarray, 
     finally:
         bar.close()
         gen.close()
-    if count == 0:
-        out.unlink(missing_ok=True)
+    if count == 0:  # nothing was written: atomic_write only renames a finished file over `out`
         raise ValueError(f"render: no frame of {source.path} could be drawn")
     return RenderStats(out, count, time.perf_counter() - t0, size, float(rate))
 

@@ -13,6 +13,10 @@ before it is called. Plain (non-object) arrays are read with ``allow_pickle=Fals
     >>> arrays["positions_3d"].item()["S1"]["Walking"].shape
     (1383, 32, 3)
 
+Sizes are checked before memory is allocated: an array whose header declares more than
+``fastmixste._io.MAX_INPUT_BYTES`` (8 GiB; FASTMIXSTE_MAX_INPUT_BYTES) or more bytes than the file holds, and an
+npz member that inflates more than ``MAX_ZIP_RATIO`` times (a zip bomb), are refused; only regular files are read.
+
 Errors are ``DataFileError`` (a ``ValueError``): ``UnsafeFileError`` for foreign pickled objects,
 ``CorruptFileError`` for truncated or damaged files; each message names the file.
 """
@@ -31,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._io import MAX_RATIO_FLOOR, MAX_ZIP_RATIO, check_regular_file, human_bytes, max_input_bytes
 
 __all__ = [
     "CorruptFileError", "DataFileError", "MissingKeyError", "UnsafeFileError", "describe_file_start", "read_npy",
@@ -163,6 +169,7 @@ def _read_npy_bytes(data: bytes, where: str) -> np.ndarray:
             shape, _, dtype = np.lib.format._read_array_header(f, version)  # type: ignore[attr-defined]
     except (ValueError, EOFError, struct.error, SyntaxError, TypeError) as exc:
         raise CorruptFileError(f"{where} is corrupt: bad .npy header ({exc})") from exc
+    _check_declared_size(tuple(shape), dtype, len(data) - f.tell(), where)
     if dtype.hasobject:
         array = _unpickle_object_array(f, where)
         if array.shape != tuple(shape):
@@ -176,11 +183,42 @@ def _read_npy_bytes(data: bytes, where: str) -> np.ndarray:
         raise CorruptFileError(f"{where} is corrupt or truncated: {exc}") from exc
 
 
+def _check_declared_size(shape: tuple[int, ...], dtype: np.dtype, available: int, where: str) -> None:
+    """Refuse a .npy header whose shape x itemsize exceeds the stated limit or (plain dtypes) the bytes present."""
+    count = 1
+    for n in shape:
+        count *= int(n)  # Python ints: no overflow however large the header's numbers
+    declared = count * (8 if dtype.hasobject else dtype.itemsize)
+    limit = max_input_bytes()
+    if declared > limit:
+        raise DataFileError(f"{where}: its header declares an array of shape {shape} and dtype {dtype} "
+                            f"({human_bytes(declared)}), above the {human_bytes(limit)} limit on one input array "
+                            f"(FASTMIXSTE_MAX_INPUT_BYTES); refusing to allocate it")
+    if not dtype.hasobject and declared > available:
+        raise CorruptFileError(f"{where} is corrupt or truncated: its header declares shape {shape} and dtype {dtype} "
+                               f"({human_bytes(declared)}), but only {human_bytes(available)} of data follow")
+
+
+def _check_member(info: zipfile.ZipInfo, where: str) -> None:
+    """Refuse an npz member whose declared size exceeds the limit, or that inflates like a zip bomb."""
+    limit = max_input_bytes()
+    if info.file_size > limit:
+        raise DataFileError(f"{where}: the archive declares {human_bytes(info.file_size)} for this array, above the "
+                            f"{human_bytes(limit)} limit on one input array (FASTMIXSTE_MAX_INPUT_BYTES)")
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > MAX_RATIO_FLOOR and ratio > MAX_ZIP_RATIO:
+        raise DataFileError(f"{where}: {human_bytes(info.compress_size)} of compressed data inflate to "
+                            f"{human_bytes(info.file_size)} ({ratio:.0f}x, more than the {MAX_ZIP_RATIO}x real data "
+                            f"reaches): refusing a zip bomb")
+
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataFileError(f"{path}: is a folder; expected a file")
+    try:
+        check_regular_file(path, "data file")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except ValueError as exc:
+        raise DataFileError(str(exc)) from None
 
 
 def read_npz(path: str | os.PathLike, keys: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -207,6 +245,7 @@ def read_npz(path: str | os.PathLike, keys: list[str] | None = None) -> dict[str
                 key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
                 if keys is not None and key not in keys:
                     continue
+                _check_member(info, f"{path}[{key!r}]")
                 out[key] = _read_npy_bytes(zf.read(info), f"{path}[{key!r}]")
     except (zipfile.BadZipFile, zlib.error, EOFError, struct.error, NotImplementedError) as exc:
         detail = f"compressed data is damaged: {exc}" if isinstance(exc, zlib.error) else f"{type(exc).__name__}: {exc}"
@@ -229,4 +268,8 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
     """A .npy file -> array, never running code from the file (object arrays via the restricted unpickler)."""
     path = Path(path)
     _check_file(path)
+    size, limit = path.stat().st_size, max_input_bytes()
+    if size > limit:
+        raise DataFileError(f"{path}: {human_bytes(size)}, above the {human_bytes(limit)} limit on one input array "
+                            f"(FASTMIXSTE_MAX_INPUT_BYTES)")
     return _read_npy_bytes(path.read_bytes(), str(path))

@@ -11,6 +11,8 @@ files built in ``inputs`` (add a file there if needed), or ``Api(id, call, excep
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pickle
 import subprocess
@@ -151,7 +153,103 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     p["mocap_poison"] = d / "mocap_poison.npz"
     np.savez(p["mocap_poison"], names=np.array([Payload(marker)], dtype=object), fps=np.float64(50.0),
              clip_00000=np.zeros((20, 17, 3), np.float32))  # fmt: skip
+    _second_sweep_inputs(d, p, frames)
     return {k: str(v) for k, v in p.items()}
+
+
+class _HugeArray:
+    """Unpickles as numpy's allowlisted array constructor asked for a 9 TiB array."""
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, (10**13,), b"b"))
+
+
+def _stored_config(d: Path, name: str, **config) -> Path:
+    """A tiny checkpoint whose stored model config is changed (no model could be built from it)."""
+    obj = read_checkpoint(d / "tiny.pt")
+    obj["config"] = {**obj["config"], **config}
+    torch.save(obj, d / name)
+    return d / name
+
+
+def _second_sweep_inputs(d: Path, p: dict[str, Path], bvh_frames: str) -> None:
+    """Files of the second sweep: sizes stated by input, hostile headers, strange values (issue: nothing lost,
+    no traceback)."""
+    import json
+    import zipfile
+
+    # .npy header declaring (10^12, 17, 2) float64 with no data; an npz that inflates 1000x (a zip bomb)
+    p["kp_huge_header"] = d / "kp_huge_header.npy"
+    with open(p["kp_huge_header"], "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 17, 2)})
+    p["kp_bomb"] = d / "kp_bomb.npz"
+    with zipfile.ZipFile(p["kp_bomb"], "w", zipfile.ZIP_DEFLATED) as z, z.open("keypoints.npy", "w",
+                                                                                   force_zip64=True) as m:
+        n = 70 * 2**20 // 8
+        buf = io.BytesIO()  # a (n,) float64 array of zeros, streamed into the member
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (n,)})
+        m.write(buf.getvalue())
+        zeros = bytes(2**20)
+        for _ in range(70):
+            m.write(zeros)
+    # keypoints: complex, text, a COCO file with width as a string, JSON nested 5000 deep; a FIFO
+    rng = np.random.default_rng(3)
+    kp = rng.uniform(10, 90, (20, 17, 2))
+    p["kp_complex"] = d / "kp_complex.npy"
+    np.save(p["kp_complex"], kp + 1j * kp)
+    p["kp_text"] = d / "kp_text.npy"
+    np.save(p["kp_text"], np.full((20, 17, 2), "abc"))
+    p["kp_npz"] = d / "kp_ok.npz"
+    np.savez(p["kp_npz"], keypoints=kp.astype(np.float32), width=np.float64(100), height=np.float64(100))
+    p["user_npz"] = d / "my_results.npz"
+    np.savez(p["user_npz"], mine=np.arange(3))
+    p["user_png"] = d / "my_picture.png"
+    p["user_png"].write_bytes(b"\x89PNG not really")
+    (d / "my_animation.gif").write_bytes(b"GIF89a the user's animation")
+    anns = [{"image_id": t, "keypoints": [float(v) for xy in kp[t] for v in (*xy, 1.0)]} for t in range(20)]
+    images = [{"id": t, "file_name": f"{t:04d}.jpg", "width": "640", "height": 480} for t in range(20)]
+    p["coco_width_text"] = d / "coco_width_text.json"
+    p["coco_width_text"].write_text(json.dumps({"images": images, "annotations": anns}))
+    p["json_deep"] = d / "deep.json"
+    p["json_deep"].write_text('{"annotations": ' + "[" * 5000 + "]" * 5000 + "}")
+    p["fifo"] = d / "keypoints_fifo.npy"
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(p["fifo"])
+    # checkpoints: a 9 TiB allowlisted array, absurd stored configs, NaN weights, weights whose output overflows
+    p["ckpt_huge_array"] = d / "ckpt_huge_array.pt"
+    torch.save({"model": {}, "x": _HugeArray()}, p["ckpt_huge_array"])
+    p["ckpt_num_frame_huge"] = _stored_config(d, "ckpt_num_frame_huge.pt", num_frame=10**12)
+    p["ckpt_mlp_inf"] = _stored_config(d, "ckpt_mlp_inf.pt", mlp_ratio=float("inf"))
+    nan_model, big_model = _tiny_model(), _tiny_model()
+    with torch.no_grad():
+        nan_model.head[1].weight[0, 0] = float("nan")
+        big_model.head[1].weight.fill_(3e38)  # finite, but every output overflows to inf
+    p["ckpt_nan"] = save_checkpoint(d / "ckpt_nan.pt", nan_model)
+    p["ckpt_overflow"] = save_checkpoint(d / "ckpt_overflow.pt", big_model)
+    # motion capture: a BVH at 1e-5 fps; a corpus at 1e300 fps
+    p["bvh_slow"] = d / "slow.bvh"
+    assert "Frame Time: 0.0083333" in BVH
+    p["bvh_slow"].write_text((BVH + bvh_frames).replace("Frame Time: 0.0083333", "Frame Time: 100000"))
+    p["mocap_fps_absurd"] = d / "mocap_fps.npz"
+    from fastmixste.data.mocap import save_mocap_npz
+
+    save_mocap_npz(p["mocap_fps_absurd"], {"walk": np.zeros((40, 17, 3), np.float32)}, 1e300)
+    # configs: a syntax error, a tab, 20,000 levels of nesting, an alias bomb
+    p["cfg_syntax"] = d / "cfg_syntax.yaml"
+    p["cfg_syntax"].write_text("train:\n  epochs: [1, 2\n")
+    p["cfg_tab"] = d / "cfg_tab.yaml"
+    p["cfg_tab"].write_text("train:\n\tepochs: 1\n")
+    p["cfg_deep"] = d / "cfg_deep.yaml"
+    p["cfg_deep"].write_text("train: " + "[" * 20000 + "]" * 20000 + "\n")
+    p["cfg_alias"] = d / "cfg_alias.yaml"
+    p["cfg_alias"].write_text('a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\n'
+                              + "".join(f"{c}: &{c} [{', '.join(['*' + chr(ord(c) - 1)] * 9)}]\n" for c in "bcdefghi"))
+    # results.json of the user's in a folder given to train.evaluate --out
+    p["user_results"] = d / "user_results"
+    p["user_results"].mkdir()
+    (p["user_results"] / "results.json").write_text('{"mine": true}\n')
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +268,22 @@ def trained_run(tmp_path_factory, builtin_dir) -> dict[str, str]:
     (d / "locked").mkdir()
     (d / "locked" / "run.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                                       "started": "2026-01-01T00:00:00+00:00"}))  # fmt: skip
-    return {"run": str(d / "run"), "locked": str(d / "locked"), "cache": str(cache), "pid": str(os.getpid())}
+    (d / "huge_pid").mkdir()
+    (d / "huge_pid" / "run.lock").write_text(json.dumps({"pid": 10**20, "host": socket.gethostname()}))
+    # A file of the user's in the run's checkpoints folder: no command may touch it (--overwrite included).
+    (d / "run" / "checkpoints" / "my_weights.pt").write_bytes(b"the user's own weights")
+    # Resume points that must be refused: another run's, one with a wrong-size RNG state, one with NaN weights.
+    last = torch.load(d / "run" / "checkpoints" / "last.pt", weights_only=False)
+    other = {**last, "run_config": {**last["run_config"], "run_id": "run-000000000000"}}
+    torch.save(other, d / "other_run_last.pt")
+    bad_rng = {**last, "rng": {**last["rng"], "torch": torch.zeros(10, dtype=torch.uint8)}}
+    torch.save(bad_rng, d / "bad_rng_last.pt")
+    nan = {**last, "model": {k: v.clone() for k, v in last["model"].items()}}
+    nan["model"]["head.1.weight"][0, 0] = float("nan")
+    torch.save(nan, d / "nan_last.pt")
+    return {"run": str(d / "run"), "locked": str(d / "locked"), "cache": str(cache), "pid": str(os.getpid()),
+            "huge_pid": str(d / "huge_pid"), "other_run_last": str(d / "other_run_last.pt"),
+            "bad_rng_last": str(d / "bad_rng_last.pt"), "nan_last": str(d / "nan_last.pt")}
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +303,8 @@ class Cli:
     phrase: str
     env: dict[str, str] = field(default_factory=dict)
     skip_if: Callable[[], bool] | None = None
+    changes: list[str] = field(default_factory=list)  # paths (and what is under them) the command may change
+    slow: bool = False  # trains a step or more: marked slow (seconds)
 
 
 E = ["--checkpoint", "{ckpt}", "--data-dir", "{data}", "--no-progress"]  # a working train.evaluate command
@@ -199,6 +314,14 @@ M = ["{asf}", "{amc}", "--out", "{tmp}/corpus.npz"]  # a working mocap import
 def R(name: str, *argv: str) -> list[str]:
     """A tiny train.run writing to its own folder: fails before training unless the row says otherwise."""
     return ["--out", f"{{tmp}}/run-{name}", *RUN_TINY, *argv]
+
+
+INF = ["--checkpoint", "{ckpt}", "--layout", "h36m", "--width", "100", "--height", "100"]  # train.infer, less input
+
+
+def K(keypoints: str, *argv: str, out: str = "{tmp}/o.npz") -> list[str]:
+    """A train.infer command on ``keypoints``."""
+    return [*INF, "--keypoints", keypoints, "--out", out, *argv]
 
 
 RES = ["--out", "{run}", "--resume", *RUN_TINY, "--stage", "finetune", "--epochs", "1", "--max-steps", "1"]
@@ -375,10 +498,115 @@ CLI_CASES: list[Cli] = [
     # a failed run: NaN at the first step (exit 1)
     Cli("run-nan-loss", RUN, R("an", "--stage", "finetune", "--epochs", "1", "--set", "debug.nan_step=1"), 1,
         "non-finite loss", env=BUILTIN),
+    # ---- second sweep: nothing a user has is lost ----
+    # --overwrite validates everything first, and moves only what runs write (my_weights.pt stays), only once the
+    # new run starts: a run that fails before its first checkpoint puts the previous run back
+    Cli("run-overwrite-broken-init", RUN, ["--out", "{run}", *RUN_TINY, "--overwrite", "--init", "{ckpt_random}"], 2,
+        "is not a checkpoint"),
+    Cli("run-overwrite-truncated-data", RUN, ["--out", "{run}", *RUN_TINY, "--overwrite", "--data-dir",
+                                              "{data_truncated}"], 2, "is corrupt or truncated"),
+    Cli("run-overwrite-other-model-init", RUN, ["--out", "{run}", *RUN_TINY, "--overwrite", "--init", "{ckpt}"], 2,
+        "does not fit the model of this run"),
+    Cli("run-overwrite-in-chans-3", RUN, ["--out", "{run}", *RUN_TINY, "--overwrite", "--set", "model.in_chans=3"],
+        2, "model.in_chans: training feeds 2D keypoints (x, y): expected 2, got 3"),
+    Cli("run-overwrite-fails-at-step-1-restores", RUN, ["--out", "{run}", *RUN_TINY, "--overwrite", "--stage",
+                                                        "finetune", "--epochs", "1", "--set", "debug.nan_step=1"],
+        1, "the previous run's files are back in {run}", env=BUILTIN, slow=True),
+    # --resume: a checkpoint of another run into a folder that holds a run; damaged resume points
+    Cli("run-resume-other-run", RUN, ["--out", "{run}", "--resume", "{other_run_last}"], 2,
+        "is a checkpoint of another run (run id run-000000000000)"),
+    Cli("run-resume-wrong-size-rng", RUN, ["--out", "{run}", "--resume", "{bad_rng_last}"], 2,
+        "the stored random-number state cannot be restored"),
+    Cli("run-resume-nan-weights", RUN, ["--out", "{run}", "--resume", "{nan_last}"], 2,
+        "the weights hold NaN/inf values in 1 tensor(s): head.1.weight (1 of"),
+    Cli("run-lock-impossible-pid", RUN, ["--out", "{huge_pid}", *RUN_TINY, "--init", "{ckpt_random}"], 2,
+        "the lock file names pid 100000000000000000000, which no process can have", changes=["{huge_pid}/run.lock"]),
+    # train.evaluate and train.infer never write over their input, a run's results or a file they did not make
+    Cli("eval-out-is-a-run-folder", EVAL, E + ["--out", "{run}"], 2, "--out {run} holds a training run"),
+    Cli("eval-out-holds-users-results", EVAL, E + ["--out", "{user_results}"], 2,
+        "--out {user_results}/results.json already exists and is not an output of this command"),
+    Cli("infer-out-is-the-input", INFER, K("{kp_npz}", out="{kp_npz}"), 2,
+        "--out {kp_npz} is the command's input (--keypoints {kp_npz})"),
+    Cli("infer-out-is-users-file", INFER, K("{kp_ok}", out="{user_npz}"), 2,
+        "--out {user_npz} already exists and is not an output of this command"),
+    Cli("infer-mp4-fallback-over-users-gif", INFER, K("{kp_ok}", "--render", "{tmp}/my_animation.mp4"), 2,
+        "{tmp}/my_animation.gif already exists and is not an output of this command",
+        skip_if=lambda: __import__("matplotlib.animation").animation.writers.is_available("ffmpeg")),
+    Cli("infer-render-is-users-file", INFER, K("{kp_ok}", "--render", "{user_png}"), 2,
+        "--render {user_png} already exists and is not an output of this command"),
+    # sizes stated by the input are checked before anything is allocated
+    Cli("infer-npy-header-10e12-frames", INFER, K("{kp_huge_header}"), 2,
+        "(247.4 TiB), above the 8.0 GiB limit on one input array"),
+    Cli("infer-npz-zip-bomb", INFER, K("{kp_bomb}"), 2, "refusing a zip bomb"),
+    Cli("infer-keypoints-fifo", INFER, K("{fifo}"), 2, "is a named pipe (FIFO); expected a regular file",
+        skip_if=lambda: not hasattr(os, "mkfifo")),
+    Cli("infer-keypoints-dev-zero", INFER, K("/dev/zero"), 2, "/dev/zero: is a device; expected a regular file",
+        skip_if=lambda: not Path("/dev/zero").exists()),
+    Cli("infer-json-nested-5000-deep", INFER, K("{json_deep}"), 2, "JSON nested 5001 levels deep"),
+    Cli("eval-ckpt-9-tib-array", EVAL, ["--checkpoint", "{ckpt_huge_array}", "--data-dir", "{data}"], 2,
+        "asks for a numpy array of shape (10000000000000,) (9.1 TiB"),
+    Cli("eval-ckpt-num-frame-10e12", EVAL, ["--checkpoint", "{ckpt_num_frame_huge}", "--data-dir", "{data}"], 2,
+        "num_frame must be at most 10,000, got 1,000,000,000,000"),
+    Cli("eval-ckpt-mlp-ratio-inf", EVAL, ["--checkpoint", "{ckpt_mlp_inf}", "--data-dir", "{data}"], 2,
+        "mlp_ratio must be a finite number, got inf"),
+    Cli("eval-heldout-clips-10e9", EVAL, E + ["--heldout-clips", "1000000000"], 2,
+        "--heldout-clips must be at most 1000 clips per pattern"),
+    Cli("eval-batch-size-10e9", EVAL, E + ["--batch-size", "1000000000"], 2, "--batch-size must be at most 65536"),
+    Cli("run-batch-size-10e9", RUN, R("ba", "--batch-size", "1000000000"), 2,
+        "--batch-size (batch_size): expected at most 65,536, got 1000000000"),
+    Cli("run-heldout-clips-10e9", RUN, R("bb", "--set", "eval.heldout_clips=1000000000"), 2,
+        "eval.heldout_clips: expected at most 1,000"),
+    Cli("run-num-frame-10e12", RUN, R("bc", "--set", "model.num_frame=1000000000000"), 2,
+        "num_frame must be at most 10,000"),
+    Cli("run-mlp-ratio-inf", RUN, R("bd", "--set", "model.mlp_ratio=.inf"), 2, "mlp_ratio must be a finite number"),
+    Cli("run-width-huge", RUN, R("be", "--set", "model.embed_dim_ratio=16384", "--set", "model.depth=64"), 2,
+        "parameters, above the limit of 2,000,000,000"),
+    Cli("mocap-bvh-frame-time-100000", MOCAP, ["{bvh_slow}", "--out", "{tmp}/c.npz"], 2,
+        "'Frame Time: 100000' s: 1e-05 frames per second; expected a frame rate between 1 and 10,000"),
+    Cli("mocap-fps-1e300", MOCAP, M + ["--fps", "1e300"], 2, "--fps: 1e+300 frames per second"),
+    Cli("run-mocap-corpus-fps-1e300", RUN, R("bf", "--stage", "pretrain", "--mocap", "{mocap_fps_absurd}"), 2,
+        "fps: 1e+300 frames per second; expected a frame rate between 1 and 10,000", env=BUILTIN),
+    # YAML: syntax errors name the file and line; no aliases; nesting and size bounded
+    Cli("run-config-syntax-error", RUN, R("bg", "--config", "{cfg_syntax}"), 2,
+        "{cfg_syntax}: not valid YAML at line 3"),
+    Cli("run-config-tab", RUN, R("bh", "--config", "{cfg_tab}"), 2, "(a tab: indent YAML with spaces)"),
+    Cli("run-config-20000-deep", RUN, R("bi", "--config", "{cfg_deep}"), 2, "nested more than 64 levels deep"),
+    Cli("run-config-alias-bomb", RUN, R("bj", "--config", "{cfg_alias}"), 2, "aliases (*name) are not allowed"),
+    Cli("run-set-alias", RUN, R("bk", "--set", "train.epochs=*a"), 2, "--set 'train.epochs=*a': the value is not "
+        "valid YAML"),
+    # all validation before work: what failed only once training ran
+    Cli("run-in-chans-3", RUN, R("bl", "--set", "model.in_chans=3"), 2, "model.in_chans: training feeds 2D"),
+    Cli("run-num-joints-16", RUN, R("bm", "--set", "model.num_joints=16"), 2, "model.num_joints: training data has"),
+    Cli("run-eval-backend-triton-on-cpu", RUN, R("bn", "--set", "eval.attn_backend=triton"), 2,
+        "eval.attn_backend=triton cannot run on cpu", env={"TRITON_INTERPRET": "0"}, skip_if=torch.cuda.is_available),
+    Cli("run-noise-std-1e300", RUN, R("bo", "--set", "pretrain.corruption.noise_std=1e300"), 2,
+        "pretrain.corruption.noise_std: expected at most 1, got 1e+300"),
+    Cli("run-focal-range-1e300", RUN, R("bp", "--set", "pretrain.corruption.focal=[1,1e300]"), 2,
+        "pretrain.corruption.focal: expected a list of 2 numbers in [0.01, 100]"),
+    Cli("run-lr-1e300", RUN, R("bq", "--lr", "1e300"), 2, "--lr: expected at most 100, got 1e+300"),
+    Cli("run-loss-weight-1e300", RUN, R("br", "--set", "finetune.loss_weights.tc=1e300"), 2,
+        "finetune.loss_weights.tc: expected at most 1e+06"),
+    # silent results made loud
+    Cli("infer-ckpt-nan-weights", INFER, ["--checkpoint", "{ckpt_nan}", *INF[2:], "--keypoints", "{kp_ok}", "--out",
+                                          "{tmp}/o.npz"], 2, "the weights hold NaN/inf values"),
+    Cli("infer-output-overflows", INFER, ["--checkpoint", "{ckpt_overflow}", *INF[2:], "--keypoints", "{kp_ok}",
+                                          "--out", "{tmp}/o.npz"], 2, "the model gave NaN/inf for"),
+    Cli("eval-ckpt-nan-weights", EVAL, ["--checkpoint", "{ckpt_nan}", "--data-dir", "{data}"], 2,
+        "the weights hold NaN/inf values"),
+    Cli("infer-keypoints-complex", INFER, K("{kp_complex}"), 2, "expected real keypoint coordinates, got complex"),
+    Cli("infer-keypoints-text", INFER, K("{kp_text}"), 2, "expected a numeric keypoint array, got dtype <U3"),
+    Cli("infer-coco-width-as-text", INFER, [*INF[:4], "--keypoints", "{coco_width_text}", "--out", "{tmp}/o.npz"], 2,
+        "images[].width must be a number of pixels, got '640' (str)"),
+    Cli("infer-fps-negative", INFER, K("{kp_ok}", "--render", "{tmp}/pose.gif", "--fps", "-5"), 2,
+        "--fps must be a frame rate in (0, 1000]"),
+    Cli("eval-output-overflows", EVAL, ["--checkpoint", "{ckpt_overflow}", "--data-dir", "{data}", "--no-baseline",
+                                        "--heldout-clips", "0"], 2, "the model outputs NaN/inf even for a still pose"),
+    Cli("run-seed-10e30", RUN, R("bs", "--seed", "1" + "0" * 30), 2, "--seed: expected at most 4,294,967,295"),
+    Cli("eval-subjects-twice", EVAL, E + ["--subjects", "S9", "S9"], 2, "--subjects names S9 more than once"),
     # the same command with --resume (and a safe change) continues: the finished run is evaluated again
     Cli("run-resume-same-command", RUN, RES + ["--device", "cpu"], 0,
         "continuing the run stored in {run}/checkpoints/last.pt with its own settings (changed on resume: --device "
-        "cpu)", env=BUILTIN),
+        "cpu)", env=BUILTIN, changes=["{run}"]),
 ]  # fmt: skip
 
 
@@ -391,20 +619,34 @@ def _trains(case: Cli) -> bool:
 SLOW_ROWS = {"eval-ok", "run-mocap-poisoned"}
 
 
+def _snapshot(folders: list[Path]) -> dict[Path, str]:
+    """Every regular file under ``folders`` -> its SHA-256 (pipes and devices are not opened)."""
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest()
+            for folder in folders for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
 @pytest.mark.parametrize(
-    "case", [pytest.param(c, id=c.id, marks=pytest.mark.slow if _trains(c) else ()) for c in CLI_CASES]
+    "case", [pytest.param(c, id=c.id, marks=pytest.mark.slow if c.slow or _trains(c) else ()) for c in CLI_CASES]
 )
 def test_cli_row(case: Cli, inputs, runner, request):
     if case.skip_if is not None and case.skip_if():
         pytest.skip("not applicable on this machine")
     values = dict(inputs)
     if any(key in text for text in [*case.argv, *case.env.values(), case.phrase]
-           for key in ("{run}", "{locked}", "{cache}", "{pid}")):  # fmt: skip
+           for key in ("{run}", "{locked}", "{cache}", "{pid}", "{huge_pid}", "{other_run_last}", "{bad_rng_last}",
+                       "{nan_last}")):  # fmt: skip
         values.update(request.getfixturevalue("trained_run"))
     argv = [a.format(**values) for a in case.argv]
     env = {"FASTMIXSTE_CACHE": str(Path(inputs["tmp"]) / "cache"), "FASTMIXSTE_DEBUG": "0",
            **{k: v.format(**values) for k, v in case.env.items()}}  # fmt: skip
+    watched = [Path(inputs["tmp"])] + ([Path(values["run"]).parent] if "run" in values else [])
+    before = _snapshot(watched)
     r = runner.run(case.module, argv, env=env)
+    after = _snapshot(watched)
+    allowed = [Path(c.format(**values)) for c in case.changes]
+    touched = [str(p) for p, digest in before.items() if after.get(p) != digest
+               and not any(p == a or a in p.parents for a in allowed)]
+    assert not touched, f"the command changed or removed files it does not own: {touched[:5]}\n{r.stderr}"
     phrase = case.phrase.format(**values)
     assert r.returncode == case.code, f"exit {r.returncode}, expected {case.code}; stderr:\n{r.stderr}"
     assert phrase in (r.stderr if case.code else r.stdout + r.stderr), f"{phrase!r} not in:\n{r.stderr}"
@@ -497,6 +739,10 @@ def test_run_cli_exit_codes_and_messages(capsys):
         (ZeroDivisionError("division by zero"), EXIT_FAILED, "a bug in fastmixste"),
         (ValueError("what came:\n  a: x\n  b: y"), EXIT_USAGE, "error: what came:\na: x; b: y\n"),
         (ValueError("x" * 3000), EXIT_USAGE, "[...; --debug shows all]"),
+        (MemoryError("Unable to allocate 72.0 TiB for an array with shape (10000000000000,)"), EXIT_USAGE,
+         "error: out of memory: Unable to allocate 72.0 TiB for an array with shape (10000000000000,)"),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8000000000000 bytes"),
+         EXIT_USAGE, "error: out of memory: DefaultCPUAllocator: can't allocate memory"),
     ]  # fmt: skip
     for exc, code, phrase in cases:
         assert run_cli(raiser(exc), []) == code, exc
@@ -558,3 +804,63 @@ def test_h36m_3d_in_millimetres_or_with_an_unknown_action_is_refused(tmp_path) -
     odd[subject]["Dancing 1"] = next(iter(p3[subject].values()))
     with pytest.raises(ValueError, match=r"unknown Human3.6M action 'Dancing 1'"):
         load_positions_3d(write_vp3d(tmp_path / "odd.npz", odd))
+
+
+def test_mp4_render_without_encoder_never_replaces_an_existing_gif(tmp_path, monkeypatch) -> None:
+    """--render pose.mp4 falls back to pose.gif without an MP4 encoder: a pose.gif already there stays untouched
+    unless the caller allows replacing it; an allowed render is written atomically (no temporary file left)."""
+    from matplotlib import animation
+
+    from fastmixste.plots import render_pose
+
+    monkeypatch.setattr(animation.writers, "is_available", lambda name: False)
+    rng = np.random.default_rng(0)
+    pose_2d, pose_3d = rng.uniform(10, 90, (3, 17, 2)), rng.normal(size=(3, 17, 3))
+    gif = tmp_path / "pose.gif"
+    gif.write_bytes(b"the user's animation")
+    with pytest.raises(ValueError, match="pose.gif, already exists"):
+        render_pose(pose_2d, pose_3d, tmp_path / "pose.mp4", width=100, height=100, size=(200, 100))
+    assert gif.read_bytes() == b"the user's animation"
+    with pytest.warns(RuntimeWarning, match="writing .*pose.gif instead"):
+        written = render_pose(pose_2d, pose_3d, tmp_path / "pose.mp4", width=100, height=100, size=(200, 100),
+                              may_replace=lambda p: True)
+    assert written == gif and gif.read_bytes()[:6] == b"GIF89a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pose.gif"]
+
+
+def test_failed_render_leaves_the_previous_file(tmp_path, monkeypatch) -> None:
+    """A render that fails half-way (disk full) leaves the file that was there and no partial file."""
+    from matplotlib import animation
+
+    from fastmixste.plots import render_pose
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(animation.PillowWriter, "finish", disk_full)
+    rng = np.random.default_rng(0)
+    out = tmp_path / "pose.gif"
+    out.write_bytes(b"previous render")
+    with pytest.raises(OSError, match="No space left"):
+        render_pose(rng.uniform(10, 90, (3, 17, 2)), rng.normal(size=(3, 17, 3)), out, width=100, height=100,
+                    size=(200, 100))
+    assert out.read_bytes() == b"previous render" and sorted(p.name for p in tmp_path.iterdir()) == ["pose.gif"]
+
+
+def test_sigterm_inside_run_cli_runs_the_save_hooks_and_exits_143(capsys) -> None:
+    import signal
+
+    from fastmixste.cli import EXIT_TERMINATED, defer_interrupts, interrupt_hook
+
+    steps = []
+
+    def main(argv):
+        with interrupt_hook(lambda: f"saved after {len(steps)} steps"):
+            with defer_interrupts():  # SIGTERM mid-step waits for the step to finish, like Ctrl-C
+                signal.raise_signal(signal.SIGTERM)
+                steps.append(1)
+            steps.append(2)  # never reached
+
+    assert run_cli(main, []) == EXIT_TERMINATED
+    assert capsys.readouterr().err.strip() == "terminated (SIGTERM); saved after 1 steps"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored

@@ -35,6 +35,16 @@ def _number(lo: float, strict: bool, none: bool = False) -> Rule:
             f"a number {'>' if strict else '>='} {lo:g}" + (" or null" * none))
 
 
+#: Upper bounds, checked after the type and lower bound: sizes that allocate memory (batches, generated clips and
+#: frames, workers, threads) and values that make training meaningless (rates, weights).
+MAX_BATCH = 65_536
+UPPER: dict[str, float] = {
+    "batch_size": MAX_BATCH, "val.batch_size": MAX_BATCH, "eval.batch_size": MAX_BATCH,
+    "eval.heldout_clips": 1_000, "motion_frames": 10_000_000, "motion_clip_frames": 100_000,
+    "threads": 4_096, "seed": 2**32 - 1, "data.num_workers": 256, "lr": 100.0, "weight_decay": 100.0, "lr_decay": 10.0,
+}  # fmt: skip
+
+
 def _one_of(*choices: Any) -> Rule:
     return (lambda v: v in choices), "one of " + ", ".join(str(c) for c in choices)
 
@@ -125,10 +135,13 @@ def _got(value: Any) -> str:
     return f"{value!r}{kind}"
 
 
-def _check(name: str, value: Any, rule: Rule) -> None:
+def _check(name: str, value: Any, rule: Rule, upper: float | None = None) -> None:
     accepts, expected = rule
     if not accepts(value):
         raise ValueError(f"{name}: expected {expected}, got {_got(value)}")
+    if upper is not None and value is not None and value > upper:
+        limit = f"{upper:,}" if isinstance(upper, int) else f"{upper:,g}"
+        raise ValueError(f"{name}: expected at most {limit}, got {_got(value)}")
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -137,7 +150,7 @@ def check_flags(args: argparse.Namespace) -> None:
         value = getattr(args, key, None)
         if value is not None:
             flag = "--" + key.replace("_", "-")
-            _check(flag if flag[2:] == key else f"{flag} ({key})", value, rule)
+            _check(flag if flag[2:] == key else f"{flag} ({key})", value, rule, UPPER.get(key))
 
 
 def _check_corruption(where: str, values: dict[str, Any]) -> None:
@@ -146,9 +159,11 @@ def _check_corruption(where: str, values: dict[str, Any]) -> None:
     defaults = CorruptionConfig().to_dict()
     for key, value in values.items():
         name, default = f"{where}.{key}", defaults.get(key)
+        lo, hi = _CORRUPTION_BOUNDS.get(key, (0.0, 1e3))
         if isinstance(default, list):
-            ok = isinstance(value, list) and len(value) == len(default) and all(_is_number(x) for x in value)
-            _check(name, value, (lambda v, ok=ok: ok, f"a list of {len(default)} numbers"))
+            ok = (isinstance(value, list) and len(value) == len(default)
+                  and all(_is_number(x) and lo <= x <= hi for x in value))
+            _check(name, value, (lambda v, ok=ok: ok, f"a list of {len(default)} numbers in [{lo:g}, {hi:g}]"))
             if len(default) == 2:
                 _check(name, value, (lambda v: v[0] <= v[1], "a range [low, high] with low <= high"))
         elif isinstance(default, str):
@@ -156,12 +171,20 @@ def _check_corruption(where: str, values: dict[str, Any]) -> None:
 
             _check(name, value, _one_of(*KEYPOINT_DEFINITIONS))
         elif _is_int(default):
-            _check(name, value, _int(1))
+            _check(name, value, _int(1), 10_000)
         elif key.endswith("_p"):
             _check(name, value, (lambda v: _is_number(v) and 0 <= v <= 1, "a probability in [0, 1]"))
         else:
-            _check(name, value, _number(0, strict=False))
+            _check(name, value, _number(lo, strict=False), hi)
     CorruptionConfig.from_dict(values)  # unknown keys
+
+
+#: Plausible ranges of the corruption settings (normalised image units for noise: 1.0 is half the image width).
+_CORRUPTION_BOUNDS: dict[str, tuple[float, float]] = {
+    "azimuth_deg": (-360.0, 360.0), "elevation_deg": (-90.0, 90.0), "distance_m": (0.1, 1000.0),
+    "focal": (0.01, 100.0), "aim_offset_m": (0.0, 100.0), "noise_std": (0.0, 1.0), "jitter_std": (0.0, 1.0),
+    "joint_noise_scale": (0.0, 100.0),
+}  # fmt: skip
 
 
 def _check_loss_weights(stage: str, values: dict[str, Any]) -> None:
@@ -172,7 +195,7 @@ def _check_loss_weights(stage: str, values: dict[str, Any]) -> None:
     if unknown:
         raise ValueError(f"{stage}.loss_weights: unknown term(s) {unknown}; expected some of {sorted(terms)}")
     for key, value in values.items():
-        _check(f"{stage}.loss_weights.{key}", value, _number(0, strict=False))
+        _check(f"{stage}.loss_weights.{key}", value, _number(0, strict=False), 1e6)
 
 
 def check_options(cfg: dict[str, Any]) -> None:
@@ -181,11 +204,11 @@ def check_options(cfg: dict[str, Any]) -> None:
         section, _, key = name.rpartition(".")
         node = cfg[section] if section else cfg
         if key in node:
-            _check(name, node[key], rule)
+            _check(name, node[key], rule, UPPER.get(name))
     for section in ("train",) + STAGES:
         for key, value in cfg.get(section, {}).items():
             if key in TRAIN_RULES:
-                _check(f"{section}.{key}", value, TRAIN_RULES[key])
+                _check(f"{section}.{key}", value, TRAIN_RULES[key], UPPER.get(key))
         if section != "train" and section in cfg and "corruption" in cfg[section]:
             _check_corruption(f"{section}.corruption", cfg[section]["corruption"] or {})
         if section != "train" and section in cfg and "loss_weights" in cfg[section]:
@@ -205,9 +228,15 @@ def validate(cfg: dict[str, Any]) -> None:
     if "attn_backend" in model:
         _check("model.attn_backend", model["attn_backend"], _one_of(*_BACKENDS))
     try:
-        MixSTEConfig.from_dict(model)
+        config = MixSTEConfig.from_dict(model)
     except (TypeError, ValueError) as e:
         raise ValueError(f"model: {e}") from None
+    # Training feeds (T, 17, 2) keypoints (x, y) and predicts 17 joints: other shapes would fail at the first step.
+    if config.in_chans != 2:
+        raise ValueError(f"model.in_chans: training feeds 2D keypoints (x, y): expected 2, got {config.in_chans}")
+    if config.num_joints != 17:
+        raise ValueError(f"model.num_joints: training data has the 17 Human3.6M joints: expected 17, got "
+                         f"{config.num_joints}")
 
 
 def check_files(cfg: dict[str, Any]) -> None:
@@ -217,6 +246,9 @@ def check_files(cfg: dict[str, Any]) -> None:
     for path in cfg["data"]["mocap"] or []:
         if not Path(path).is_file():
             raise FileNotFoundError(f"data.mocap (--mocap): no file at {path}")
+        from fastmixste.data.mocap import mocap_npz_fps
+
+        mocap_npz_fps(path)  # the corpus header (format, frame rate) now, before any data loads
     if cfg["init"] is not None and not Path(cfg["init"]).is_file():
         raise FileNotFoundError(f"init (--init): no file at {cfg['init']}")
 

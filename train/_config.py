@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from fastmixste._io import MAX_NESTING, check_regular_file
 from fastmixste.cli import add_debug_argument
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -108,17 +109,76 @@ def _numbers(value: Any) -> Any:
     return value
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a page of settings; 1 MiB is far beyond any real one
+MAX_CONFIG_NODES = 100_000
+
+
+class LimitedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader without aliases (``*name``: an alias bomb expands a few hundred bytes to gigabytes),
+    at most MAX_NESTING levels of nesting and MAX_CONFIG_NODES values: refused with the line where it happens."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in config files; write "
+                                              "the values out", self.peek_event().start_mark)
+        self._depth += 1
+        self._nodes += 1
+        if self._depth > MAX_NESTING:
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_NESTING} levels deep",
+                                              self.peek_event().start_mark)
+        if self._nodes > MAX_CONFIG_NODES:
+            raise yaml.composer.ComposerError(None, None, f"more than {MAX_CONFIG_NODES:,} values",
+                                              self.peek_event().start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def yaml_error(where: str, exc: yaml.YAMLError) -> ValueError:
+    """A YAML syntax error -> ValueError naming the file (or option), the line and column, and the problem."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0]
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if "'\\t'" in str(problem):
+        problem = f"{problem} (a tab: indent YAML with spaces)"
+    return ValueError(f"{where}: not valid YAML{at}: {problem}")
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text -> value with LimitedLoader; syntax errors and exceeded limits as ValueError naming ``where``."""
+    try:
+        return yaml.load(text, Loader=LimitedLoader)  # noqa: S506 (LimitedLoader is a SafeLoader)
+    except yaml.YAMLError as exc:
+        raise yaml_error(where, exc) from None
+    except RecursionError:
+        raise ValueError(f"{where}: nested too deeply to read") from None
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         candidate = CONFIG_DIR / path.name if path.suffix else CONFIG_DIR / f"{path}.yaml"
+        if path.exists():
+            check_regular_file(path, "config file")  # a folder, pipe or device: say what it is
         if candidate.is_file():
             path = candidate
         else:
             raise FileNotFoundError(f"config file not found: {path} (built-in configs: "
                                     f"{sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))})")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: {size:,} bytes; a config file is at most {MAX_CONFIG_BYTES:,} bytes")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return _numbers(data)
@@ -142,9 +202,9 @@ def apply_set(cfg: dict[str, Any], assignment: str) -> None:
             raise ValueError(f"--set {assignment!r}: {p!r} is not a section")
         node = node[p]
     try:
-        node[parts[-1]] = _numbers(yaml.safe_load(raw))
+        node[parts[-1]] = _numbers(yaml.load(raw, Loader=LimitedLoader))  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
-        raise ValueError(f"--set {assignment!r}: the value is not valid YAML ({e.problem})") from None
+        raise ValueError(f"--set {assignment!r}: the value is not valid YAML ({getattr(e, 'problem', e)})") from None
     if len(parts) == 2 and parts[0] == "train":
         for stage in STAGES:
             if isinstance(cfg.get(stage), dict):
@@ -173,7 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="auto", metavar="LAST_PT",
                    help="continue from OUT/checkpoints/last.pt (or the file given) with the run's stored settings")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the run that --out holds (its checkpoints, metrics and results are deleted)")
+                   help="replace the run that --out holds (its checkpoints, metrics and results are set aside, and "
+                   "deleted once the new run writes its first checkpoint; other files stay)")
+    p.add_argument("--allow-other-run", action="store_true",
+                   help="with --resume: continue a checkpoint of another run in an --out that holds a run (their "
+                   "files then mix; refused without this flag)")
     p.add_argument("--init", metavar="CKPT", help="weights to start from (this project's or upstream MixSTE)")
     p.add_argument("--fused", action="store_true", help="train with the fused Triton attention kernels")
     p.add_argument("--recompute", choices=("none", "lean", "full", "auto"),
@@ -192,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """argparse namespace -> fully resolved config dict (plain YAML-able values)."""
     cfg = deep_merge(DEFAULTS, load_yaml(args.config or CONFIG_DIR / "default.yaml"))
+    cfg.pop("run_id", None)  # a run's config.yaml used as --config: the new run gets its own id
     from train._checks import check_flags, check_keys, check_options, validate
 
     check_flags(args)

@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="heads of an upstream MixSTE checkpoint (default 8; they are not stored in it). Our own "
                         "checkpoints store theirs: a different value is refused")
     p.add_argument("--out", default=None, help="folder for results.json and results.md")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results.json / results.md in --out that train.evaluate did not write")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_debug_argument(p)
     return p.parse_args(argv)
@@ -89,10 +91,31 @@ def _device(name: str | None) -> torch.device:
     return device
 
 
-def _check_out(out: Path) -> None:
-    """Fail now, not after the evaluation, when --out cannot take results.json and results.md."""
+def _written_by_evaluate(path: Path) -> bool:
+    """Whether ``path`` is a results.json (or the results.md beside one) that train.evaluate wrote."""
+    record = path.with_name("results.json")
+    try:
+        return json.loads(record.read_text(encoding="utf-8")).get("written_by") == "train.evaluate"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check_out(out: Path, overwrite: bool = False) -> None:
+    """Fail now, not after the evaluation, when --out cannot take results.json and results.md, or when they would
+    replace files train.evaluate did not write (a training run's results: never, even with --overwrite)."""
+    from fastmixste._io import check_output
+    from train.rundir import run_outputs
+
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; expected a folder for results.json and results.md")
+    if out.is_dir() and [p for p in run_outputs(out) if p.name not in ("results.json", "results.md")]:
+        raise UserInputError(f"--out {out} holds a training run (train.run's outputs): its results.json and "
+                             f"results.md stay that run's; choose another --out for train.evaluate")
+    for name in ("results.json", "results.md"):
+        try:
+            check_output(out / name, "--out", ours=_written_by_evaluate, overwrite=overwrite)
+        except ValueError as exc:
+            raise UserInputError(str(exc)) from None
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
@@ -109,9 +132,19 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserInputError(f"{flag} must be >= 1, got {value}")
     if args.heldout_clips < 0:
         raise UserInputError(f"--heldout-clips must be >= 0 (0 skips the held-out set), got {args.heldout_clips}")
+    if args.heldout_clips > 1000:
+        raise UserInputError(f"--heldout-clips must be at most 1000 clips per pattern, got {args.heldout_clips}")
+    if args.batch_size > 65_536:
+        raise UserInputError(f"--batch-size must be at most 65536 windows, got {args.batch_size}")
+    for flag, values in (("--subjects", args.subjects), ("--actions", args.actions)):
+        repeated = sorted({v for v in values or [] if values.count(v) > 1})
+        if repeated:
+            raise UserInputError(f"{flag} names {', '.join(repeated)} more than once; each would be counted twice")
     checkpoint = Path(args.checkpoint)
     if not checkpoint.exists():
         raise UserInputError(f"--checkpoint {checkpoint}: no such file")
+    if args.data_dir is not None and args.out is not None and Path(args.out).resolve() == Path(args.data_dir).resolve():
+        raise UserInputError(f"--out {args.out} is the --data-dir: results are not written into the input data")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         what = "is a file" if Path(args.data_dir).exists() else "does not exist"
         raise UserInputError(f"--data-dir {args.data_dir} {what}; expected the folder with data_3d_h36m.npz and "
@@ -128,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     check_args(args)
     device = _device(args.device)
     if args.out:
-        _check_out(Path(args.out))
+        _check_out(Path(args.out), args.overwrite)
     model = load_checkpoint(args.checkpoint, attn_backend=args.backend, map_location=device,
                             num_heads=args.num_heads)  # our files keep their stored head count (conflict: error)
     cfg = model.config
@@ -136,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         raise UserInputError(f"--checkpoint {args.checkpoint}: Human3.6M evaluation feeds (T, 17, 2) keypoints; "
                              f"the checkpoint has num_joints={cfg.num_joints}, in_chans={cfg.in_chans}")
     backend = model.resolved_backend(torch.zeros(1, cfg.num_frame, 17, 2, device=device))
+    with torch.no_grad():  # weights that are finite but overflow give NaN/inf for any input: say so before the data
+        probe = model(torch.zeros(1, cfg.num_frame, 17, 2, device=device))
+    if not torch.isfinite(probe).all():
+        raise UserInputError(f"--checkpoint {args.checkpoint}: the model outputs NaN/inf even for a still pose at the "
+                             f"image centre (its weights overflow); it cannot be evaluated")
 
     if args.data_dir is None:
         from fastmixste.data.builtin import builtin_data_dir
@@ -159,8 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"checkpoint {args.checkpoint}: num_frame={cfg.num_frame}, depth={cfg.depth}, "
           f"embed_dim={cfg.embed_dim_ratio}, heads={cfg.num_heads}; backend {backend} on {device}; "
           f"flip TTA {'off' if args.no_flip else 'on'}; {len(sequences)} sequences", file=sys.stderr)
-    result = evaluate(model, sequences, flip=not args.no_flip, batch_size=args.batch_size, device=device,
-                      progress=not args.no_progress)
+    try:
+        result = evaluate(model, sequences, flip=not args.no_flip, batch_size=args.batch_size, device=device,
+                          progress=not args.no_progress)
+    except np.linalg.LinAlgError as exc:  # P-MPJPE's alignment of NaN/inf predictions ("SVD did not converge")
+        raise UserInputError(f"--checkpoint {args.checkpoint}: the model's predictions are not finite (NaN/inf), so "
+                             f"they cannot be scored ({exc})") from None
 
     baseline = mean_pose = None
     if not args.no_baseline:
@@ -186,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         out = Path(args.out)
-        record = results_to_dict(result, baseline)
+        record = {**results_to_dict(result, baseline), "written_by": "train.evaluate"}
         if heldout is not None:
             record["heldout"] = heldout
         with atomic_write(out / "results.json", "w") as f:

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="joint order of --keypoints: h36m (17), coco (COCO-17), openpose (BODY_25), halpe "
                         "(Halpe-26, AlphaPose) or blazepose (BlazePose-33, MediaPipe)")
     p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out/--render file that is not an earlier output of train.infer")
     p.add_argument("--detector", default="mediapipe", choices=DETECTORS,
                    help="2D detector for --video: mediapipe (pip install \"fastmixste[video]\") or onnx (a local "
                         "model file given by --onnx-model; pip install \"fastmixste[onnx]\")")
@@ -126,15 +130,80 @@ def _check_args(args: argparse.Namespace) -> None:
             raise KeypointError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.threads is not None and args.threads < 1:
         raise KeypointError(f"--threads must be >= 1, got {args.threads}")
+    if args.batch_size is not None and args.batch_size > 65_536:
+        raise KeypointError(f"--batch-size must be at most 65536 windows, got {args.batch_size}")
+    if args.fps is not None and not (math.isfinite(args.fps) and 0 < args.fps <= 1000):
+        raise KeypointError(f"--fps must be a frame rate in (0, 1000] frames per second, got {args.fps:g}")
     _check_writable(out, "the output")
     if args.render is not None:
         _check_writable(Path(args.render), "the render")
+    _check_outputs(args)
+
+
+def _is_infer_output(path: Path) -> bool:
+    """Whether ``path`` is an npz train.infer wrote (pose_3d and meta; only the archive's names are read)."""
+    from fastmixste.safeload import DataFileError, read_npz_keys
+
+    try:
+        return {"pose_3d", "meta"} <= set(read_npz_keys(path))
+    except (DataFileError, OSError):
+        return False
+
+
+def _rendered_into(out: Path) -> str | None:
+    """The render path recorded in an earlier train.infer output at ``out`` (None when there is none)."""
+    from fastmixste.safeload import DataFileError, read_npz
+
+    if not out.is_file() or not _is_infer_output(out):
+        return None
+    try:
+        meta = json.loads(str(read_npz(out, keys=["meta"])["meta"]))
+    except (DataFileError, OSError, KeyError, ValueError):
+        return None
+    return meta.get("render") if isinstance(meta, dict) else None
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """No output is an input; an existing output is replaced only when train.infer made it (or --overwrite)."""
+    from fastmixste._io import check_output, same_file
+
+    out = Path(args.out)
+    inputs = {"--checkpoint": args.checkpoint, "--keypoints": args.keypoints, "--video": args.video,
+              "--onnx-model": args.onnx_model}
+    check_output(out, "--out", inputs=inputs, ours=_is_infer_output, overwrite=args.overwrite)
+    if args.render is not None:
+        rendered = _rendered_into(out)
+        check_output(args.render, "--render", inputs={**inputs, "--out": args.out}, overwrite=args.overwrite,
+                     ours=lambda p: rendered is not None and same_file(p, rendered))
+        gif = Path(args.render).with_suffix(".gif")
+        if args.keypoints is not None and Path(args.render).suffix.lower() == ".mp4" and gif.exists():
+            from matplotlib import animation
+
+            if not animation.writers.is_available("ffmpeg"):  # the render would fall back to this GIF
+                check_output(gif, "--render (no MP4 encoder here: the GIF written instead)", inputs=inputs,
+                             overwrite=args.overwrite, ours=lambda p: rendered is not None and same_file(p, rendered))
+
+
+def _may_replace_render(args: argparse.Namespace) -> Callable[[Path], bool]:
+    """For a render's fallback path (a .gif for an .mp4 without encoder): --overwrite, or an earlier render of ours."""
+    from fastmixste._io import same_file
+
+    rendered = _rendered_into(Path(args.out))
+    return lambda p: args.overwrite or (rendered is not None and same_file(p, rendered))
+
+
+def _check_finite_output(pose_3d: np.ndarray, checkpoint: str) -> None:
+    bad = int((~np.isfinite(pose_3d)).sum())
+    if bad:
+        raise KeypointError(f"the model gave NaN/inf for {bad} of {pose_3d.size} output values (checkpoint "
+                            f"{checkpoint}); nothing was written")
 
 
 def run(args: argparse.Namespace) -> dict:
     """Do the work of the command; returns the metadata written to the output."""
     _check_args(args)
     out = Path(args.out)
+    may_replace = _may_replace_render(args)  # read before this run replaces --out
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -167,13 +236,14 @@ def run(args: argparse.Namespace) -> dict:
     preds, seconds = predict_sequences(model, [x], flip=not args.no_flip, batch_size=args.batch_size or 16,
                                        device=device, progress=False)
     pose_3d = preds[0]
+    _check_finite_output(pose_3d, args.checkpoint)
     pose_3d[:, 0] = 0.0  # root-relative, root at the origin (as in training)
 
     meta = dict(kps.meta)
     meta.update(_model_meta(args, model, device, seconds))
-    _write_npz(out, {"pose_3d": pose_3d.astype(np.float32), "pose_2d": kps.pose,
-                     "pose_2d_normalized": x.astype(np.float32), "confidence": kps.confidence,
-                     "filled": kps.filled}, meta)
+    arrays = {"pose_3d": pose_3d.astype(np.float32), "pose_2d": kps.pose, "pose_2d_normalized": x.astype(np.float32),
+              "confidence": kps.confidence, "filled": kps.filled}
+    _write_npz(out, arrays, meta)
     if args.render is not None:
         from fastmixste.plots import render_pose
 
@@ -181,10 +251,11 @@ def run(args: argparse.Namespace) -> dict:
             warnings.simplefilter("always", RuntimeWarning)
             written = render_pose(kps.pose, pose_3d, args.render, width=kps.width, height=kps.height,
                                   frame=args.frame, fps=args.fps or 25.0, max_frames=args.max_frames,
-                                  title=Path(args.keypoints).name)
+                                  title=Path(args.keypoints).name, may_replace=may_replace)
         for w in caught:  # e.g. no MP4 encoder: say so plainly, the GIF was written instead
             print(f"note: {w.message}", file=sys.stderr)
         meta["render"] = str(written)
+        _write_npz(out, arrays, meta)  # records the render: a rerun may replace it
     return meta
 
 
@@ -239,6 +310,7 @@ def _run_video(args: argparse.Namespace, model: torch.nn.Module, device: torch.d
     pose_3d, x, seconds = lift_keypoints(model, kps, flip=not args.no_flip, batch_size=args.batch_size,
                                          device=device, progress=progress)
     cpu_seconds = time.process_time() - cpu0
+    _check_finite_output(pose_3d, args.checkpoint)
 
     meta = dict(kps.meta)
     meta["notes"] = source.notes + meta["notes"]

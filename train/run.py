@@ -7,11 +7,13 @@
 Outputs in ``--out``: config.yaml (resolved), checkpoints/{last,best}.pt (+ pretrained.pt after pretraining),
 metrics.csv, curves.png, results.md, results.json. A folder that holds a run is continued (``--resume``, with the
 run's stored settings) or replaced (``--overwrite``), never silently overwritten; ``OUT/run.lock`` keeps a second
-run out while one runs (train/rundir.py).
+run out while one runs (train/rundir.py). Everything the run reads (config, flags, --init, --resume, the data) is
+checked before the folder is touched; --overwrite sets the previous run's files aside until the new run's first
+checkpoint, and puts them back if it fails before.
 
 Exit codes: 0 done, 2 bad input (one or two lines saying what was expected and what came), 1 a failed run (a
-NaN/inf loss; last.pt stays the last good checkpoint), 130 Ctrl-C (after saving a resumable last.pt). ``--debug``
-or FASTMIXSTE_DEBUG=1 adds the traceback.
+NaN/inf loss; last.pt stays the last good checkpoint), 130 Ctrl-C and 143 SIGTERM (after saving a resumable
+last.pt). ``--debug`` or FASTMIXSTE_DEBUG=1 adds the traceback.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from fastmixste.checkpoint import check_finite_weights
 from fastmixste.cli import UserInputError, cli_entry, interrupt_hook
 from train import rundir
 from train._checks import check_files
@@ -122,9 +125,7 @@ def run_pipeline(cfg: dict[str, Any], rt: Runtime, data: RunData | None = None,
     out = Path(cfg["out"])
     ckpt_dir = out / "checkpoints"
     names = planned_stages(cfg)
-    if names == ["finetune"] and not cfg["init"] and not cfg["resume"] and (ckpt_dir / "pretrained.pt").is_file():
-        # A --stage pretrain run wrote this folder's pretrained weights: fine-tune from them.
-        cfg = {**cfg, "init": str(ckpt_dir / "pretrained.pt")}
+    cfg = _with_auto_init(cfg)
     model, train_model = _build_models(cfg, rt)
     ckpt, start, history = _starting_point(cfg, rt, model, names, ckpt_dir, resume_ckpt)
     if data is None:
@@ -158,6 +159,59 @@ def run_pipeline(cfg: dict[str, Any], rt: Runtime, data: RunData | None = None,
                                                                train_seconds, t_run)
     rt.barrier()
     return outcome
+
+
+def _with_auto_init(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A --stage finetune run into the folder of a --stage pretrain run fine-tunes that run's pretrained.pt."""
+    pretrained = Path(cfg["out"]) / "checkpoints" / "pretrained.pt"
+    if planned_stages(cfg) == ["finetune"] and not cfg["init"] and not cfg["resume"] and pretrained.is_file():
+        return {**cfg, "init": str(pretrained)}
+    return cfg
+
+
+def _check_backends(cfg: dict[str, Any]) -> None:
+    """The attention backends the config names (model.attn_backend, eval.attn_backend) can run on its device."""
+    from fastmixste.attention import available_backends
+    from train.runtime import _resolve_amp, _resolve_device
+
+    try:
+        device = _resolve_device(cfg["device"], int(os.environ.get("LOCAL_RANK", "0")))
+    except (ValueError, RuntimeError):
+        return  # reported by setup_runtime with its own message
+    dtype = _resolve_amp(cfg["amp"], device) or torch.float32
+    model = cfg["model"]
+    width, heads = model.get("embed_dim_ratio", 512), model.get("num_heads", 8)
+    for option, name, training in (("model.attn_backend", None if cfg["fused"] else model.get("attn_backend"), True),
+                                   ("eval.attn_backend", cfg["eval"].get("attn_backend"), False)):
+        if not name or name == "auto":
+            continue
+        reasons = available_backends(device, dtype, training, head_dim=width // heads,
+                                     num_joints=model.get("num_joints", 17), dim=width)[name]
+        if reasons:
+            raise UserInputError(f"{option}={name} cannot run on {device}: {'; '.join(reasons)}; choose another "
+                                 f"backend (sdpa runs everywhere)")
+
+
+def _preflight(cfg: dict[str, Any], rt: Runtime, resume_ckpt: dict[str, Any] | None, overwrite: bool) -> RunData:
+    """Everything a run reads, checked before its folder is touched: the model, --init (or the folder's
+    pretrained.pt it would continue), the --resume checkpoint's architecture and stage, the data and the stages
+    built from it. Returns the data (the run uses it)."""
+    names = planned_stages(cfg)
+    model = build_model(cfg)
+    if resume_ckpt is not None:
+        path = _resume_path(cfg)
+        check_same_arch(model, dict(resume_ckpt["config"]), f"--resume {path}")
+        if resume_ckpt["stage"] not in names:
+            raise UserInputError(f"--resume {path}: the checkpoint is from stage {resume_ckpt['stage']!r}, but this "
+                                 f"run trains {names}")
+    else:
+        init = (cfg if overwrite else _with_auto_init(cfg))["init"]  # --overwrite sets pretrained.pt aside
+        if init:
+            load_init_weights(model, init)
+    del model
+    data = load_run_data(cfg, rt, need_pretrain="pretrain" in names)
+    make_stages(cfg, data, names)
+    return data
 
 
 def run_compare_scratch(cfg: dict[str, Any], rt: Runtime, pretrained: RunOutcome) -> None:
@@ -201,7 +255,11 @@ def _prepare_resume(cfg: dict[str, Any], args: Any) -> tuple[dict[str, Any], dic
     path = _resume_path(cfg)
     ckpt = read_checkpoint(path, map_location="cpu")
     rundir.check_resume_checkpoint(ckpt, path)
+    rundir.check_resume_owner(Path(cfg["out"]), path, ckpt, args.allow_other_run)
+    rundir.check_rng_state(ckpt["rng"], path)
+    check_finite_weights(ckpt.get("model") or {}, path)
     restored, changed = rundir.restore_settings(cfg, args, dict(ckpt["run_config"]), path)
+    restored.setdefault("run_id", None)  # a run from before run ids
     check_files({**restored, "init": None})  # the run's data must still be there (its --init is not used again)
     if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 speaks (the runtime is not set up yet)
         print(f"--resume: continuing the run stored in {path} with its own settings"
@@ -221,17 +279,22 @@ def main(argv: list[str] | None = None) -> int:
     if cfg["resume"] and args.overwrite:
         raise UserInputError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
     cfg, resume_ckpt = _prepare_resume(cfg, args)
+    if not cfg["resume"]:
+        cfg["run_id"] = rundir.new_run_id()
     _check_data_files(cfg)
     if cfg["fused"]:
         msg = fused_unavailable_message(cfg)
         if msg:
             print(f"error: {msg}", file=sys.stderr)
             return 2
+    _check_backends(cfg)
     out = Path(cfg["out"])
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; expected a folder for the run's outputs")
     rt = setup_runtime(cfg)
     lock = rundir.RunLock(out) if rt.is_main else None
+    aside = rundir.PreviousRun(out)
+    started = False
     try:
         if lock is not None:  # first the lock: a run in progress is reported as such, not as a finished one
             note = lock.acquire()
@@ -239,27 +302,42 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"note: {note}", file=sys.stderr, flush=True)
         rundir.check_run_folder(out, resume=bool(cfg["resume"]), overwrite=args.overwrite,
                                 stages=planned_stages(cfg), init=cfg["init"])
+        for folder in rundir.set_aside_folders(out):
+            print(f"note: {folder} holds the files of a run that an interrupted --overwrite run replaced; delete "
+                  f"it when you no longer need them", file=sys.stderr, flush=True)
+        data = _preflight(cfg, rt, resume_ckpt, args.overwrite)  # nothing in --out has been changed before this
         if lock is not None:
             removed = rundir.remove_leftovers(out)
             if removed:
                 print(f"note: removed {len(removed)} unfinished temporary file(s) of an interrupted write: "
                       f"{', '.join(str(p.relative_to(out)) for p in removed)}", file=sys.stderr, flush=True)
             if args.overwrite:
-                removed = rundir.remove_previous_run(out)
-                if removed:
-                    print(f"--overwrite: removed the previous run's {len(removed)} output file(s) from {out}",
-                          flush=True)
+                moved = aside.move_aside()
+                if moved:
+                    print(f"--overwrite: set the previous run's {len(moved)} output file(s) aside in {aside.folder} "
+                          f"(deleted once this run writes its first checkpoint)", flush=True)
         rt.barrier()
         _TRAINING.clear()
         with interrupt_hook(lambda: _on_interrupt(out)):
             t0 = time.perf_counter()
-            outcome = run_pipeline(cfg, rt, resume_ckpt=resume_ckpt)
+            outcome = run_pipeline(cfg, rt, data=data, resume_ckpt=resume_ckpt)
             if cfg["compare_scratch"] and "finetune" in planned_stages(cfg):
                 run_compare_scratch(cfg, rt, outcome)
             if rt.is_main:
                 print(f"done in {time.perf_counter() - t0:.0f} s; outputs in {cfg['out']}", flush=True)
+        started = True
         return 0
+    except KeyboardInterrupt:
+        started = bool(_TRAINING)  # the interrupt hook saves a resumable last.pt of the stage being trained
+        raise
     finally:
+        if aside.moved:
+            if started or (out / "checkpoints" / "last.pt").is_file():
+                aside.discard()
+            else:
+                aside.restore()
+                print(f"--overwrite: the new run stopped before its first checkpoint; the previous run's files "
+                      f"are back in {out}", file=sys.stderr, flush=True)
         if lock is not None:
             lock.release()
         if rt.distributed and dist.is_initialized():

@@ -2,6 +2,13 @@
 never replaced unless ``--overwrite`` says so, leftovers of interrupted writes are removed, and ``--resume``
 continues with the settings the run was started with.
 
+A run folder is changed as a transaction: everything a run reads (config, flags, files, checkpoints, data) is
+checked before the folder is touched; ``--overwrite`` then moves the previous run's outputs (only the files runs
+write: :data:`RUN_FILES` and :data:`RUN_CHECKPOINTS`, never a user's own file) aside into
+``OUT/.previous-run.<pid>/``; they are deleted once the new run has written its first checkpoint, and moved back
+if it fails before that. Every run records a run id (``run_id`` in config.yaml and in its checkpoints): ``--resume``
+refuses a checkpoint of another run into a folder that holds a run, unless ``--allow-other-run``.
+
 The lock, ``OUT/run.lock``, holds the owner's pid, host and start time; the owner refreshes its modification time
 every 30 s. A lock is stale (and taken over, with a note) when its process is gone: on the same host its pid is not
 running; from another host (a shared filesystem) it has not been refreshed for 10 minutes.
@@ -13,10 +20,12 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +39,9 @@ STALE_S = 600.0  # a lock from another host not refreshed for this long belongs 
 
 #: What a run writes into --out (checkpoints/*.pt besides); scratch/ (--compare-scratch) holds the same.
 RUN_FILES = ("config.yaml", "metrics.csv", "curves.png", "curves_compare.png", "results.md", "results.json")
+#: The checkpoints a run writes into OUT/checkpoints (a stage that is not the last keeps its best as STAGE_best.pt).
+RUN_CHECKPOINTS = ("last.pt", "best.pt", "pretrained.pt", "pretrain_best.pt")
+ASIDE_PREFIX = ".previous-run."
 #: What a resume checkpoint holds besides the weights (best.pt and pretrained.pt hold weights only).
 RESUME_KEYS = ("run_config", "stage", "epoch", "step_in_epoch", "step", "optimizer", "scheduler", "rng", "best",
                "accum", "history")
@@ -44,9 +56,7 @@ SAFE_FLAGS_TEXT = ("--device, --threads, --no-progress, --recompute and --set da
 # ------------------------------------------------------------------------------------------------ what is there
 def _run_files(folder: Path) -> list[Path]:
     found = [folder / n for n in RUN_FILES if (folder / n).is_file()]
-    ckpts = folder / "checkpoints"
-    if ckpts.is_dir():
-        found += sorted(ckpts.glob("*.pt"))
+    found += [folder / "checkpoints" / n for n in RUN_CHECKPOINTS if (folder / "checkpoints" / n).is_file()]
     return found
 
 
@@ -86,12 +96,79 @@ def check_run_folder(out: Path, *, resume: bool, overwrite: bool, stages: list[s
                              f"--overwrite to replace it, or choose another --out")
 
 
-def remove_previous_run(out: Path) -> list[Path]:
-    """--overwrite: delete the previous run's outputs (only files a run writes; anything else stays)."""
-    found = run_outputs(out)
-    for p in found:
-        p.unlink(missing_ok=True)
-    return found
+def new_run_id() -> str:
+    """A fresh run id ("run-" and 12 hex digits: never read back from YAML as a number)."""
+    return f"run-{uuid.uuid4().hex[:12]}"
+
+
+def folder_run_id(out: Path) -> str | None:
+    """The run id recorded in ``OUT/config.yaml`` (None when there is none: no run, or one from before run ids)."""
+    try:
+        value = load_yaml(out / "config.yaml").get("run_id") if (out / "config.yaml").is_file() else None
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def check_resume_owner(out: Path, path: Path, ckpt: dict[str, Any], allow_other: bool) -> None:
+    """Refuse to continue, in a folder that holds a run, a checkpoint of another run: its history and best score
+    would be mixed with that run's files (metrics.csv, results, best.pt)."""
+    if allow_other or not run_outputs(out):
+        return
+    if path.resolve() == (out / "checkpoints" / "last.pt").resolve():
+        return
+    theirs = (ckpt.get("run_config") or {}).get("run_id") if isinstance(ckpt.get("run_config"), dict) else None
+    ours = folder_run_id(out)
+    if ours is not None and theirs == ours:
+        return
+    raise UserInputError(
+        f"--resume {path} is a checkpoint of another run (run id {theirs or 'not recorded'}) than the one --out "
+        f"{out} holds (run id {ours or 'not recorded'}): continuing it there would mix the two runs' files\n"
+        f"resume into that run's own folder, an empty --out, or pass --allow-other-run to do it anyway")
+
+
+class PreviousRun:
+    """--overwrite: the previous run's outputs, moved aside into ``OUT/.previous-run.<pid>/`` (not deleted) until
+    the new run has written its first checkpoint (:meth:`discard`), or moved back if it fails before (:meth:`restore`).
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.folder = self.out / f"{ASIDE_PREFIX}{os.getpid()}"
+        self.moved: list[Path] = []
+
+    def move_aside(self) -> list[Path]:
+        """Move the previous run's files (only those runs write) aside; returns their paths relative to OUT."""
+        for p in run_outputs(self.out):
+            rel = p.relative_to(self.out)
+            dest = self.folder / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, dest)
+            self.moved.append(rel)
+        return list(self.moved)
+
+    def restore(self) -> None:
+        """The new run failed before its first checkpoint: remove what it wrote, put the previous run back."""
+        if not self.moved:
+            return
+        for p in run_outputs(self.out):
+            p.unlink(missing_ok=True)
+        for rel in self.moved:
+            (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.folder / rel, self.out / rel)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.moved = []
+
+    def discard(self) -> None:
+        """The new run has started (it wrote a checkpoint): delete the previous run's files."""
+        if self.moved:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.moved = []
+
+
+def set_aside_folders(out: Path) -> list[Path]:
+    """Folders of runs replaced by an --overwrite run that was killed before it finished (kept, never deleted)."""
+    return sorted(p for p in out.glob(f"{ASIDE_PREFIX}*") if p.is_dir()) if out.is_dir() else []
 
 
 def remove_leftovers(out: Path) -> list[Path]:
@@ -103,9 +180,11 @@ def remove_leftovers(out: Path) -> list[Path]:
 
 # ---------------------------------------------------------------------------------------------------- the lock
 def _pid_alive(pid: int) -> bool:
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False  # 0 and negative pids name process groups, not a process
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: a pid no process can have
         return False
     except PermissionError:
         return True  # someone else's process
@@ -159,8 +238,10 @@ class RunLock:
 
     def _stale_reason(self, info: dict[str, Any], mtime: float) -> str | None:
         pid, host = info.get("pid"), info.get("host")
-        if not isinstance(pid, int) or not isinstance(host, str):
+        if not isinstance(pid, int) or isinstance(pid, bool) or not isinstance(host, str):
             return "the lock file is unreadable"
+        if not 0 < pid < 2**31:
+            return f"the lock file names pid {pid}, which no process can have"
         if host == socket.gethostname():
             return None if _pid_alive(pid) else f"process {pid} on this host is not running"
         age = time.time() - mtime
@@ -227,6 +308,24 @@ def check_resume_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
         raise UserInputError(f"--resume {path}: not a resume point (no {', '.join(missing[:3])}"
                              f"{', ...' if len(missing) > 3 else ''}): it holds weights only; a weights file such as "
                              f"best.pt or pretrained.pt starts a new run with --init")
+
+
+def check_rng_state(state: Any, path: Path) -> None:
+    """Refuse a resume checkpoint whose stored RNG state cannot be restored (wrong sizes or types), naming the file;
+    the current RNG state is left as it was."""
+    from train.runtime import rng_state, set_rng_state
+
+    saved = rng_state()
+    try:
+        if not isinstance(state, dict):
+            raise TypeError(f"a {type(state).__name__}, expected a dict")
+        set_rng_state(state)
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        raise UserInputError(f"--resume {path}: the stored random-number state cannot be restored "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); the "
+                             f"checkpoint is damaged or not from this version") from None
+    finally:
+        set_rng_state(saved)
 
 
 _MISSING = object()
@@ -330,7 +429,7 @@ def restore_settings(cfg: dict[str, Any], args: argparse.Namespace, stored: dict
     for written, paths in explicit_settings(args):
         diffs = []
         for path in paths:
-            if path[:1] in (("out",), ("resume",), ("debug",)):
+            if path[:1] in (("out",), ("resume",), ("debug",), ("run_id",)):
                 continue
             if _safe(path):
                 value = _get(cfg, path)

@@ -22,12 +22,28 @@ from typing import NoReturn
 
 import numpy as np
 
-from fastmixste._io import atomic_write
+from fastmixste._io import atomic_write, check_output, check_regular_file, human_bytes, max_input_bytes
 from fastmixste.cli import UserInputError, add_debug_argument, cli_entry
 from fastmixste.safeload import DataFileError, MissingKeyError, read_npz, read_npz_keys
 from fastmixste.skeleton import H36M_JOINT_NAMES
 
 MOCAP_FORMAT = "fastmixste-mocap-v1"
+#: Frame rates accepted anywhere (files, flags, corpora): motion capture runs at 24 to a few hundred fps.
+FPS_RANGE = (1.0, 10_000.0)
+#: The longest clip after resampling (11 hours at 50 fps): a larger one is refused before it is allocated.
+MAX_CLIP_FRAMES = 2_000_000
+
+
+def check_fps(fps: float, what: str) -> float:
+    """A frame rate -> float, or ValueError naming ``what`` unless it is a number in FPS_RANGE."""
+    lo, hi = FPS_RANGE
+    try:
+        value = float(fps)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what}: expected a frame rate in frames per second, got {fps!r:.40}") from None
+    if not (np.isfinite(value) and lo <= value <= hi):
+        raise ValueError(f"{what}: {value:g} frames per second; expected a frame rate between {lo:g} and {hi:,.0f}")
+    return value
 
 
 @dataclass
@@ -106,11 +122,21 @@ def read_bvh(path: str | Path, scale: float | str = "auto") -> MocapClip:
     """
     path = Path(path)
     if not path.is_file():
+        if path.exists():
+            check_regular_file(path, "BVH file")
         raise FileNotFoundError(f"BVH file not found: {path}")
+    _check_size(path)
     try:
         return _read_bvh(path, scale)
     except (ValueError, IndexError, KeyError, TypeError) as exc:
         _reraise_with_file(exc, "BVH", path)
+
+
+def _check_size(path: Path) -> None:
+    size, limit = path.stat().st_size, max_input_bytes()
+    if size > limit:
+        raise ValueError(f"{path}: {human_bytes(size)}, above the {human_bytes(limit)} limit on one input file "
+                         f"(FASTMIXSTE_MAX_INPUT_BYTES)")
 
 
 def _read_bvh(path: Path, scale: float | str) -> MocapClip:
@@ -185,6 +211,7 @@ def _read_bvh(path: Path, scale: float | str) -> MocapClip:
                          f"{values.size}")  # fmt: skip
     if n_frames < 1 or frame_time <= 0:
         raise ValueError(f"{path}: need >= 1 frame and a positive frame time, got {n_frames} and {frame_time}")
+    check_fps(1.0 / frame_time, f"{path}: 'Frame Time: {frame_time:g}' s")
     values = values.reshape(n_frames, n_ch)
 
     T, K = n_frames, len(names)
@@ -487,6 +514,8 @@ def resample(x: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
     """(T, ...) at src_fps -> (T', ...) at dst_fps by linear interpolation in time; T' = floor((T-1) r) + 1."""
     if src_fps <= 0 or dst_fps <= 0:
         raise ValueError(f"frame rates must be positive, got src {src_fps} and dst {dst_fps}")
+    check_fps(src_fps, "resample: the source frame rate")
+    check_fps(dst_fps, "resample: the target frame rate")
     x = np.asarray(x)
     T = x.shape[0]
     if T == 0:
@@ -494,6 +523,9 @@ def resample(x: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
     if src_fps == dst_fps:
         return x.copy()
     n = int(np.floor((T - 1) * dst_fps / src_fps + 1e-9)) + 1
+    if n > MAX_CLIP_FRAMES:
+        raise ValueError(f"resample: {T} frames at {src_fps:g} fps become {n:,} frames at {dst_fps:g} fps, above the "
+                         f"limit of {MAX_CLIP_FRAMES:,} frames per clip")
     t = np.arange(n) * (src_fps / dst_fps)
     i0 = np.minimum(np.floor(t).astype(np.int64), T - 1)
     i1 = np.minimum(i0 + 1, T - 1)
@@ -533,6 +565,12 @@ def _open_mocap_npz(path: Path, header_only: bool = False) -> dict[str, np.ndarr
                                   f"{sorted(read_npz_keys(path))})")  # fmt: skip
     if str(z["format"]) != MOCAP_FORMAT:
         raise DataFileError(f"{path}: format {str(z['format'])!r}, expected {MOCAP_FORMAT!r}")
+    if z["fps"].shape != () or not np.issubdtype(z["fps"].dtype, np.number):
+        raise DataFileError(f"{path}: 'fps' must be one number, got {z['fps']!r:.60}")
+    try:
+        check_fps(z["fps"].item(), f"{path}: fps")
+    except ValueError as exc:
+        raise DataFileError(str(exc)) from None
     return z
 
 
@@ -616,6 +654,14 @@ def import_files(
     return clips
 
 
+def _is_corpus(path: Path) -> bool:
+    """Whether ``path`` is a corpus this command wrote (only the archive's names and its format entry are read)."""
+    try:
+        return str(read_npz(path, keys=["format"]).get("format")) == MOCAP_FORMAT
+    except (DataFileError, OSError):
+        return False
+
+
 def _check_out(out: Path) -> None:
     """Fail before reading any motion file when the corpus cannot be written to `out`."""
     if out.is_dir():
@@ -643,11 +689,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amc-fps", type=float, default=120.0, help="frame rate of the AMC files (CMU: 120)")
     p.add_argument("--bvh-scale", default="auto", help="metres per BVH unit, or 'auto'")
     p.add_argument("--urdf", help="humanoid URDF of DeepMimic clips (default: pybullet's humanoid.urdf, built in)")
+    p.add_argument("--overwrite", action="store_true", help="replace an --out file that is not a mocap corpus")
     add_debug_argument(p)
     a = p.parse_args(argv)
     for flag, value in (("--fps", a.fps), ("--amc-fps", a.amc_fps)):
         if not np.isfinite(value) or value <= 0:
             raise UserInputError(f"{flag} must be a positive number of frames per second, got {value:g}")
+        check_fps(value, flag)
     scale: float | str = "auto"
     if a.bvh_scale != "auto":
         try:
@@ -660,6 +708,11 @@ def main(argv: list[str] | None = None) -> int:
     _check_out(Path(a.out))
     if a.urdf and not Path(a.urdf).is_file():
         raise UserInputError(f"--urdf {a.urdf}: no such file")
+    try:
+        check_output(a.out, "--out", inputs={f"input {f}": f for f in a.files}, ours=_is_corpus,
+                     overwrite=a.overwrite)
+    except ValueError as exc:
+        raise UserInputError(str(exc)) from None
     clips = import_files(a.files, fps=a.fps, amc_fps=a.amc_fps, bvh_scale=scale, urdf=a.urdf)
     save_mocap_npz(a.out, clips, a.fps)
     frames = sum(c.shape[0] for c in clips.values())

@@ -21,7 +21,7 @@ import torch
 from fastmixste import read_checkpoint
 from tests.train.conftest import tiny_args
 from train.run import main
-from train.rundir import LOCK_NAME, STALE_S, RunLock, leftover_temp_files
+from train.rundir import LOCK_NAME, STALE_S, RunLock, leftover_temp_files, set_aside_folders
 
 REPO = Path(__file__).resolve().parents[2]
 # Fine-tuning only, one window per training sequence, batches of 8: ~75 short steps per epoch, last.pt every 5.
@@ -62,6 +62,20 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
         time.sleep(0.01)
 
 
+def _signal_after_first_checkpoint(out: Path, sig: int) -> tuple[subprocess.Popen, str]:
+    """Start a run into ``out``, send ``sig`` once last.pt exists; the ended process and its stderr."""
+    proc = _start(out)
+    try:
+        _wait_for(out / "checkpoints" / "last.pt", proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc, err
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_and_a_second_run_is_refused_meanwhile(tmp_path, reference, capsys) -> None:
     out = tmp_path / "run"
@@ -92,23 +106,18 @@ def test_sigkill_then_resume_matches_and_a_second_run_is_refused_meanwhile(tmp_p
     assert "continuing the run stored in" in captured.out
     _weights_equal(reference / "checkpoints" / "last.pt", out / "checkpoints" / "last.pt")
     _weights_equal(reference / "checkpoints" / "best.pt", out / "checkpoints" / "best.pt")
-    assert (out / "config.yaml").read_text() == (reference / "config.yaml").read_text().replace(
-        str(reference), str(out))
+    def settings(folder: Path) -> list[str]:  # config.yaml without the run id (each run has its own)
+        return [ln for ln in (folder / "config.yaml").read_text().replace(str(folder), "OUT").splitlines()
+                if not ln.startswith("run_id:")]
+
+    assert settings(out) == settings(reference)
     assert not (out / LOCK_NAME).exists() and not leftover_temp_files(out)
 
 
 @pytest.mark.slow
 def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130(tmp_path, reference, capsys) -> None:
     out = tmp_path / "run"
-    proc = _start(out)
-    try:
-        _wait_for(out / "checkpoints" / "last.pt", proc)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc, err = _signal_after_first_checkpoint(out, signal.SIGINT)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     ckpt = read_checkpoint(out / "checkpoints" / "last.pt")
@@ -124,6 +133,20 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130(tmp_path, reference, 
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_sigterm_saves_a_resumable_checkpoint_releases_the_lock_and_exits_143(tmp_path, builtin_dir) -> None:
+    """SIGTERM (timeout, SLURM, Kubernetes) is handled like Ctrl-C: last.pt saved, run.lock removed, exit 143."""
+    out = tmp_path / "run"
+    proc, err = _signal_after_first_checkpoint(out, signal.SIGTERM)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"terminated (SIGTERM); saved a resumable checkpoint to {out / 'checkpoints' / 'last.pt'}")
+    ckpt = read_checkpoint(out / "checkpoints" / "last.pt")
+    assert ckpt["step"] > 0 and ckpt["run_config"]["run_id"].startswith("run-")
+    assert not (out / LOCK_NAME).exists()
+
+
 def test_resume_keeps_the_runs_settings_and_config_yaml(tmp_path, builtin_dir, capsys) -> None:
     """A capped 2-epoch plan interrupted mid-way resumes capped (not as the default config's epochs)."""
     out = tmp_path / "capped"
@@ -152,12 +175,15 @@ def test_overwrite_replaces_the_previous_run(tmp_path, builtin_dir, capsys) -> N
     assert "already holds a run" in capsys.readouterr().err
     assert read_checkpoint(out / "checkpoints" / "best.pt")["val_mpjpe"] == old_best  # untouched
 
-    # --overwrite: the old outputs go (a stale best.pt must not stand for the new run), other files stay.
+    # --overwrite: the old outputs go (a stale best.pt must not stand for the new run), other files stay, a user's
+    # own file among the checkpoints included; the old ones are set aside until the new run's first checkpoint.
     (out / "checkpoints" / "pretrain_best.pt").write_bytes(b"old")
+    (out / "checkpoints" / "my_weights.pt").write_bytes(b"mine")
     assert main(tiny_args(out, *args, "--seed", "1", "--overwrite")) == 0
-    assert "--overwrite: removed the previous run's" in capsys.readouterr().out
-    assert not (out / "checkpoints" / "pretrain_best.pt").exists()
+    assert "--overwrite: set the previous run's 8 output file(s) aside" in capsys.readouterr().out
+    assert not (out / "checkpoints" / "pretrain_best.pt").exists() and not set_aside_folders(out)
     assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "checkpoints" / "my_weights.pt").read_bytes() == b"mine"
     assert read_checkpoint(out / "checkpoints" / "last.pt")["run_config"]["seed"] == 1
     assert "seed: 1" in (out / "config.yaml").read_text()
 
