@@ -133,7 +133,6 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130(tmp_path, reference, 
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_sigterm_saves_a_resumable_checkpoint_releases_the_lock_and_exits_143(tmp_path, builtin_dir) -> None:
     """SIGTERM (timeout, SLURM, Kubernetes) is handled like Ctrl-C: last.pt saved, run.lock removed, exit 143."""
     out = tmp_path / "run"
