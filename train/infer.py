@@ -35,6 +35,7 @@ from fastmixste import BACKENDS, BackendUnavailableError, CheckpointError, load_
 from fastmixste._io import atomic_write
 from fastmixste.detectors import DETECTORS, DetectorError, MissingExtraError, make_detector
 from fastmixste.evaluation import predict_sequences
+from fastmixste.export import RUNTIMES, ExportError, runtime_model
 from fastmixste.keypoints import LAYOUTS, KeypointError, load_keypoints
 
 
@@ -44,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--video", help="video file or folder of images: detect 2D keypoints, then lift")
     src.add_argument("--keypoints", help=".npy/.npz array, COCO .json, or a folder of OpenPose JSON")
+    src.add_argument("--camera", type=int, default=None,
+                     help="stream a live camera N (PyAV device input: /dev/videoN on Linux); implies --stream")
     p.add_argument("--layout", default=None, choices=LAYOUTS,
                    help="joint order of --keypoints: h36m (17), coco (COCO-17), openpose (BODY_25), halpe "
                         "(Halpe-26, AlphaPose) or blazepose (BlazePose-33, MediaPipe)")
@@ -79,6 +82,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "of a .gif/.mp4 render for --keypoints (default 25)")
     p.add_argument("--max-frames", type=int, default=300,
                    help="at most this many frames in a .gif render (and in --keypoints .mp4 renders)")
+    # Deployment (fastmixste.export, fastmixste.stream)
+    p.add_argument("--runtime", default="torch", choices=RUNTIMES,
+                   help="run the lifter in PyTorch, ONNX Runtime or an AOTInductor package (pip install "
+                        "\"fastmixste[export]\"); without --model-file the checkpoint is exported first")
+    p.add_argument("--model-file", default=None,
+                   help="with --runtime onnx|pt2: a file made by python -m fastmixste.export from --checkpoint")
+    p.add_argument("--stream", action="store_true",
+                   help="lift online: each frame once its window (past frames + --lookahead future) is there; "
+                        "OUT.npz is written as it goes and closed cleanly on Ctrl-C")
+    p.add_argument("--lookahead", type=int, default=None,
+                   help="with --stream: future frames each frame waits for (0..num_frame-1; default half the window)")
     return p.parse_args(argv)
 
 
@@ -143,6 +157,14 @@ def run(args: argparse.Namespace) -> dict:
     if cfg.in_chans not in (2, 3):
         raise KeypointError(f"the checkpoint has in_chans={cfg.in_chans}; expected 2 (x, y) or 3 (x, y, confidence)")
     progress = not args.no_progress
+    model = runtime_model(model, args.runtime, model_file=args.model_file, threads=args.threads,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.stream or args.camera is not None:
+        from fastmixste.stream import infer_stream
+
+        return infer_stream(args, model, device, progress)
+    if args.lookahead is not None:
+        raise KeypointError("--lookahead is the streaming delay: it needs --stream")
     if args.video is not None:
         return _run_video(args, model, device, progress)
 
@@ -270,10 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta = run(args)
     except (KeypointError, CheckpointError, BackendUnavailableError, FileNotFoundError, DetectorError,
-            MissingExtraError) as exc:
+            MissingExtraError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if "throughput" not in meta:
+    if meta.get("stream"):
+        from fastmixste.stream import print_stream_summary
+
+        print_stream_summary(args, meta)
+    elif "throughput" not in meta:
         _print_keypoints_summary(args, meta)
     else:
         _print_video_summary(args, meta)
