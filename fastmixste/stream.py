@@ -136,6 +136,17 @@ class StreamLifter:
         return out
 
 
+def stream_plan(T: int, num_frame: int, lookahead: int) -> tuple[np.ndarray, np.ndarray]:
+    """The windows StreamLifter uses on a T-frame stream, all at once: -> ((T, F) frame indices, edge padding
+    included; (T,) position of frame t in its window). For evaluating streaming on recorded clips in big batches."""
+    check_lookahead(lookahead, num_frame)
+    F, t = num_frame, np.arange(T)
+    waiting = t + lookahead >= T  # still waiting when the stream ended: the final window
+    lo = np.where(waiting, max(0, T - F), np.maximum(0, t + lookahead - F + 1))
+    hi = np.where(waiting, T - 1, t + lookahead)
+    return np.minimum(lo[:, None] + np.arange(F), hi[:, None]), t - lo
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Writing as it goes
 # ----------------------------------------------------------------------------------------------------------------

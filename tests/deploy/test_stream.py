@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fastmixste import cli
-from fastmixste.stream import Frame2D, StreamError, StreamLifter, StreamWriter, run_stream
+from fastmixste.stream import Frame2D, StreamError, StreamLifter, StreamWriter, run_stream, stream_plan
 from fastmixste.video import VideoError, lift
 
 from .conftest import FrameMean
@@ -75,6 +75,17 @@ def test_stream_windows_with_a_known_model():
             frames = np.minimum(np.arange(F) + max(0, t + L - F + 1), t + L)
         assert on[t, 0, 2] == pytest.approx(frames.mean()), t
         assert on[t, 0, 0] == t
+
+
+@pytest.mark.parametrize("T,L", [(4, 0), (4, 8), (30, 0), (30, 4), (30, 8)])
+def test_stream_plan_is_what_the_lifter_does(T, L):
+    """stream_plan (for evaluating streaming on recorded clips in batches) gives the lifter's windows."""
+    x = np.zeros((T, 17, 2), np.float32)
+    x[:, :, 0] = np.arange(T, dtype=np.float32)[:, None] ** 2  # window means tell windows apart
+    on = _stream(FrameMean(9), x, L, flip=False)
+    idx, pos = stream_plan(T, 9, L)
+    np.testing.assert_allclose(on[:, 0, 2], x[idx, 0, 0].mean(1), rtol=1e-6)
+    np.testing.assert_array_equal(idx[np.arange(T), pos], np.arange(T))
 
 
 def test_stream_memory_is_bounded_over_a_long_stream(tmp_path):
