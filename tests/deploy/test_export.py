@@ -88,6 +88,21 @@ def _perturb(m):
 
 
 @pytest.mark.slow
+def test_upstream_checkpoint_exports(tmp_path):
+    """An upstream MixSTE file (weights under model_pos with DataParallel prefixes, no config) exports too."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import torch
+
+    model = tiny_mixste()
+    up = tmp_path / "best_epoch.bin"
+    torch.save({"epoch": 3, "model_pos": {f"module.{k}": v for k, v in model.state_dict().items()}}, up)
+    info = export_checkpoint(up, "onnx", tmp_path / "up.onnx", num_heads=2)
+    assert info["max_abs_diff"] <= TOLERANCE
+    assert read_contract(tmp_path / "up.onnx")["weights_sha256"] == weights_digest(model)
+
+
+@pytest.mark.slow
 def test_pt2_round_trip_and_contract(tmp_path, checkpoint):
     out = tmp_path / "m.pt2"
     info = export_checkpoint(checkpoint, "pt2", out)

@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 
 from fastmixste import cli
-from fastmixste.stream import Frame2D, StreamError, StreamLifter, StreamWriter, run_stream, stream_plan
+from fastmixste.stream import (
+    Frame2D,
+    OnlinePose,
+    StreamError,
+    StreamLifter,
+    StreamWriter,
+    detected_stream,
+    run_stream,
+    stream_plan,
+)
 from fastmixste.video import VideoError, lift
 
 from .conftest import FrameMean
@@ -208,3 +217,56 @@ def test_infer_stream_cli_and_its_refusals(tmp_path, checkpoint, capsys):
         assert cli.run_cli(infer.main, base + argv) == 2, argv
         err = capsys.readouterr().err
         assert phrase in err and "Traceback" not in err, err
+
+
+def test_online_pose_holds_missing_joints_and_fills_frames_before_the_first_person():
+    class Scripted:
+        name, version, layout = "scripted", "", "h36m"
+
+        def __init__(self):
+            self.t = 0
+
+        def detect(self, frames):
+            out = np.full((1, 1, 17, 3), np.nan, np.float32)
+            out[..., 2] = 0
+            if self.t >= 2:  # nobody in frames 0 and 1
+                out[0, 0, :, :2] = 100 + 10 * self.t
+                out[0, 0, :, 2] = 0.9
+                if self.t == 3:
+                    out[0, 0, 5, 2] = 0.05  # joint 5 unsure in frame 3: held from frame 2
+            self.t += 1
+            return out
+
+    frames = ((np.zeros((4, 4, 3), np.uint8), t / 10) for t in range(4))
+    got = list(detected_stream(frames, Scripted(), 200, 100))
+    assert [f.timestamp for f in got] == [0.0, 0.1, 0.2, 0.3]
+    assert got[0].filled.all() and got[1].filled.all() and not got[2].filled.any()
+    np.testing.assert_array_equal(got[0].pose_2d, got[2].pose_2d)  # frames before the person: its first pose
+    assert got[3].filled[5] and got[3].pose_2d[5, 0] == 120 and got[3].pose_2d[4, 0] == 130
+    np.testing.assert_allclose(got[3].x[4], [130 / 200 * 2 - 1, 130 / 200 * 2 - 0.5], rtol=1e-6)
+    # two people: the one nearest the last frame's
+    track = OnlinePose(200, 100)
+    a = np.full((1, 17, 3), 0.9, np.float32)
+    a[..., :2] = 50
+    track.update(a)
+    two = np.concatenate([a.copy(), a.copy()])
+    two[0, :, :2], two[1, :, :2] = 150, 55
+    x, _, _ = track.update(two)
+    assert track.last[0, 0] == 55
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_a_streaming_cli_process_exits_130_with_the_npz_closed(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.cli_runner import REPO
+
+    out = tmp_path / "live.npz"
+    r = subprocess.run([sys.executable, "-m", "tests.deploy.stream_interrupt_probe", str(out)], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == cli.EXIT_INTERRUPTED, r.stderr
+    z = _read(out)
+    n = len(z["pose_3d"])
+    assert n in (30, 31) and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"interrupted (Ctrl-C); the {n} frames lifted before it are in {out}"
