@@ -4,6 +4,7 @@
                           [--detector {mediapipe,onnx}] [--onnx-model M.onnx --onnx-layout L] [--render-every K]
     python -m train.infer --checkpoint PATH --keypoints INPUT --layout {h36m,coco,openpose,halpe,blazepose}
                           --out OUT.npz [--width W --height H] [--render OUT.{png,gif,mp4}]
+    (either, or --camera N:)    [--runtime {torch,onnx,pt2} [--model-file F]] [--stream [--lookahead L]]
 
 CLIP is a video file (anything FFmpeg reads; decoded with PyAV, one frame at a time) or a folder of images. Its
 frames go through an offline 2D detector (``fastmixste.detectors``: MediaPipe Pose from the ``video`` extra, or a
@@ -13,7 +14,9 @@ folder of OpenPose JSON files (see ``fastmixste.keypoints``). Either way the seq
 and lifted in windows of the model's num_frame frames (any length), with flip test-time augmentation unless
 ``--no-flip``. OUT.npz holds ``pose_3d`` (T, 17, 3) root-relative camera-frame coordinates in metres, the 2D input
 actually used, confidences, the filled mask and the metadata (JSON string under ``meta``: fps, detector, person,
-throughput). OUT and video renders are written atomically: a failed run leaves no partial file at either path (when
+throughput). ``--runtime onnx|pt2`` lifts with a file made by ``python -m fastmixste.export`` (or exports the checkpoint
+first); ``--stream`` lifts online, each frame once L more have come (``fastmixste.stream``). OUT and video renders are
+written atomically: a failed run leaves no partial file at either path (when
 only the render fails, the finished OUT stays and the message says so).
 """
 
