@@ -97,6 +97,7 @@ def test_stream_plan_is_what_the_lifter_does(T, L):
     np.testing.assert_array_equal(idx[np.arange(T), pos], np.arange(T))
 
 
+@pytest.mark.slow
 def test_stream_memory_is_bounded_over_a_long_stream(tmp_path):
     """Peak traced memory of a 6000-frame stream (lifter + writer) is that of a 600-frame one: nothing grows."""
     model = FrameMean(9)
