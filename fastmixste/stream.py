@@ -440,7 +440,7 @@ def run_stream(model: torch.nn.Module, frames: Iterator[Frame2D], out: str | os.
         note = f"the {writer.frames} frames lifted before it are in {out}" if lifter.pushed else "no frame had come"
         on_interrupt(lambda: note)
         raise
-    except (StreamError, KeypointError, OSError) as exc:  # a source that fails part-way
+    except (ValueError, OSError) as exc:  # a source that fails part-way (decoding, the detector, a file)
         if not lifter.pushed:
             writer.discard()
             raise
