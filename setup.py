@@ -32,6 +32,8 @@ setup(
         # (model_complexity=1 runs with no download); it needs numpy < 2 and protobuf < 5.
         "video": ["mediapipe==0.10.21", "numpy<2", "protobuf<5"],
         "onnx": ["onnxruntime>=1.16"],
+        # Deployment: python -m fastmixste.export (ONNX via torch's dynamo exporter) and train.infer --runtime onnx.
+        "export": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.16"],
     },
     license="MIT",
 )

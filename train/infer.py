@@ -4,6 +4,7 @@
                           [--detector {mediapipe,onnx}] [--onnx-model M.onnx --onnx-layout L] [--render-every K]
     python -m train.infer [--checkpoint PATH] --keypoints INPUT --layout {h36m,coco,openpose,halpe,blazepose}
                           --out OUT.npz [--width W --height H] [--render OUT.{png,gif,mp4}]
+    (either, or --camera N:)    [--runtime {torch,onnx,pt2} [--model-file F]] [--stream [--lookahead L]]
 
 CLIP is a video file (anything FFmpeg reads; decoded with PyAV, one frame at a time) or a folder of images. Its
 frames go through an offline 2D detector (``fastmixste.detectors``: MediaPipe Pose from the ``video`` extra, or a
@@ -13,7 +14,9 @@ folder of OpenPose JSON files (see ``fastmixste.keypoints``). Either way the seq
 and lifted in windows of the model's num_frame frames (any length), with flip test-time augmentation unless
 ``--no-flip``. OUT.npz holds ``pose_3d`` (T, 17, 3) root-relative camera-frame coordinates in metres, the 2D input
 actually used, confidences, the filled mask and the metadata (JSON string under ``meta``: fps, detector, person,
-throughput). OUT and video renders are written atomically: a failed run leaves no partial file at either path (when
+throughput). ``--runtime onnx|pt2`` lifts with a file made by ``python -m fastmixste.export`` (or exports the checkpoint
+first); ``--stream`` lifts online, each frame once L more have come (``fastmixste.stream``). OUT and video renders are
+written atomically: a failed run leaves no partial file at either path (when
 only the render fails, the finished OUT stays and the message says so).
 """
 
@@ -37,6 +40,7 @@ from fastmixste import BACKENDS, BackendUnavailableError, CheckpointError, load_
 from fastmixste._io import atomic_write
 from fastmixste.detectors import DETECTORS, DetectorError, MissingExtraError, make_detector
 from fastmixste.evaluation import predict_sequences
+from fastmixste.export import RUNTIMES, ExportError, runtime_model
 from fastmixste.keypoints import LAYOUTS, KeypointError, Keypoints2D, load_keypoints
 
 DEFAULT_MODEL = "wild"  # the shipped model lifted with when no --checkpoint is given
@@ -50,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--video", help="video file or folder of images: detect 2D keypoints, then lift")
     src.add_argument("--keypoints", help=".npy/.npz array, COCO .json, or a folder of OpenPose JSON")
+    src.add_argument("--camera", type=int, default=None,
+                     help="stream a live camera N (PyAV device input: /dev/videoN on Linux); implies --stream")
     p.add_argument("--layout", default=None, choices=LAYOUTS,
                    help="joint order of --keypoints: h36m (17), coco (COCO-17), openpose (BODY_25), halpe "
                         "(Halpe-26, AlphaPose) or blazepose (BlazePose-33, MediaPipe)")
@@ -87,6 +93,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "of a .gif/.mp4 render for --keypoints (default 25)")
     p.add_argument("--max-frames", type=int, default=300,
                    help="at most this many frames in a .gif render (and in --keypoints .mp4 renders)")
+    # Deployment (fastmixste.export, fastmixste.stream)
+    p.add_argument("--runtime", default="torch", choices=RUNTIMES,
+                   help="run the lifter in PyTorch, ONNX Runtime or an AOTInductor package (pip install "
+                        "\"fastmixste[export]\"); without --model-file the checkpoint is exported first")
+    p.add_argument("--model-file", default=None,
+                   help="with --runtime onnx|pt2: a file made by python -m fastmixste.export from --checkpoint")
+    p.add_argument("--stream", action="store_true",
+                   help="lift online: each frame once its window (past frames + --lookahead future) is there; "
+                        "OUT.npz is written as it goes and closed cleanly on Ctrl-C")
+    p.add_argument("--lookahead", type=int, default=None,
+                   help="with --stream: future frames each frame waits for (0..num_frame-1; default half the window)")
     return p.parse_args(argv)
 
 
@@ -222,6 +239,14 @@ def run(args: argparse.Namespace) -> dict:
     if cfg.in_chans not in (2, 3):
         raise KeypointError(f"the checkpoint has in_chans={cfg.in_chans}; expected 2 (x, y) or 3 (x, y, confidence)")
     progress = not args.no_progress
+    model = runtime_model(model, args.runtime, model_file=args.model_file, threads=args.threads,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.stream or args.camera is not None:
+        from fastmixste.stream import infer_stream
+
+        return infer_stream(args, model, device, progress)
+    if args.lookahead is not None:
+        raise KeypointError("--lookahead is the streaming delay: it needs --stream")
     if args.video is not None:
         return _run_video(args, model, device, progress)
 
@@ -368,10 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta = run(args)
     except (KeypointError, CheckpointError, BackendUnavailableError, FileNotFoundError, DetectorError,
-            MissingExtraError) as exc:
+            MissingExtraError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if "throughput" not in meta:
+    if meta.get("stream"):
+        from fastmixste.stream import print_stream_summary
+
+        print_stream_summary(args, meta)
+    elif "throughput" not in meta:
         _print_keypoints_summary(args, meta)
     else:
         _print_video_summary(args, meta)
