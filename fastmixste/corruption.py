@@ -45,6 +45,9 @@ class CorruptionConfig:
     distance_m: tuple[float, float] = (3.5, 7.5)
     focal: tuple[float, float] = (1.8, 2.8)
     aim_offset_m: float = 0.4  # the camera aims near, not exactly at, the subject: roots are not always centred
+    # Rotation of the camera about its viewing axis (a phone held askew, a camera mounted rolled); (0, 0) draws
+    # nothing, so the default runs' random streams are unchanged.
+    roll_deg: tuple[float, float] = (0.0, 0.0)
     noise_std: float = 0.008
     noise_keyframes: int = 5
     jitter_std: float = 0.002
@@ -85,6 +88,7 @@ class VirtualCameras:
     distance: torch.Tensor  # metres from the aim point
     focal: torch.Tensor  # normalised units
     aim_offset: torch.Tensor  # (B, 3)
+    roll: torch.Tensor | None = None  # radians, about the viewing axis; None: no roll
 
 
 def _uniform(n: int, lo_hi: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
@@ -103,6 +107,7 @@ def random_virtual_cameras(
         distance=_uniform(batch, cfg.distance_m, generator),
         focal=_uniform(batch, cfg.focal, generator),
         aim_offset=cfg.aim_offset_m * (2 * torch.rand(batch, 3, generator=generator) - 1),
+        roll=torch.deg2rad(_uniform(batch, cfg.roll_deg, generator)) if cfg.roll_deg[0] != cfg.roll_deg[1] else None,
     )
 
 
@@ -130,6 +135,9 @@ def camera_rotations(world: torch.Tensor, cams: VirtualCameras) -> tuple[torch.T
     z = -to_cam
     y = _normalize(-(up - (up * z).sum(-1, keepdim=True) * z))  # image y points down
     x = torch.linalg.cross(y, z)
+    if cams.roll is not None:  # turn the image axes about z: the person leans in the picture
+        c, s = torch.cos(cams.roll.to(world.dtype))[:, None], torch.sin(cams.roll.to(world.dtype))[:, None]
+        x, y = c * x + s * y, c * y - s * x
     return torch.stack([x, y, z], dim=1), centre
 
 

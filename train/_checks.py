@@ -182,7 +182,8 @@ def _check_corruption(where: str, values: dict[str, Any]) -> None:
 #: Plausible ranges of the corruption settings (normalised image units for noise: 1.0 is half the image width).
 _CORRUPTION_BOUNDS: dict[str, tuple[float, float]] = {
     "azimuth_deg": (-360.0, 360.0), "elevation_deg": (-90.0, 90.0), "distance_m": (0.1, 1000.0),
-    "focal": (0.01, 100.0), "aim_offset_m": (0.0, 100.0), "noise_std": (0.0, 1.0), "jitter_std": (0.0, 1.0),
+    "focal": (0.01, 100.0), "aim_offset_m": (0.0, 100.0), "roll_deg": (-180.0, 180.0),
+    "noise_std": (0.0, 1.0), "jitter_std": (0.0, 1.0),
     "joint_noise_scale": (0.0, 100.0),
 }  # fmt: skip
 

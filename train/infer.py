@@ -80,6 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-confidence", type=float, default=0.2,
                    help="joints below this confidence count as missing and are interpolated")
     p.add_argument("--no-flip", action="store_true", help="disable flip test-time augmentation")
+    p.add_argument("--fov", type=float, default=60.0,
+                   help="camera field of view across the image's longer side in degrees, for the root trajectory in "
+                        "camera space (default 60: a typical phone or webcam)")
+    p.add_argument("--no-trajectory", action="store_true",
+                   help="video renders keep the root at the centre instead of moving the person through the scene")
     p.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS, help="attention backend")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -145,6 +150,8 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("render_every", "render_height", "batch_size", "max_frames"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise KeypointError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not (isinstance(args.fov, float) and 1.0 <= args.fov <= 170.0):
+        raise KeypointError(f"--fov must be a field of view in degrees between 1 and 170, got {args.fov}")
     if args.threads is not None and args.threads < 1:
         raise KeypointError(f"--threads must be >= 1, got {args.threads}")
     if args.batch_size is not None and args.batch_size > 65_536:
@@ -264,10 +271,13 @@ def run(args: argparse.Namespace) -> dict:
     _check_finite_output(pose_3d, args.checkpoint)
     pose_3d[:, 0] = 0.0  # root-relative, root at the origin (as in training)
 
+    root, intrinsics = camera_space(pose_3d, kps, args.fov)
     meta = dict(kps.meta)
     meta.update(_model_meta(args, model, device, seconds))
-    arrays = {"pose_3d": pose_3d.astype(np.float32), "pose_2d": kps.pose, "pose_2d_normalized": x.astype(np.float32),
-              "confidence": kps.confidence, "filled": kps.filled}
+    meta["intrinsics"] = intrinsics
+    arrays = {"pose_3d": pose_3d.astype(np.float32), "root_trajectory": root,
+              "pose_3d_camera": (pose_3d + root[:, None]).astype(np.float32), "pose_2d": kps.pose,
+              "pose_2d_normalized": x.astype(np.float32), "confidence": kps.confidence, "filled": kps.filled}
     _write_npz(out, arrays, meta)
     if args.render is not None:
         from fastmixste.plots import render_pose
@@ -295,7 +305,8 @@ def _model_meta(args: argparse.Namespace, model: torch.nn.Module, device: torch.
         "device": str(device),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "model_seconds": seconds,
-        "units": "metres, camera axes (x right, y down, z forward), root-relative, root = 0",
+        "units": "metres, camera axes (x right, y down, z forward); pose_3d root-relative (root = 0), "
+                 "root_trajectory the root in the camera frame (intrinsics assumed unless known), pose_3d_camera both",
         "joint_order": "Human3.6M 17 (fastmixste.skeleton.H36M_JOINT_NAMES)",
     }
 
@@ -319,6 +330,19 @@ def lift_keypoints(model: torch.nn.Module, kps: Keypoints2D, *, flip: bool = Tru
     pose_3d, seconds = lift(model, x, flip=flip, batch_size=batch_size, device=device, progress=progress)
     pose_3d[:, 0] = 0.0  # root-relative, root at the origin (as in training)
     return pose_3d, x, seconds
+
+
+def camera_space(pose_3d: np.ndarray, kps: Keypoints2D, fov_degrees: float) -> tuple[np.ndarray, dict]:
+    """(T, 17, 3) root-relative metres + the 2D they were lifted from -> ((T, 3) root in the camera frame, metres;
+    the intrinsics used). Solved per frame by ``fastmixste.trajectory.root_trajectory`` (weighted by the
+    detection confidence, lightly smoothed), with a pinhole camera of ``fov_degrees`` across the longer side."""
+    from fastmixste.trajectory import default_intrinsics, root_trajectory
+
+    focal, centre = default_intrinsics(kps.width, kps.height, fov_degrees)
+    conf = np.where(kps.filled, 0.0, np.nan_to_num(kps.confidence, nan=0.0)) + 1e-3  # seen joints weigh most
+    root = root_trajectory(pose_3d, kps.pose[..., :2], focal, centre, confidence=conf, smooth_frames=2)
+    return root.astype(np.float32), {"focal_px": focal, "centre_px": list(centre), "fov_degrees": fov_degrees,
+                                      "assumed": True}
 
 
 def _run_video(args: argparse.Namespace, model: torch.nn.Module, device: torch.device, progress: bool) -> dict:
@@ -357,8 +381,11 @@ def _run_video(args: argparse.Namespace, model: torch.nn.Module, device: torch.d
         "lifting_cpu_seconds": cpu_seconds,
         "machine": _machine(device),
     }
-    arrays = {"pose_3d": pose_3d.astype(np.float32), "pose_2d": kps.pose, "pose_2d_normalized": x.astype(np.float32),
-              "confidence": kps.confidence, "filled": kps.filled, "detected": seen}
+    root, meta["intrinsics"] = camera_space(pose_3d, kps, args.fov)
+    arrays = {"pose_3d": pose_3d.astype(np.float32), "root_trajectory": root,
+              "pose_3d_camera": (pose_3d + root[:, None]).astype(np.float32), "pose_2d": kps.pose,
+              "pose_2d_normalized": x.astype(np.float32), "confidence": kps.confidence, "filled": kps.filled,
+              "detected": seen}
     _write_npz(out, arrays, meta)
     if args.render is not None:
         from fastmixste.render import render_video
@@ -366,7 +393,8 @@ def _run_video(args: argparse.Namespace, model: torch.nn.Module, device: torch.d
         try:
             r = render_video(source, kps.pose, pose_3d, args.render, filled=kps.filled, seen=seen,
                              every=args.render_every, frame=args.frame, height=args.render_height,
-                             max_gif_frames=args.max_frames, progress=progress)
+                             max_gif_frames=args.max_frames, progress=progress,
+                             trajectory=None if args.no_trajectory else root)
         except OSError as exc:
             raise KeypointError(f"cannot write the render {args.render}: {exc.strerror or exc} (the 3D result is "
                                 f"in {out})") from exc

@@ -39,7 +39,7 @@ def qualisys_xml(cams: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> 
     """(name, r (Qualisys rows), position mm, (fu, fv, cu, cv) px) per camera -> a .qca.txt document."""
     parts = []
     for name, r, pos, (fu, fv, cu, cv) in cams:
-        rs = " ".join(f'r{a + 1}{b + 1}="{r[a, b]!r}"' for a in range(3) for b in range(3))
+        rs = " ".join(f'r{a + 1}{b + 1}="{float(r[a, b])!r}"' for a in range(3) for b in range(3))
         parts.append(
             f'<camera active="1" serial="{name}"><fov_video bottom="1919" left="0" right="1087" top="0"/>'
             f'<transform {rs} x="{pos[0]}" y="{pos[1]}" z="{pos[2]}"/>'
