@@ -86,6 +86,11 @@ CROP_PX = 50.0
 REJECT_PX = 15.0
 MIN_CONFIDENCE = 0.3  # a view's point counts for triangulation from this MediaPipe visibility on
 GAP_FRAMES = 10  # reference gaps up to this long are interpolated (Pose2Sim's default, interp_if_gap_smaller_than)
+# The reference is low-passed over time as Pose2Sim filters its own triangulations (Butterworth, 6 Hz, zero-phase):
+# here a Gaussian whose -3 dB point is 6 Hz at the clip's 60 fps (sigma = sqrt(ln 2) / (2 pi 6 Hz) = 1.32 frames).
+# Unfiltered, DLT jitter alone moves a hip 11 mm per frame against its pelvis (a rigid 10 cm bone) and triples the
+# "true" joint speed that the speed ratios divide by.
+FILTER_SIGMA_FRAMES = math.sqrt(math.log(2)) / (2 * math.pi * 6.0) * 60.0
 MIN_SEEN = 0.5  # a person is scored in a view where the detector saw them in at least this share of frames
 BODY = [BLAZEPOSE_JOINT_NAMES.index(n) for n in (
     "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
@@ -297,6 +302,22 @@ def fill_short_gaps(x: np.ndarray, longest: int) -> np.ndarray:
     return out
 
 
+def lowpass(x: np.ndarray, sigma: float) -> np.ndarray:
+    """(T, J, C) with NaN gaps -> zero-phase Gaussian low-pass along T (``sigma`` frames), each frame the
+    weighted mean of the known frames near it (NaN frames stay NaN and lend no weight)."""
+    x = np.asarray(x, np.float64)
+    if sigma <= 0 or len(x) < 2:
+        return x.copy()
+    radius = int(math.ceil(3 * sigma))
+    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    known = np.isfinite(x).all(-1, keepdims=True)  # (T, J, 1)
+    filled = np.where(known, x, 0.0)
+    num = np.apply_along_axis(lambda v: np.convolve(v, k, mode="same"), 0, filled)
+    den = np.apply_along_axis(lambda v: np.convolve(v, k, mode="same"), 0, known.astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(known, num / den, np.nan)
+
+
 def h36m_3d(points: np.ndarray) -> np.ndarray:
     """(..., 33, 3) BlazePose 3D points -> (..., 17, 3) Human3.6M joints by ``to_h36m``'s table (NaN propagates)."""
     p = np.asarray(points, np.float64)
@@ -481,7 +502,7 @@ def build_scene(cache: str | os.PathLike | None = None, *, download: bool = True
     for i in range(len(assign)):
         dets = _person_detections(kp, assign[i])  # (V, T, 33, 3)
         points, err, used = triangulate(dets, cams, min_confidence=MIN_CONFIDENCE, reject_px=REJECT_PX)
-        ref = fill_short_gaps(h36m_3d(points), GAP_FRAMES)
+        ref = lowpass(fill_short_gaps(h36m_3d(points), GAP_FRAMES), FILTER_SIGMA_FRAMES)
         # Stature: world z is up (Qualisys); head joint (mid-eyes) to the lower ankle.
         with np.errstate(invalid="ignore"):
             stature = float(np.nanmedian(ref[:, 10, 2] - np.minimum(ref[:, 3, 2], ref[:, 6, 2])))
@@ -785,7 +806,9 @@ def format_table(results: list[dict[str, Any]], base: dict[str, Any], data: dict
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.realdata", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", action="append", default=[], help="checkpoint to score (repeatable)")
+    p.add_argument("--checkpoint", action="append", default=[],
+                   help="checkpoint or shipped model name to score (repeatable; default: the shipped model 'wild')")
+    p.add_argument("--baselines-only", action="store_true", help="score no model, only the baselines")
     p.add_argument("--cache", default=None, help=f"data cache folder (default {DEFAULT_CACHE})")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading when the cache is empty")
@@ -808,9 +831,13 @@ def main(argv: list[str] | None = None) -> int:
                 ours = False
             if not ours:
                 raise UserInputError(f"--json {out} exists and is not a results file of this check; not replacing it")
+    from fastmixste import shipped_models
+
+    if not args.checkpoint and not args.baselines_only and "wild" in shipped_models():
+        args.checkpoint = ["wild"]
     for ck in args.checkpoint:
-        if not Path(ck).is_file():
-            raise UserInputError(f"--checkpoint {ck}: no such file")
+        if not Path(ck).is_file() and ck not in shipped_models():
+            raise UserInputError(f"--checkpoint {ck}: no such file (nor a shipped model: {sorted(shipped_models())})")
     try:
         scene = load_scene(args.cache, download=not args.no_download, progress=True)
     except RealDataError as exc:
@@ -820,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
     data = scene_summary(scene)
     print(format_table(results, base, data))
     if not results:
-        print("\n(no --checkpoint given: baselines only)")
+        print("\n(no model scored: baselines only)")
     for r in results:
         print(f"{r['name']}: lifted and scored {len(data['views_scored'])} person-views in "
               f"{r['seconds']['lift_and_score']:.1f} s")
