@@ -269,3 +269,20 @@ def test_scene_from_the_cache():
     for row in data["frame_alignment_px"].values():  # the views share one timeline
         assert min(row, key=row.get) == "0"
     assert len(data["views_scored"]) == 2 * len(rd.CAMERAS)  # both people in every camera
+
+
+def test_reference_lowpass_keeps_motion_removes_jitter_and_gaps():
+    from benchmarks.realdata import FILTER_SIGMA_FRAMES, lowpass
+
+    t = np.arange(100, dtype=np.float64)
+    slow = np.sin(2 * np.pi * 1.0 * t / 60.0)  # 1 Hz at 60 fps: walking-speed motion
+    jitter = np.where(t % 2 == 0, 0.01, -0.01)  # 30 Hz: frame-to-frame DLT jitter
+    x = np.repeat((slow + jitter)[:, None, None], 3, axis=2).repeat(2, axis=1)  # (T, 2, 3)
+    x[40:43, 1] = np.nan
+    y = lowpass(x, FILTER_SIGMA_FRAMES)
+    assert np.isnan(y[40:43, 1]).all() and np.isfinite(y[:, 0]).all()
+    inner = slice(10, 90)
+    only_jitter = lowpass(np.repeat(jitter[:, None, None], 3, axis=2), FILTER_SIGMA_FRAMES)
+    assert np.abs(only_jitter[inner]).max() < 0.01 / 10  # 30 Hz jitter cut by more than 10x
+    assert np.abs(y[inner, 0, 0] - slow[inner]).max() < 0.02  # 1 Hz motion kept within 2% of its amplitude
+    np.testing.assert_array_equal(lowpass(x, 0.0)[:, 0], x[:, 0])
