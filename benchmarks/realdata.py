@@ -745,7 +745,38 @@ def score_checkpoint(checkpoint: str | os.PathLike | Any, *, cache: str | os.Pat
     scored = score_predictions(scene, model_predictor(model, flip=flip))
     seconds = time.perf_counter() - t0
     return {"name": name, "pose": scored["pose"], "root": scored["root"], "baselines": base,
-            "data": scene_summary(scene), "seconds": {"lift_and_score": seconds}}
+            "data": scene_summary(scene), "seconds": {"lift_and_score": seconds},
+            "lifting": lifting_speed(model, scene.inputs[0].kps, flip=flip)}
+
+
+def lifting_speed(model: Any, kps: Keypoints2D, *, flip: bool = True, frames: int = 2000, repeats: int = 3,
+                  threads: int = 2) -> dict[str, Any]:
+    """Frames per second of the video path's lifting step alone (detection excluded) on ``frames`` frames made by
+    repeating ``kps``, with ``threads`` torch threads: the best of ``repeats`` runs (a shared machine only slows)."""
+    import dataclasses
+
+    import torch
+
+    from train.infer import lift_keypoints
+
+    reps = -(-frames // len(kps.pose))
+    tile = {f.name: np.concatenate([getattr(kps, f.name)] * reps)[:frames] for f in dataclasses.fields(kps)
+            if isinstance(getattr(kps, f.name), np.ndarray) and len(getattr(kps, f.name)) == len(kps.pose)}
+    long = dataclasses.replace(kps, **tile)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        best = min(_timed(lambda: lift_keypoints(model, long, flip=flip)) for _ in range(repeats))
+    finally:
+        torch.set_num_threads(before)
+    return {"frames": frames, "threads": threads, "flip": flip, "seconds": best, "frames_per_second": frames / best,
+            "machine": f"cpu, {os.cpu_count()} cores"}
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -849,11 +880,15 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print("\n(no model scored: baselines only)")
     for r in results:
+        lf = r["lifting"]
         print(f"{r['name']}: lifted and scored {len(data['views_scored'])} person-views in "
-              f"{r['seconds']['lift_and_score']:.1f} s")
+              f"{r['seconds']['lift_and_score']:.1f} s; lifting alone {lf['frames_per_second']:.0f} frames/s "
+              f"({lf['frames']} frames, {lf['threads']} threads, flip {'on' if lf['flip'] else 'off'}, detection "
+              f"excluded)")
     if out is not None:
         doc = {"benchmark": "realdata", "command": "python -m benchmarks.realdata " + " ".join(argv or sys.argv[1:]),
-               "data": data, "models": [{k: r[k] for k in ("name", "pose", "root", "seconds")} for r in results],
+               "data": data,
+               "models": [{k: r[k] for k in ("name", "pose", "root", "seconds", "lifting")} for r in results],
                "baselines": base, "machine": f"cpu, {os.cpu_count()} cores"}
         with atomic_write(out, "w") as f:
             json.dump(doc, f, indent=1, default=float)
