@@ -59,3 +59,37 @@ def test_ship_refuses_to_replace_and_bad_runs(run_dir, tmp_path):
         ship(tmp_path, "other", "cmd", weights)
     with pytest.raises(UserInputError, match="plain identifier"):
         ship(run, "../evil", "cmd", weights)
+
+
+def test_the_shipped_wild_model_loads_by_name_and_matches_its_record():
+    models = shipped_models()
+    assert "wild" in models, "the package ships the real-video model 'wild' (fastmixste/weights/wild.json)"
+    rec = models["wild"]
+    path = ckpt.WEIGHTS_DIR / rec["file"]
+    data = path.read_bytes()
+    assert len(data) == rec["bytes"] <= 25 * 1024 * 1024
+    assert hashlib.sha256(data).hexdigest() == rec["sha256"]
+    model = load_checkpoint("wild")
+    assert model.config.to_dict() == {**rec["config"], "attn_backend": "auto"}
+    assert model.config.input_norm == "box" and model.num_parameters() == rec["parameters"]
+    assert rec["command"].startswith("python -m train.run --config wild")
+    x = torch.randn(1, model.config.num_frame, 17, 2)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (1, model.config.num_frame, 17, 3) and torch.isfinite(y).all()
+
+
+def test_infer_without_checkpoint_uses_the_shipped_model(tmp_path, capsys):
+    import numpy as np
+
+    from train import infer
+
+    rng = np.random.default_rng(0)
+    kp = np.concatenate([rng.uniform(200, 800, size=(30, 17, 2)), np.ones((30, 17, 1))], axis=-1)
+    np.save(tmp_path / "kp.npy", kp.astype(np.float32))
+    rc = infer.main(["--keypoints", str(tmp_path / "kp.npy"), "--layout", "coco", "--width", "1000", "--height",
+                     "1000", "--out", str(tmp_path / "o.npz")])
+    assert rc == 0
+    assert "using the shipped model 'wild'" in capsys.readouterr().err
+    with np.load(tmp_path / "o.npz") as z:
+        assert z["pose_3d"].shape == (30, 17, 3)
