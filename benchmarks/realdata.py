@@ -308,7 +308,7 @@ def lowpass(x: np.ndarray, sigma: float) -> np.ndarray:
     x = np.asarray(x, np.float64)
     if sigma <= 0 or len(x) < 2:
         return x.copy()
-    radius = int(math.ceil(3 * sigma))
+    radius = min(int(math.ceil(3 * sigma)), (len(x) - 1) // 2)  # np.convolve "same" keeps the longer length
     k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     known = np.isfinite(x).all(-1, keepdims=True)  # (T, J, 1)
     filled = np.where(known, x, 0.0)

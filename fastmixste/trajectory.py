@@ -92,7 +92,7 @@ def root_trajectory(pose_3d: np.ndarray, keypoints_2d: np.ndarray, focal: float 
 
 def _gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     """(T, C) -> (T, C): centred Gaussian average along T, weights renormalised at the edges."""
-    radius = int(math.ceil(3 * sigma))
+    radius = min(int(math.ceil(3 * sigma)), (len(x) - 1) // 2)  # np.convolve "same" keeps the longer length
     k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     ones = np.ones(len(x))
     norm = np.convolve(ones, k, mode="same")

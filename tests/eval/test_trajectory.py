@@ -70,3 +70,16 @@ def test_default_intrinsics_and_bad_input():
         root_trajectory(np.zeros((4, 17, 3)), np.zeros((4, 17, 2)), 0.0, c)
     with pytest.raises(ValueError, match="positive"):
         default_intrinsics(0, 10)
+
+
+def test_smoothing_keeps_the_length_of_clips_shorter_than_the_kernel():
+    from fastmixste.trajectory import root_trajectory
+
+    for t in (1, 2, 5, 12):
+        pose = np.zeros((t, 17, 3))
+        pose[:, :, 0] = np.linspace(-0.2, 0.2, 17)
+        pose[:, :, 1] = np.linspace(-0.8, 0.8, 17)[::-1]
+        kp = 1000.0 * pose[..., :2] / 4.0 + 500.0  # the pose at 4 m depth, focal 1000, centre 500
+        root = root_trajectory(pose, kp, 1000.0, (500.0, 500.0), smooth_frames=2)
+        assert root.shape == (t, 3)
+        np.testing.assert_allclose(root, np.tile([0.0, 0.0, 4.0], (t, 1)), atol=1e-9)
