@@ -8,7 +8,7 @@
 from . import _checkout  # noqa: F401  (first: binds kernels/ in a source checkout)
 from .attention import BACKENDS, BackendUnavailableError, available_backends
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint, shipped_models
-from .config import MixSTEConfig
+from .config import RECOMPUTE_POLICIES, MixSTEConfig
 from .model import MixSTE
 
 __version__ = "0.1.0"
@@ -19,6 +19,7 @@ __all__ = [
     "CheckpointError",
     "MixSTE",
     "MixSTEConfig",
+    "RECOMPUTE_POLICIES",
     "available_backends",
     "load_checkpoint",
     "read_checkpoint",

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import BACKENDS
 from .kernels.reference import Axis, attention_ref
 
-BACKENDS: tuple[str, ...] = ("eager", "sdpa", "xformers", "triton")
 ENV_BACKEND = "FASTMIXSTE_ATTN_BACKEND"
 
 

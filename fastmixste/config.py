@@ -7,6 +7,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 INPUT_NORMS: tuple[str, ...] = ("screen", "box")
+#: The attention backends, in the order ``attn_backend="auto"`` tries them (fastmixste.attention dispatches).
+BACKENDS: tuple[str, ...] = ("eager", "sdpa", "xformers", "triton")
+#: Activation recompute policies for training (fastmixste.recompute says what each keeps).
+RECOMPUTE_POLICIES: tuple[str, ...] = ("none", "lean", "full")
 
 
 #: Upper bounds on the sizes (stated, so a config from a file cannot ask for terabytes): far above any model this
@@ -68,8 +72,9 @@ class MixSTEConfig:
         if params > MAX_PARAMETERS:
             raise ValueError(f"MixSTEConfig: this model would have about {params:,} parameters, above the limit of "
                              f"{MAX_PARAMETERS:,} (check embed_dim_ratio, depth, mlp_ratio, num_frame)")
-        if self.recompute not in ("none", "lean", "full"):
-            raise ValueError(f"MixSTEConfig.recompute must be 'none', 'lean' or 'full', got {self.recompute!r}")
+        if self.recompute not in RECOMPUTE_POLICIES:
+            raise ValueError(f"MixSTEConfig.recompute must be one of {list(RECOMPUTE_POLICIES)}, "
+                             f"got {self.recompute!r}")
         if self.input_norm not in INPUT_NORMS:
             raise ValueError(f"MixSTEConfig.input_norm must be one of {list(INPUT_NORMS)}, got {self.input_norm!r}")
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):

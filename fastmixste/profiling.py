@@ -40,6 +40,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import flop_registry
 
+from .config import RECOMPUTE_POLICIES
+
 __all__ = [
     "DeviceSpec",
     "RTX_4090",
@@ -578,9 +580,6 @@ class LiveBytesTracker(TorchDispatchMode):
 # ----------------------------------------------------------------------------------------------------------------
 # Memory of a training step, per sequence
 # ----------------------------------------------------------------------------------------------------------------
-
-RECOMPUTE_POLICIES: tuple[str, ...] = ("none", "lean", "full")
-
 
 def set_recompute(model: torch.nn.Module, policy: str) -> str | None:
     """Apply ``model.set_recompute(policy)``; None when done, else why not (the model has no such switch, or

@@ -36,9 +36,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from .config import RECOMPUTE_POLICIES
+
 __all__ = ["RECOMPUTE_POLICIES", "check_recompute", "run_checkpointed", "retained_bytes"]
 
-RECOMPUTE_POLICIES: tuple[str, ...] = ("none", "lean", "full")
 
 _aten = torch.ops.aten
 # Outputs worth keeping under "lean": GEMMs (a recompute would cost as much as the forward GEMM) and the attention
