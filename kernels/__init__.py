@@ -2,6 +2,8 @@
 
 ``spatial_attention`` attends over the N joints of each frame, ``temporal_attention`` over the T frames of
 each joint; both read q, k, v straight out of the qkv Linear's (B, T, N, 3*C) output and write (B, T, N, C).
+``cross_attention`` attends Tq queries (HoT's learnable recovery tokens, broadcastable) over Tk frames of each
+joint: q (B, Tq, N, C), k and v (B, Tk, N, C) -> (B, Tq, N, C).
 Their eager references (``reference.py``) and the support checks (``_common.py``) import no triton, so the eager
 backend runs where triton is not installed; the op modules import triton when first used.
 """
@@ -16,13 +18,14 @@ from ._common import (
 from .reference import (
     attention_ref,
     bias_gelu_ref,
+    cross_attention_ref,
     residual_layernorm_ref,
     spatial_attention_ref,
     temporal_attention_ref,
 )
 
 #: The op modules, in the order dispatch asks them and the AOT report compiles them. A new op module is added here.
-OP_MODULES: tuple[str, ...] = ("spatial", "temporal", "block")
+OP_MODULES: tuple[str, ...] = ("spatial", "temporal", "block", "cross")
 
 __all__ = [
     "OP_MODULES",
@@ -31,6 +34,8 @@ __all__ = [
     "attention_ref",
     "bias_gelu",
     "bias_gelu_ref",
+    "cross_attention",
+    "cross_attention_ref",
     "interpreter_active",
     "residual_layernorm",
     "residual_layernorm_ref",
@@ -49,6 +54,8 @@ def __getattr__(name: str):
         from .spatial import spatial_attention as fn
     elif name == "temporal_attention":
         from .temporal import temporal_attention as fn
+    elif name == "cross_attention":
+        from .cross import cross_attention as fn
     elif name in ("residual_layernorm", "bias_gelu"):
         from . import block
 

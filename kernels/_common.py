@@ -38,8 +38,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,14 +128,25 @@ class Refusal:
     error: type[Exception] = ValueError
 
 
-def support_refusals(dtype: torch.dtype, head_dim: int) -> list[Refusal]:
-    """Refusals every op shares: element types and head dims the kernels are not built for."""
+def support_refusals(dtype: torch.dtype, head_dim: int, what: str = "qkv") -> list[Refusal]:
+    """Refusals every op shares: element types and head dims the kernels are not built for (``what``: the inputs'
+    name in the message)."""
     refusals = []
     if dtype not in SUPPORTED_DTYPES:
-        refusals.append(Refusal(f"qkv dtype must be float32, float16 or bfloat16, got {dtype}", TypeError))
+        refusals.append(Refusal(f"{what} dtype must be float32, float16 or bfloat16, got {dtype}", TypeError))
     if head_dim not in SUPPORTED_HEAD_DIMS:
         refusals.append(Refusal(f"head_dim must be one of {SUPPORTED_HEAD_DIMS}, got head_dim {head_dim}"))
     return refusals
+
+
+def resolve_scale(op: str, scale: float | None, head_dim: int) -> float:
+    """The attention ops' softmax scale: ``head_dim ** -0.5`` by default, else ``scale`` as a finite float."""
+    if scale is None:
+        return head_dim**-0.5
+    scale = float(scale)
+    if not math.isfinite(scale):
+        raise ValueError(f"{op}: scale must be a finite float, got {scale}")
+    return scale
 
 
 def device_refusals(t: torch.Tensor) -> list[Refusal]:
@@ -159,9 +171,39 @@ def reasons_of(check: Any, *args: Any, **kwargs: Any) -> list[str]:
     return [r.message for r in refusals]
 
 
+#: An attention op's checks: ``(*inputs, num_heads, backward) -> (sizes, refusals)``; input errors raise
+#: TypeError/ValueError, every reason the kernels cannot run a valid input is a :class:`Refusal`.
+Checks = Callable[..., tuple[tuple[int, ...], list[Refusal]]]
+
+
+def check(op: str, checks: Checks, *args: Any) -> tuple[int, ...]:
+    """Run an op's ``checks(*args)``: raise its input errors and refusals (:func:`raise_refusals`), else return the
+    sizes it read (the launchers' and the functional's first step)."""
+    sizes, refusals = checks(*args)
+    raise_refusals(op, refusals)
+    return sizes
+
+
+def unsupported_reasons(checks: Checks, *args: Any) -> list[str]:
+    """What an op module's ``unsupported_reasons`` returns: ``checks(*args)``'s input errors and refusals as strings,
+    empty when the op can run; never raises."""
+    return reasons_of(lambda *a: checks(*a)[1], *args)
+
+
+def needs_backward(*tensors: Any) -> bool:
+    """Whether autograd will call an op's backward: grad mode is on and some input tensor requires grad."""
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+
+
 def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
     """Triton launches on the current CUDA device: make it the tensor's (no-op off CUDA)."""
     return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
+def unit_channel_stride(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself, or a contiguous copy where its channel (last) dim has no unit stride: the kernels honour any
+    strides on the other dims (0 included), and read the channels of a row as one contiguous slice."""
+    return t if t.stride(-1) == 1 else t.contiguous()
 
 
 def new_buffer(shape: Sequence[int], like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -17,6 +17,7 @@ __all__ = [
     "Axis",
     "attention_ref",
     "bias_gelu_ref",
+    "cross_attention_ref",
     "residual_layernorm_ref",
     "spatial_attention_ref",
     "temporal_attention_ref",
@@ -72,6 +73,29 @@ def temporal_attention_ref(qkv: torch.Tensor, num_heads: int, scale: float | Non
     Computes in the dtype of ``qkv`` (pass float64 for a high-precision reference).
     """
     return attention_ref(qkv, num_heads, _default_scale(qkv, num_heads, scale), "temporal")
+
+
+def cross_attention_ref(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float | None = None
+) -> torch.Tensor:
+    """q (B, Tq, N, C), k and v (B, Tk, N, C) -> (B, Tq, N, C): reference of ``cross_attention``, HoT's recovery
+    cross-attention over T for every (batch, joint, head); scale D**-0.5 by default.
+
+    q may have size 1 in dim 0 and/or 2 (broadcast over the batch and/or the joints, as HoT's learnable query
+    tokens are). Computes in the inputs' dtype (pass float64 for a high-precision reference). Per (b, n) it is
+    upstream's ``softmax(q @ k^T * scale) @ v`` on (H, Tq, D) x (H, Tk, D) heads.
+    """
+    B, Tk, N, C = k.shape
+    if C % num_heads != 0:
+        raise ValueError(f"last dim of k must be num_heads * head_dim; got {C}, num_heads={num_heads}")
+    H, D, Tq = num_heads, C // num_heads, q.shape[1]
+    scale = D**-0.5 if scale is None else scale
+
+    def heads(t: torch.Tensor, L: int) -> torch.Tensor:  # (B, L, N, C) -> (B, N, H, L, D)
+        return t.expand(B, L, N, C).reshape(B, L, N, H, D).permute(0, 2, 3, 1, 4)
+
+    attn = (heads(q, Tq) @ heads(k, Tk).transpose(-2, -1) * scale).softmax(dim=-1)  # (B, N, H, Tq, Tk)
+    return (attn @ heads(v, Tk)).permute(0, 3, 1, 2, 4).reshape(B, Tq, N, C)
 
 
 def residual_layernorm_ref(

@@ -27,8 +27,6 @@ Split (the template of ``_common.py``): ``_spatial_attn_fwd_kernel`` / ``_spatia
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
@@ -41,13 +39,14 @@ from ._common import (
     KernelCase,
     LaunchConfig,
     Refusal,
+    check,
     check_qkv,
     device_guard,
     device_refusals,
     launch,
-    raise_refusals,
-    reasons_of,
+    needs_backward,
     report_cases_from,
+    resolve_scale,
     support_refusals,
 )
 from .reference import spatial_attention_ref
@@ -307,9 +306,9 @@ def launch_plan(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _refusals(qkv: torch.Tensor, num_heads: int, backward: bool) -> list[Refusal]:
+def _refusals(qkv: torch.Tensor, num_heads: int, backward: bool) -> tuple[tuple[int, ...], list[Refusal]]:
     """Input checks (raise), then every reason the kernels cannot run this valid input."""
-    B, T, N, H, D = check_qkv(qkv, num_heads, _OP)
+    B, T, N, H, D = sizes = check_qkv(qkv, num_heads, _OP)
     refusals = support_refusals(qkv.dtype, D)
     if N > MAX_SEQ_LEN:
         refusals.append(Refusal(f"at most {MAX_SEQ_LEN} joints per frame are supported (dim 2 of qkv), got N={N}"))
@@ -321,12 +320,7 @@ def _refusals(qkv: torch.Tensor, num_heads: int, backward: bool) -> list[Refusal
                 "use float16/bfloat16 or another attention backend"
             )
         )
-    return refusals + device_refusals(qkv)
-
-
-def _check(qkv: torch.Tensor, num_heads: int, backward: bool) -> tuple[int, int, int, int, int]:
-    raise_refusals(_OP, _refusals(qkv, num_heads, backward))
-    return check_qkv(qkv, num_heads, _OP)
+    return sizes, refusals + device_refusals(qkv)
 
 
 def unsupported_reasons(qkv: torch.Tensor, num_heads: int, backward: bool | None = None) -> list[str]:
@@ -335,14 +329,13 @@ def unsupported_reasons(qkv: torch.Tensor, num_heads: int, backward: bool | None
     ``backward`` defaults to whether autograd will need the backward (grad enabled and qkv requires grad).
     A meta tensor asks about the shape and dtype alone (dispatch probes with one).
     """
-    if backward is None:
-        backward = torch.is_grad_enabled() and isinstance(qkv, torch.Tensor) and qkv.requires_grad
-    return reasons_of(_refusals, qkv, num_heads, backward)
+    backward = needs_backward(qkv) if backward is None else backward
+    return _common.unsupported_reasons(_refusals, qkv, num_heads, backward)
 
 
 def spatial_attn_fwd(qkv: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
     """(B, T, N, 3*C) qkv -> (B, T, N, C) attention output; launches ``_spatial_attn_fwd_kernel``."""
-    B, T, N, H, D = _check(qkv, num_heads, backward=False)
+    B, T, N, H, D = check(_OP, _refusals, qkv, num_heads, False)
     o = _common.new_buffer((B, T, N, H * D), qkv)
     plan = launch_plan(tuple(qkv.shape), H, qkv.dtype, backward=False)
     with device_guard(qkv):
@@ -357,7 +350,7 @@ def spatial_attn_bwd(grad_o: torch.Tensor, qkv: torch.Tensor, num_heads: int, sc
 
     ``grad_o`` may have any strides on B, T, N (0 included); a channel dim without unit stride is copied.
     """
-    B, T, N, H, D = _check(qkv, num_heads, backward=True)
+    B, T, N, H, D = check(_OP, _refusals, qkv, num_heads, True)
     if grad_o.shape != (B, T, N, H * D):
         raise ValueError(f"{_OP}: grad_o must have shape {(B, T, N, H * D)}, got {tuple(grad_o.shape)}")
     if grad_o.device != qkv.device:
@@ -443,15 +436,6 @@ def _spatial_attention_backward_flop(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _resolve_scale(scale: float | None, D: int) -> float:
-    if scale is None:
-        return D**-0.5
-    scale = float(scale)
-    if not math.isfinite(scale):
-        raise ValueError(f"{_OP}: scale must be a finite float, got {scale}")
-    return scale
-
-
 def spatial_attention(qkv: torch.Tensor, num_heads: int, scale: float | None = None) -> torch.Tensor:
     """(B, T, N, 3*C) qkv -> (B, T, N, C): softmax attention over N for every (b, t, head), fused in Triton.
 
@@ -468,8 +452,8 @@ def spatial_attention(qkv: torch.Tensor, num_heads: int, scale: float | None = N
     shape or dtype and RuntimeError where the kernels cannot run (CPU without TRITON_INTERPRET=1), before launch
     (the backward's limits too, when autograd will need it). Empty input gives an empty output (and gradient).
     """
-    B, T, N, H, D = _check(qkv, num_heads, backward=torch.is_grad_enabled() and qkv.requires_grad)
-    return torch.ops.fastmixste.spatial_attention(qkv, num_heads, _resolve_scale(scale, D))
+    B, T, N, H, D = check(_OP, _refusals, qkv, num_heads, needs_backward(qkv))
+    return torch.ops.fastmixste.spatial_attention(qkv, num_heads, resolve_scale(_OP, scale, D))
 
 
 # ----------------------------------------------------------------------------------------------------------------

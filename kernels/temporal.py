@@ -22,8 +22,6 @@ op adds only qkv and the lse rows to what backward keeps (``python -m fastmixste
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
@@ -36,15 +34,17 @@ from ._common import (
     KernelCase,
     LaunchConfig,
     Refusal,
+    check,
     check_qkv,
     device_guard,
     device_refusals,
     interpreter_active,
     launch,
-    raise_refusals,
-    reasons_of,
+    needs_backward,
     report_cases_from,
+    resolve_scale,
     support_refusals,
+    unit_channel_stride,
 )
 from .reference import temporal_attention_ref
 
@@ -62,31 +62,52 @@ _OP = "temporal_attention"
 
 # Problem sizes are not specialised (Triton would otherwise compile another binary for N == 1, H == 1 or sizes
 # divisible by 16): one binary per configuration serves every shape, exactly the set ``report_cases`` compiles.
-_NO_SPECIALIZE = ["T", "N", "H"]
+_NO_SPECIALIZE = ["TQ", "TK", "N", "H"]
+_NO_SPECIALIZE_DQ = [*_NO_SPECIALIZE, "NQ", "R", "RN", "CHUNK"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Kernels
 #
 # Sequences are the B*N*H (batch, joint, head) triples, flattened as s = (b*N + n)*H + h (the row order of the
-# (B, N, H, T) lse). A program handles G sequences and one block of rows. On a GPU G = 1. Under the Triton
-# interpreter, which pays per program and per op but almost nothing per element, G > 1 stacks G sequences into
-# one tile (rows sequence-major) and masks the cross-sequence scores: the same arithmetic, G times fewer programs.
+# (B, N, H, TQ) lse). Each sequence has TQ queries and TK keys: the temporal op passes slices of one qkv (TQ = TK),
+# the cross op (cross.py) separate q, k, v. q, k, v, o and dO are read through their own (b, t, n) strides, so any
+# of them may be a view: q's strides may be 0 over b and n (one query set broadcast to every sequence).
+#
+# A program handles G sequences and one block of rows. On a GPU G = 1. Under the Triton interpreter, which pays
+# per program and per op but almost nothing per element, G > 1 stacks G sequences into one tile (rows
+# sequence-major) and masks the cross-sequence scores: the same arithmetic, G times fewer programs.
 # ----------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _seq_offset(s, N, H, D: tl.constexpr, stride_b, stride_n):
+    """Offset of sequence s = (b*N + n)*H + h's first element in a (B, T, N, H*D) tensor with the given strides."""
+    # Batch offsets in int64: B*T*N*3C passes 2^31 at large batches; offsets within one batch element stay int32.
+    return (s // H // N).to(tl.int64) * stride_b + (s // H % N) * stride_n + (s % H) * D
 
 
 @triton.jit(do_not_specialize=_NO_SPECIALIZE)
 def _temporal_attn_fwd_kernel(
-    qkv_ptr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
     o_ptr,
     lse_ptr,
     scale,
-    T,
+    TQ,
+    TK,
     N,
     H,
-    stride_qkv_b,
-    stride_qkv_t,
-    stride_qkv_n,
+    stride_q_b,
+    stride_q_t,
+    stride_q_n,
+    stride_k_b,
+    stride_k_t,
+    stride_k_n,
+    stride_v_b,
+    stride_v_t,
+    stride_v_n,
     stride_o_b,
     stride_o_t,
     stride_o_n,
@@ -102,43 +123,40 @@ def _temporal_attn_fwd_kernel(
     qk_scale = tl.cast(scale, tl.float32) * 1.4426950408889634  # log2(e): softmax via exp2
     # Grid axis 0 = flattened (sequence group, query block); its limit is 2^31 - 1 (axes 1 and 2 stop at 65535).
     pid = tl.program_id(0)
-    num_q = (T + BLOCK_Q - 1) // BLOCK_Q
+    num_q = (TQ + BLOCK_Q - 1) // BLOCK_Q
     i_q = pid % num_q
     i_sg = pid // num_q
-    C = H * D
     o_r = tl.arange(0, G * BLOCK_Q)  # query rows, sequence-major
     o_c = tl.arange(0, G * BLOCK_K)  # key rows, sequence-major
     o_q = i_q * BLOCK_Q + o_r % BLOCK_Q
     o_d = tl.arange(0, D)
-    m_q = o_q < T
+    m_q = o_q < TQ
     if G == 1:
         s_r = i_sg
         s_c = i_sg
     else:
         s_r = i_sg * G + o_r // BLOCK_Q
         s_c = i_sg * G + o_c // BLOCK_K
-    # Batch offsets in int64: B*T*N*3C passes 2^31 at large batches; offsets within one batch element stay int32.
-    b_r = (s_r // H // N).to(tl.int64)
-    b_c = (s_c // H // N).to(tl.int64)
-    off_q = b_r * stride_qkv_b + (s_r // H % N) * stride_qkv_n + (s_r % H) * D
-    off_k = b_c * stride_qkv_b + (s_c // H % N) * stride_qkv_n + (s_c % H) * D + C
-    off_o = b_r * stride_o_b + (s_r // H % N) * stride_o_n + (s_r % H) * D
+    off_q = _seq_offset(s_r, N, H, D, stride_q_b, stride_q_n)
+    off_o = _seq_offset(s_r, N, H, D, stride_o_b, stride_o_n)
+    off_k = _seq_offset(s_c, N, H, D, stride_k_b, stride_k_n)
+    off_v = _seq_offset(s_c, N, H, D, stride_v_b, stride_v_n)
     if G > 1:
         off_q = off_q[:, None]
-        off_k = off_k[:, None]
         off_o = off_o[:, None]
+        off_k = off_k[:, None]
+        off_v = off_v[:, None]
 
-    b_q = tl.load(qkv_ptr + off_q + o_q[:, None] * stride_qkv_t + o_d[None, :], mask=m_q[:, None], other=0.0)
+    b_q = tl.load(q_ptr + off_q + o_q[:, None] * stride_q_t + o_d[None, :], mask=m_q[:, None], other=0.0)
     b_m = tl.full([G * BLOCK_Q], float("-inf"), dtype=tl.float32)  # running row max (log2 units)
     b_l = tl.zeros([G * BLOCK_Q], dtype=tl.float32)  # running row sum of exp2
     b_acc = tl.zeros([G * BLOCK_Q, D], dtype=tl.float32)
-    for start_k in range(0, T, BLOCK_K):
+    for start_k in range(0, TK, BLOCK_K):
         o_k = start_k + o_c % BLOCK_K
-        m_k = o_k < T
-        p_k = qkv_ptr + off_k + o_k[:, None] * stride_qkv_t + o_d[None, :]
-        b_k = tl.load(p_k, mask=m_k[:, None], other=0.0)
-        b_v = tl.load(p_k + C, mask=m_k[:, None], other=0.0)
-        # Scores in log2 units so the softmax uses exp2; keys past T (and other sequences' keys) get -inf.
+        m_k = o_k < TK
+        b_k = tl.load(k_ptr + off_k + o_k[:, None] * stride_k_t + o_d[None, :], mask=m_k[:, None], other=0.0)
+        b_v = tl.load(v_ptr + off_v + o_k[:, None] * stride_v_t + o_d[None, :], mask=m_k[:, None], other=0.0)
+        # Scores in log2 units so the softmax uses exp2; keys past TK (and other sequences' keys) get -inf.
         b_s = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) * qk_scale
         m_s = m_k[None, :]
         if G > 1:
@@ -153,178 +171,274 @@ def _temporal_attn_fwd_kernel(
         b_acc = b_acc * b_alpha[:, None] + tl.dot(b_p.to(b_v.dtype), b_v, input_precision=PRECISION)
         b_m = b_m_new
 
+    # No keys at all (TK = 0) leaves l = 0: o = 0, as softmax-weighted sums over an empty set are in PyTorch.
     b_l_safe = tl.where(b_l > 0.0, b_l, 1.0)
     b_o = b_acc / b_l_safe[:, None]
     p_o = o_ptr + off_o + o_q[:, None] * stride_o_t + o_d[None, :]
     tl.store(p_o, b_o.to(o_ptr.dtype.element_ty), mask=m_q[:, None])
-    # Natural-log lse per row, (B, N, H, T) contiguous: row s*T + t.
+    # Natural-log lse per row, (B, N, H, TQ) contiguous: row s*TQ + t.
     b_lse = (b_m + tl.log2(b_l_safe)) * 0.6931471805599453
-    tl.store(lse_ptr + s_r.to(tl.int64) * T + o_q, b_lse, mask=m_q)
+    tl.store(lse_ptr + s_r.to(tl.int64) * TQ + o_q, b_lse, mask=m_q)
 
 
-@triton.jit(do_not_specialize=_NO_SPECIALIZE)
-def _temporal_attn_bwd_dq_kernel(
-    qkv_ptr,
+@triton.jit
+def _dq_of_sequence(
+    b_dq,
+    b_q,
+    r,
+    s0_r,
+    s0_c,
+    u_r,
+    u_c,
+    o_q,
+    m_q,
+    o_c,
+    o_d,
+    qk_scale,
+    k_ptr,
+    v_ptr,
     o_ptr,
     do_ptr,
     lse_ptr,
     delta_ptr,
-    dqkv_ptr,
-    scale,
-    T,
+    TQ,
+    TK,
     N,
     H,
-    stride_qkv_b,
-    stride_qkv_t,
-    stride_qkv_n,
+    RN,
+    stride_k_b,
+    stride_k_t,
+    stride_k_n,
+    stride_v_b,
+    stride_v_t,
+    stride_v_n,
     stride_o_b,
     stride_o_t,
     stride_o_n,
     stride_do_b,
     stride_do_t,
     stride_do_n,
-    stride_dqkv_b,
-    stride_dqkv_t,
-    stride_dqkv_n,
     D: tl.constexpr,
-    BLOCK_Q: tl.constexpr,
     BLOCK_K: tl.constexpr,
     G: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """One program per (sequence group, query block): delta = rowsum(dO * O), then dQ looping over key blocks."""
-    tl.static_assert(BLOCK_Q >= 16 and BLOCK_K >= 16 and D >= 16)
-    scale = tl.cast(scale, tl.float32)
-    qk_scale = scale * 1.4426950408889634
-    pid = tl.program_id(0)
-    num_q = (T + BLOCK_Q - 1) // BLOCK_Q
-    i_q = pid % num_q
-    i_sg = pid // num_q
-    C = H * D
-    o_r = tl.arange(0, G * BLOCK_Q)
-    o_c = tl.arange(0, G * BLOCK_K)
-    o_q = i_q * BLOCK_Q + o_r % BLOCK_Q
-    o_d = tl.arange(0, D)
-    m_q = o_q < T
-    if G == 1:
-        s_r = i_sg
-        s_c = i_sg
-    else:
-        s_r = i_sg * G + o_r // BLOCK_Q
-        s_c = i_sg * G + o_c // BLOCK_K
-    b_r = (s_r // H // N).to(tl.int64)
-    b_c = (s_c // H // N).to(tl.int64)
-    off_q = b_r * stride_qkv_b + (s_r // H % N) * stride_qkv_n + (s_r % H) * D
-    off_k = b_c * stride_qkv_b + (s_c // H % N) * stride_qkv_n + (s_c % H) * D + C
-    off_o = b_r * stride_o_b + (s_r // H % N) * stride_o_n + (s_r % H) * D
+    """b_dq plus sequence r's dQ (unscaled) for the query rows o_q of each query set; stores its delta rows."""
+    # Sequence r of each query set: r // RN batch elements and r % RN joints past the first.
+    s_r = s0_r + (r // RN * N + r % RN) * H
+    s_c = s0_c + (r // RN * N + r % RN) * H
+    off_o = _seq_offset(s_r, N, H, D, stride_o_b, stride_o_n)
     # dO may be any strided view on B, T, N (a stride-0 expand from .sum().backward()): those strides are honoured.
-    off_do = b_r * stride_do_b + (s_r // H % N) * stride_do_n + (s_r % H) * D
-    off_dq = b_r * stride_dqkv_b + (s_r // H % N) * stride_dqkv_n + (s_r % H) * D
+    off_do = _seq_offset(s_r, N, H, D, stride_do_b, stride_do_n)
+    off_k = _seq_offset(s_c, N, H, D, stride_k_b, stride_k_n)
+    off_v = _seq_offset(s_c, N, H, D, stride_v_b, stride_v_n)
     if G > 1:
-        off_q = off_q[:, None]
-        off_k = off_k[:, None]
         off_o = off_o[:, None]
         off_do = off_do[:, None]
-        off_dq = off_dq[:, None]
-
-    b_q = tl.load(qkv_ptr + off_q + o_q[:, None] * stride_qkv_t + o_d[None, :], mask=m_q[:, None], other=0.0)
+        off_k = off_k[:, None]
+        off_v = off_v[:, None]
     b_do = tl.load(do_ptr + off_do + o_q[:, None] * stride_do_t + o_d[None, :], mask=m_q[:, None], other=0.0)
     b_o = tl.load(o_ptr + off_o + o_q[:, None] * stride_o_t + o_d[None, :], mask=m_q[:, None], other=0.0)
     # delta_i = sum_j P_ij dP_ij = rowsum(dO * O): computed once here, read by every key block of the dK/dV kernel.
     b_delta = tl.sum(b_do.to(tl.float32) * b_o.to(tl.float32), 1)
-    o_row = s_r.to(tl.int64) * T + o_q  # index into the (B, N, H, T) rows
+    o_row = s_r.to(tl.int64) * TQ + o_q  # index into the (B, N, H, TQ) rows
     tl.store(delta_ptr + o_row, b_delta, mask=m_q)
     b_lse2 = tl.load(lse_ptr + o_row, mask=m_q, other=0.0) * 1.4426950408889634
 
-    b_dq = tl.zeros([G * BLOCK_Q, D], dtype=tl.float32)
-    for start_k in range(0, T, BLOCK_K):
+    for start_k in range(0, TK, BLOCK_K):
         o_k = start_k + o_c % BLOCK_K
-        m_k = o_k < T
-        p_k = qkv_ptr + off_k + o_k[:, None] * stride_qkv_t + o_d[None, :]
-        b_k = tl.load(p_k, mask=m_k[:, None], other=0.0)
-        b_v = tl.load(p_k + C, mask=m_k[:, None], other=0.0)
+        m_k = o_k < TK
+        b_k = tl.load(k_ptr + off_k + o_k[:, None] * stride_k_t + o_d[None, :], mask=m_k[:, None], other=0.0)
+        b_v = tl.load(v_ptr + off_v + o_k[:, None] * stride_v_t + o_d[None, :], mask=m_k[:, None], other=0.0)
         b_s = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) * qk_scale
         m_s = m_k[None, :]
         if G > 1:
-            m_s = m_s & (s_r[:, None] == s_c[None, :])
+            m_s = m_s & (u_r[:, None] == u_c[None, :])
         b_p = tl.where(m_s, tl.exp2(b_s - b_lse2[:, None]), 0.0)
         b_dp = tl.dot(b_do, tl.trans(b_v), input_precision=PRECISION)
         b_ds = b_p * (b_dp - b_delta[:, None])
         b_dq += tl.dot(b_ds.to(b_k.dtype), b_k, input_precision=PRECISION)
+    return b_dq
+
+
+@triton.jit(do_not_specialize=_NO_SPECIALIZE_DQ)
+def _temporal_attn_bwd_dq_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    o_ptr,
+    do_ptr,
+    lse_ptr,
+    delta_ptr,
+    dq_ptr,
+    scale,
+    TQ,
+    TK,
+    N,
+    H,
+    NQ,
+    R,
+    RN,
+    CHUNK,
+    stride_q_b,
+    stride_q_t,
+    stride_q_n,
+    stride_k_b,
+    stride_k_t,
+    stride_k_n,
+    stride_v_b,
+    stride_v_t,
+    stride_v_n,
+    stride_o_b,
+    stride_o_t,
+    stride_o_n,
+    stride_do_b,
+    stride_do_t,
+    stride_do_n,
+    stride_dq_c,
+    stride_dq_b,
+    stride_dq_t,
+    stride_dq_n,
+    D: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    G: tl.constexpr,
+    PRECISION: tl.constexpr,
+    REDUCE: tl.constexpr,
+):
+    """One program per (query-set group, chunk, query block): for each sequence of its chunk, delta = rowsum(dO * O)
+    and dQ over every key block, summed over the chunk.
+
+    Query sets u = (bq*NQ + nq)*H + h number the distinct queries: NQ is N, or 1 where q is broadcast over the
+    joints (likewise its batch). The R sequences sharing a query set are r = 0 .. R-1, at b = bq + r // RN,
+    n = nq + r % RN (RN = N / NQ); with REDUCE the program sums dQ over r in [i_c*CHUNK, (i_c+1)*CHUNK) and writes
+    the sum to chunk i_c of dq (stride_dq_c). Without REDUCE (no broadcast: R = 1) each program owns one sequence.
+    """
+    tl.static_assert(BLOCK_Q >= 16 and BLOCK_K >= 16 and D >= 16)
+    scale = tl.cast(scale, tl.float32)
+    qk_scale = scale * 1.4426950408889634
+    pid = tl.program_id(0)
+    num_q = (TQ + BLOCK_Q - 1) // BLOCK_Q
+    num_c = (R + CHUNK - 1) // CHUNK
+    i_q = pid % num_q
+    i_c = pid // num_q % num_c
+    i_sg = pid // num_q // num_c
+    o_r = tl.arange(0, G * BLOCK_Q)
+    o_c = tl.arange(0, G * BLOCK_K)
+    o_q = i_q * BLOCK_Q + o_r % BLOCK_Q
+    o_d = tl.arange(0, D)
+    m_q = o_q < TQ
+    if G == 1:
+        u_r = i_sg
+        u_c = i_sg
+    else:
+        u_r = i_sg * G + o_r // BLOCK_Q
+        u_c = i_sg * G + o_c // BLOCK_K
+    # The first sequence of each query set, (bq, nq, h), as a sequence id s = (bq*N + nq)*H + h.
+    s0_r = (u_r // H // NQ * N + u_r // H % NQ) * H + u_r % H
+    s0_c = (u_c // H // NQ * N + u_c // H % NQ) * H + u_c % H
+    off_q = _seq_offset(s0_r, N, H, D, stride_q_b, stride_q_n)
+    off_dq = i_c.to(tl.int64) * stride_dq_c + _seq_offset(s0_r, N, H, D, stride_dq_b, stride_dq_n)
+    if G > 1:
+        off_q = off_q[:, None]
+        off_dq = off_dq[:, None]
+    b_q = tl.load(q_ptr + off_q + o_q[:, None] * stride_q_t + o_d[None, :], mask=m_q[:, None], other=0.0)
+
+    b_dq = tl.zeros([G * BLOCK_Q, D], dtype=tl.float32)
+    seq_args = (s0_r, s0_c, u_r, u_c, o_q, m_q, o_c, o_d, qk_scale, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, delta_ptr)
+    sizes = (TQ, TK, N, H, RN, stride_k_b, stride_k_t, stride_k_n, stride_v_b, stride_v_t, stride_v_n)
+    strides = (stride_o_b, stride_o_t, stride_o_n, stride_do_b, stride_do_t, stride_do_n)
+    if REDUCE:
+        for r in range(i_c * CHUNK, tl.minimum(R, i_c * CHUNK + CHUNK)):
+            b_dq = _dq_of_sequence(b_dq, b_q, r, *seq_args, *sizes, *strides, D, BLOCK_K, G, PRECISION)
+    else:
+        # Straight-line code: even a one-trip loop around the key loop costs ~25% more registers (sm_90, D = 64:
+        # half the resident blocks), so the unbroadcast kernel has none.
+        b_dq = _dq_of_sequence(b_dq, b_q, 0, *seq_args, *sizes, *strides, D, BLOCK_K, G, PRECISION)
     b_dq = b_dq * scale
 
-    p_dq = dqkv_ptr + off_dq + o_q[:, None] * stride_dqkv_t + o_d[None, :]
-    tl.store(p_dq, b_dq.to(dqkv_ptr.dtype.element_ty), mask=m_q[:, None])
+    p_dq = dq_ptr + off_dq + o_q[:, None] * stride_dq_t + o_d[None, :]
+    tl.store(p_dq, b_dq.to(dq_ptr.dtype.element_ty), mask=m_q[:, None])
 
 
 @triton.jit(do_not_specialize=_NO_SPECIALIZE)
 def _temporal_attn_bwd_dkdv_kernel(
-    qkv_ptr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
     do_ptr,
     lse_ptr,
     delta_ptr,
-    dqkv_ptr,
+    dk_ptr,
+    dv_ptr,
     scale,
-    T,
+    TQ,
+    TK,
     N,
     H,
-    stride_qkv_b,
-    stride_qkv_t,
-    stride_qkv_n,
+    stride_q_b,
+    stride_q_t,
+    stride_q_n,
+    stride_k_b,
+    stride_k_t,
+    stride_k_n,
+    stride_v_b,
+    stride_v_t,
+    stride_v_n,
     stride_do_b,
     stride_do_t,
     stride_do_n,
-    stride_dqkv_b,
-    stride_dqkv_t,
-    stride_dqkv_n,
+    stride_dkv_b,
+    stride_dkv_t,
+    stride_dkv_n,
     D: tl.constexpr,
     BLOCK_Q: tl.constexpr,
     BLOCK_K: tl.constexpr,
     G: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """One program per (sequence group, key block): dK and dV accumulated in registers over every query block."""
+    """One program per (sequence group, key block): dK and dV accumulated in registers over every query block.
+
+    dK and dV share their strides (two slices of one dqkv, or two buffers of one shape)."""
     tl.static_assert(BLOCK_Q >= 16 and BLOCK_K >= 16 and D >= 16)
     scale = tl.cast(scale, tl.float32)
     qk_scale = scale * 1.4426950408889634
     pid = tl.program_id(0)
-    num_k = (T + BLOCK_K - 1) // BLOCK_K
+    num_k = (TK + BLOCK_K - 1) // BLOCK_K
     i_k = pid % num_k
     i_sg = pid // num_k
-    C = H * D
     o_r = tl.arange(0, G * BLOCK_K)  # key rows of this program, sequence-major
     o_c = tl.arange(0, G * BLOCK_Q)  # query rows of each step
     o_k = i_k * BLOCK_K + o_r % BLOCK_K
     o_d = tl.arange(0, D)
-    m_k = o_k < T
+    m_k = o_k < TK
     if G == 1:
         s_r = i_sg
         s_c = i_sg
     else:
         s_r = i_sg * G + o_r // BLOCK_K
         s_c = i_sg * G + o_c // BLOCK_Q
-    b_r = (s_r // H // N).to(tl.int64)
-    b_c = (s_c // H // N).to(tl.int64)
-    off_k = b_r * stride_qkv_b + (s_r // H % N) * stride_qkv_n + (s_r % H) * D + C
-    off_dk = b_r * stride_dqkv_b + (s_r // H % N) * stride_dqkv_n + (s_r % H) * D + C
-    off_q = b_c * stride_qkv_b + (s_c // H % N) * stride_qkv_n + (s_c % H) * D
-    off_do = b_c * stride_do_b + (s_c // H % N) * stride_do_n + (s_c % H) * D
-    o_rows = s_c.to(tl.int64) * T  # first (B, N, H, T) row of each query's sequence
+    off_k = _seq_offset(s_r, N, H, D, stride_k_b, stride_k_n)
+    off_v = _seq_offset(s_r, N, H, D, stride_v_b, stride_v_n)
+    off_dkv = _seq_offset(s_r, N, H, D, stride_dkv_b, stride_dkv_n)
+    off_q = _seq_offset(s_c, N, H, D, stride_q_b, stride_q_n)
+    off_do = _seq_offset(s_c, N, H, D, stride_do_b, stride_do_n)
+    o_rows = s_c.to(tl.int64) * TQ  # first (B, N, H, TQ) row of each query's sequence
     if G > 1:
         off_k = off_k[:, None]
-        off_dk = off_dk[:, None]
+        off_v = off_v[:, None]
+        off_dkv = off_dkv[:, None]
         off_q = off_q[:, None]
         off_do = off_do[:, None]
 
-    p_k = qkv_ptr + off_k + o_k[:, None] * stride_qkv_t + o_d[None, :]
-    b_k = tl.load(p_k, mask=m_k[:, None], other=0.0)
-    b_v = tl.load(p_k + C, mask=m_k[:, None], other=0.0)
+    b_k = tl.load(k_ptr + off_k + o_k[:, None] * stride_k_t + o_d[None, :], mask=m_k[:, None], other=0.0)
+    b_v = tl.load(v_ptr + off_v + o_k[:, None] * stride_v_t + o_d[None, :], mask=m_k[:, None], other=0.0)
     b_dk = tl.zeros([G * BLOCK_K, D], dtype=tl.float32)
     b_dv = tl.zeros([G * BLOCK_K, D], dtype=tl.float32)
-    for start_q in range(0, T, BLOCK_Q):
+    for start_q in range(0, TQ, BLOCK_Q):
         o_q = start_q + o_c % BLOCK_Q
-        m_q = o_q < T
-        b_q = tl.load(qkv_ptr + off_q + o_q[:, None] * stride_qkv_t + o_d[None, :], mask=m_q[:, None], other=0.0)
+        m_q = o_q < TQ
+        b_q = tl.load(q_ptr + off_q + o_q[:, None] * stride_q_t + o_d[None, :], mask=m_q[:, None], other=0.0)
         b_do = tl.load(do_ptr + off_do + o_q[:, None] * stride_do_t + o_d[None, :], mask=m_q[:, None], other=0.0)
         b_lse2 = tl.load(lse_ptr + o_rows + o_q, mask=m_q, other=0.0) * 1.4426950408889634
         b_delta = tl.load(delta_ptr + o_rows + o_q, mask=m_q, other=0.0)
@@ -340,9 +454,10 @@ def _temporal_attn_bwd_dkdv_kernel(
         b_dk += tl.dot(b_dst.to(b_q.dtype), b_q, input_precision=PRECISION)
     b_dk = b_dk * scale
 
-    p_dk = dqkv_ptr + off_dk + o_k[:, None] * stride_dqkv_t + o_d[None, :]
-    tl.store(p_dk, b_dk.to(dqkv_ptr.dtype.element_ty), mask=m_k[:, None])
-    tl.store(p_dk + C, b_dv.to(dqkv_ptr.dtype.element_ty), mask=m_k[:, None])
+    p_dk = dk_ptr + off_dkv + o_k[:, None] * stride_dkv_t + o_d[None, :]
+    tl.store(p_dk, b_dk.to(dk_ptr.dtype.element_ty), mask=m_k[:, None])
+    p_dv = dv_ptr + off_dkv + o_k[:, None] * stride_dkv_t + o_d[None, :]
+    tl.store(p_dv, b_dv.to(dv_ptr.dtype.element_ty), mask=m_k[:, None])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -413,35 +528,53 @@ _KERNELS = {
 }
 
 
-def launch_plan(
-    shape: tuple[int, ...], num_heads: int, dtype: torch.dtype, backward: bool
+def attention_plan(
+    S: int, TQ: int, TK: int, D: int, dtype: torch.dtype, backward: bool, QS: int | None = None, chunks: int = 1
 ) -> list[tuple[LaunchConfig, tuple[int]]]:
-    """Every (configuration, grid) the forward launcher (or, with ``backward``, the backward launcher) runs for a
-    (B, T, N, 3*C) qkv, in launch order; empty for empty input.
+    """Every (configuration, grid) the forward (or, with ``backward``, the backward) of S (batch, joint, head)
+    sequences of TQ queries and TK keys of head dim D runs, in launch order; empty when there are no queries.
 
-    Forward: one program per (sequence group, query block). Backward: the dQ kernel (one per query block), then
-    the dK/dV kernel (one per key block). G sequences per program (1 on a GPU, see _seqs_per_program).
+    Forward: one program per (sequence group, query block). Backward: the dQ kernel, one program per (query-set
+    group, chunk, query block) over the QS distinct query sets (default S: no broadcast) split into ``chunks``,
+    then the dK/dV kernel, one per (sequence group, key block): none when TK = 0. G sequences per program (1 on a
+    GPU, see _seqs_per_program). The temporal op and the cross op (cross.py) both plan here.
     """
-    B, T, N, C3 = shape
-    D = C3 // (3 * num_heads)
-    S = B * N * num_heads
-    if S * T == 0:
+    if S * TQ == 0:
         return []
+    QS = S if QS is None else QS
     plan = []
     for kernel in ("bwd_dq", "bwd_dkdv") if backward else ("fwd",):
         cap_q, cap_k, num_warps = _CAPS[(kernel, dtype == torch.float32, D)]
-        bq, bk = _block(T, cap_q), _block(T, cap_k)
+        bq, bk = _block(TQ, cap_q), _block(TK, cap_k)
         if dtype != torch.float32 and (bq, bk) != (cap_q, cap_k) and max(bq, bk) <= 32:
             # Short windows shrink the tiles. 16-bit: 8 warps on a 32 x 32 tile spill registers on sm_90 (fwd,
             # D = 128), 4 do not. fp32 keeps its warps: its register-resident IEEE dot operands spill with 4
             # (kernels.report, both findings).
             num_warps = min(num_warps, 4)
-        rows = bk if kernel == "bwd_dkdv" else bq  # rows a program owns
-        G = _seqs_per_program(S, max(bq, bk))
+        if kernel == "bwd_dkdv":
+            seqs, blocks = S, triton.cdiv(TK, bk)
+        elif kernel == "bwd_dq":
+            seqs, blocks = QS, chunks * triton.cdiv(TQ, bq)
+        else:
+            seqs, blocks = S, triton.cdiv(TQ, bq)
+        if blocks == 0:
+            continue
+        G = _seqs_per_program(seqs, max(bq, bk))
         constexprs = (("D", D), ("BLOCK_Q", bq), ("BLOCK_K", bk), ("G", G), ("PRECISION", _precision(dtype)))
+        if kernel == "bwd_dq":
+            constexprs += (("REDUCE", QS != S),)  # a broadcast q: loop over the sequences sharing each query set
         cfg = LaunchConfig(_KERNELS[kernel], constexprs, num_warps=num_warps, num_stages=2)
-        plan.append((cfg, (S // G * triton.cdiv(T, rows),)))
+        plan.append((cfg, (seqs // G * blocks,)))
     return plan
+
+
+def launch_plan(
+    shape: tuple[int, ...], num_heads: int, dtype: torch.dtype, backward: bool
+) -> list[tuple[LaunchConfig, tuple[int]]]:
+    """Every (configuration, grid) the forward launcher (or, with ``backward``, the backward launcher) runs for a
+    (B, T, N, 3*C) qkv, in launch order; empty for empty input (:func:`attention_plan` with TQ = TK = T)."""
+    B, T, N, C3 = shape
+    return attention_plan(B * N * num_heads, T, T, C3 // (3 * num_heads), dtype, backward)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -449,15 +582,65 @@ def launch_plan(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _refusals(qkv: torch.Tensor, num_heads: int, backward: bool) -> list[Refusal]:
+def run_forward(
+    plan: list[tuple[LaunchConfig, tuple[int]]],
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    num_heads: int,
+    scale: float,
+) -> None:
+    """Launch a forward ``plan`` on q, o (B, TQ, N, C) and k, v (B, TK, N, C), any strides on B, T, N (0 included)
+    and unit channel stride, writing o and lse (B, N, H, TQ) fp32 contiguous."""
+    B, TQ, N, _ = q.shape
+    with device_guard(q):
+        for cfg, grid in plan:
+            launch(cfg, grid, q, k, v, o, lse, scale, TQ, k.shape[1], N, num_heads,
+                   *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3])  # fmt: skip
+
+
+def run_backward(
+    plan: list[tuple[LaunchConfig, tuple[int]]],
+    grad_o: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    dq: torch.Tensor,
+    dk: torch.Tensor,
+    dv: torch.Tensor,
+    num_heads: int,
+    scale: float,
+    reduction: tuple[int, int, int, int] | None = None,
+) -> None:
+    """Launch a backward ``plan``: the dQ kernel (delta and dQ), then the dK/dV kernel, which reads the delta rows
+    the first wrote (same stream). Tensors as :func:`run_forward`, plus grad_o like o; dk and dv share strides.
+
+    ``reduction`` = (NQ, R, RN, CHUNK) where q is broadcast (see ``_temporal_attn_bwd_dq_kernel``); then dq is the
+    (chunks, Bq, TQ, NQ, C) buffer of per-chunk sums, else dq is (B, TQ, N, C) like q.
+    """
+    B, TQ, N, _ = q.shape
+    NQ, R, RN, CHUNK = (N, 1, 1, 1) if reduction is None else reduction
+    dq_strides = (0, *dq.stride()[:3]) if dq.dim() == 4 else dq.stride()[:4]
+    delta = _common.new_buffer(lse.shape, lse, torch.float32)
+    in_strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3])
+    with device_guard(q):
+        for cfg, grid in plan:
+            if cfg.fn is _temporal_attn_bwd_dq_kernel:
+                launch(cfg, grid, q, k, v, o, grad_o, lse, delta, dq, scale, TQ, k.shape[1], N, num_heads,
+                       NQ, R, RN, CHUNK, *in_strides, *o.stride()[:3], *grad_o.stride()[:3], *dq_strides)  # fmt: skip
+            else:
+                launch(cfg, grid, q, k, v, grad_o, lse, delta, dk, dv, scale, TQ, k.shape[1], N, num_heads,
+                       *in_strides, *grad_o.stride()[:3], *dk.stride()[:3])  # fmt: skip
+
+
+def _refusals(qkv: torch.Tensor, num_heads: int, backward: bool) -> tuple[tuple[int, ...], list[Refusal]]:
     """Input checks (raise), then every reason the kernels cannot run this valid input (any T, N: machine only)."""
-    B, T, N, H, D = check_qkv(qkv, num_heads, _OP)
-    return support_refusals(qkv.dtype, D) + device_refusals(qkv)
-
-
-def _check(qkv: torch.Tensor, num_heads: int, backward: bool) -> tuple[int, int, int, int, int]:
-    raise_refusals(_OP, _refusals(qkv, num_heads, backward))
-    return check_qkv(qkv, num_heads, _OP)
+    B, T, N, H, D = sizes = check_qkv(qkv, num_heads, _OP)
+    return sizes, support_refusals(qkv.dtype, D) + device_refusals(qkv)
 
 
 def unsupported_reasons(qkv: torch.Tensor, num_heads: int, backward: bool | None = None) -> list[str]:
@@ -466,20 +649,21 @@ def unsupported_reasons(qkv: torch.Tensor, num_heads: int, backward: bool | None
     ``backward`` defaults to whether autograd will need the backward (grad enabled and qkv requires grad).
     A meta tensor asks about the shape and dtype alone (dispatch probes with one).
     """
-    if backward is None:
-        backward = torch.is_grad_enabled() and isinstance(qkv, torch.Tensor) and qkv.requires_grad
-    return reasons_of(_refusals, qkv, num_heads, backward)
+    backward = needs_backward(qkv) if backward is None else backward
+    return _common.unsupported_reasons(_refusals, qkv, num_heads, backward)
+
+
+def _split(t: torch.Tensor, C: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # Views of the [q | k | v] channel slices: the kernels read (and write) them through qkv's own strides.
+    return t[..., :C], t[..., C : 2 * C], t[..., 2 * C :]
 
 
 def temporal_attn_fwd(qkv: torch.Tensor, num_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, N, 3*C) qkv -> o (B, T, N, C) in qkv's dtype and lse (B, N, H, T) fp32 (natural log)."""
-    B, T, N, H, D = _check(qkv, num_heads, backward=False)
+    B, T, N, H, D = check(_OP, _refusals, qkv, num_heads, False)
     o = _common.new_buffer((B, T, N, H * D), qkv)
     lse = _common.new_buffer((B, N, H, T), qkv, torch.float32)
-    plan = launch_plan(tuple(qkv.shape), H, qkv.dtype, backward=False)
-    with device_guard(qkv):
-        for cfg, grid in plan:
-            launch(cfg, grid, qkv, o, lse, scale, T, N, H, *qkv.stride()[:3], *o.stride()[:3])
+    run_forward(launch_plan(tuple(qkv.shape), H, qkv.dtype, backward=False), *_split(qkv, H * D), o, lse, H, scale)
     return o, lse
 
 
@@ -497,7 +681,7 @@ def temporal_attn_bwd(
     Two launches: ``_temporal_attn_bwd_dq_kernel`` (delta and dQ), then ``_temporal_attn_bwd_dkdv_kernel`` (dK,
     dV), which reads the delta rows the first wrote (same stream). Each writes its own slice of dqkv.
     """
-    B, T, N, H, D = _check(qkv, num_heads, backward=True)
+    B, T, N, H, D = check(_OP, _refusals, qkv, num_heads, True)
     C = H * D
     if tuple(grad_o.shape) != (B, T, N, C) or tuple(o.shape) != (B, T, N, C):
         raise ValueError(
@@ -505,23 +689,10 @@ def temporal_attn_bwd(
         )
     if tuple(lse.shape) != (B, N, H, T) or lse.dtype != torch.float32:
         raise ValueError(f"{_OP}: expected lse of shape {(B, N, H, T)} float32, got {tuple(lse.shape)} {lse.dtype}")
-    grad_o = grad_o.to(qkv.dtype)
-    if grad_o.stride(-1) != 1:
-        grad_o = grad_o.contiguous()
-    if o.stride(-1) != 1:
-        o = o.contiguous()
-    lse = lse.contiguous()
+    grad_o = unit_channel_stride(grad_o.to(qkv.dtype))
     dqkv = _common.new_buffer(qkv.shape, qkv)
-    delta = _common.new_buffer((B, N, H, T), qkv, torch.float32)
     plan = launch_plan(tuple(qkv.shape), H, qkv.dtype, backward=True)
-    strides = (*qkv.stride()[:3], *grad_o.stride()[:3], *dqkv.stride()[:3])
-    with device_guard(qkv):
-        for cfg, grid in plan:
-            if cfg.fn is _temporal_attn_bwd_dq_kernel:
-                launch(cfg, grid, qkv, o, grad_o, lse, delta, dqkv, scale, T, N, H,
-                       *qkv.stride()[:3], *o.stride()[:3], *grad_o.stride()[:3], *dqkv.stride()[:3])  # fmt: skip
-            else:
-                launch(cfg, grid, qkv, grad_o, lse, delta, dqkv, scale, T, N, H, *strides)
+    run_backward(plan, grad_o, *_split(qkv, C), unit_channel_stride(o), lse.contiguous(), *_split(dqkv, C), H, scale)
     return dqkv
 
 
@@ -625,11 +796,8 @@ def temporal_attention(qkv: torch.Tensor, num_heads: int, scale: float | None = 
     TypeError for an unsupported shape or dtype and RuntimeError where the kernels cannot run, before launch.
     Empty input gives an empty output (and gradient).
     """
-    B, T, N, H, D = _check(qkv, num_heads, backward=torch.is_grad_enabled() and qkv.requires_grad)
-    scale = D**-0.5 if scale is None else float(scale)
-    if not math.isfinite(scale):
-        raise ValueError(f"{_OP}: scale must be a finite float, got {scale}")
-    o, _ = torch.ops.fastmixste.temporal_attention(qkv, num_heads, scale)
+    B, T, N, H, D = check(_OP, _refusals, qkv, num_heads, needs_backward(qkv))
+    o, _ = torch.ops.fastmixste.temporal_attention(qkv, num_heads, resolve_scale(_OP, scale, D))
     return o
 
 
