@@ -149,7 +149,7 @@ def measured_by_class(step: Callable[[], Any], synchronize: Callable[[], None], 
 def modelled_by_class(provider: str, B: int, T: int, device: str) -> dict[str, float]:
     """The expected model's seconds per class for a whole-model training step of ``provider`` at (B, T)
     (no calibration applied)."""
-    from fastmixste import profiling
+    from fastmixste.perf import profiling
 
     from . import efficiency, proxies
     from .cases import Shape
@@ -162,7 +162,7 @@ def modelled_by_class(provider: str, B: int, T: int, device: str) -> dict[str, f
 def write(path: Path, doc: dict) -> None:
     """Write ``doc`` to ``path`` atomically; refuses to replace a file that is not a calibration (one this command
     did not make)."""
-    from fastmixste._io import atomic_write
+    from fastmixste.io.files import atomic_write
 
     if path.exists():
         try:

@@ -1,7 +1,7 @@
 """Full-scale, hardware-independent proxies for every (scope, provider, mode, shape), computed on the meta device.
 
 ``python -m benchmarks.proxies [--out benchmarks/results/proxies.json]`` writes, per case: bytes read + written,
-FLOPs, kernel launches (fastmixste.profiling.OpCounter), bytes saved for backward (SavedTensorCounter, parameters
+FLOPs, kernel launches (fastmixste.perf.profiling.OpCounter), bytes saved for backward (SavedTensorCounter, parameters
 excluded) and the roofline-modelled time on an RTX 4090 and an H100, plus the memory table (saved bytes and peak per
 243-frame sequence per provider x recompute policy, largest batch per card) and the list of assumptions.
 ``python -m benchmarks.proxies --headline`` prints the whole-model headline as one JSON object. MODELLED numbers.
@@ -53,8 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from fastmixste import profiling
-from fastmixste.profiling import LiveBytesTracker, OpCounter, OpRecord, SavedTensorCounter
+from fastmixste.perf import profiling
+from fastmixste.perf.profiling import LiveBytesTracker, OpCounter, OpRecord, SavedTensorCounter
 
 from . import cases
 from .cases import Shape
@@ -122,7 +122,7 @@ def cuda_like_attention(precision: str | None = None) -> Iterator[None]:
     """Inside: SDPA on 4-D meta tensors calls the FlashAttention-2 op (as CUDA would), and, where xformers is not
     installed, ``xformers.ops.memory_efficient_attention`` is a stand-in calling SDPA (xformers dispatches to the
     same FlashAttention-2 kernels on sm80+). ``precision`` also applies its casting rules
-    (:func:`fastmixste.profiling.precision_context`)."""
+    (:func:`fastmixste.perf.profiling.precision_context`)."""
 
     def memory_efficient_attention(q, k, v, attn_bias=None, p=0.0, scale=None):
         # xformers layout (batch, seq, heads, D) -> SDPA layout (batch, heads, seq, D): views only.
@@ -882,7 +882,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     data = compute(tuple(args.scopes), verbose=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from fastmixste._io import atomic_write
+    from fastmixste.io.files import atomic_write
 
     with atomic_write(args.out, "w") as fh:
         fh.write(dumps(data))

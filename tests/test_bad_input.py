@@ -27,12 +27,13 @@ import pytest
 import torch
 
 from fastmixste import CheckpointError, MixSTE, load_checkpoint, read_checkpoint, save_checkpoint
-from fastmixste.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunFailed, UserInputError, run_cli
 from fastmixste.data.h36m import load_h36m, load_positions_2d, load_positions_3d
-from fastmixste.data.mocap import load_mocap_npz, read_asf_amc, read_bvh
-from fastmixste.keypoints import KeypointError, read_keypoints
-from fastmixste.safeload import CorruptFileError, DataFileError, UnsafeFileError
-from fastmixste.skeleton import H36M_LEFT, H36M_RIGHT
+from fastmixste.data.mocap import load_mocap_npz
+from fastmixste.data.mocap_formats import read_asf_amc, read_bvh
+from fastmixste.data.skeleton import H36M_LEFT, H36M_RIGHT
+from fastmixste.io.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunFailed, UserInputError, run_cli
+from fastmixste.io.safeload import CorruptFileError, DataFileError, UnsafeFileError
+from fastmixste.video.keypoints import KeypointError, read_keypoints
 from tests.cli_runner import REPO, CliRunner
 from tests.data.test_mocap import BVH, CMU_AMC, CMU_ASF, _frame
 
@@ -770,7 +771,7 @@ def test_ctrl_c_runs_save_hooks_and_exits_130(tmp_path, runner):
 
 
 def test_one_far_outside_coordinate_is_treated_as_missing_with_a_note(inputs) -> None:
-    from fastmixste.keypoints import load_keypoints
+    from fastmixste.video.keypoints import load_keypoints
 
     kps = load_keypoints(inputs["kp_far"], "h36m", width=100, height=100)
     assert np.isfinite(kps.pose).all() and np.abs(kps.pose).max() < 200  # filled, not 1e30
@@ -811,7 +812,7 @@ def test_mp4_render_without_encoder_never_replaces_an_existing_gif(tmp_path, mon
     unless the caller allows replacing it; an allowed render is written atomically (no temporary file left)."""
     from matplotlib import animation
 
-    from fastmixste.plots import render_pose
+    from fastmixste.eval.plots import render_pose
 
     monkeypatch.setattr(animation.writers, "is_available", lambda name: False)
     rng = np.random.default_rng(0)
@@ -832,7 +833,7 @@ def test_failed_render_leaves_the_previous_file(tmp_path, monkeypatch) -> None:
     """A render that fails half-way (disk full) leaves the file that was there and no partial file."""
     from matplotlib import animation
 
-    from fastmixste.plots import render_pose
+    from fastmixste.eval.plots import render_pose
 
     def disk_full(self, *args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -850,7 +851,7 @@ def test_failed_render_leaves_the_previous_file(tmp_path, monkeypatch) -> None:
 def test_sigterm_inside_run_cli_runs_the_save_hooks_and_exits_143(capsys) -> None:
     import signal
 
-    from fastmixste.cli import EXIT_TERMINATED, defer_interrupts, interrupt_hook
+    from fastmixste.io.cli import EXIT_TERMINATED, defer_interrupts, interrupt_hook
 
     steps = []
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastmixste import profiling
-from fastmixste.profiling import DeviceSpec, OpCounter, OpRecord, SavedTensorCounter, roofline_seconds, storage_key
+from fastmixste.perf import profiling
+from fastmixste.perf.profiling import DeviceSpec, OpCounter, OpRecord, SavedTensorCounter, roofline_seconds, storage_key
 
 F32 = 4
 
@@ -216,7 +216,7 @@ def test_report_writes_tables_plots_and_lists_losses(tmp_path) -> None:
 
 
 def test_autocast_emulation_casts_like_cuda_autocast_on_meta() -> None:
-    from fastmixste.profiling import AutocastEmulation
+    from fastmixste.perf.profiling import AutocastEmulation
 
     x, w, b = _meta(4, 8, grad=True), _meta(16, 8, grad=True), _meta(16, grad=True)
     gamma = _meta(16, grad=True)
@@ -241,7 +241,7 @@ def test_autocast_emulation_casts_like_cuda_autocast_on_meta() -> None:
 
 
 def test_live_bytes_tracker_counts_alive_storages_and_transients() -> None:
-    from fastmixste.profiling import LiveBytesTracker
+    from fastmixste.perf.profiling import LiveBytesTracker
 
     x = _meta(100)  # exists before: not counted
     with LiveBytesTracker() as m:
@@ -257,7 +257,7 @@ def test_live_bytes_tracker_counts_alive_storages_and_transients() -> None:
 
 
 def test_linear_fit_and_max_batch_by_hand() -> None:
-    from fastmixste.profiling import MemoryBudget, StepMemory, linear_in_batch
+    from fastmixste.perf.profiling import MemoryBudget, StepMemory, linear_in_batch
 
     fit = linear_in_batch(StepMemory(2, 2100, 5000), StepMemory(4, 4100, 9000))
     assert fit == {"saved_per_sequence": 1000, "saved_fixed": 100, "peak_per_sequence": 2000, "peak_fixed": 1000}
@@ -434,7 +434,7 @@ def test_compile_records_scale_depth_and_batch_from_the_kernel_table() -> None:
 def test_memory_per_sequence_is_linear_and_matches_the_saved_counter() -> None:
     from torch import nn
 
-    from fastmixste.profiling import memory_per_sequence, training_step_memory
+    from fastmixste.perf.profiling import memory_per_sequence, training_step_memory
 
     torch.manual_seed(0)
     with torch.device("meta"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fastmixste import MixSTE
-from fastmixste.recompute import RECOMPUTE_POLICIES, retained_bytes
+from fastmixste.model.recompute import RECOMPUTE_POLICIES, retained_bytes
 
 
 def _small(backend: str, policy: str, **kw: object) -> MixSTE:
@@ -74,7 +74,7 @@ def test_bad_policy_names_are_refused() -> None:
 
 
 def test_choose_recompute_picks_the_cheapest_policy_that_fits() -> None:
-    from fastmixste.recompute import choose_recompute
+    from fastmixste.model.recompute import choose_recompute
 
     per_seq = {"none": 1000, "lean": 400, "full": 100}.__getitem__
     assert choose_recompute(per_seq, static_bytes=500, batch_size=4, free_bytes=10_000)[0] == "none"
@@ -86,7 +86,7 @@ def test_choose_recompute_picks_the_cheapest_policy_that_fits() -> None:
 
 
 def test_static_training_bytes_counts_weights_grads_and_adam() -> None:
-    from fastmixste.recompute import static_training_bytes
+    from fastmixste.model.recompute import static_training_bytes
 
     model = MixSTE(num_frame=9, embed_dim_ratio=32, depth=1)
     assert static_training_bytes(model) == 16 * model.num_parameters()

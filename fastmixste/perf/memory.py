@@ -4,7 +4,7 @@ Every tensor autograd saves passes through ``torch.autograd.graph.saved_tensors_
 per storage, so a tensor saved by two ops (the attention output ``o``, saved by the fused op and by the proj Linear
 for its weight gradient) costs once, as it does on a GPU. Parameters are left out: they live anyway.
 
-    python -m fastmixste.memory        # prints the attention-core and layer-pair tables
+    python -m fastmixste.perf.memory        # prints the attention-core and layer-pair tables
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ FULL_SCALE = dict(B=128, T=243, N=17, C=512, H=8)
 def saved_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> int:
     """Bytes of the distinct storages autograd saves while running ``fn()``, minus the storages of ``exclude``.
 
-    Works on meta tensors (see :class:`fastmixste.profiling.SavedTensorCounter`, which does the counting).
+    Works on meta tensors (see :class:`fastmixste.perf.profiling.SavedTensorCounter`, which does the counting).
     """
     with SavedTensorCounter(exclude=exclude) as counter:
         out = fn()
@@ -44,8 +44,8 @@ def spatial_attention_saved_bytes(
     Returns {"eager": upstream q k^T / softmax / @ v math, "fused": the fused op (qkv only), "qkv": bytes of qkv}.
     qkv itself is among the saved tensors in both.
     """
-    from .kernels.reference import spatial_attention_ref
-    from .kernels.spatial import spatial_attention
+    from ..kernels.reference import spatial_attention_ref
+    from ..kernels.spatial import spatial_attention
 
     qkv = torch.empty((B, T, N, 3 * C), dtype=dtype, device="meta", requires_grad=True)
     return {
@@ -63,8 +63,8 @@ def temporal_attention_saved_bytes(
     Returns {"eager": upstream q k^T / softmax / @ v math (:func:`temporal_attention_ref`), "triton": the fused op
     (qkv, o, fp32 lse), "qkv": bytes of qkv, "o": bytes of o, "lse": bytes of the lse rows}.
     """
-    from .kernels.reference import temporal_attention_ref
-    from .kernels.temporal import temporal_attention
+    from ..kernels.reference import temporal_attention_ref
+    from ..kernels.temporal import temporal_attention
 
     qkv = torch.empty((B, T, N, 3 * C), dtype=dtype, device="meta", requires_grad=True)
     item = torch.empty((), dtype=dtype).element_size()
@@ -88,10 +88,10 @@ def layer_pair_saved_bytes(
 ) -> dict[str, int]:
     """Bytes saved for backward by one spatial + temporal block pair (STE then TTE) of MixSTE, per backend.
 
-    The blocks are the model's own (:class:`fastmixste.model.Block`, mlp_ratio 2, qkv bias, no dropout), built on the
-    meta device; the input (B, T, N, C) is not counted when it is saved (it is the previous layer's output).
+    The blocks are the model's own (:class:`fastmixste.model.mixste.Block`, mlp_ratio 2, qkv bias, no dropout),
+    built on the meta device; the input (B, T, N, C) is not counted when it is saved (the previous layer's output).
     """
-    from .model import Block
+    from ..model.mixste import Block
 
     with torch.device("meta"):
         blocks = [Block(C, H, 2.0, True, None, 0.0, 0.0, 0.0, axis=axis).to(dtype) for axis in ("spatial", "temporal")]

@@ -40,7 +40,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import flop_registry
 
-from .config import RECOMPUTE_POLICIES
+from ..model.config import RECOMPUTE_POLICIES
+from ..model.mixste import EMULATED_AUTOCAST
 
 __all__ = [
     "DeviceSpec",
@@ -442,20 +443,6 @@ def backward_under(mode: TorchFunctionMode, func: Callable, args: tuple, kwargs:
     return True, None
 
 
-#: The dtypes of the AutocastEmulation contexts now active, innermost last (see :func:`emulated_autocast_dtype`).
-_EMULATED_AUTOCAST: list[torch.dtype] = []
-
-
-def emulated_autocast_dtype() -> torch.dtype | None:
-    """The lower-precision dtype of the innermost active :class:`AutocastEmulation`, or None.
-
-    Code that asks ``torch.is_autocast_enabled(device)`` to choose its own dtypes (the fused block emits its GEMM
-    inputs in the autocast dtype) gets no answer for meta tensors; it asks here, so a count on meta runs what CUDA
-    autocast would run.
-    """
-    return _EMULATED_AUTOCAST[-1] if _EMULATED_AUTOCAST else None
-
-
 class AutocastEmulation(TorchFunctionMode):
     """CUDA autocast's casting rules, applied at the Python API level so they also act on meta tensors.
 
@@ -469,7 +456,7 @@ class AutocastEmulation(TorchFunctionMode):
     Custom ops are not touched (autocast does not touch them either, unless they register an autocast rule).
     The mode stays active through ``Tensor.backward``, as autocast's state does for a checkpoint's recompute,
     and the cast cache is emptied there: a recompute casts the weights again, as it does under autocast.
-    While active, :func:`emulated_autocast_dtype` answers ``dtype``.
+    While active, :func:`fastmixste.model.mixste.emulated_autocast_dtype` answers ``dtype``.
     """
 
     def __init__(self, dtype: torch.dtype = torch.bfloat16) -> None:
@@ -504,12 +491,12 @@ class AutocastEmulation(TorchFunctionMode):
         return func(*args, **kwargs)
 
     def __enter__(self) -> AutocastEmulation:
-        _EMULATED_AUTOCAST.append(self.dtype)
+        EMULATED_AUTOCAST.append(self.dtype)
         return super().__enter__()
 
     def __exit__(self, *exc: object) -> None:
         self._cache.clear()
-        _EMULATED_AUTOCAST.pop()
+        EMULATED_AUTOCAST.pop()
         super().__exit__(*exc)
 
 

@@ -27,13 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io.cli import UserFacingError
+from ..kernels.reference import Axis, attention_ref
 from .config import BACKENDS
-from .kernels.reference import Axis, attention_ref
 
 ENV_BACKEND = "FASTMIXSTE_ATTN_BACKEND"
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(RuntimeError, UserFacingError):
     """Raised when the requested attention backend cannot run; the message lists every backend and why."""
 
 
@@ -60,7 +61,7 @@ def _triton_reasons(
     drop: float = 0.0,
     dim: int | None = None,
 ) -> list[str]:
-    from . import kernels
+    from .. import kernels
 
     reasons = list(kernels.triton_unavailable_reasons(device, dtype))
     # The ops' own limits, asked on a meta tensor of the model's shape; only where the kernels could run at all
@@ -229,10 +230,10 @@ def _xformers_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis, 
 def _triton_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis) -> torch.Tensor:
     # Imported here: the op modules import triton, which only this backend needs.
     if axis == "spatial":
-        from .kernels.spatial import spatial_attention
+        from ..kernels.spatial import spatial_attention
 
         return spatial_attention(qkv, num_heads, scale)
-    from .kernels.temporal import temporal_attention
+    from ..kernels.temporal import temporal_attention
 
     return temporal_attention(qkv, num_heads, scale)
 
@@ -271,8 +272,8 @@ class Attention(nn.Module):
     def attend(self, qkv: torch.Tensor, backend: str = "eager") -> torch.Tensor:
         """(B, T, N, 3C) output of ``self.qkv`` -> (B, T, N, C): the attention core and the output projection.
 
-        The fused block computes the qkv projection itself (``fastmixste.lean.norm_linear`` under recompute "lean")
-        and enters here.
+        The fused block computes the qkv projection itself (``model.fused.norm_linear`` under recompute "lean") and
+        enters here.
         """
         dropout_p = self.attn_drop.p if self.training else 0.0
         if backend == "eager":

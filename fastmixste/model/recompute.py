@@ -11,7 +11,7 @@ One switch for every attention backend (``MixSTE(recompute=...)``, ``model.set_r
     below) replays everything else in backward (LayerNorms, GELU, casts, residual adds, DropPath and dropout masks
     from the restored RNG state), so no backward is written by hand.
   - triton (the fused block): nothing is replayed. Each LayerNorm and the Linear it feeds, and bias + GELU with
-    fc2, run as one autograd Function (:mod:`fastmixste.lean`) that keeps neither h nor g; the fused backward
+    fc2, run as one autograd Function (:mod:`fastmixste.model.fused`) that keeps neither h nor g; the fused backward
     kernels, which recompute the normalisation and the GELU anyway, write them beside the gradients in the same
     pass (``write_h`` / ``write_g`` of ``fastmixste.kernels.block``), and the weight gradients are taken from them.
     The residual stream, the DropPath masks and everything else are kept as under ``none``.
@@ -74,7 +74,7 @@ def _lean_policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPoli
     namespace = getattr(op, "namespace", None)
     if namespace == "fastmixste":
         # the fused attention cores are kept; the fused block ops (residual, DropPath, LayerNorm, GELU) are cheap
-        # memory-bound passes and are replayed (the model's triton path uses fastmixste.lean instead of this policy)
+        # memory-bound passes and are replayed (the model's triton path uses model.fused instead of this policy)
         return CheckpointPolicy.MUST_SAVE if "attention" in str(op) else CheckpointPolicy.PREFER_RECOMPUTE
     if namespace is not None and namespace not in _RECOMPUTED_NAMESPACES:
         return CheckpointPolicy.MUST_SAVE  # other libraries' attention ops (xformers)
