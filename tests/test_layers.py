@@ -88,3 +88,26 @@ def test_the_rule_sees_relative_and_lazy_imports():
            "def f():\n    from fastmixste.eval.metrics import mpjpe\n    import train.run\n")
     found = imported_modules(PACKAGE / "model" / "probe.py", source=src)
     assert {"fastmixste.video", "fastmixste.video.decode", "fastmixste.eval.metrics", "train.run"} <= found
+
+
+def test_the_flat_layout_paths_still_import_for_one_release():
+    """``fastmixste.metrics`` (0.1) is ``fastmixste.eval.metrics`` itself, with a DeprecationWarning naming the move;
+    every old path maps to a module that exists."""
+    import importlib
+    import importlib.util
+    import sys
+    import warnings
+
+    from fastmixste._legacy import MOVED
+
+    for old, new in MOVED.items():
+        assert importlib.util.find_spec(new) is not None, (old, new)
+    sys.modules.pop("fastmixste.metrics", None)
+    with pytest.warns(DeprecationWarning, match="fastmixste.metrics moved to fastmixste.eval.metrics"):
+        old = importlib.import_module("fastmixste.metrics")
+    assert old is importlib.import_module("fastmixste.eval.metrics")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fastmixste.checkpoint import load_checkpoint  # the 0.1 spelling of a documented import
+    from fastmixste import load_checkpoint as current
+    assert load_checkpoint is current
