@@ -154,7 +154,7 @@ def modelled_by_class(provider: str, B: int, T: int, device: str) -> dict[str, f
     from . import efficiency, proxies
     from .cases import Shape
 
-    counter, _, _ = proxies.count_case("model", provider, "train", Shape(B, T))
+    counter, _ = proxies.count_case("model", provider, "train", Shape(B, T))
     eff = efficiency.table(device, "expected")
     return profiling.efficient_seconds(counter.records, profiling.DEVICES[device], eff)["by_class"]
 
