@@ -47,10 +47,6 @@ def _xformers_reasons(device: torch.device) -> list[str]:
     return reasons
 
 
-#: Op modules of ``fastmixste.kernels`` the ``triton`` backend runs; dispatch asks each whether it can run.
-TRITON_OPS: tuple[str, ...] = ("spatial", "temporal")
-
-
 def _triton_reasons(
     device: torch.device,
     dtype: torch.dtype,
@@ -69,7 +65,7 @@ def _triton_reasons(
     could_run = device.type in ("cuda", "meta") or kernels.interpreter_active()
     if kernels.triton_installed() and could_run and head_dim is not None and num_joints is not None:
         probe = torch.empty(1, 1, num_joints, 3 * head_dim, device="meta", dtype=dtype)
-        for module in TRITON_OPS:
+        for module in kernels.ATTENTION_CORE_OPS:  # dispatch asks each attention core whether it can run
             try:
                 op = importlib.import_module(f"{kernels.__name__}.{module}")
             except ModuleNotFoundError as exc:
