@@ -230,6 +230,8 @@ def cross_attn_bwd(
     dk = _common.new_buffer(k.shape, k)
     dv = _common.new_buffer(v.shape, v)
     red = reduction(tuple(q.shape), tuple(k.shape), H, k.dtype)
+    if B * N == 0:
+        return torch.zeros_like(q), dk, dv  # no sequences: a broadcast q's gradient is a sum over none
     if red is None:
         dq = _common.new_buffer((B, TQ, N, C), q)
     else:

@@ -23,7 +23,7 @@ from fastmixste.kernels.spatial import report_cases
 # its limit; one and several heads; every head dim, dtype and direction. Launch plans are taken as on a GPU (the
 # interpreter stacks several sequences per program, which no GPU does); shapes an op refuses (unsupported_reasons)
 # launch nothing and are skipped. A new op module adds its enumerator to LAUNCH_CHOICES: the test fails without one.
-_LENGTHS = [*range(1, 70), 95, 96, 97, 127, 128, 129, 243, 256, 351, 1024]
+_LENGTHS = [*range(1, 70), 81, 95, 96, 97, 127, 128, 129, 243, 256, 351, 1024]
 _JOINTS = [1, 2, 3, 5, 8, 13, 16, 17, 21, 31, 32, 33, 40, 63, 64, 65]
 
 
@@ -43,12 +43,35 @@ def _attention_choices(op) -> Iterator[tuple[torch.dtype, LaunchConfig]]:
                                 yield dtype, cfg
 
 
+# Cross-attention: query and key lengths independently around every tile edge (and HoT's 81, 243), every query
+# broadcast (none, over the batch, the joints, both), odd and full-scale joint counts, both head counts.
+_CROSS_LENGTHS = [1, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 81, 127, 128, 129, 243, 244]
+
+
+def _cross_choices(op) -> Iterator[tuple[torch.dtype, LaunchConfig]]:
+    for dtype in SUPPORTED_DTYPES:
+        for TQ in _CROSS_LENGTHS:
+            for TK in _CROSS_LENGTHS:
+                for N in (3, 17):
+                    for H in (1, 8):
+                        for D in SUPPORTED_HEAD_DIMS:
+                            kv = (3, TK, N, H * D)
+                            for q in ((3, TQ, N, H * D), (1, TQ, N, H * D), (3, TQ, 1, H * D), (1, TQ, 1, H * D)):
+                                probes = [torch.empty(s, device="meta", dtype=dtype) for s in (q, kv, kv)]
+                                for backward in (False, True):
+                                    if op.unsupported_reasons(*probes, H, backward=backward):
+                                        continue
+                                    for cfg, grid in op.launch_plan(q, kv, H, dtype, backward):
+                                        assert grid[0] >= 1, (q, kv, grid)
+                                        yield dtype, cfg
+
+
 # The block kernels: every C from 1 to 70, both sides of each tile width up to the 2048 limit and past it (refused),
 # row counts from 1 to a full-scale 243-frame sequence, one and two norms, with and without y (the DropPath mask is
 # a runtime operand, no variant), every h / y / gradient dtype, both directions, backwards with and without writing
 # the forward's h (g for bias + GELU); bias + GELU over row counts and widths around its tiles.
 _CHANNELS = [*range(1, 71), 95, 127, 128, 129, 255, 256, 257, 511, 512, 513, 1023, 1024, 1025, 2047, 2048, 2049, 4096]
-_ROWS = [(1, 1, 1), (2, 3, 5), (1, 27, 17), (2, 243, 17)]
+_ROWS = [(1, 1, 1), (2, 3, 5), (1, 27, 17), (2, 81, 17), (2, 243, 17)]
 
 
 def _block_choices(op) -> Iterator[tuple[torch.dtype, LaunchConfig]]:
@@ -79,6 +102,7 @@ LAUNCH_CHOICES: dict[str, Callable[[object], Iterable[tuple[torch.dtype, LaunchC
     "spatial": _attention_choices,
     "temporal": _attention_choices,
     "block": _block_choices,
+    "cross": _cross_choices,
 }
 
 
@@ -102,6 +126,34 @@ def test_report_covers_every_configuration_the_launchers_pick(module, monkeypatc
     missing = picked - compiled
     assert not missing, f"{module}: {len(missing)} launchable configurations are not compiled: {sorted(missing)[:5]}"
     assert compiled == picked, f"{module}: report cases no launch picks: {sorted(compiled - picked)[:5]}"
+
+
+def test_hot_pruned_length_81_is_compiled(monkeypatch) -> None:
+    """HoT runs the MixSTE blocks at T = 81 after pruning and recovers 243 frames from 81 with the cross op: every
+    configuration those shapes launch (every head dim, dtype and direction, 17 joints) is a report case. At T = 81
+    the temporal tiles are the capped ones (the T > 64 class, the same rows as T = 243); spatial and block
+    configurations do not depend on T."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    mods = {m: importlib.import_module(f"fastmixste.kernels.{m}") for m in ("spatial", "temporal", "block", "cross")}
+    compiled = {_case_key(c) for mod in mods.values() for c in mod.report_cases()}
+    picked = []
+    for dtype in SUPPORTED_DTYPES:
+        for D in SUPPORTED_HEAD_DIMS:
+            for backward in (False, True):
+                shape = (2, 81, 17, 3 * 8 * D)
+                for m in ("spatial", "temporal"):
+                    if not mods[m].unsupported_reasons(torch.empty(shape, device="meta", dtype=dtype), 8, backward):
+                        picked += [cfg.key(dtype) for cfg, _ in mods[m].launch_plan(shape, 8, dtype, backward)]
+                for Bq in (1, 2):
+                    plan = mods["cross"].launch_plan((Bq, 243, 1, 8 * D), (2, 81, 17, 8 * D), 8, dtype, backward)
+                    picked += [cfg.key(dtype) for cfg, _ in plan]
+                for y in (None, dtype):
+                    plan = mods["block"].launch_plan("residual_layernorm", (2, 81, 17, 8 * D), dtype, backward,
+                                                     y_dtype=y, two_norms=True, programs=528)  # fmt: skip
+                    picked += [cfg.key(dtype) for cfg, _ in plan]
+    temporal_81 = {k for k in picked if k[0].startswith("_temporal") and ("BLOCK_Q", 64) in k[2]}
+    assert temporal_81, "T = 81 should run the capped 64-row query tiles"
+    assert set(picked) <= compiled, sorted(set(picked) - compiled)[:5]
 
 
 @pytest.mark.slow
