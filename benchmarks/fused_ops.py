@@ -41,10 +41,12 @@ KERNEL_PACKAGE = "fastmixste.kernels"
 #: Kernel-package modules that hold tooling, not ops.
 _TOOLING = frozenset({"memory", "report"})
 #: Modules the plan names when they are absent (the fused block is being added).
-EXPECTED_MODULES: tuple[str, ...] = ("spatial", "temporal", "block")
+EXPECTED_MODULES: tuple[str, ...] = ("spatial", "temporal", "block", "cross")
 
 #: Full-scale attention shape: the paper's training batch at 243 frames, MixSTE's width.
 FULL_B, FULL_T, JOINTS, EMBED, HEADS = 128, 243, 17, 512, 8
+#: HoT's pruned length: the recovery cross-attention attends FULL_T queries over these kept frames.
+HOT_KEPT = 81
 #: CUDA grid axes 1 and 2 stop here; the fused ops put everything on axis 0 and must go past it.
 GRID_YZ_LIMIT = 65_535
 
@@ -261,10 +263,56 @@ def _attention_case(op: str, module: str, ref: Callable[..., Any]) -> ParityCase
     )
 
 
+def cross_inputs(
+    B: int, TQ: int, TK: int, C: int = EMBED, H: int = HEADS, N: int = JOINTS
+) -> Callable[[torch.device, torch.dtype, torch.Generator | None], tuple[tuple, dict]]:
+    """Input maker of the cross op as HoT calls it: (q, k, v, H) with one (1, Tq, 1, C) query set broadcast over the
+    batch and the joints, k and v (B, Tk, N, C); unit-scale random values (empty on meta)."""
+
+    def make(device: torch.device, dtype: torch.dtype, gen: torch.Generator | None) -> tuple[tuple, dict]:
+        shapes = [(1, TQ, 1, C), (B, TK, N, C), (B, TK, N, C)]
+        if torch.device(device).type == "meta":
+            return (*(torch.empty(s, device=device, dtype=dtype) for s in shapes), H), {}
+        return (*(torch.randn(s, device=device, generator=gen).to(dtype) for s in shapes), H), {}
+
+    return make
+
+
+def _cross_programs(B: int, TQ: int, TK: int) -> Callable[[torch.dtype], int | None]:
+    def count(dtype: torch.dtype) -> int | None:
+        plan = getattr(importlib.import_module(f"{KERNEL_PACKAGE}.cross"), "launch_plan", None)
+        if plan is None:
+            return None
+        q, kv = (1, TQ, 1, EMBED), (B, TK, JOINTS, EMBED)
+        # As on a GPU: the interpreter stacks G sequences per program, a GPU runs one.
+        plans = [cfg_grid for backward in (False, True) for cfg_grid in plan(q, kv, HEADS, dtype, backward)]
+        return max(math.prod(grid) * cfg.constexpr("G") for cfg, grid in plans) if plans else None
+
+    return count
+
+
+def _cross_case(op: str, module: str, ref: Callable[..., Any]) -> ParityCase:
+    B, TQ, TK = FULL_B, FULL_T, HOT_KEPT
+    return ParityCase(
+        op=op,
+        module=module,
+        fn=fused_function(op),
+        ref=ref,
+        make_inputs=cross_inputs(B, TQ, TK),
+        grad_args=(0, 1, 2),
+        batch_args=(1, 2),  # q is broadcast: the check sums its reference gradient over the batch chunks
+        ref_chunk=16,
+        kernels=3,
+        label=f"HoT recovery B{B}-Tq{TQ}-Tk{TK}-N{JOINTS}-C{EMBED}-H{HEADS}, q broadcast",
+        programs=_cross_programs(B, TQ, TK),
+    )
+
+
 #: Inputs for the ops that do not bring their own ``parity_cases()``: op name -> case builder(op, module, ref).
 _BUILDERS: dict[str, Callable[[str, str, Callable[..., Any]], ParityCase]] = {
     "spatial_attention": _attention_case,
     "temporal_attention": _attention_case,
+    "cross_attention": _cross_case,
     "residual_layernorm": _block_case,
     "bias_gelu": _block_case,
 }

@@ -76,6 +76,8 @@ PRECISION = "bf16-autocast"
 
 LAUNCHES = {
     "fastmixste.temporal_attention_backward.default": 2,
+    # dQ and dK/dV kernels; a broadcast q adds the sum of its per-chunk dQ partials and the cast (in _Counter).
+    "fastmixste.cross_attention_backward.default": 2,
     # FA2 backward: dot(dO, O) + dQaccum clear, the main kernel, the dQ fp32 -> bf16 conversion.
     "aten._scaled_dot_product_flash_attention_backward.default": 3,
 }
@@ -83,6 +85,9 @@ _FLASH_FWD = "aten._scaled_dot_product_flash_attention.default"
 _FLASH_BWD = "aten._scaled_dot_product_flash_attention_backward.default"
 _LN_BWD = "aten.native_layer_norm_backward.default"
 _TEMPORAL_BWD = "fastmixste.temporal_attention_backward.default"
+_CROSS_BWD = "fastmixste.cross_attention_backward.default"
+#: The fused attention ops (forward and backward), charged as flash-style kernels.
+_FUSED_ATTENTION = ("fastmixste.spatial_attention", "fastmixste.temporal_attention", "fastmixste.cross_attention")
 
 
 def fa2_tiles(sm: int, smem_per_block: int, head_dim: int = 64) -> dict[str, int]:
@@ -164,38 +169,61 @@ def _pad(n: int, tile: int) -> int:
 def _fa2_records(name: str, args: tuple) -> dict[int, dict[str, int]]:
     """Per architecture: FA2's issued FLOPs on its padded tiles, and for the backward the bytes it really moves."""
     backward = name == _FLASH_BWD
-    q = args[1] if backward else args[0]  # (B, H, L, D)
+    q, k = args[1:3] if backward else args[0:2]  # (B, H, L, D) and (B, H, Lk, D): Lk = L but in cross-attention
     B, H, L, D = q.shape
+    Lk = k.shape[2]
     out: dict[int, dict[str, int]] = {}
     for spec in profiling.DEVICES.values():
         tiles = fa2_tiles(spec.sm, spec.smem_per_block, D)
         if not backward:
-            out[spec.sm] = {"issued_flops": 2 * 2 * B * H * _pad(L, tiles["fwd_m"]) * _pad(L, tiles["fwd_n"]) * D}
+            out[spec.sm] = {"issued_flops": 2 * 2 * B * H * _pad(L, tiles["fwd_m"]) * _pad(Lk, tiles["fwd_n"]) * D}
             continue
         m, n = tiles["bwd_m"], tiles["bwd_n"]
         seq_bf16 = B * H * L * D * q.element_size()
         accum_pass = B * H * _pad(L, m) * D * 4  # fp32 rows touched, kBlockM-row tiles
-        key_blocks = math.ceil(L / n)
+        key_blocks = math.ceil(Lk / n)
         # aten counts dO, q, k, v, o, lse read and dq, dk, dv written once. The kernels also: write + read the
         # softmax_d rows (dot(dO, O)), read dO again in the main kernel, clear the dQ accumulator, read + write it
         # once per key block (atomics), read it in the conversion kernel.
         extra = 2 * B * H * _pad(L, 128) * 4 + seq_bf16 + accum_pass * (1 + 2 * key_blocks + 1)
-        out[spec.sm] = {"extra_bytes": extra, "issued_flops": 5 * 2 * B * H * _pad(L, m) * _pad(L, n) * D}
+        out[spec.sm] = {"extra_bytes": extra, "issued_flops": 5 * 2 * B * H * _pad(L, m) * _pad(Lk, n) * D}
     return out
+
+
+def _flash_issued_flops(plan: list, S: int, TQ: int, TK: int, D: int) -> int:
+    """FLOPs a temporal-kernel plan issues on S sequences of TQ queries and TK keys: each sequence's rows are split
+    into the tiles a kernel owns (query blocks; key blocks for dK/dV), each visiting every tile of the other side.
+    Forward 2 matmuls per visit (S, P V), dQ kernel 3 (S, dP, dQ), dK/dV kernel 4 (S^T, dV, dP^T, dK)."""
+    from fastmixste.kernels import temporal
+
+    matmuls = {"fwd": 2, "bwd_dq": 3, "bwd_dkdv": 4}
+    total = 0
+    for cfg, _grid in plan:
+        bq, bk = cfg.constexpr("BLOCK_Q"), cfg.constexpr("BLOCK_K")
+        kernel = next(k for k, fn in temporal._KERNELS.items() if fn is cfg.fn)
+        tiles = math.ceil(TK / bk) * math.ceil(TQ / bq)  # (owned, visited) tile pairs per sequence, either way
+        total += matmuls[kernel] * 2 * S * tiles * bq * bk * D
+    return total
 
 
 def _fused_issued_flops(name: str, args: tuple) -> int | None:
     """FLOPs the fused attention kernels issue on their padded tiles, read off their launch plans
-    (kernels/spatial.py and kernels/temporal.py ``launch_plan``, bf16): per program, every tile pair it visits
-    times the matmuls it runs there. Spatial: one BLOCK_R-row tile per program packing floor(BLOCK_R / N) frames,
-    S = Q K^T and O = P V forward (2 matmuls), S, dP, dV, dQ, dK backward (5). Temporal: forward programs own
-    BLOCK_Q query rows and visit ceil(T / BLOCK_K) key blocks (2 matmuls each); the dQ kernel 3 matmuls per key
-    block (S, dP, dQ), the dK/dV kernel owns BLOCK_K key rows and runs 4 per query block (S^T, dV, dP^T, dK)."""
-    from fastmixste.kernels import spatial, temporal
+    (kernels/spatial.py, kernels/temporal.py and kernels/cross.py ``launch_plan``, bf16): per program, every tile
+    pair it visits times the matmuls it runs there. Spatial: one BLOCK_R-row tile per program packing
+    floor(BLOCK_R / N) frames, S = Q K^T and O = P V forward (2 matmuls), S, dP, dV, dQ, dK backward (5). Temporal
+    and cross (the temporal kernels with Tq queries over Tk keys): :func:`_flash_issued_flops`; a broadcast q's dQ
+    kernel still visits every sequence once."""
+    from fastmixste.kernels import cross, spatial, temporal
 
     backward = "backward" in name
-    if not name.startswith(("fastmixste.spatial_attention", "fastmixste.temporal_attention")):
+    if not name.startswith(_FUSED_ATTENTION):
         return None
+    if name.startswith("fastmixste.cross_attention"):
+        q, k = args[1:3] if backward else args[0:2]
+        H = args[6 if backward else 3]
+        B, TK, N, C = k.shape
+        plan = cross.launch_plan(tuple(q.shape), tuple(k.shape), H, torch.bfloat16, backward)
+        return _flash_issued_flops(plan, B * N * H, q.shape[1], TK, C // H)
     qkv = args[1] if backward else args[0]
     if name.startswith("fastmixste.spatial_attention"):
         H = args[2 if backward else 1]
@@ -208,16 +236,8 @@ def _fused_issued_flops(name: str, args: tuple) -> int | None:
         return total
     H = args[4 if backward else 1]
     B, T, N, C3 = qkv.shape
-    D = C3 // 3 // H
-    matmuls = {"fwd": 2, "bwd_dq": 3, "bwd_dkdv": 4}
-    total = 0
-    for cfg, grid in temporal.launch_plan(tuple(qkv.shape), H, torch.bfloat16, backward):
-        bq, bk = cfg.constexpr("BLOCK_Q"), cfg.constexpr("BLOCK_K")
-        kernel = next(k for k, fn in temporal._KERNELS.items() if fn is cfg.fn)
-        visits = math.ceil(T / (bq if kernel == "bwd_dkdv" else bk))
-        programs = grid[0] * cfg.constexpr("G")  # G sequences per program under the interpreter, 1 on a GPU
-        total += matmuls[kernel] * 2 * programs * visits * bq * bk * D
-    return total
+    plan = temporal.launch_plan(tuple(qkv.shape), H, torch.bfloat16, backward)
+    return _flash_issued_flops(plan, B * N * H, T, T, C3 // 3 // H)
 
 
 def _gemm_class(name: str, args: tuple) -> str | None:
@@ -230,10 +250,18 @@ def _gemm_class(name: str, args: tuple) -> str | None:
     return "gemm_wgrad" if K >= 8 * max(M, N) else "gemm"
 
 
+def _cross_reduction(q: torch.Tensor, k: torch.Tensor, num_heads: int):
+    """The cross op's dQ reduction over a broadcast q (kernels/cross.py ``reduction``, bf16), None without one."""
+    from fastmixste.kernels import cross
+
+    return cross.reduction(tuple(q.shape), tuple(k.shape), num_heads, torch.bfloat16)
+
+
 class _Counter(OpCounter):
     """OpCounter plus what the CUDA kernels behind some ops do that dispatch cannot see: tile-padded FLOPs and
-    workspaces (FlashAttention-2, per architecture), LayerNorm backward's second pass, the fused temporal
-    backward's second kernel's reads. ``tracker`` (optional) is told about the workspaces' transient memory."""
+    workspaces (FlashAttention-2, per architecture), LayerNorm backward's second pass, the fused temporal and cross
+    backwards' second kernel's reads (and a broadcast query's dQ partial sums). ``tracker`` (optional) is told
+    about the workspaces' transient memory."""
 
     def __init__(self, launches_per_op: dict[str, int] | None = None, tracker: MemoryTracker | None = None):
         super().__init__(launches_per_op)
@@ -270,12 +298,24 @@ class _Counter(OpCounter):
             again = profiling.tensor_bytes(qkv) + profiling.tensor_bytes(grad_o) + profiling.tensor_bytes(lse)
             rec.bytes_read += again + delta
             rec.bytes_written += delta
+        elif name == _CROSS_BWD:
+            grad_o, q, k, v, _o, lse = args[:6]
+            delta = profiling.tensor_bytes(lse)
+            # as the temporal backward: the dK/dV kernel reads q, k, v, dO, lse and the delta rows again
+            again = sum(profiling.tensor_bytes(t) for t in (q, k, v, grad_o, lse))
+            rec.bytes_read += again + delta
+            rec.bytes_written += delta
+            red = _cross_reduction(q, k, args[6])
+            if red is not None:
+                # a broadcast q: fp32 per-chunk dQ sums written, read by their sum, which is written and cast
+                partials = red.chunks * q.numel() * 4
+                rec.bytes_read += partials + q.numel() * 4
+                rec.bytes_written += partials + q.numel() * 4
+                rec.launches += 2
         issued = _fused_issued_flops(name, args)
         if issued is not None:
             rec.issued_flops = issued
-        if name.startswith(("fastmixste.spatial_attention", "fastmixste.temporal_attention")) or name in (
-            _FLASH_FWD, _FLASH_BWD
-        ):
+        if name.startswith(_FUSED_ATTENTION) or name in (_FLASH_FWD, _FLASH_BWD):
             rec.kernel_class = "flash_bwd" if "backward" in name else "flash_fwd"
         rec.kernel_class = _gemm_class(name, args) or rec.kernel_class
         return out

@@ -1,7 +1,7 @@
 """What every fused op module shares: support checks, refusals, buffers, launch configurations, AOT cases.
 
 Torch, triton-free: the dispatch in ``fastmixste.model.attention`` imports this module on every device, and triton is
-imported only by the op modules themselves (``spatial.py``, ``temporal.py``), when the triton path is asked for.
+imported only by the op modules themselves (``spatial.py``, ``temporal.py``, ...), when the triton path is asked for.
 
 The op template (every op module follows it; a new op copies it):
 
@@ -9,13 +9,15 @@ The op template (every op module follows it; a new op copies it):
 2. ``launch_plan(shape, ..., backward)``: every (:class:`LaunchConfig`, grid) the launchers run for a problem, in
    launch order; the launchers use nothing else, and ``report_cases()`` compiles what it returns over a grid of
    shapes that reaches every configuration (tests/kernels/test_report.py checks that).
-3. Launchers ``<op>_fwd`` / ``<op>_bwd``, each in this order: input checks (:func:`check_qkv`, TypeError or
-   ValueError) -> ``unsupported_reasons`` as :class:`Refusal` s (:func:`raise_refusals`) -> empty input (return the
-   empty result) -> :func:`device_guard` -> :func:`launch`. Buffers come from :func:`new_buffer`.
+3. Launchers ``<op>_fwd`` / ``<op>_bwd``, each in this order: the op's checks, a function ``_refusals(*inputs,
+   num_heads, backward) -> (sizes, refusals)`` run by :func:`check` (input errors raise TypeError or ValueError,
+   e.g. from :func:`check_qkv`; then every :class:`Refusal` is raised by :func:`raise_refusals`) -> empty input
+   (return the empty result) -> :func:`device_guard` -> :func:`launch`. Buffers come from :func:`new_buffer`.
 4. Registration: ``torch.library.custom_op`` + ``register_fake`` + ``register_autograd`` (see the note below),
    plus FLOP formulas.
 5. The functional ``<op>(...)`` runs the same checks for the forward and, when autograd will need it, the backward,
-   so an unsupported backward fails before the forward runs. ``unsupported_reasons(...)`` answers without raising;
+   so an unsupported backward fails before the forward runs (:func:`needs_backward`). The module's
+   ``unsupported_reasons(...)`` answers without raising (:func:`unsupported_reasons` over the same ``_refusals``);
    dispatch asks it instead of copying limits. The eager reference lives in ``reference.py``.
 
 Registration. ``torch.library.custom_op`` (opaque to tracing), not ``triton_op`` + ``wrap_triton``: under
@@ -24,10 +26,11 @@ neither opcheck, torch.export nor torch.compile could be checked on a CPU. A cus
 three under the interpreter and on a GPU; Inductor sees it as one opaque call, and could not fuse into these
 hand-tiled kernels anyway.
 
-Names, the same in every kernel: pointers ``<tensor>_ptr`` (``qkv_ptr``, ``o_ptr``, ``do_ptr``, ``dqkv_ptr``,
-``lse_ptr``, ``delta_ptr``); strides ``stride_<tensor>_<dim>`` with dims b, t, n (the channel dim has unit stride);
-``scale`` (fp32, as given: the log2(e) factor is applied in the kernel); problem sizes ``T``, ``N``, ``H`` (never
-specialised, so one binary serves every shape); constexprs ``D`` (head dim), ``BLOCK_Q`` / ``BLOCK_K`` (query /
+Names, the same in every kernel: pointers ``<tensor>_ptr`` (``qkv_ptr``, ``q_ptr``, ``o_ptr``, ``do_ptr``,
+``dqkv_ptr``, ``dq_ptr``, ``lse_ptr``, ``delta_ptr``); strides ``stride_<tensor>_<dim>`` with dims b, t, n (the
+channel dim has unit stride); ``scale`` (fp32, as given: the log2(e) factor is applied in the kernel); problem
+sizes ``T`` (``TQ`` / ``TK`` where queries and keys differ in length), ``N``, ``H`` (never specialised, so one
+binary serves every shape); constexprs ``D`` (head dim), ``BLOCK_Q`` / ``BLOCK_K`` (query /
 key rows of a tile), ``BLOCK_R`` (rows of a tile whose queries are its keys), ``BLOCK_D`` (head-dim slice),
 ``PRECISION`` (``tl.dot`` input precision), ``G`` (sequences per program). Tile variables follow FLA: ``i_``
 program indices, ``o_`` offsets, ``m_`` masks, ``p_`` pointers, ``b_`` blocks (values), ``s_`` sequence ids.
@@ -97,18 +100,27 @@ def triton_unavailable_reasons(device: torch.device | str, dtype: torch.dtype) -
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def check_4d(t: Any, name: str, layout: str, op: str) -> None:
+    """TypeError unless ``t`` is a tensor, ValueError unless it is 4-D (``layout`` names its dims)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 4:
+        raise ValueError(f"{op}: {name} must be 4-D {layout}, got shape {tuple(t.shape)}")
+
+
+def check_heads(num_heads: Any, op: str) -> None:
+    if not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"{op}: num_heads must be a positive int, got {num_heads!r}")
+
+
 def check_qkv(qkv: torch.Tensor, num_heads: int, op: str) -> tuple[int, int, int, int, int]:
     """Input checks of a (B, T, N, 3*C) qkv tensor's structure; returns (B, T, N, H, D).
 
     Raises TypeError/ValueError that say what was expected and what came. Size-0 dims are valid (empty input).
     Whether the kernels support the dtype and head dim is a refusal (:func:`support_refusals`), not a check here.
     """
-    if not isinstance(qkv, torch.Tensor):
-        raise TypeError(f"{op}: qkv must be a torch.Tensor, got {type(qkv).__name__}")
-    if qkv.dim() != 4:
-        raise ValueError(f"{op}: qkv must be 4-D (B, T, N, 3*C), got shape {tuple(qkv.shape)}")
-    if not isinstance(num_heads, int) or num_heads < 1:
-        raise ValueError(f"{op}: num_heads must be a positive int, got {num_heads!r}")
+    check_4d(qkv, "qkv", "(B, T, N, 3*C)", op)
+    check_heads(num_heads, op)
     B, T, N, C3 = qkv.shape
     if C3 % (3 * num_heads) != 0:
         raise ValueError(

@@ -45,15 +45,16 @@ from ._common import (
     Refusal,
     TypedLaunchConfig,
     check,
+    check_4d,
+    check_heads,
     device_refusals,
     needs_backward,
     resolve_scale,
     support_refusals,
     typed_report_cases_from,
-    unit_channel_stride,
 )
 from .reference import cross_attention_ref
-from .temporal import REPORT_LENGTHS, attention_plan, run_backward, run_forward
+from .temporal import REPORT_LENGTHS, attention_plan, backward_inputs, run_backward, run_forward
 
 __all__ = [
     "cross_attention",
@@ -142,12 +143,8 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: i
     """Input checks of the op's structure; returns (B, Tq, Tk, N, H, D). Raises TypeError/ValueError that say what
     was expected and what came. Size-0 dims are valid (empty input)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{_OP}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(f"{_OP}: {name} must be 4-D (B, T, N, C), got shape {tuple(t.shape)}")
-    if not isinstance(num_heads, int) or num_heads < 1:
-        raise ValueError(f"{_OP}: num_heads must be a positive int, got {num_heads!r}")
+        check_4d(t, name, "(B, T, N, C)", _OP)
+    check_heads(num_heads, _OP)
     B, TK, N, C = k.shape
     if v.shape != k.shape:
         raise ValueError(f"{_OP}: v must have k's shape (B, Tk, N, C) = {tuple(k.shape)}, got {tuple(v.shape)}")
@@ -220,13 +217,7 @@ def cross_attn_bwd(
     """
     B, TQ, TK, N, H, D = check(_OP, _refusals, q, k, v, num_heads, True)
     C = H * D
-    if tuple(grad_o.shape) != (B, TQ, N, C) or tuple(o.shape) != (B, TQ, N, C):
-        raise ValueError(
-            f"{_OP}: expected grad_o and o of shape {(B, TQ, N, C)}, got {tuple(grad_o.shape)} and {tuple(o.shape)}"
-        )
-    if tuple(lse.shape) != (B, N, H, TQ) or lse.dtype != torch.float32:
-        raise ValueError(f"{_OP}: expected lse of shape {(B, N, H, TQ)} float32, got {tuple(lse.shape)} {lse.dtype}")
-    grad_o = unit_channel_stride(grad_o.to(k.dtype))
+    grad_o, o, lse = backward_inputs(_OP, grad_o, o, lse, (B, TQ, N, H, D), k.dtype)
     dk = _common.new_buffer(k.shape, k)
     dv = _common.new_buffer(v.shape, v)
     red = reduction(tuple(q.shape), tuple(k.shape), H, k.dtype)
@@ -237,8 +228,8 @@ def cross_attn_bwd(
     else:
         dq = _common.new_buffer((red.chunks, *q.shape), q, torch.float32)
     plan = launch_plan(tuple(q.shape), tuple(k.shape), H, k.dtype, backward=True)
-    run_backward(plan, grad_o, q.expand(B, TQ, N, C), k, v, unit_channel_stride(o), lse.contiguous(), dq, dk, dv,
-                 H, scale, None if red is None else red[:4])  # fmt: skip
+    reduce_args = None if red is None else red[:4]
+    run_backward(plan, grad_o, q.expand(B, TQ, N, C), k, v, o, lse, dq, dk, dv, H, scale, reduce_args)
     if red is not None:
         dq = dq.sum(0).to(q.dtype)
     return dq, dk, dv
@@ -257,9 +248,7 @@ def _cross_attention_op(
 
 
 @_cross_attention_op.register_fake
-def _(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _(q, k, v, num_heads, scale):
     B, TQ, TK, N, H, D = check_inputs(q, k, v, num_heads)
     return k.new_empty((B, TQ, N, H * D)), k.new_empty((B, N, H, TQ), dtype=torch.float32)
 
@@ -279,16 +268,7 @@ def _cross_attention_backward_op(
 
 
 @_cross_attention_backward_op.register_fake
-def _(
-    grad_o: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    o: torch.Tensor,
-    lse: torch.Tensor,
-    num_heads: int,
-    scale: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _(grad_o, q, k, v, o, lse, num_heads, scale):
     check_inputs(q, k, v, num_heads)
     return tuple(torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
 
@@ -301,6 +281,9 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.num_heads = num_heads
     ctx.scale = scale
     ctx.mark_non_differentiable(lse)
+    # lse gets no gradient: without this autograd would fill a zero (B, N, H, Tq) fp32 tensor for it (17 MB at
+    # HoT's full scale) only for the backward to ignore it.
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_o: torch.Tensor, grad_lse: torch.Tensor | None):

@@ -11,6 +11,10 @@ Split (the template of ``_common.py``):
 -> ``fastmixste::temporal_attention`` / ``fastmixste::temporal_attention_backward`` (registered ops, autograd)
 -> :func:`temporal_attention` (functional). Reference: :func:`fastmixste.kernels.reference.temporal_attention_ref`.
 
+The kernels take separate q, k, v pointers and strides and separate query / key lengths (TQ, TK), so the cross
+op (``cross.py``: HoT's learnable queries over the kept frames) runs them too, through :func:`attention_plan`,
+:func:`run_forward` and :func:`run_backward`; this op passes the three channel slices of one qkv with TQ = TK = T.
+
 Forward is flash-style (online softmax in fp32, masked tails) and saves qkv, o and the fp32 log-sum-exp per row.
 Backward recomputes the probabilities tile by tile: one program per query block computes delta = rowsum(dO * O)
 and dQ, one program per key block loops over query blocks for dK and dV. No atomics, so gradients are bit-identical
@@ -49,6 +53,8 @@ from ._common import (
 from .reference import temporal_attention_ref
 
 __all__ = [
+    "attention_plan",
+    "backward_inputs",
     "launch_plan",
     "report_cases",
     "temporal_attention",
@@ -489,11 +495,22 @@ _CAPS: dict[tuple[str, bool, int], tuple[int, int, int]] = {
     ("bwd_dkdv", True, 16): (64, 32, 8),
     ("bwd_dkdv", True, 32): (32, 32, 8),
     ("bwd_dkdv", True, 64): (32, 16, 4),
-    ("bwd_dkdv", True, 128): (32, 16, 4),
+    # 8 warps: with q, k, v behind pointers of their own, 4 spilled 160 B on sm_90 (kernels.report).
+    ("bwd_dkdv", True, 128): (32, 16, 8),
     ("bwd_dkdv", False, 16): (64, 64, 4),
     ("bwd_dkdv", False, 32): (64, 64, 4),
     ("bwd_dkdv", False, 64): (64, 32, 4),
     ("bwd_dkdv", False, 128): (64, 32, 4),
+}
+# The dQ kernel of a broadcast q (REDUCE: a loop over the sequences sharing a query set around the key loop) in
+# fp32: the tiles above spilled 8-40 B with it (sm_89 or sm_90, D = 32 to 128; kernels.report), these do not.
+# 16-bit inputs keep the table above.
+_CAPS_FP32_REDUCE: dict[int, tuple[int, int, int]] = {
+    # D: block_q, block_k, num_warps
+    16: (64, 64, 4),
+    32: (32, 32, 4),
+    64: (32, 32, 8),
+    128: (32, 16, 8),
 }
 #: Largest tile rows of any configuration: sequences of at least this length all use the capped tiles.
 _MAX_BLOCK = 64
@@ -545,7 +562,12 @@ def attention_plan(
     plan = []
     for kernel in ("bwd_dq", "bwd_dkdv") if backward else ("fwd",):
         cap_q, cap_k, num_warps = _CAPS[(kernel, dtype == torch.float32, D)]
-        bq, bk = _block(TQ, cap_q), _block(TK, cap_k)
+        if kernel == "bwd_dq" and QS != S and dtype == torch.float32:
+            cap_q, cap_k, num_warps = _CAPS_FP32_REDUCE[D]
+        # Both tiles are sized by the longer length: only the (BLOCK_Q, BLOCK_K) pairs self-attention runs, each
+        # checked by the report (smaller key than query tiles spilled registers: fp32 D = 128 forward, 64 x 16 tiles,
+        # 224 B on sm_89 and sm_90). A much shorter side pays masked rows instead.
+        bq, bk = _block(max(TQ, TK), cap_q), _block(max(TQ, TK), cap_k)
         if dtype != torch.float32 and (bq, bk) != (cap_q, cap_k) and max(bq, bk) <= 32:
             # Short windows shrink the tiles. 16-bit: 8 warps on a 32 x 32 tile spill registers on sm_90 (fwd,
             # D = 128), 4 do not. fp32 keeps its warps: its register-resident IEEE dot operands spill with 4
@@ -637,6 +659,22 @@ def run_backward(
                        *in_strides, *grad_o.stride()[:3], *dk.stride()[:3])  # fmt: skip
 
 
+def backward_inputs(
+    op: str, grad_o: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, sizes: tuple[int, ...], dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Checks of a backward's grad_o and o (B, TQ, N, C) and lse (B, N, H, TQ) fp32, ``sizes`` = (B, TQ, N, H, D);
+    returns them as the kernels read them: grad_o in ``dtype`` and o with unit channel stride (any other strides,
+    0 included: .sum().backward() sends a stride-0 expand), lse contiguous."""
+    B, TQ, N, H, D = sizes
+    if tuple(grad_o.shape) != (B, TQ, N, H * D) or tuple(o.shape) != (B, TQ, N, H * D):
+        raise ValueError(
+            f"{op}: expected grad_o and o of shape {(B, TQ, N, H * D)}, got {tuple(grad_o.shape)} and {tuple(o.shape)}"
+        )
+    if tuple(lse.shape) != (B, N, H, TQ) or lse.dtype != torch.float32:
+        raise ValueError(f"{op}: expected lse of shape {(B, N, H, TQ)} float32, got {tuple(lse.shape)} {lse.dtype}")
+    return unit_channel_stride(grad_o.to(dtype)), unit_channel_stride(o), lse.contiguous()
+
+
 def _refusals(qkv: torch.Tensor, num_heads: int, backward: bool) -> tuple[tuple[int, ...], list[Refusal]]:
     """Input checks (raise), then every reason the kernels cannot run this valid input (any T, N: machine only)."""
     B, T, N, H, D = sizes = check_qkv(qkv, num_heads, _OP)
@@ -683,16 +721,10 @@ def temporal_attn_bwd(
     """
     B, T, N, H, D = check(_OP, _refusals, qkv, num_heads, True)
     C = H * D
-    if tuple(grad_o.shape) != (B, T, N, C) or tuple(o.shape) != (B, T, N, C):
-        raise ValueError(
-            f"{_OP}: expected grad_o and o of shape {(B, T, N, C)}, got {tuple(grad_o.shape)} and {tuple(o.shape)}"
-        )
-    if tuple(lse.shape) != (B, N, H, T) or lse.dtype != torch.float32:
-        raise ValueError(f"{_OP}: expected lse of shape {(B, N, H, T)} float32, got {tuple(lse.shape)} {lse.dtype}")
-    grad_o = unit_channel_stride(grad_o.to(qkv.dtype))
+    grad_o, o, lse = backward_inputs(_OP, grad_o, o, lse, (B, T, N, H, D), qkv.dtype)
     dqkv = _common.new_buffer(qkv.shape, qkv)
     plan = launch_plan(tuple(qkv.shape), H, qkv.dtype, backward=True)
-    run_backward(plan, grad_o, *_split(qkv, C), unit_channel_stride(o), lse.contiguous(), *_split(dqkv, C), H, scale)
+    run_backward(plan, grad_o, *_split(qkv, C), o, lse, *_split(dqkv, C), H, scale)
     return dqkv
 
 
