@@ -107,15 +107,6 @@ def plot_measured(run: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def spec_for(device_name: str, devices: dict[str, dict]) -> str | None:
-    """The modelled device (key of ``devices``) whose name appears in a measured run's device name, if any."""
-    name = device_name.lower().replace(" ", "")
-    for key, spec in devices.items():
-        if spec["name"].lower().replace(" ", "") in name:
-            return key
-    return None
-
-
 def plot_modelled_vs_measured(run: dict, proxies: dict, device: str, out: Path) -> bool:
     """Scatter of measured median vs modelled time for the same shapes (GPU runs only). False if nothing matches."""
     idx = index(proxies["results"])

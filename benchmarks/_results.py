@@ -24,8 +24,8 @@ SCOPE_LABEL = {
 TIE = 0.02
 
 
-def gb(x: float) -> str:
-    return f"{x / 1e9:.2f}"
+def gb(x: float | None) -> str:
+    return "-" if x is None else f"{x / 1e9:.2f}"
 
 
 def ms(x: float | None) -> str:
