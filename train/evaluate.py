@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fastmixste import BACKENDS, load_checkpoint
-from fastmixste._io import atomic_write
+from fastmixste._io import atomic_write, check_writable_folder
 from fastmixste.cli import UserInputError, add_debug_argument, cli_entry
 from fastmixste.evaluation import (
     evaluate,
@@ -117,9 +116,7 @@ def _check_out(out: Path, overwrite: bool = False) -> None:
         except ValueError as exc:
             raise UserInputError(str(exc)) from None
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
+        check_writable_folder(out)
     except OSError as exc:
         raise UserInputError(f"--out {out}: cannot write there ({exc.strerror or exc})") from exc
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,14 @@ from typing import NoReturn
 
 import numpy as np
 
-from fastmixste._io import atomic_write, check_output, check_regular_file, human_bytes, max_input_bytes
+from fastmixste._io import (
+    atomic_write,
+    check_output,
+    check_regular_file,
+    check_writable_folder,
+    human_bytes,
+    max_input_bytes,
+)
 from fastmixste.cli import UserInputError, add_debug_argument, cli_entry
 from fastmixste.safeload import DataFileError, MissingKeyError, read_npz, read_npz_keys
 from fastmixste.skeleton import H36M_JOINT_NAMES
@@ -669,9 +675,7 @@ def _check_out(out: Path) -> None:
     if out.suffix != ".npz":
         raise UserInputError(f"--out {out}: expected a file name ending in .npz")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out.parent):
-            pass
+        check_writable_folder(out.parent)
     except OSError as exc:
         raise UserInputError(f"--out {out}: cannot write to {out.parent} ({exc.strerror or exc})") from exc
 
