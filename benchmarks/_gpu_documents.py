@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from fastmixste._io import atomic_write
+from fastmixste.io.files import atomic_write
 
 from ._results import gb, ms
 from .gpu_checks import FP32_ATOL, LOW_PRECISION_FACTOR

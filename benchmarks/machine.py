@@ -1,6 +1,6 @@
 """The machine a result comes from: the device the measurement code drives (timer, synchronisation, peak memory,
 OOM detection), the environment record every result file carries, the Triton floor, and the modelled device
-(``fastmixste.profiling.DEVICES``) a GPU name stands for."""
+(``fastmixste.perf.profiling.DEVICES``) a GPU name stands for."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fastmixste import profiling
+from fastmixste.perf import profiling
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Oldest Triton the kernels compile with (keep in step with setup.py): 3.2 and 3.3 reject chained boolean
@@ -187,7 +187,7 @@ def triton_floor_problem(version: str | None = None) -> str | None:
 def spec_for(device_name: str, devices: Mapping[str, Any] | None = None) -> str | None:
     """The modelled device key ('rtx4090', 'h100') whose name is part of ``device_name``; None when none is.
 
-    ``devices`` maps keys to specs with a ``name`` (``fastmixste.profiling.DEVICES``, the default) or to dicts with
+    ``devices`` maps keys to specs with a ``name`` (``fastmixste.perf.profiling.DEVICES``, the default) or to dicts with
     a ``"name"`` (the ``devices`` of proxies.json). Case and spaces are ignored: 'NVIDIA GeForce RTX 4090' is the
     'RTX 4090' of the model, 'NVIDIA H100 80GB HBM3' its 'H100'.
     """

@@ -19,12 +19,14 @@ from typing import Any
 import yaml
 
 from fastmixste import RECOMPUTE_POLICIES
-from fastmixste._io import MAX_NESTING, check_regular_file
-from fastmixste.cli import add_debug_argument
+from fastmixste.io.cli import add_debug_argument
+from fastmixste.io.files import MAX_NESTING, check_regular_file
 from train._checks import check_flags, check_keys, check_options, validate
 from train._defaults import AMP_MODES, DEFAULTS, STAGES, TRAIN_DEFAULTS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
 def deep_merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
     """Recursively merge ``override`` into a copy of ``base``; dict values merge, everything else replaces."""
     out = copy.deepcopy(base)

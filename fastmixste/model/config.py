@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 INPUT_NORMS: tuple[str, ...] = ("screen", "box")
-#: The attention backends, in the order ``attn_backend="auto"`` tries them (fastmixste.attention dispatches).
+#: The attention backends, in the order ``attn_backend="auto"`` tries them (fastmixste.model.attention dispatches).
 BACKENDS: tuple[str, ...] = ("eager", "sdpa", "xformers", "triton")
-#: Activation recompute policies for training (fastmixste.recompute says what each keeps).
+#: Activation recompute policies for training (fastmixste.model.recompute says what each keeps).
 RECOMPUTE_POLICIES: tuple[str, ...] = ("none", "lean", "full")
 
 
@@ -40,7 +40,7 @@ class MixSTEConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
     attn_backend: str = "auto"
-    recompute: str = "none"  # activation recompute in training: "none", "lean" or "full" (fastmixste.recompute)
+    recompute: str = "none"  # activation recompute in training: "none", "lean" or "full" (fastmixste.model.recompute)
     # How the model reads its 2D: "screen" (upstream: normalised screen coordinates as given) or "box" (each window
     # re-centred and scaled by the person's 2D bounding box inside forward; no parameters, so weights stay upstream's).
     input_norm: str = "screen"
