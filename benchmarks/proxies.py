@@ -61,6 +61,7 @@ from fastmixste.perf.profiling import OpCounter, OpRecord
 
 from . import cases
 from .cases import Shape
+from .machine import environment
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELLED_PROVIDERS: tuple[str, ...] = ("eager", "sdpa", "triton", "xformers", "compile")
@@ -504,40 +505,6 @@ def all_cases(scopes: tuple[str, ...] = cases.SCOPES) -> list[tuple[str, str, st
                 for provider in MODELLED_PROVIDERS:
                     out.append((scope, provider, mode, shape))
     return out
-
-
-def environment() -> dict[str, str]:
-    """torch/triton versions, git commit, date: recorded with every result file."""
-    import datetime
-    import subprocess
-
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = "not installed"
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=RESULTS.parent
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=RESULTS.parent,
-        ).stdout.strip()
-        if dirty:
-            commit += " (working tree modified)"
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {
-        "torch": torch.__version__,
-        "triton": triton_version,
-        "commit": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
 
 
 ASSUMPTIONS: list[str] = [
