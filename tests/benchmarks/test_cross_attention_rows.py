@@ -9,8 +9,7 @@ import pytest
 import torch
 from fastmixste.kernels import cross_attention
 
-from benchmarks import fused_ops, proxies
-from benchmarks import gpu_check as gc
+from benchmarks import cuda_counting, fused_ops, gpu_checks, machine, proxies
 
 
 def test_gpu_check_finds_the_cross_op_at_hots_full_scale() -> None:
@@ -28,7 +27,7 @@ def test_gpu_check_parity_row_runs_on_the_real_kernels(dtype: torch.dtype) -> No
     case = next(c for c in fused_ops.discover().cases if c.op == "cross_attention")
     inputs = fused_ops.cross_inputs(2, 17, 9, C=32, H=2)
     tiny = dataclasses.replace(case, make_inputs=inputs, ref_chunk=1, programs=None)
-    res = gc.kernel_parity(tiny, dtype, gc.Device())
+    res = gpu_checks.kernel_parity(tiny, dtype, machine.Device())
     assert res["passed"], res["failures"]
     assert set(res["max_abs_error_fused"]) == {"out", "dq", "dk", "dv"}
 
@@ -39,21 +38,22 @@ def test_fused_cross_issued_flops_counted_by_hand(monkeypatch: pytest.MonkeyPatc
     # 100 queries over 40 keys, 2 x 3 (batch, joint) x 2 heads = 12 sequences, D = 64 (bf16 tiles: forward and dQ
     # 64 x 64, dK/dV 64 query x 32 key rows). Forward: 2 query blocks x 1 key block, 2 matmuls of 64 x 64 x 64.
     q, k = torch.empty(1, 100, 1, 128, **meta), torch.empty(2, 40, 3, 128, **meta)
-    fwd = proxies._fused_issued_flops("fastmixste.cross_attention.default", (q, k, k, 2, 0.125))
+    fwd = cuda_counting._fused_issued_flops("fastmixste.cross_attention.default", (q, k, k, 2, 0.125))
     assert fwd == 12 * 2 * 2 * 2 * 64 * 64 * 64
     # Backward: dQ 2 x 1 tile pairs x 3 matmuls of 64 x 64; dK/dV 2 key blocks x 2 query blocks x 4 of 64 x 32.
     g = torch.empty(2, 100, 3, 128, **meta)
     lse = torch.empty(2, 3, 2, 100, device="meta")
-    bwd = proxies._fused_issued_flops("fastmixste.cross_attention_backward.default", (g, q, k, k, g, lse, 2, 0.125))
+    args = (g, q, k, k, g, lse, 2, 0.125)
+    bwd = cuda_counting._fused_issued_flops("fastmixste.cross_attention_backward.default", args)
     assert bwd == 12 * 2 * (2 * 3 * 64 * 64 + 4 * 4 * 64 * 32) * 64
 
 
 def test_fa2_peer_pads_queries_and_keys_separately() -> None:
     # HoT's recovery through SDPA: 243 queries (two 128-row tiles) over 81 keys (one 128-column tile).
     q, k = torch.empty(6, 2, 243, 64, device="meta"), torch.empty(6, 2, 81, 64, device="meta")
-    fwd = proxies._fa2_records("aten._scaled_dot_product_flash_attention.default", (q, k, k))
+    fwd = cuda_counting._fa2_records("aten._scaled_dot_product_flash_attention.default", (q, k, k))
     assert fwd[89]["issued_flops"] == 12 * 2 * 2 * 256 * 128 * 64
-    bwd = proxies._fa2_records("aten._scaled_dot_product_flash_attention_backward.default", (q, q, k, k, q, q))
+    bwd = cuda_counting._fa2_records("aten._scaled_dot_product_flash_attention_backward.default", (q, q, k, k, q, q))
     # sm_89: 64-row query tiles (243 -> 256) x 128-column key tiles (81 -> 128), 5 matmuls
     assert bwd[89]["issued_flops"] == 12 * 5 * 2 * 256 * 128 * 64
 
@@ -65,7 +65,7 @@ def test_cross_backward_bytes_and_launches(monkeypatch: pytest.MonkeyPatch) -> N
     meta = {"device": "meta", "dtype": torch.bfloat16, "requires_grad": True}
     q = torch.empty(1, 100, 1, 128, **meta)
     k, v = (torch.empty(2, 40, 3, 128, **meta) for _ in range(2))
-    counter = proxies._Counter(proxies.LAUNCHES)
+    counter = cuda_counting.CudaCounter(proxies.LAUNCHES)
     with counter:
         cross_attention(q, k, v, 2).backward(torch.empty(2, 100, 3, 128, device="meta", dtype=torch.bfloat16))
     (rec,) = [r for r in counter.records if r.op == "fastmixste.cross_attention_backward.default"]
