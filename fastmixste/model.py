@@ -15,6 +15,7 @@ from torch import nn
 
 from .attention import Attention, Axis, check_backend_name, resolve_backend
 from .config import MixSTEConfig
+from .hot import CrossAttention, cluster_dpc_knn, select_frames
 from .recompute import check_recompute, run_checkpointed
 
 
@@ -178,6 +179,8 @@ class MixSTE(nn.Module):
         attn_backend: str = "auto",
         recompute: str = "none",
         input_norm: str = "screen",
+        token_num: int | None = None,
+        prune_at: int = 3,
     ) -> None:
         super().__init__()
         self.config = MixSTEConfig(
@@ -196,6 +199,8 @@ class MixSTE(nn.Module):
             attn_backend=check_backend_name(attn_backend),
             recompute=check_recompute(recompute),
             input_norm=input_norm,
+            token_num=token_num,
+            prune_at=prune_at,
         )
         C = embed_dim_ratio
         self.block_depth = depth
@@ -221,6 +226,12 @@ class MixSTE(nn.Module):
         self.Spatial_norm = norm_layer(C)
         self.Temporal_norm = norm_layer(C)
         self.head = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, 3))
+        if token_num is not None:
+            # HoT (fastmixste.hot): positions of the kept frames, the full-length recovery queries and the
+            # recovery cross-attention; names and shapes are those of HoT's hot_mixste.
+            self.pos_embed_token = nn.Parameter(torch.zeros(1, token_num, C))
+            self.x_token = nn.Parameter(torch.zeros(1, num_frame, C))
+            self.cross_attention = CrossAttention(C, num_heads, qkv_bias, qk_scale, attn_drop_rate, drop_rate)
         self._init_weights()
 
     @classmethod
@@ -232,6 +243,10 @@ class MixSTE(nn.Module):
         # positional embeddings break the symmetry between joints/frames from the first step.
         nn.init.trunc_normal_(self.Spatial_pos_embed, std=0.02)
         nn.init.trunc_normal_(self.Temporal_pos_embed, std=0.02)
+        if self.config.token_num is not None:
+            # HoT starts both at zero; zero queries would give every recovered frame the same output at the start.
+            nn.init.trunc_normal_(self.pos_embed_token, std=0.02)
+            nn.init.trunc_normal_(self.x_token, std=0.02)
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -298,13 +313,32 @@ class MixSTE(nn.Module):
         if self.config.input_norm == "box":
             x = box_normalize(x)
         if backend == "triton":
-            return self._forward_features_fused(x)
+            return self._recover(self._forward_features_fused(x), x.shape[1], backend)
         x = self.Spatial_patch_to_embedding(x) + self.Spatial_pos_embed  # (B, F, J, C)
         x = self.pos_drop(x)
         policy = self.config.recompute if self.training else "none"
+        frames = x.shape[1]
         for i in range(self.block_depth):
+            if i == self.config.prune_at and self.config.token_num is not None:
+                x = self._select(x)
+                x = x + self.pos_embed_token[:, : x.shape[1]].unsqueeze(2)  # (1, K, 1, C)
             x = run_checkpointed(partial(self._block_pair, i, backend=backend), x, policy=policy)
-        return x
+        return self._recover(x, frames, backend)
+
+    def _select(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F, J, C) features -> (B, K, J, C): the frames HoT keeps, K = min(token_num, F), in time order.
+
+        Clustered on the features averaged over the joints (fastmixste.hot.cluster_dpc_knn, k = 2)."""
+        index = cluster_dpc_knn(x.mean(dim=2), min(self.config.token_num, x.shape[1]), k=2)  # (B, K)
+        return select_frames(x, index)
+
+    def _recover(self, x: torch.Tensor, frames: int, backend: str) -> torch.Tensor:
+        """(B, K, J, C) pruned features -> (B, frames, J, C): x_token + cross_attention(x_token, x, x) (HoT); x
+        itself without pruning."""
+        if self.config.token_num is None:
+            return x
+        query = self.x_token[:, :frames]  # (1, F, C): shorter windows take the first F queries
+        return query.unsqueeze(2) + self.cross_attention(query, x, backend)
 
     def _block_pair(self, i: int, x: torch.Tensor, backend: str) -> torch.Tensor:
         """(B, F, J, C) -> (B, F, J, C): STE_i, Spatial_norm, (at i = 0: temporal positions), TTE_i, Temporal_norm.
@@ -351,17 +385,35 @@ class MixSTE(nn.Module):
         norm1 = blk0.norm1
         linear = blk0.attn.qkv if policy != "full" else None
         r, qkv = self._norm_linear(lean, linear, e, pos, None, 1.0, norm1.weight, norm1.bias, h_dtype=h_dtype)
+        prune_at = self.config.prune_at if self.config.token_num is not None else None
         for i in range(self.block_depth):
+            if i == prune_at:
+                # HoT's pruning between pairs: the previous pair ended at its post-norm output a (fp32, no next qkv);
+                # the kept frames are gathered (one pass over a third of an activation: the next op is the fused
+                # LayerNorm, whose kernel reads rows in order) and their positions are added as the residual branch
+                # of the next norm1, in the same pass.
+                a = self._select(qkv)
+                Bk, K, _, _ = a.shape
+                tok = self.pos_embed_token[:, :K].unsqueeze(2).expand(Bk, K, J, C)  # (1, K, 1, C) view
+                blk = self.STEblocks[i]
+                if policy != "full":
+                    r, qkv = self._norm_linear(lean, blk.attn.qkv, a, tok, None, 1.0, blk.norm1.weight, blk.norm1.bias,
+                                               h_dtype=h_dtype)  # fmt: skip
+                else:
+                    r = a + tok
+            prune_next = i + 1 == prune_at
             if policy != "full":
-                r, qkv = self._fused_block_pair(i, r, qkv, h_dtype=h_dtype, out_dtype=out_dtype, lean=lean)
+                r, qkv = self._fused_block_pair(i, r, qkv, h_dtype=h_dtype, out_dtype=out_dtype, lean=lean,
+                                                prune_next=prune_next)  # fmt: skip
             else:
                 # Only the fp32 residual enters the checkpoint: the pair rebuilds its first GEMM input from it by one
                 # LayerNorm pass (the qkv projection runs inside), so a pair keeps one activation-sized tensor. The
                 # replayed pair runs the lean composites: while one pair's backward runs, its h and g are not held
                 # (modelled: peak per 243-frame sequence 216 MB instead of 250 MB, step time +3 points).
-                pair = partial(self._fused_block_pair, i, qkv=None, h_dtype=h_dtype, out_dtype=out_dtype, lean=True)
+                pair = partial(self._fused_block_pair, i, qkv=None, h_dtype=h_dtype, out_dtype=out_dtype, lean=True,
+                               prune_next=prune_next)
                 r, qkv = run_checkpointed(pair, r, policy=policy)
-        return qkv  # after the last pair: the features (the shared Temporal_norm's output)
+        return qkv  # after the last pair: the features (the shared Temporal_norm's output), pruned when HoT prunes
 
     def _norm_linear(
         self, lean: bool, linear: nn.Linear | None, *norm: object, h_dtype: torch.dtype, with_bias: bool = True
@@ -388,11 +440,13 @@ class MixSTE(nn.Module):
         h_dtype: torch.dtype,
         out_dtype: torch.dtype,
         lean: bool = False,
+        prune_next: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(r, qkv) -> (r, qkv) through STE_i and TTE_i with the fused block; after the last pair, (r, features).
 
         ``qkv`` None: STE_i's qkv projection is rebuilt from r (the ``full`` checkpoint keeps r alone), and the pair
         ends at the next block's norm1 output h, without the next qkv projection (the next pair rebuilds it too).
+        ``prune_next``: the next pair starts with HoT's pruning; this one ends at (r, its post-norm output in fp32).
         """
         from fastmixste.kernels.block import residual_layernorm
 
@@ -422,6 +476,8 @@ class MixSTE(nn.Module):
             mask = blk.drop_path.draw_mask(y)
             if k == last:  # the last post-norm gives the features
                 return residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=out_dtype)
+            if prune_next and k == 2 * i + 1:  # the features that the pruning clusters and gathers
+                return residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=torch.float32)
             nxt = self.TTEblocks[i] if k == 2 * i else self.STEblocks[i + 1]
             # The next qkv projection, except at the end of a pair that the next one rebuilds from r.
             linear = nxt.attn.qkv if carry or k == 2 * i else None
@@ -449,6 +505,7 @@ class MixSTE(nn.Module):
         return (
             f"num_frame={c.num_frame}, num_joints={c.num_joints}, embed={c.embed_dim_ratio}, depth={c.depth}, "
             f"heads={c.num_heads}, attn_backend={c.attn_backend!r}, recompute={c.recompute!r}, "
-            f"params={self.num_parameters() / 1e6:.2f}M"
+            + (f"token_num={c.token_num}, prune_at={c.prune_at}, " if c.token_num is not None else "")
+            + f"params={self.num_parameters() / 1e6:.2f}M"
         )
 
