@@ -10,7 +10,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["fastmixste", "fastmixste.data", "fastmixste.kernels", "train", "benchmarks"],
+    packages=["fastmixste", "fastmixste.data", "fastmixste.deploy", "fastmixste.eval", "fastmixste.io",
+              "fastmixste.kernels", "fastmixste.model", "fastmixste.perf", "fastmixste.video", "train", "benchmarks"],
     package_dir={"fastmixste.kernels": "kernels"},
     package_data={"train": ["configs/*.yaml"], "fastmixste": ["weights/*.pt", "weights/*.json"]},
     install_requires=[
@@ -32,7 +33,7 @@ setup(
         # (model_complexity=1 runs with no download); it needs numpy < 2 and protobuf < 5.
         "video": ["mediapipe==0.10.21", "numpy<2", "protobuf<5"],
         "onnx": ["onnxruntime>=1.16"],
-        # Deployment: python -m fastmixste.export (ONNX via torch's dynamo exporter) and train.infer --runtime onnx.
+        # Deployment: python -m fastmixste.deploy.export (ONNX via the dynamo exporter), train.infer --runtime onnx.
         "export": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.16"],
     },
     license="MIT",

@@ -149,12 +149,12 @@ def measured_by_class(step: Callable[[], Any], synchronize: Callable[[], None], 
 def modelled_by_class(provider: str, B: int, T: int, device: str) -> dict[str, float]:
     """The expected model's seconds per class for a whole-model training step of ``provider`` at (B, T)
     (no calibration applied)."""
-    from fastmixste import profiling
+    from fastmixste.perf import profiling
 
     from . import efficiency, proxies
     from .cases import Shape
 
-    counter, _, _ = proxies.count_case("model", provider, "train", Shape(B, T))
+    counter, _ = proxies.count_case("model", provider, "train", Shape(B, T))
     eff = efficiency.table(device, "expected")
     return profiling.efficient_seconds(counter.records, profiling.DEVICES[device], eff)["by_class"]
 
@@ -162,7 +162,7 @@ def modelled_by_class(provider: str, B: int, T: int, device: str) -> dict[str, f
 def write(path: Path, doc: dict) -> None:
     """Write ``doc`` to ``path`` atomically; refuses to replace a file that is not a calibration (one this command
     did not make)."""
-    from fastmixste._io import atomic_write
+    from fastmixste.io.files import atomic_write
 
     if path.exists():
         try:

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from fastmixste import MixSTE
-from fastmixste.attention import Attention
-from fastmixste.model import Block
+from fastmixste.model.attention import Attention
+from fastmixste.model.mixste import Block
 
 SCOPES: tuple[str, ...] = ("spatial_attention", "temporal_attention", "layer_pair", "model")
 MODES: tuple[str, ...] = ("forward", "train")

@@ -10,7 +10,7 @@ padded tiles, all by one rule: time = max(issued FLOPs / (peak x MMA efficiency)
 efficiency)) + launches x launch overhead, where the issued FLOPs come from each kernel's launch plan (FA2: 128 x 128
 forward tiles, 64- or 128-row backward tiles; ours: kernels/spatial.py and kernels/temporal.py ``launch_plan``).
 
-Efficiencies are fractions of :class:`fastmixste.profiling.DeviceSpec`'s peak (dense bf16 tensor FLOP/s) and
+Efficiencies are fractions of :class:`fastmixste.perf.profiling.DeviceSpec`'s peak (dense bf16 tensor FLOP/s) and
 bandwidth. ``launch`` is seconds per kernel launch (GPU-side gaps plus what the CPU cannot hide).
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 OUT = RESULTS / "efficiency.json"
 LEVELS: tuple[str, ...] = ("optimistic", "expected", "pessimistic")
-#: Kernel classes (fastmixste.profiling.OpRecord.kernel_class): what is charged at MMA efficiency, what at bandwidth.
+#: Kernel classes (fastmixste.perf.profiling.OpRecord.kernel_class): charged at MMA efficiency or at bandwidth.
 MMA_CLASSES: tuple[str, ...] = ("gemm", "gemm_wgrad", "flash_fwd", "flash_bwd")
 CLASSES: tuple[str, ...] = (*MMA_CLASSES, "streaming", "launch")
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    from fastmixste._io import atomic_write
+    from fastmixste.io.files import atomic_write
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out, "w") as fh:

@@ -53,7 +53,7 @@ from typing import Any
 
 import torch
 
-from fastmixste._io import atomic_write
+from fastmixste.io.files import atomic_write
 
 from . import cases, fused_ops
 from .cases import Shape

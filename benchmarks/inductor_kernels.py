@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         data = run()
     print(json.dumps(data["check"], indent=1))
-    from fastmixste._io import atomic_write
+    from fastmixste.io.files import atomic_write
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out, "w") as fh:

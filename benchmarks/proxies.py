@@ -1,7 +1,7 @@
 """Full-scale, hardware-independent proxies for every (scope, provider, mode, shape), computed on the meta device.
 
 ``python -m benchmarks.proxies [--out benchmarks/results/proxies.json]`` writes, per case: bytes read + written,
-FLOPs, kernel launches (fastmixste.profiling.OpCounter), bytes saved for backward (SavedTensorCounter, parameters
+FLOPs, kernel launches (fastmixste.perf.profiling.OpCounter), saved bytes (perf.memory.MemoryTracker, parameters
 excluded) and the roofline-modelled time on an RTX 4090 and an H100, plus the memory table (saved bytes and peak per
 243-frame sequence per provider x recompute policy, largest batch per card) and the list of assumptions.
 ``python -m benchmarks.proxies --headline`` prints the whole-model headline as one JSON object. MODELLED numbers.
@@ -53,8 +53,11 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from fastmixste import profiling
-from fastmixste.profiling import LiveBytesTracker, OpCounter, OpRecord, SavedTensorCounter
+from fastmixste import RECOMPUTE_POLICIES
+from fastmixste.perf import memory as perf_memory
+from fastmixste.perf import profiling
+from fastmixste.perf.memory import MemoryTracker
+from fastmixste.perf.profiling import OpCounter, OpRecord
 
 from . import cases
 from .cases import Shape
@@ -122,7 +125,7 @@ def cuda_like_attention(precision: str | None = None) -> Iterator[None]:
     """Inside: SDPA on 4-D meta tensors calls the FlashAttention-2 op (as CUDA would), and, where xformers is not
     installed, ``xformers.ops.memory_efficient_attention`` is a stand-in calling SDPA (xformers dispatches to the
     same FlashAttention-2 kernels on sm80+). ``precision`` also applies its casting rules
-    (:func:`fastmixste.profiling.precision_context`)."""
+    (:func:`fastmixste.perf.profiling.precision_context`)."""
 
     def memory_efficient_attention(q, k, v, attn_bias=None, p=0.0, scale=None):
         # xformers layout (batch, seq, heads, D) -> SDPA layout (batch, heads, seq, D): views only.
@@ -232,7 +235,7 @@ class _Counter(OpCounter):
     workspaces (FlashAttention-2, per architecture), LayerNorm backward's second pass, the fused temporal
     backward's second kernel's reads. ``tracker`` (optional) is told about the workspaces' transient memory."""
 
-    def __init__(self, launches_per_op: dict[str, int] | None = None, tracker: LiveBytesTracker | None = None):
+    def __init__(self, launches_per_op: dict[str, int] | None = None, tracker: MemoryTracker | None = None):
         super().__init__(launches_per_op)
         self.tracker = tracker
 
@@ -338,10 +341,10 @@ def count_case(
     shape: Shape,
     precision: str = PRECISION,
     policy: str = "none",
-) -> tuple[_Counter, SavedTensorCounter, LiveBytesTracker]:
-    """Run one case on meta as CUDA would run it; returns (op counter, saved-bytes counter, live-bytes tracker).
+) -> tuple[_Counter, MemoryTracker]:
+    """Run one case on meta as CUDA would run it; returns (op counter, memory tracker).
 
-    Raises ValueError when ``policy`` is not available on this model (see :func:`profiling.set_recompute`).
+    Raises ValueError when ``policy`` is not available on this model (see :func:`perf_memory.set_recompute`).
     """
     if provider not in COUNTED_PROVIDERS:
         raise ValueError(f"provider {provider!r} is not counted on meta; expected one of {COUNTED_PROVIDERS}")
@@ -351,26 +354,25 @@ def count_case(
             # Backend resolution is for real devices (it asks about autocast, which has no meta device type, and
             # refuses xformers off CUDA); the attention code that runs is the backend's own.
             work.module.resolved_backend = lambda x, _p=provider: _p
-            why = profiling.set_recompute(work.module, policy)
+            why = perf_memory.set_recompute(work.module, policy)
             if why:
                 raise ValueError(f"recompute policy {policy!r}: {why}")
         elif policy != "none":
             raise ValueError(f"recompute policies apply to the whole model, not to scope {scope!r}")
         step = cases.step_fn(work, mode)
         params = list(work.module.parameters())
-        tracker = LiveBytesTracker()
+        tracker = MemoryTracker(exclude=params)
         counter = _Counter(LAUNCHES, tracker)
-        saved = SavedTensorCounter(exclude=params)
-        with tracker, counter, saved:
+        with tracker, counter:
             if mode == "train":
                 # cases.step_fn's training step, split to read what is alive between forward and backward
                 work.module.zero_grad(set_to_none=True)
                 out = work.call(work.x)
-                tracker.kept_for_backward = tracker.live - out.untyped_storage().nbytes()
+                tracker.keep_for_backward(out)
                 out.backward(torch.ones(out.shape, device=out.device, dtype=work.x.dtype))
             else:
                 step()
-    return counter, saved, tracker
+    return counter, tracker
 
 
 def proxy_case(
@@ -386,8 +388,8 @@ def proxy_case(
         top_ops = _top_ops(records)
         peak = None
     else:
-        counter, saved, tracker = count_case(scope, provider, mode, shape, precision, policy)
-        records, saved_bytes, saved_count = counter.records, saved.bytes, saved.count
+        counter, tracker = count_case(scope, provider, mode, shape, precision, policy)
+        records, saved_bytes, saved_count = counter.records, tracker.saved_bytes, tracker.saved_count
         top_ops = _top_ops(records)
         peak = tracker.peak
     totals = profiling.summarize(records)
@@ -438,7 +440,7 @@ def compile_records(
     data = kernels if kernels is not None else inductor_kernels.load()
     if data is None:
         raise ValueError("no Inductor kernel table: run `python -m benchmarks.inductor_kernels` first")
-    counter, _, _ = count_case("model", "sdpa", mode, shape, precision)
+    counter, _ = count_case("model", "sdpa", mode, shape, precision)
     records = [r for r in counter.records if r.op in _GEMMS or r.op in (_FLASH_FWD, _FLASH_BWD)]
     small = data["tokens"]
     full = shape.B * shape.T * cases.JOINTS
@@ -573,7 +575,7 @@ ASSUMPTIONS: list[str] = [
     "only replace cuBLAS where faster (the same GEMM efficiency here) and its CUDA graphs remove launch overhead; "
     "the headline gives that bound under estimates.",
     "triton: what the triton backend runs on meta, custom ops counting their own inputs and outputs once.",
-    "Memory: peak = live bytes of the storages created in one training step (LiveBytesTracker on meta: kept "
+    "Memory: peak = live bytes of the storages created in one training step (MemoryTracker on meta: kept "
     "activations, transients, the new fp32 grads; FA2's dQ accumulator added as a transient) + parameters x 16 B "
     "(fp32 weights, Adam's two fp32 moments, the previous step's grads, which train.run frees only after the next "
     "forward), on a card with 1 GiB taken by the CUDA context and workspaces and 10% of the rest kept as allocator "
@@ -584,17 +586,17 @@ ASSUMPTIONS: list[str] = [
 
 def policy_table(
     providers: tuple[str, ...] = COUNTED_PROVIDERS,
-    policies: tuple[str, ...] = profiling.RECOMPUTE_POLICIES,
+    policies: tuple[str, ...] = RECOMPUTE_POLICIES,
     T: int = 243,
     precision: str = PRECISION,
-    budget: profiling.MemoryBudget | None = None,
+    budget: perf_memory.MemoryBudget | None = None,
     timing_batch: int = cases.TRAIN_BATCH,
     include_compile: bool = True,
 ) -> list[dict]:
     """Per provider x recompute policy, whole MixSTE at T frames, a training step:
     saved-for-backward bytes and peak live bytes per sequence (fit through B = 2 and 4), the modelled step time at
     ``timing_batch`` and its cost against policy ``none``, and the largest batch that fits each card."""
-    budget = budget or profiling.MemoryBudget()
+    budget = budget or perf_memory.MemoryBudget()
     params = cases.build("model", "eager", Shape(1, T), "meta").module.num_parameters()
     rows = []
     base_ms: dict[tuple[str, str], float] = {}
@@ -604,12 +606,12 @@ def policy_table(
             try:
                 mem = []
                 for B in (2, 4):
-                    _, _, tracker = count_case("model", provider, "train", Shape(B, T), precision, policy)
+                    _, tracker = count_case("model", provider, "train", Shape(B, T), precision, policy)
                     # kept for backward = alive between forward and backward (saved tensors, checkpoint caches,
-                    # the bf16 weight copies); SavedTensorCounter misses what selective checkpointing caches itself
-                    mem.append(profiling.StepMemory(B, tracker.kept_for_backward, tracker.peak))
-                fit = profiling.linear_in_batch(*mem)
-                counter, _, _ = count_case("model", provider, "train", Shape(timing_batch, T), precision, policy)
+                    # the bf16 weight copies); the saved-tensor hook misses what selective checkpointing caches itself
+                    mem.append(perf_memory.StepMemory(B, tracker.kept_for_backward, tracker.peak))
+                fit = perf_memory.linear_in_batch(*mem)
+                counter, _ = count_case("model", provider, "train", Shape(timing_batch, T), precision, policy)
             except ValueError as err:
                 row["available"] = False
                 row["reason"] = str(err)
@@ -642,7 +644,7 @@ def policy_table(
 
 
 def _compile_memory_row(
-    sdpa: dict, T: int, precision: str, budget: profiling.MemoryBudget, params: int, timing_batch: int
+    sdpa: dict, T: int, precision: str, budget: perf_memory.MemoryBudget, params: int, timing_batch: int
 ) -> dict:
     """compile, policy none: saved bytes from Inductor's forward graph; its peak is estimated as those plus the
     sdpa path's transient share per sequence (peak - saved), Inductor's buffer reuse not modelled."""
@@ -829,7 +831,7 @@ def compute(scopes: tuple[str, ...] = cases.SCOPES, verbose: bool = False, memor
         "train_batch": cases.TRAIN_BATCH,
         "infer_batch": cases.INFER_BATCH,
         "memory": policy_table() if memory and "model" in scopes else [],
-        "memory_budget": profiling.MemoryBudget().__dict__,
+        "memory_budget": perf_memory.MemoryBudget().__dict__,
         "efficiency": efficiency.document(),
         "calibration": calibration_note(),
         "results": results,
@@ -882,7 +884,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     data = compute(tuple(args.scopes), verbose=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from fastmixste._io import atomic_write
+    from fastmixste.io.files import atomic_write
 
     with atomic_write(args.out, "w") as fh:
         fh.write(dumps(data))

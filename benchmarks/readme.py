@@ -177,7 +177,7 @@ def _duration(seconds: float) -> str:
 
 def run_block(results: dict[str, Any]) -> str:
     """The default-run paragraph and per-action table from a training run's results.json."""
-    from fastmixste.evaluation import ACTION_ABBREVIATIONS
+    from fastmixste.eval.evaluation import ACTION_ABBREVIATIONS
 
     p1, p2 = results["protocol1"], results["protocol2"]
     data = results.get("data", {}).get("description", "the data of the run")

@@ -1,4 +1,4 @@
-"""Scores of the real-data check, in plain numpy of their own (checked against ``fastmixste.metrics`` in the tests).
+"""Scores of the real-data check, in plain numpy of their own (tests check them against ``fastmixste.eval.metrics``).
 
 Every pose function takes ``pred`` and ``target`` of shape (T, J, 3) in metres, root-relative, and returns
 millimetres (errors) or a plain ratio; each is the mean over frames and joints:
@@ -7,7 +7,7 @@ millimetres (errors) or a plain ratio; each is the mean over frames and joints:
 - ``n_mpjpe``: after scaling each predicted frame by its least-squares scale onto the target.
 - ``p_mpjpe``: after each predicted frame's least-squares similarity (scale, rotation without reflection,
   translation) onto the target (Procrustes, via the SVD of the cross-covariance).
-- ``speed_ratio``: a statistic (median, as ``fastmixste.metrics.speed_ratio``, or mean) of the predicted joint
+- ``speed_ratio``: a statistic (median, as ``fastmixste.eval.metrics.speed_ratio``, or mean) of the predicted joint
   speeds over ``step`` frames divided by the same of the target's; pairs where either frame is not valid are left out.
 - ``root_error``: mean distance of two (T, 3) trajectories, millimetres.
 """
@@ -72,7 +72,7 @@ def speed_ratio(pred: np.ndarray, target: np.ndarray, step: int = 1, *, valid: n
     """(T, J, 3) x 2 -> stat of |pred[t + step] - pred[t]| over stat of the same of ``target`` (joints and pairs).
 
     ``valid`` (T,) bool marks the frames that count; a pair counts when both its frames do. ``stat`` is "median"
-    (as ``fastmixste.metrics.speed_ratio``) or "mean". NaN when the target does not move or no pair counts.
+    (as ``fastmixste.eval.metrics.speed_ratio``) or "mean". NaN when the target does not move or no pair counts.
     """
     p, t = _pair(pred, target, "speed_ratio")
     if p.ndim != 3:

@@ -7,8 +7,8 @@ accuracy against offline.
 - Lifter alone: one pass of B windows of the model's num_frame frames, the runtimes interleaved pass by pass (side
   by side, so a load change on a shared machine hits them alike); median and p95 per pass. In streaming one window
   gives one frame (B windows/pass = B frames); offline a window gives num_frame frames. ``onnx``/``pt2`` are the
-  checkpoint exported now (fastmixste.export, sdpa path). ``--cuda-graphs`` (GPU only) adds eager PyTorch replayed
-  from a captured CUDA graph; on a CPU it is skipped with the reason.
+  checkpoint exported now (fastmixste.deploy.export, sdpa path). ``--cuda-graphs`` (GPU only) adds eager PyTorch
+  replayed from a captured CUDA graph; on a CPU it is skipped with the reason.
 - Pipeline: a 720p clip made here (PyAV) decoded frame by frame -> detect -> stream-lift -> write (StreamWriter),
   per runtime, lookahead 0 (latency = compute) and half the window. The detector is the MediaPipe one when it is
   installed, else a stand-in that returns a fixed pose (no model: the numbers then cover decode + lift + write).
@@ -41,7 +41,7 @@ def _percentiles(ts: list[float]) -> tuple[float, float]:
 
 def make_lifters(model: torch.nn.Module, runtimes: list[str], threads: int, workdir: Path) -> dict:
     """runtime -> module (torch: the model; onnx/pt2: exported into ``workdir`` now)."""
-    from fastmixste.export import contract, export_onnx, export_pt2, open_exported
+    from fastmixste.deploy.export import contract, export_onnx, export_pt2, open_exported
 
     out = {}
     for rt in runtimes:
@@ -136,7 +136,7 @@ class FixedPose:
     name, version, layout = "fixed-pose stand-in", "", "h36m"
 
     def __init__(self) -> None:
-        from fastmixste.skeleton import H36M_PARENTS
+        from fastmixste.data.skeleton import H36M_PARENTS
 
         rng = np.random.default_rng(0)
         self.pose = np.zeros((17, 2), np.float32)
@@ -159,7 +159,7 @@ class FixedPose:
 
 def make_detector():
     try:
-        from fastmixste.detectors import MediaPipePose
+        from fastmixste.video.detectors import MediaPipePose
 
         return MediaPipePose(), "mediapipe"
     except ImportError:  # MissingExtraError: not installed here
@@ -167,8 +167,8 @@ def make_detector():
 
 
 def bench_pipeline(lifters: dict, clip: Path, lookaheads: list[int], workdir: Path) -> list[dict]:
-    from fastmixste.stream import detected_stream, run_stream, video_frames
-    from fastmixste.video import open_video
+    from fastmixste.deploy.stream import detected_stream, run_stream, video_frames
+    from fastmixste.video.decode import open_video
 
     rows = []
     for L in lookaheads:
@@ -190,8 +190,8 @@ def bench_pipeline(lifters: dict, clip: Path, lookaheads: list[int], workdir: Pa
 
 def stream_predictions(model, x: np.ndarray, lookahead: int, batch: int = 256) -> np.ndarray:
     """(T, 17, C) -> (T, 17, 3): what StreamLifter outputs (flip on), computed in batches of windows."""
-    from fastmixste.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
-    from fastmixste.stream import stream_plan
+    from fastmixste.data.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
+    from fastmixste.deploy.stream import stream_plan
 
     idx, pos = stream_plan(len(x), model.config.num_frame, lookahead)
     out = np.empty((len(x), 17, 3), np.float32)
@@ -209,7 +209,7 @@ def bench_accuracy(model, lookaheads: list[int]) -> list[dict]:
     from fastmixste.data.builtin import builtin_data_dir
     from fastmixste.data.h36m import TEST_SUBJECTS, load_h36m
     from fastmixste.data.motion import heldout_sequences
-    from fastmixste.evaluation import predict_sequences
+    from fastmixste.eval.evaluation import predict_sequences
 
     sets = {
         "built-in test set (S9/S11, camera 0)":
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=str(RESULTS / "realtime.json"))
     args = p.parse_args(argv)
     from fastmixste import load_checkpoint
-    from fastmixste._io import atomic_write
+    from fastmixste.io.files import atomic_write
 
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")

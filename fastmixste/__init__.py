@@ -5,11 +5,14 @@
 >>> pose3d = model(keypoints_2d)            # (B, F, 17, 2) -> (B, F, 17, 3)
 """
 
-from . import _checkout  # noqa: F401  (first: binds kernels/ in a source checkout)
-from .attention import BACKENDS, BackendUnavailableError, available_backends
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint, shipped_models
-from .config import RECOMPUTE_POLICIES, MixSTEConfig
-from .model import MixSTE
+from . import (
+    _checkout,  # noqa: F401  (first: binds kernels/ in a source checkout)
+    _legacy,  # noqa: F401  (the flat layout's module paths, for one release)
+)
+from .model.attention import BACKENDS, BackendUnavailableError, available_backends
+from .model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint, shipped_models
+from .model.config import RECOMPUTE_POLICIES, MixSTEConfig
+from .model.mixste import MixSTE
 
 __version__ = "0.1.0"
 

@@ -21,10 +21,13 @@ from .reference import (
     temporal_attention_ref,
 )
 
-#: The op modules, in the order dispatch asks them and the AOT report compiles them. A new op module is added here.
-OP_MODULES: tuple[str, ...] = ("spatial", "temporal", "block")
+#: The attention cores of the MixSTE blocks (qkv in, attention output out), in the order dispatch asks them.
+ATTENTION_CORE_OPS: tuple[str, ...] = ("spatial", "temporal")
+#: Every op module, in the order the AOT report compiles them. A new op module is added here.
+OP_MODULES: tuple[str, ...] = (*ATTENTION_CORE_OPS, "block")
 
 __all__ = [
+    "ATTENTION_CORE_OPS",
     "OP_MODULES",
     "SUPPORTED_DTYPES",
     "SUPPORTED_HEAD_DIMS",

@@ -1,6 +1,6 @@
 """What every fused op module shares: support checks, refusals, buffers, launch configurations, AOT cases.
 
-Torch, triton-free: the dispatch in ``fastmixste.attention`` imports this module on every device, and triton is
+Torch, triton-free: the dispatch in ``fastmixste.model.attention`` imports this module on every device, and triton is
 imported only by the op modules themselves (``spatial.py``, ``temporal.py``), when the triton path is asked for.
 
 The op template (every op module follows it; a new op copies it):

@@ -20,7 +20,7 @@ Mean and rstd are recomputed from the saved rows (compute is free in a memory-bo
 nothing but ``res`` and ``h``; backward keeps ``s`` (one norm: the ``res`` output itself) or ``r`` and ``y`` (two
 norms: ``r`` is the previous op's saved ``s``, the same storage).
 
-Recompute ``lean`` (``fastmixste.lean``): both backward kernels can also write the forward's output, h (the GEMM
+Recompute ``lean`` (``fastmixste.model.fused``): both backward kernels can also write the forward's output, h (the GEMM
 input, from the normalisation they recompute anyway) or g = gelu(u + b), so a caller need not keep it for the
 weight gradient of the Linear that read it. A constexpr flag (``WRITE_H`` / ``WRITE_G``; launchers ``write_h`` /
 ``write_g``, ops' trailing ``write_h`` / ``write_g`` arguments, default off, so the default binaries do not change).
@@ -634,7 +634,7 @@ def _gelu_refusals(u: torch.Tensor, b: torch.Tensor) -> list[Refusal]:
     return refusals + _machine_refusals(u, [u.dtype, _F32])
 
 
-def _check_gelu(u: torch.Tensor, b: torch.Tensor) -> int:
+def check_gelu(u: torch.Tensor, b: torch.Tensor) -> int:
     raise_refusals(_OP_GELU, _gelu_refusals(u, b))
     return u.shape[-1]
 
@@ -794,7 +794,7 @@ def residual_norm_bwd(
 
 def bias_gelu_fwd(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(..., H) u, (H,) b -> (..., H) gelu(u + b) (exact erf, fp32 math) in u's dtype; launches the forward kernel."""
-    H = _check_gelu(u, b)
+    H = check_gelu(u, b)
     g = _common.new_buffer(u.shape, u)
     plan = launch_plan(_OP_GELU, tuple(u.shape), u.dtype, False)
     if not plan:
@@ -814,7 +814,7 @@ def bias_gelu_bwd(
     ``grad_g`` may have any strides (0 included) and broadcast to u's shape. ``write_g``: also return the forward's
     g = gelu(u + b) in u's dtype, rebuilt in the same pass for callers that did not keep it.
     """
-    H = _check_gelu(u, b)
+    H = check_gelu(u, b)
     grad_g = _tensor(grad_g, "grad_g", _OP_GELU)
     types = _gelu_types(u.dtype, grad_g.dtype, backward=True)
     plan = launch_plan(_OP_GELU, tuple(u.shape), u.dtype, True, y_dtype=grad_g.dtype, write_h=write_g,
@@ -903,9 +903,9 @@ def _(grad_res, grad_h, x, y, mask, keep, w1, b1, w2, eps, add_y, r_dtype, y_dty
     ]
 
 
-def _norm_saved(ctx, inputs: tuple, res: torch.Tensor) -> tuple:
+def norm_saved(ctx, inputs: tuple, res: torch.Tensor) -> tuple:
     """The op's arguments and its ``res`` output -> the tensors its backward needs, (x, y, mask, w1, b1, w2, b2);
-    records the backward's flags on ``ctx``. Shared with the composites of ``fastmixste.lean``, which save these
+    records the backward's flags on ``ctx``. Shared with the composites of ``fastmixste.model.fused``, which save these
     plus their Linear's parameters."""
     r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype = inputs
     two = w2 is not None
@@ -919,10 +919,10 @@ def _norm_saved(ctx, inputs: tuple, res: torch.Tensor) -> tuple:
     return (r if two else res, y if two else None, mask, w1, b1, w2, b2)
 
 
-def _norm_grads(
+def norm_grads(
     ctx, saved: tuple, grad_res: torch.Tensor | None, grad_h: torch.Tensor | None, write_h: bool = False
 ) -> tuple[tuple, torch.Tensor | None]:
-    """:func:`_norm_saved`'s tensors and the output gradients -> (the gradients of the op's 10 arguments, the
+    """:func:`norm_saved`'s tensors and the output gradients -> (the gradients of the op's 10 arguments, the
     forward's h rebuilt when ``write_h``, else None)."""
     x, y, mask, w1, b1, w2, b2 = saved
     if grad_res is None:
@@ -942,11 +942,11 @@ def _norm_grads(
 
 
 def _norm_setup_context(ctx, inputs, output) -> None:
-    ctx.save_for_backward(*_norm_saved(ctx, inputs, output[0]))
+    ctx.save_for_backward(*norm_saved(ctx, inputs, output[0]))
 
 
 def _norm_backward(ctx, grad_res: torch.Tensor | None, grad_h: torch.Tensor | None):
-    return _norm_grads(ctx, ctx.saved_tensors, grad_res, grad_h)[0]
+    return norm_grads(ctx, ctx.saved_tensors, grad_res, grad_h)[0]
 
 
 _residual_layernorm_op.register_autograd(_norm_backward, setup_context=_norm_setup_context)
@@ -959,7 +959,7 @@ def _bias_gelu_op(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @_bias_gelu_op.register_fake
 def _(u, b):
-    _check_gelu(u, b)
+    check_gelu(u, b)
     return torch.empty(u.shape, dtype=u.dtype, device=u.device)
 
 
@@ -1036,13 +1036,13 @@ def residual_layernorm(
         res, h = (s, a) if w2 is None else (a, F.layer_norm(a, (C,), w2, b2, eps))
         return res, h.to(h_dtype)
     """
-    return torch.ops.fastmixste.residual_layernorm(*_norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype))
+    return torch.ops.fastmixste.residual_layernorm(*norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype))
 
 
-def _norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, op: str = _OP) -> tuple:
+def norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, op: str = _OP) -> tuple:
     """:func:`residual_layernorm`'s arguments, checked -> the op's (mask as a (B, T, N) view, h_dtype filled in).
 
-    ``op`` names the caller in the messages of its own checks (``fastmixste.lean.norm_linear`` passes its name).
+    ``op`` names the caller in the messages of its own checks (``fastmixste.model.fused.norm_linear`` passes its name).
     """
     h_dtype = _tensor(w1, "w1", op).dtype if h_dtype is None else h_dtype
     if not 0.0 < keep <= 1.0:
@@ -1062,7 +1062,7 @@ def bias_gelu(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Math in fp32, output in u's dtype; differentiable in u and b. Equivalent to ``F.gelu(u + b)``. Raises as
     :func:`residual_layernorm` does; empty input gives an empty output.
     """
-    _check_gelu(u, b)
+    check_gelu(u, b)
     return torch.ops.fastmixste.bias_gelu(u, b)
 
 

@@ -17,7 +17,7 @@ and dQ, one program per key block loops over query blocks for dK and dV. No atom
 run to run, and the only fp32 buffers are the (B, N, H, T) lse and delta rows.
 
 Memory: the saved ``o`` is the very tensor the proj Linear saves for its weight gradient, so inside a block the
-op adds only qkv and the lse rows to what backward keeps (``python -m fastmixste.memory`` measures it).
+op adds only qkv and the lse rows to what backward keeps (``python -m fastmixste.perf.memory`` measures it).
 """
 
 from __future__ import annotations

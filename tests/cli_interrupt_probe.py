@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from fastmixste.cli import interrupt_hook, run_cli
+from fastmixste.io.cli import interrupt_hook, run_cli
 
 
 def main(argv: list[str]) -> int:

@@ -23,8 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # Modules the server imports before forking: the heavy, shared part. CLI modules themselves must NOT be here
 # (runpy would then run a second copy of them).
-PRELOAD = ("numpy", "torch", "fastmixste", "fastmixste.evaluation", "fastmixste.keypoints", "fastmixste.cli",
-           "fastmixste.safeload", "fastmixste.data.builtin")  # fmt: skip
+PRELOAD = ("numpy", "torch", "fastmixste", "fastmixste.eval.evaluation", "fastmixste.video.keypoints",
+           "fastmixste.io.cli", "fastmixste.io.safeload", "fastmixste.data.builtin")  # fmt: skip
 
 
 @dataclass

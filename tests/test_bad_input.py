@@ -27,16 +27,17 @@ import pytest
 import torch
 
 from fastmixste import CheckpointError, MixSTE, load_checkpoint, read_checkpoint, save_checkpoint
-from fastmixste.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunFailed, UserInputError, run_cli
 from fastmixste.data.h36m import load_h36m, load_positions_2d, load_positions_3d
-from fastmixste.data.mocap import load_mocap_npz, read_asf_amc, read_bvh
-from fastmixste.keypoints import KeypointError, read_keypoints
-from fastmixste.safeload import CorruptFileError, DataFileError, UnsafeFileError
-from fastmixste.skeleton import H36M_LEFT, H36M_RIGHT
+from fastmixste.data.mocap import load_mocap_npz
+from fastmixste.data.mocap_formats import read_asf_amc, read_bvh
+from fastmixste.data.skeleton import H36M_LEFT, H36M_RIGHT
+from fastmixste.io.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunFailed, UserInputError, run_cli
+from fastmixste.io.safeload import CorruptFileError, DataFileError, UnsafeFileError
+from fastmixste.video.keypoints import KeypointError, read_keypoints
 from tests.cli_runner import REPO, CliRunner
 from tests.data.test_mocap import BVH, CMU_AMC, CMU_ASF, _frame
+from tests.models import tiny_mixste
 
-TINY = {"num_frame": 9, "embed_dim_ratio": 32, "depth": 1, "num_heads": 2, "drop_path_rate": 0.0}
 EVAL, MOCAP, INFER, RUN = "train.evaluate", "fastmixste.data.mocap", "train.infer", "train.run"
 # A train.run small enough to train a step in seconds (one block pair of 16 channels, 9 frames, short crops).
 RUN_TINY = ["--set", "model.num_frame=9", "--set", "model.embed_dim_ratio=16", "--set", "model.depth=1",
@@ -79,19 +80,14 @@ def _write_h36m(folder: Path, *, poison_3d: Path | None = None, poison_meta: Pat
     return folder
 
 
-def _tiny_model(**overrides) -> MixSTE:
-    torch.manual_seed(0)
-    return MixSTE(**{**TINY, "attn_backend": "eager", **overrides}).eval()
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, str]:
     """Every file the rows refer to, by placeholder name; 'marker' must never come to exist."""
     d = tmp_path_factory.mktemp("bad_input")
     marker = d / "PAYLOAD_RAN"
     p: dict[str, Path] = {"tmp": d, "marker": marker}
-    p["ckpt"] = save_checkpoint(d / "tiny.pt", _tiny_model())
-    p["ckpt_in3"] = save_checkpoint(d / "in3.pt", _tiny_model(in_chans=3))
+    p["ckpt"] = save_checkpoint(d / "tiny.pt", tiny_mixste())
+    p["ckpt_in3"] = save_checkpoint(d / "in3.pt", tiny_mixste(in_chans=3))
     good = p["ckpt"].read_bytes()
     for name, data in {"empty": b"", "truncated": good[: len(good) // 2],
                        "random": np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes(),
@@ -99,7 +95,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
         p[f"ckpt_{name}"] = d / f"ckpt_{name}.pt"
         p[f"ckpt_{name}"].write_bytes(data)
     p["ckpt_foreign"] = d / "foreign.pt"
-    torch.save({"model": _tiny_model().state_dict(), "extra": [Payload(marker)]}, p["ckpt_foreign"])
+    torch.save({"model": tiny_mixste().state_dict(), "extra": [Payload(marker)]}, p["ckpt_foreign"])
     p["data"] = _write_h36m(d / "h36m")
     p["data_poison3d"] = _write_h36m(d / "poison3d", poison_3d=marker)
     p["data_poisonmeta"] = _write_h36m(d / "poisonmeta", poison_meta=marker)
@@ -222,7 +218,7 @@ def _second_sweep_inputs(d: Path, p: dict[str, Path], bvh_frames: str) -> None:
     torch.save({"model": {}, "x": _HugeArray()}, p["ckpt_huge_array"])
     p["ckpt_num_frame_huge"] = _stored_config(d, "ckpt_num_frame_huge.pt", num_frame=10**12)
     p["ckpt_mlp_inf"] = _stored_config(d, "ckpt_mlp_inf.pt", mlp_ratio=float("inf"))
-    nan_model, big_model = _tiny_model(), _tiny_model()
+    nan_model, big_model = tiny_mixste(), tiny_mixste()
     with torch.no_grad():
         nan_model.head[1].weight[0, 0] = float("nan")
         big_model.head[1].weight.fill_(3e38)  # finite, but every output overflows to inf
@@ -770,7 +766,7 @@ def test_ctrl_c_runs_save_hooks_and_exits_130(tmp_path, runner):
 
 
 def test_one_far_outside_coordinate_is_treated_as_missing_with_a_note(inputs) -> None:
-    from fastmixste.keypoints import load_keypoints
+    from fastmixste.video.keypoints import load_keypoints
 
     kps = load_keypoints(inputs["kp_far"], "h36m", width=100, height=100)
     assert np.isfinite(kps.pose).all() and np.abs(kps.pose).max() < 200  # filled, not 1e30
@@ -782,7 +778,6 @@ def test_one_far_outside_coordinate_is_treated_as_missing_with_a_note(inputs) ->
 def test_model_input_with_one_nan_is_refused_naming_where() -> None:
     import torch
 
-    from fastmixste import MixSTE
 
     model = MixSTE(num_frame=9, embed_dim_ratio=32, depth=1, num_heads=2).eval()
     x = torch.randn(2, 9, 17, 2)
@@ -811,7 +806,7 @@ def test_mp4_render_without_encoder_never_replaces_an_existing_gif(tmp_path, mon
     unless the caller allows replacing it; an allowed render is written atomically (no temporary file left)."""
     from matplotlib import animation
 
-    from fastmixste.plots import render_pose
+    from fastmixste.eval.plots import render_pose
 
     monkeypatch.setattr(animation.writers, "is_available", lambda name: False)
     rng = np.random.default_rng(0)
@@ -832,7 +827,7 @@ def test_failed_render_leaves_the_previous_file(tmp_path, monkeypatch) -> None:
     """A render that fails half-way (disk full) leaves the file that was there and no partial file."""
     from matplotlib import animation
 
-    from fastmixste.plots import render_pose
+    from fastmixste.eval.plots import render_pose
 
     def disk_full(self, *args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -850,7 +845,7 @@ def test_failed_render_leaves_the_previous_file(tmp_path, monkeypatch) -> None:
 def test_sigterm_inside_run_cli_runs_the_save_hooks_and_exits_143(capsys) -> None:
     import signal
 
-    from fastmixste.cli import EXIT_TERMINATED, defer_interrupts, interrupt_hook
+    from fastmixste.io.cli import EXIT_TERMINATED, defer_interrupts, interrupt_hook
 
     steps = []
 

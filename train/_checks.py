@@ -154,7 +154,7 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def _check_corruption(where: str, values: dict[str, Any]) -> None:
-    from fastmixste.corruption import CorruptionConfig
+    from fastmixste.data.corruption import CorruptionConfig
 
     defaults = CorruptionConfig().to_dict()
     for key, value in values.items():
@@ -167,7 +167,7 @@ def _check_corruption(where: str, values: dict[str, Any]) -> None:
             if len(default) == 2:
                 _check(name, value, (lambda v: v[0] <= v[1], "a range [low, high] with low <= high"))
         elif isinstance(default, str):
-            from fastmixste.corruption import KEYPOINT_DEFINITIONS
+            from fastmixste.data.corruption import KEYPOINT_DEFINITIONS
 
             _check(name, value, _one_of(*KEYPOINT_DEFINITIONS))
         elif _is_int(default):
@@ -189,7 +189,7 @@ _CORRUPTION_BOUNDS: dict[str, tuple[float, float]] = {
 
 
 def _check_loss_weights(stage: str, values: dict[str, Any]) -> None:
-    from fastmixste.losses import FINETUNE_WEIGHTS, PRETRAIN_WEIGHTS
+    from fastmixste.eval.losses import FINETUNE_WEIGHTS, PRETRAIN_WEIGHTS
 
     terms = PRETRAIN_WEIGHTS if stage == "pretrain" else FINETUNE_WEIGHTS
     unknown = sorted(set(values) - set(terms))
@@ -220,7 +220,7 @@ def validate(cfg: dict[str, Any]) -> None:
     """Raise ValueError naming the option, what was expected and what came, for any value of a resolved config
     that cannot work: option types and ranges, and the model's fields (files: :func:`check_files`)."""
     check_options(cfg)
-    from fastmixste.config import MixSTEConfig
+    from fastmixste.model.config import MixSTEConfig
 
     model = dict(cfg["model"])
     if "recompute" in model:

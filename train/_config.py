@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from fastmixste._io import MAX_NESTING, check_regular_file
-from fastmixste.cli import add_debug_argument
+from fastmixste.io.cli import add_debug_argument
+from fastmixste.io.files import MAX_NESTING, check_regular_file
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 STAGES: tuple[str, ...] = ("pretrain", "finetune")
@@ -63,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "model": {},  # MixSTEConfig fields; omitted ones take MixSTEConfig's defaults
     "train": {},
     # h36m_3d: use the training subjects' 3D as a source; motion_frames: frames of procedural motion (0: none)
-    # loss_weights: the stage loss's term weights (fastmixste.losses.PRETRAIN_WEIGHTS / FINETUNE_WEIGHTS; the ones
+    # loss_weights: the stage loss's term weights (fastmixste.eval.losses.PRETRAIN_WEIGHTS / FINETUNE_WEIGHTS; the ones
     # not given keep those defaults)
     "pretrain": {"h36m_3d": True, "corruption": {}, "motion_frames": 0, "motion_clip_frames": 300, "loss_weights": {}},
     "finetune": {"loss_weights": {}},

@@ -200,7 +200,7 @@ def heldout_report(model: Any, mean_pose: np.ndarray, cfg: dict[str, Any], devic
     import contextlib
 
     from fastmixste.data.motion import heldout_sequences
-    from fastmixste.evaluation import evaluate_heldout, format_heldout_markdown
+    from fastmixste.eval.evaluation import evaluate_heldout, format_heldout_markdown
 
     n = int(cfg["eval"].get("heldout_clips") or 0)
     if n <= 0:

@@ -15,7 +15,7 @@ set, seen through S9's four cameras with the built-in CPN-like 2D error; ``--hel
 0 to skip): MPJPE / P-MPJPE per pattern, the speed ratio (predicted over true median joint speed; below 1:
 over-smoothed) and the mean-training-pose baseline. The same clips as a training run's, so the numbers compare.
 
-Flags, the checkpoint, the backend and --out are checked before the data loads. Exit codes (fastmixste.cli):
+Flags, the checkpoint, the backend and --out are checked before the data loads. Exit codes (fastmixste.io.cli):
 0 done; 2 bad input, with a one-line message on stderr (``--debug`` or FASTMIXSTE_DEBUG=1 adds the traceback);
 130 interrupted.
 """
@@ -32,9 +32,7 @@ import numpy as np
 import torch
 
 from fastmixste import BACKENDS, load_checkpoint
-from fastmixste._io import atomic_write
-from fastmixste.cli import UserInputError, add_debug_argument, cli_entry
-from fastmixste.evaluation import (
+from fastmixste.eval.evaluation import (
     evaluate,
     evaluate_constant_pose,
     evaluate_heldout,
@@ -42,6 +40,8 @@ from fastmixste.evaluation import (
     format_markdown,
     results_to_dict,
 )
+from fastmixste.io.cli import UserInputError, add_debug_argument, cli_entry
+from fastmixste.io.files import atomic_write
 from train._data import crop_sequences
 
 
@@ -103,7 +103,7 @@ def _written_by_evaluate(path: Path) -> bool:
 def _check_out(out: Path, overwrite: bool = False) -> None:
     """Fail now, not after the evaluation, when --out cannot take results.json and results.md, or when they would
     replace files train.evaluate did not write (a training run's results: never, even with --overwrite)."""
-    from fastmixste._io import check_output
+    from fastmixste.io.files import check_output
     from train.rundir import run_outputs
 
     if out.exists() and not out.is_dir():
@@ -153,7 +153,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    """Evaluate; errors become one-line messages with exit code 2 (fastmixste.cli), --debug shows tracebacks."""
+    """Evaluate; errors become one-line messages with exit code 2 (fastmixste.io.cli), --debug shows tracebacks."""
     args = parse_args(argv)
     from fastmixste.data.h36m import TEST_SUBJECTS, TRAIN_SUBJECTS, load_h36m
 

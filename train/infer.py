@@ -7,16 +7,16 @@
     (either, or --camera N:)    [--runtime {torch,onnx,pt2} [--model-file F]] [--stream [--lookahead L]]
 
 CLIP is a video file (anything FFmpeg reads; decoded with PyAV, one frame at a time) or a folder of images. Its
-frames go through an offline 2D detector (``fastmixste.detectors``: MediaPipe Pose from the ``video`` extra, or a
+frames go through an offline 2D detector (``fastmixste.video.detectors``: MediaPipe Pose from the ``video`` extra, or a
 local ONNX model from the ``onnx`` extra), one person is picked and tracked, converted to the 17 Human3.6M joints,
 and gaps are filled. INPUT is an .npy/.npz array (T, J, 2|3) or (T, P, J, 2|3), a COCO-style keypoint JSON, or a
-folder of OpenPose JSON files (see ``fastmixste.keypoints``). Either way the sequence is normalised as in training
+folder of OpenPose JSON files (see ``fastmixste.video.keypoints``). Either way the sequence is normalised as in training
 and lifted in windows of the model's num_frame frames (any length), with flip test-time augmentation unless
 ``--no-flip``. OUT.npz holds ``pose_3d`` (T, 17, 3) root-relative camera-frame coordinates in metres, the 2D input
 actually used, confidences, the filled mask and the metadata (JSON string under ``meta``: fps, detector, person,
-throughput). ``--runtime onnx|pt2`` lifts with a file made by ``python -m fastmixste.export`` (or exports the checkpoint
-first); ``--stream`` lifts online, each frame once L more have come (``fastmixste.stream``). OUT and video renders are
-written atomically: a failed run leaves no partial file at either path (when
+throughput). ``--runtime onnx|pt2`` lifts with a file made by ``python -m fastmixste.deploy.export`` (or exports the
+checkpoint first); ``--stream`` lifts online, each frame once L more have come (``fastmixste.deploy.stream``). OUT and
+video renders are written atomically: a failed run leaves no partial file at either path (when
 only the render fails, the finished OUT stays and the message says so).
 """
 
@@ -37,11 +37,11 @@ import numpy as np
 import torch
 
 from fastmixste import BACKENDS, BackendUnavailableError, CheckpointError, load_checkpoint, shipped_models
-from fastmixste._io import atomic_write
-from fastmixste.detectors import DETECTORS, DetectorError, MissingExtraError, make_detector
-from fastmixste.evaluation import predict_sequences
-from fastmixste.export import RUNTIMES, ExportError, runtime_model
-from fastmixste.keypoints import LAYOUTS, KeypointError, Keypoints2D, load_keypoints
+from fastmixste.deploy.export import RUNTIMES, ExportError, runtime_model
+from fastmixste.eval.evaluation import predict_sequences
+from fastmixste.io.files import atomic_write
+from fastmixste.video.detectors import DETECTORS, DetectorError, MissingExtraError, make_detector
+from fastmixste.video.keypoints import LAYOUTS, KeypointError, Keypoints2D, load_keypoints
 
 DEFAULT_MODEL = "wild"  # the shipped model lifted with when no --checkpoint is given
 
@@ -98,12 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "of a .gif/.mp4 render for --keypoints (default 25)")
     p.add_argument("--max-frames", type=int, default=300,
                    help="at most this many frames in a .gif render (and in --keypoints .mp4 renders)")
-    # Deployment (fastmixste.export, fastmixste.stream)
+    # Deployment (fastmixste.deploy.export, fastmixste.deploy.stream)
     p.add_argument("--runtime", default="torch", choices=RUNTIMES,
                    help="run the lifter in PyTorch, ONNX Runtime or an AOTInductor package (pip install "
                         "\"fastmixste[export]\"); without --model-file the checkpoint is exported first")
     p.add_argument("--model-file", default=None,
-                   help="with --runtime onnx|pt2: a file made by python -m fastmixste.export from --checkpoint")
+                   help="with --runtime onnx|pt2: a file made by python -m fastmixste.deploy.export from --checkpoint")
     p.add_argument("--stream", action="store_true",
                    help="lift online: each frame once its window (past frames + --lookahead future) is there; "
                         "OUT.npz is written as it goes and closed cleanly on Ctrl-C")
@@ -166,7 +166,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _is_infer_output(path: Path) -> bool:
     """Whether ``path`` is an npz train.infer wrote (pose_3d and meta; only the archive's names are read)."""
-    from fastmixste.safeload import DataFileError, read_npz_keys
+    from fastmixste.io.safeload import DataFileError, read_npz_keys
 
     try:
         return {"pose_3d", "meta"} <= set(read_npz_keys(path))
@@ -176,7 +176,7 @@ def _is_infer_output(path: Path) -> bool:
 
 def _rendered_into(out: Path) -> str | None:
     """The render path recorded in an earlier train.infer output at ``out`` (None when there is none)."""
-    from fastmixste.safeload import DataFileError, read_npz
+    from fastmixste.io.safeload import DataFileError, read_npz
 
     if not out.is_file() or not _is_infer_output(out):
         return None
@@ -189,7 +189,7 @@ def _rendered_into(out: Path) -> str | None:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """No output is an input; an existing output is replaced only when train.infer made it (or --overwrite)."""
-    from fastmixste._io import check_output, same_file
+    from fastmixste.io.files import check_output, same_file
 
     out = Path(args.out)
     inputs = {"--checkpoint": args.checkpoint, "--keypoints": args.keypoints, "--video": args.video,
@@ -210,7 +210,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _may_replace_render(args: argparse.Namespace) -> Callable[[Path], bool]:
     """For a render's fallback path (a .gif for an .mp4 without encoder): --overwrite, or an earlier render of ours."""
-    from fastmixste._io import same_file
+    from fastmixste.io.files import same_file
 
     rendered = _rendered_into(Path(args.out))
     return lambda p: args.overwrite or (rendered is not None and same_file(p, rendered))
@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> dict:
     model = runtime_model(model, args.runtime, model_file=args.model_file, threads=args.threads,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.stream or args.camera is not None:
-        from fastmixste.stream import infer_stream
+        from fastmixste.deploy.stream import infer_stream
 
         return infer_stream(args, model, device, progress)
     if args.lookahead is not None:
@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> dict:
               "pose_2d_normalized": x.astype(np.float32), "confidence": kps.confidence, "filled": kps.filled}
     _write_npz(out, arrays, meta)
     if args.render is not None:
-        from fastmixste.plots import render_pose
+        from fastmixste.eval.plots import render_pose
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
@@ -307,7 +307,7 @@ def _model_meta(args: argparse.Namespace, model: torch.nn.Module, device: torch.
         "model_seconds": seconds,
         "units": "metres, camera axes (x right, y down, z forward); pose_3d root-relative (root = 0), "
                  "root_trajectory the root in the camera frame (intrinsics assumed unless known), pose_3d_camera both",
-        "joint_order": "Human3.6M 17 (fastmixste.skeleton.H36M_JOINT_NAMES)",
+        "joint_order": "Human3.6M 17 (fastmixste.data.skeleton.H36M_JOINT_NAMES)",
     }
 
 
@@ -319,7 +319,7 @@ def lift_keypoints(model: torch.nn.Module, kps: Keypoints2D, *, flip: bool = Tru
     (T, 17, in_chans) float32, seconds in the model). ``--video`` lifts through this; so does the real-data check
     (``benchmarks.realdata``), so what it scores is what the command writes.
     """
-    from fastmixste.video import lift
+    from fastmixste.video.decode import lift
 
     device = device if device is not None else next(model.parameters()).device
     x = kps.normalized()  # (T, 17, 2)
@@ -334,9 +334,9 @@ def lift_keypoints(model: torch.nn.Module, kps: Keypoints2D, *, flip: bool = Tru
 
 def camera_space(pose_3d: np.ndarray, kps: Keypoints2D, fov_degrees: float) -> tuple[np.ndarray, dict]:
     """(T, 17, 3) root-relative metres + the 2D they were lifted from -> ((T, 3) root in the camera frame, metres;
-    the intrinsics used). Solved per frame by ``fastmixste.trajectory.root_trajectory`` (weighted by the
+    the intrinsics used). Solved per frame by ``fastmixste.video.trajectory.root_trajectory`` (weighted by the
     detection confidence, lightly smoothed), with a pinhole camera of ``fov_degrees`` across the longer side."""
-    from fastmixste.trajectory import default_intrinsics, root_trajectory
+    from fastmixste.video.trajectory import default_intrinsics, root_trajectory
 
     focal, centre = default_intrinsics(kps.width, kps.height, fov_degrees)
     conf = np.where(kps.filled, 0.0, np.nan_to_num(kps.confidence, nan=0.0)) + 1e-3  # seen joints weigh most
@@ -346,7 +346,7 @@ def camera_space(pose_3d: np.ndarray, kps: Keypoints2D, fov_degrees: float) -> t
 
 
 def _run_video(args: argparse.Namespace, model: torch.nn.Module, device: torch.device, progress: bool) -> dict:
-    from fastmixste.video import detect_video, open_video, track_and_fill
+    from fastmixste.video.decode import detect_video, open_video, track_and_fill
 
     out = Path(args.out)
     source = open_video(args.video, fps=args.fps)
@@ -388,7 +388,7 @@ def _run_video(args: argparse.Namespace, model: torch.nn.Module, device: torch.d
               "detected": seen}
     _write_npz(out, arrays, meta)
     if args.render is not None:
-        from fastmixste.render import render_video
+        from fastmixste.video.render import render_video
 
         try:
             r = render_video(source, kps.pose, pose_3d, args.render, filled=kps.filled, seen=seen,
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if meta.get("stream"):
-        from fastmixste.stream import print_stream_summary
+        from fastmixste.deploy.stream import print_stream_summary
 
         print_stream_summary(args, meta)
     elif "throughput" not in meta:
@@ -467,6 +467,6 @@ def _print_video_summary(args: argparse.Namespace, meta: dict) -> None:
 
 
 if __name__ == "__main__":
-    from fastmixste.cli import run_cli  # the error boundary: exit 2 bad input, 130 Ctrl-C, tracebacks with --debug
+    from fastmixste.io.cli import run_cli  # the error boundary: exit 2 bad input, 130 Ctrl-C, tracebacks with --debug
 
     sys.exit(run_cli(main))

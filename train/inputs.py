@@ -38,7 +38,7 @@ def check_same_arch(model: torch.nn.Module, other_config: dict[str, Any], what: 
 def load_init_weights(model: torch.nn.Module, path: str) -> None:
     """Copy the weights of ``path`` (this project's checkpoint or an upstream MixSTE file) into ``model``."""
     from fastmixste import load_checkpoint, read_checkpoint
-    from fastmixste.checkpoint import FORMAT
+    from fastmixste.model.checkpoint import FORMAT
 
     # Our files store their head count (a different one is an architecture mismatch, reported below); upstream
     # files do not, and take the run's.

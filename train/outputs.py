@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastmixste._io import atomic_write
+from fastmixste.io.files import atomic_write
 from train._data import heldout_report
 from train.inputs import RunData
 from train.runtime import Runtime, eval_backend
@@ -62,7 +62,7 @@ def environment_record(rt: Runtime) -> dict[str, Any]:
 
 def write_curves(path: Path, history: dict[str, list[dict]], title: str,
                  compare: dict[str, list[dict]] | None = None) -> None:
-    from fastmixste.plots import plot_learning_curves
+    from fastmixste.eval.plots import plot_learning_curves
 
     rows = {k: v for k, v in history.items() if v}
     if rows:
@@ -75,7 +75,7 @@ def final_evaluation(cfg: dict[str, Any], rt: Runtime, model, data: RunData, his
     """Evaluate the best weights on the full test set (flip TTA), write results.{md,json}, metrics and curves;
     returns results.json's content and results.md's text."""
     from fastmixste import read_checkpoint
-    from fastmixste.evaluation import evaluate, evaluate_constant_pose, format_markdown, results_to_dict
+    from fastmixste.eval.evaluation import evaluate, evaluate_constant_pose, format_markdown, results_to_dict
 
     best = ckpt_dir / "best.pt"
     weights = "final weights"
@@ -118,7 +118,7 @@ def final_evaluation(cfg: dict[str, Any], rt: Runtime, model, data: RunData, his
 def write_comparison(out: Path, results: dict[str, Any], results_md: str, history: dict[str, list[dict]],
                      scratch: dict[str, Any], scratch_history: dict[str, list[dict]], what: str) -> None:
     """--compare-scratch: both fine-tuning curves in curves_compare.png; the scratch numbers join results.*"""
-    from fastmixste.plots import plot_learning_curves
+    from fastmixste.eval.plots import plot_learning_curves
 
     plot_learning_curves({"fine-tune from pretrained": history.get("finetune", [])}, out / "curves_compare.png",
                          compare={"fine-tune from scratch": scratch_history.get("finetune", [])},

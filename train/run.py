@@ -29,8 +29,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from fastmixste.checkpoint import check_finite_weights
-from fastmixste.cli import UserInputError, cli_entry, interrupt_hook
+from fastmixste.io.cli import UserInputError, cli_entry, interrupt_hook
+from fastmixste.model.checkpoint import check_finite_weights
 from train import rundir
 from train._checks import check_files
 from train._config import build_parser, dump_yaml, resolve_config
@@ -171,7 +171,7 @@ def _with_auto_init(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _check_backends(cfg: dict[str, Any]) -> None:
     """The attention backends the config names (model.attn_backend, eval.attn_backend) can run on its device."""
-    from fastmixste.attention import available_backends
+    from fastmixste.model.attention import available_backends
     from train.runtime import _resolve_amp, _resolve_device
 
     try:

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fastmixste.cli import UserInputError
+from fastmixste.io.cli import UserInputError
 from train._config import STAGES, load_yaml
 
 LOCK_NAME = "run.lock"
@@ -66,7 +66,7 @@ def run_outputs(out: Path) -> list[Path]:
 
 
 def leftover_temp_files(out: Path) -> list[Path]:
-    """Temporary files of interrupted atomic writes (``.NAME.XXXX.tmp``, fastmixste._io.atomic_write) in ``out``."""
+    """Temporary files of interrupted atomic writes (``.NAME.XXXX.tmp``, io.files.atomic_write) in ``out``."""
     folders = (out, out / "checkpoints", out / "scratch", out / "scratch" / "checkpoints")
     return [p for d in folders if d.is_dir() for p in sorted(d.glob(".*.tmp")) if p.is_file()]
 
@@ -380,8 +380,8 @@ def explicit_settings(args: argparse.Namespace) -> list[tuple[str, list[tuple[st
 
 def _normalized(cfg: dict[str, Any]) -> dict[str, Any]:
     """Model and corruption settings with their defaults filled in, so equal settings compare equal."""
-    from fastmixste.config import MixSTEConfig
-    from fastmixste.corruption import CorruptionConfig
+    from fastmixste.data.corruption import CorruptionConfig
+    from fastmixste.model.config import MixSTEConfig
 
     cfg = {**cfg, "model": MixSTEConfig.from_dict(dict(cfg["model"])).to_dict()}
     corruption = CorruptionConfig.from_dict(dict(cfg["pretrain"].get("corruption") or {}))

@@ -155,7 +155,7 @@ def resolve_recompute(cfg: dict[str, Any], model: torch.nn.Module, rt: Runtime) 
     cheapest whose modelled peak for the largest per-process batch of the run fits 90% of the free memory. On the CPU
     nothing bounds memory the same way: ``auto`` keeps every activation (``none``) and says so.
     """
-    from fastmixste.recompute import choose_recompute, measure_cuda_sequence_bytes, static_training_bytes
+    from fastmixste.model.recompute import choose_recompute, measure_cuda_sequence_bytes, static_training_bytes
 
     policy = cfg["recompute"]
     if policy != "auto":

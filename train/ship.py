@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from fastmixste import load_checkpoint, read_checkpoint, save_checkpoint
-from fastmixste._io import atomic_write
-from fastmixste.checkpoint import WEIGHTS_DIR
-from fastmixste.cli import UserInputError
+from fastmixste.io.cli import UserInputError
+from fastmixste.io.files import atomic_write
+from fastmixste.model.checkpoint import WEIGHTS_DIR
 
 MAX_BYTES = 25 * 1024 * 1024
 
@@ -123,6 +123,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from fastmixste.cli import run_cli
+    from fastmixste.io.cli import run_cli
 
     sys.exit(run_cli(main))

@@ -78,9 +78,9 @@ class Stage:
 
 
 def make_stages(cfg: dict[str, Any], data: RunData, names: list[str]) -> list[Stage]:
-    from fastmixste.corruption import CorruptionConfig, corrupted_batch
+    from fastmixste.data.corruption import CorruptionConfig, corrupted_batch
     from fastmixste.data.windows import TrainWindows, collate_windows
-    from fastmixste.losses import finetune_loss, pretrain_loss
+    from fastmixste.eval.losses import finetune_loss, pretrain_loss
 
     num_frame = cfg["model"].get("num_frame", 243)
     stages = []

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from fastmixste.cli import RunFailed, defer_interrupts
+from fastmixste.io.cli import RunFailed, defer_interrupts
 from train._data import EpochBatchSampler, seed_step, step_generator
 from train.inputs import RunData
 from train.outputs import write_metrics
@@ -28,7 +28,7 @@ class TrainingDiverged(RunFailed):
 
 
 def _validate(model, seqs: list, cfg: dict[str, Any], rt: Runtime) -> tuple[float, float]:
-    from fastmixste.evaluation import evaluate
+    from fastmixste.eval.evaluation import evaluate
 
     with rt.autocast(), eval_backend(model, cfg):
         res = evaluate(model, seqs, flip=False, batch_size=cfg["val"]["batch_size"], device=rt.device,

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fastmixste._io import atomic_write
 from fastmixste.data.cameras import h36m_cameras, project_to_2d, world_to_camera
 from fastmixste.data.h36m import ACTIONS, TEST_SUBJECTS, TRAIN_SUBJECTS
-from fastmixste.safeload import DataFileError, read_npz
-from fastmixste.skeleton import H36M_32_PARENTS, H36M_32_TO_17, H36M_LEFT, H36M_RIGHT
+from fastmixste.data.skeleton import H36M_32_PARENTS, H36M_32_TO_17, H36M_LEFT, H36M_RIGHT
+from fastmixste.io.files import atomic_write
+from fastmixste.io.safeload import DataFileError, read_npz
 
 BUILTIN_VERSION = 1
 FPS = 50
@@ -497,7 +497,7 @@ def _cache_problem(out: Path) -> str | None:
     """None when `out` holds a complete built-in dataset that matches its manifest's hashes, else what is wrong.
 
     Manifests written since file hashes were added are checked by the sha256 of each file (fast). Older ones only
-    have content hashes: the arrays are then read (safely, see fastmixste.safeload) and hashed, and the file
+    have content hashes: the arrays are then read (safely, see fastmixste.io.safeload) and hashed, and the file
     hashes are added to the manifest so the next check is fast.
     """
     manifest = out / "manifest.json"

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fastmixste._io import atomic_write
-from fastmixste.cli import UserInputError, add_debug_argument, cli_entry
-from fastmixste.data.mocap import MocapClip, _reraise_with_file
+from fastmixste.data.mocap_formats import MocapClip, _reraise_with_file
+from fastmixste.io.cli import UserInputError, add_debug_argument, cli_entry
+from fastmixste.io.files import atomic_write
 
 PYBULLET_VERSION = "3.2.7"
 DEFAULT_CACHE = Path("~/.cache/fastmixste/pybullet")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from fastmixste.data.cameras import Camera, h36m_cameras, normalize_screen_coordinates, world_to_camera
-from fastmixste.safeload import DataFileError, MissingKeyError, read_npz, read_npz_keys
-from fastmixste.skeleton import H36M_32_TO_17, H36M_LEFT, H36M_RIGHT
+from fastmixste.data.skeleton import H36M_32_TO_17, H36M_LEFT, H36M_RIGHT
+from fastmixste.io.safeload import DataFileError, MissingKeyError, read_npz, read_npz_keys
 
 TRAIN_SUBJECTS: list[str] = ["S1", "S5", "S6", "S7", "S8"]
 TEST_SUBJECTS: list[str] = ["S9", "S11"]
@@ -57,7 +57,7 @@ def _require_file(path: str | Path) -> Path:
 def _load_npz_dict(path: Path, key: str, also: tuple[str, ...] = ()) -> tuple[dict, dict[str, np.ndarray]]:
     """Read `key` (a pickled dict in a 0-d object array) and the entries `also` from an npz, running no code.
 
-    Object arrays go through fastmixste.safeload's restricted unpickler: a file holding anything but arrays,
+    Object arrays go through fastmixste.io.safeload's restricted unpickler: a file holding anything but arrays,
     containers, strings and numbers is refused (UnsafeFileError), a damaged one reported (CorruptFileError).
     """
     npz = read_npz(path, keys=[key, *also])

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from fastmixste.data.h36m import Sequence
-from fastmixste.skeleton import H36M_LEFT, H36M_RIGHT
+from fastmixste.data.skeleton import H36M_LEFT, H36M_RIGHT
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 

@@ -13,7 +13,7 @@ import torch
 from benchmarks import calibration, efficiency, proxies
 from benchmarks import inductor_kernels as ik
 from benchmarks.cases import Shape
-from fastmixste.profiling import DeviceSpec, OpRecord, efficient_seconds
+from fastmixste.perf.profiling import DeviceSpec, OpRecord, efficient_seconds
 
 DEV = DeviceSpec("toy", peak_flops=100.0, bandwidth=10.0)
 EFF = {"gemm": 0.5, "gemm_wgrad": 0.25, "flash_fwd": 0.5, "flash_bwd": 0.2, "streaming": 0.8, "launch": 0.125}

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastmixste import profiling
-from fastmixste.profiling import DeviceSpec, OpCounter, OpRecord, SavedTensorCounter, roofline_seconds, storage_key
+from fastmixste.perf import memory, profiling
+from fastmixste.perf.memory import MemoryTracker
+from fastmixste.perf.profiling import DeviceSpec, OpCounter, OpRecord, roofline_seconds, storage_key
 
 F32 = 4
 
@@ -104,22 +105,22 @@ def test_storage_key_is_shared_by_views_on_meta() -> None:
 def test_saved_bytes_dedupe_by_storage_and_exclude() -> None:
     x = _meta(10, 10, grad=True)
     w = _meta(10, 10, grad=True)
-    with SavedTensorCounter() as s:
+    with MemoryTracker() as s:
         x.sin()  # saves x
         x.t().cos()  # saves a view of x: the same storage
     assert s.tensors_saved == 2
-    assert (s.count, s.bytes) == (1, 100 * F32)
-    with SavedTensorCounter(exclude=[w]) as s:
+    assert (s.saved_count, s.saved_bytes) == (1, 100 * F32)
+    with MemoryTracker(exclude=[w]) as s:
         y = x.sin()  # saves x
         z = y @ w  # saves y and w (w excluded)
         z.exp()  # saves its output
-    assert s.count == 3
-    assert s.bytes == 3 * 100 * F32
+    assert s.saved_count == 3
+    assert s.saved_bytes == 3 * 100 * F32
     # A saved slice keeps its whole base alive: the full storage counts.
     big = _meta(100, grad=True) * 1.0
-    with SavedTensorCounter() as s:
+    with MemoryTracker() as s:
         big[:10].sin()
-    assert s.bytes == 100 * F32
+    assert s.saved_bytes == 100 * F32
 
 
 def test_sdpa_routes_to_one_flash_op_on_meta() -> None:
@@ -216,7 +217,7 @@ def test_report_writes_tables_plots_and_lists_losses(tmp_path) -> None:
 
 
 def test_autocast_emulation_casts_like_cuda_autocast_on_meta() -> None:
-    from fastmixste.profiling import AutocastEmulation
+    from fastmixste.perf.profiling import AutocastEmulation
 
     x, w, b = _meta(4, 8, grad=True), _meta(16, 8, grad=True), _meta(16, grad=True)
     gamma = _meta(16, grad=True)
@@ -241,10 +242,8 @@ def test_autocast_emulation_casts_like_cuda_autocast_on_meta() -> None:
 
 
 def test_live_bytes_tracker_counts_alive_storages_and_transients() -> None:
-    from fastmixste.profiling import LiveBytesTracker
-
     x = _meta(100)  # exists before: not counted
-    with LiveBytesTracker() as m:
+    with MemoryTracker() as m:
         a = x * 2  # +400
         b = a + 1  # +400 -> 800
         del a  # -> 400
@@ -257,7 +256,7 @@ def test_live_bytes_tracker_counts_alive_storages_and_transients() -> None:
 
 
 def test_linear_fit_and_max_batch_by_hand() -> None:
-    from fastmixste.profiling import MemoryBudget, StepMemory, linear_in_batch
+    from fastmixste.perf.memory import MemoryBudget, StepMemory, linear_in_batch
 
     fit = linear_in_batch(StepMemory(2, 2100, 5000), StepMemory(4, 4100, 9000))
     assert fit == {"saved_per_sequence": 1000, "saved_fixed": 100, "peak_per_sequence": 2000, "peak_fixed": 1000}
@@ -274,10 +273,10 @@ def test_set_recompute_reports_missing_switch_and_refusals() -> None:
     from torch import nn
 
     plain = nn.Linear(2, 2)
-    assert profiling.set_recompute(plain, "none") is None
-    assert "not available" in profiling.set_recompute(plain, "lean")
+    assert memory.set_recompute(plain, "none") is None
+    assert "not available" in memory.set_recompute(plain, "lean")
     with pytest.raises(ValueError, match="unknown recompute policy"):
-        profiling.set_recompute(plain, "some")
+        memory.set_recompute(plain, "some")
 
     class WithSwitch(nn.Linear):
         def set_recompute(self, policy: str) -> None:
@@ -286,8 +285,8 @@ def test_set_recompute_reports_missing_switch_and_refusals() -> None:
             self.policy = policy
 
     m = WithSwitch(2, 2)
-    assert profiling.set_recompute(m, "lean") is None and m.policy == "lean"
-    assert "full is refused here" in profiling.set_recompute(m, "full")
+    assert memory.set_recompute(m, "lean") is None and m.policy == "lean"
+    assert "full is refused here" in memory.set_recompute(m, "full")
 
 
 def test_fa2_tiles_and_workspace_per_architecture() -> None:
@@ -434,7 +433,7 @@ def test_compile_records_scale_depth_and_batch_from_the_kernel_table() -> None:
 def test_memory_per_sequence_is_linear_and_matches_the_saved_counter() -> None:
     from torch import nn
 
-    from fastmixste.profiling import memory_per_sequence, training_step_memory
+    from fastmixste.perf.memory import memory_per_sequence, training_step_memory
 
     torch.manual_seed(0)
     with torch.device("meta"):

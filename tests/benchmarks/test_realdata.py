@@ -9,8 +9,8 @@ import pytest
 from benchmarks import realdata as rd
 from benchmarks import realdata_metrics as rm
 from benchmarks.realdata_geometry import CalibrationError, Camera, parse_qualisys, triangulate
-from fastmixste import metrics as fm
-from fastmixste.keypoints import Keypoints2D, to_h36m
+from fastmixste.eval import metrics as fm
+from fastmixste.video.keypoints import Keypoints2D, to_h36m
 
 
 def look_at(position: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -240,7 +240,7 @@ def test_scoring_plumbing_on_synthetic_views():
 
 
 def test_cli_refuses_to_replace_a_file_it_did_not_make(tmp_path, capsys):
-    from fastmixste.cli import run_cli
+    from fastmixste.io.cli import run_cli
 
     other = tmp_path / "notes.json"
     other.write_text('{"mine": 1}')
@@ -252,7 +252,7 @@ def test_cli_refuses_to_replace_a_file_it_did_not_make(tmp_path, capsys):
 
 
 def _cached() -> bool:
-    from fastmixste.detectors import MEDIAPIPE_VERSION
+    from fastmixste.video.detectors import MEDIAPIPE_VERSION
 
     demo = rd.DEFAULT_CACHE / "Demo_MultiPerson"
     dets = [rd.DEFAULT_CACHE / f"{kind}-mediapipe{MEDIAPIPE_VERSION}-passes{rd.DETECTION_PASSES}.npz"

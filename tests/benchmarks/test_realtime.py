@@ -8,7 +8,7 @@ import torch
 
 from benchmarks.realtime import stream_predictions
 from fastmixste import MixSTE
-from fastmixste.stream import StreamLifter
+from fastmixste.deploy.stream import StreamLifter
 
 
 @pytest.mark.parametrize("lookahead", [0, 4, 8])

@@ -7,8 +7,8 @@ from fastmixste.data import builtin
 from fastmixste.data.builtin import FILES, builtin_data_dir, content_hash, generate_builtin, generate_take
 from fastmixste.data.cameras import h36m_cameras, image_coordinates, project_to_2d, world_to_camera
 from fastmixste.data.h36m import ACTIONS, TEST_SUBJECTS, TRAIN_SUBJECTS, load_h36m, load_positions_3d
-from fastmixste.safeload import read_npz
-from fastmixste.skeleton import bone_lengths
+from fastmixste.data.skeleton import bone_lengths
+from fastmixste.io.safeload import read_npz
 
 
 def test_files_and_layout(builtin_dir):

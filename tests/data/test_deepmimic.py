@@ -12,7 +12,7 @@ from fastmixste.data import deepmimic
 from fastmixste.data.deepmimic import DEFAULT_HUMANOID, extract_motions, read_deepmimic, read_humanoid_urdf
 from fastmixste.data.mocap import import_files, load_mocap_npz, mocap_npz_fps, sniff_format, to_h36m17
 from fastmixste.data.mocap import main as mocap_main
-from fastmixste.skeleton import H36M_JOINT_NAMES
+from fastmixste.data.skeleton import H36M_JOINT_NAMES
 
 S = 0.25  # metres per URDF unit of the stock humanoid
 # The stock humanoid's movable joints in frame order, with their value counts.

@@ -11,7 +11,7 @@ from fastmixste.data.h36m import (
     load_positions_2d,
     load_positions_3d,
 )
-from fastmixste.skeleton import H36M_32_TO_17
+from fastmixste.data.skeleton import H36M_32_TO_17
 
 from .conftest import METADATA, TAKES, write_vp3d
 

@@ -21,8 +21,8 @@ import pytest
 from fastmixste.data import builtin
 from fastmixste.data.h36m import load_h36m, load_positions_2d, load_positions_3d
 from fastmixste.data.mocap import load_mocap_npz, save_mocap_npz
-from fastmixste.keypoints import KeypointError, load_keypoints, read_keypoints
-from fastmixste.safeload import CorruptFileError, DataFileError, UnsafeFileError, read_npy, read_npz
+from fastmixste.io.safeload import CorruptFileError, DataFileError, UnsafeFileError, read_npy, read_npz
+from fastmixste.video.keypoints import KeypointError, load_keypoints, read_keypoints
 
 from .conftest import METADATA, make_vp3d_data, write_vp3d
 

@@ -8,13 +8,12 @@ from fastmixste.data.mocap import (
     load_mocap_npz,
     main,
     mocap_npz_fps,
-    read_asf_amc,
-    read_bvh,
     resample,
     save_mocap_npz,
     to_h36m17,
 )
-from fastmixste.skeleton import bone_lengths
+from fastmixste.data.mocap_formats import read_asf_amc, read_bvh
+from fastmixste.data.skeleton import bone_lengths
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CMU_ASF, CMU_AMC = FIXTURES / "cmu_excerpt.asf", FIXTURES / "cmu_excerpt.amc"

@@ -22,7 +22,7 @@ from fastmixste.data.motion import (
     heldout_sequences,
     motion_corpus,
 )
-from fastmixste.skeleton import H36M_PARENTS, bone_lengths
+from fastmixste.data.skeleton import H36M_PARENTS, bone_lengths
 
 FPS = 50
 
@@ -146,7 +146,7 @@ def test_heldout_set_is_outside_the_finetuning_data():
 @pytest.mark.slow
 def test_heldout_evaluation_scores_and_baseline():
     from fastmixste import MixSTE, MixSTEConfig
-    from fastmixste.evaluation import _score, evaluate_constant_pose, evaluate_heldout, format_heldout_markdown
+    from fastmixste.eval.evaluation import _score, evaluate_constant_pose, evaluate_heldout, format_heldout_markdown
 
     seqs = heldout_sequences(clips_per_pattern=1, frames=60)
     mean_pose = np.mean([s.pose_3d.mean(0) for s in seqs], axis=0)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastmixste.skeleton import (
+from fastmixste.data.skeleton import (
     H36M_32_TO_17,
     H36M_JOINT_NAMES,
     H36M_LEFT,

@@ -1,13 +1,13 @@
-"""fastmixste.surface: joint centres -> the detector-converted definition (what real-video 2D and its reference use)."""
+"""fastmixste.data.surface: joint centres -> the detector-converted definition (real-video 2D and its reference)."""
 
 import numpy as np
 import pytest
 import torch
 
-from fastmixste.corruption import CorruptionConfig, corrupted_batch
-from fastmixste.keypoints import to_h36m
-from fastmixste.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
-from fastmixste.surface import EYE_OFFSET, HEAD_BONE_M, NOSE_OFFSET, detector_joints
+from fastmixste.data.corruption import CorruptionConfig, corrupted_batch
+from fastmixste.data.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
+from fastmixste.data.surface import EYE_OFFSET, HEAD_BONE_M, NOSE_OFFSET, detector_joints
+from fastmixste.video.keypoints import to_h36m
 
 
 def _standing() -> np.ndarray:

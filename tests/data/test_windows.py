@@ -4,8 +4,8 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from fastmixste.data.h36m import Sequence
+from fastmixste.data.skeleton import flip_pose
 from fastmixste.data.windows import TrainWindows, benchmark_windows, eval_windows, make_train_loader, stitch
-from fastmixste.skeleton import flip_pose
 
 
 def _seq(length: int, offset: float = 0.0) -> Sequence:

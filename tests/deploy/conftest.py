@@ -7,13 +7,12 @@ import torch
 from torch import nn
 
 from fastmixste import MixSTE, MixSTEConfig, save_checkpoint
-
-TINY = {"num_frame": 9, "embed_dim_ratio": 16, "depth": 1, "num_heads": 2, "drop_path_rate": 0.0}
+from tests import models
 
 
 def tiny_mixste(**overrides) -> MixSTE:
-    torch.manual_seed(0)
-    return MixSTE(**{**TINY, "attn_backend": "sdpa", **overrides}).eval()
+    """The tests' tiny MixSTE at width 16 on the sdpa path (the path exports take)."""
+    return models.tiny_mixste(**{"embed_dim_ratio": 16, "attn_backend": "sdpa", **overrides})
 
 
 @pytest.fixture

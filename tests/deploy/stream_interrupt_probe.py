@@ -11,8 +11,8 @@ import sys
 
 import numpy as np
 
-from fastmixste.cli import run_cli
-from fastmixste.stream import Frame2D, run_stream
+from fastmixste.deploy.stream import Frame2D, run_stream
+from fastmixste.io.cli import run_cli
 from tests.deploy.conftest import FrameMean
 
 

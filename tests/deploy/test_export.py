@@ -1,4 +1,4 @@
-"""python -m fastmixste.export: ONNX / pt2 round trips against PyTorch, the contract in the file, and refusals."""
+"""python -m fastmixste.deploy.export: ONNX / pt2 round trips against PyTorch, the file's contract, and refusals."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from fastmixste import cli
-from fastmixste.export import (
+from fastmixste.deploy.export import (
     TOLERANCE,
     ExportError,
     choose_backend,
@@ -19,7 +18,8 @@ from fastmixste.export import (
     runtime_model,
     weights_digest,
 )
-from fastmixste.video import lift
+from fastmixste.io import cli
+from fastmixste.video.decode import lift
 
 from .conftest import tiny_mixste
 

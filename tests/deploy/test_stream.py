@@ -1,4 +1,4 @@
-"""Streaming lifting (fastmixste.stream): same as offline where the windows are the same, bounded memory, the
+"""Streaming lifting (fastmixste.deploy.stream): same as offline where the windows are the same, bounded memory, the
 output written as it goes and closed on Ctrl-C / SIGTERM / a failing source, and the refusals."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from fastmixste import cli
-from fastmixste.stream import (
+from fastmixste.deploy.stream import (
     Frame2D,
     OnlinePose,
     StreamError,
@@ -22,7 +21,8 @@ from fastmixste.stream import (
     run_stream,
     stream_plan,
 )
-from fastmixste.video import VideoError, lift
+from fastmixste.io import cli
+from fastmixste.video.decode import VideoError, lift
 
 from .conftest import FrameMean
 

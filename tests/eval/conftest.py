@@ -9,13 +9,7 @@ from torch import nn
 
 from fastmixste import MixSTE, MixSTEConfig
 from fastmixste.data.h36m import Sequence
-
-TINY = {"num_frame": 9, "embed_dim_ratio": 32, "depth": 1, "num_heads": 2, "drop_path_rate": 0.0}
-
-
-def tiny_mixste(**overrides) -> MixSTE:
-    torch.manual_seed(0)
-    return MixSTE(**{**TINY, "attn_backend": "eager", **overrides}).eval()
+from tests.models import tiny_mixste
 
 
 @pytest.fixture

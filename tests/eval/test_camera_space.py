@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from fastmixste import save_checkpoint
-from fastmixste.trajectory import default_intrinsics
+from fastmixste.video.trajectory import default_intrinsics
 from train import infer as infer_cli
 from train.infer import camera_space
 

@@ -12,8 +12,8 @@ from PIL import Image
 from fastmixste import save_checkpoint
 from fastmixste.data.h36m import TEST_SUBJECTS, load_h36m
 from fastmixste.data.motion import HELDOUT_PATTERNS, heldout_sequences
-from fastmixste.evaluation import evaluate, evaluate_heldout
-from fastmixste.skeleton import H36M_LEFT, H36M_RIGHT
+from fastmixste.data.skeleton import H36M_LEFT, H36M_RIGHT
+from fastmixste.eval.evaluation import evaluate, evaluate_heldout
 from train import evaluate as evaluate_cli
 from train import infer as infer_cli
 

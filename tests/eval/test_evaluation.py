@@ -10,7 +10,8 @@ import torch
 
 from fastmixste import available_backends
 from fastmixste.data.h36m import ACTIONS
-from fastmixste.evaluation import (
+from fastmixste.data.skeleton import flip_pose
+from fastmixste.eval.evaluation import (
     EvalResult,
     evaluate,
     evaluate_constant_pose,
@@ -18,7 +19,6 @@ from fastmixste.evaluation import (
     predict_sequences,
     results_to_dict,
 )
-from fastmixste.skeleton import flip_pose
 
 from .conftest import PerFrameModel, WindowProbe, make_sequences, tiny_mixste
 

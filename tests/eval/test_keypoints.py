@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from fastmixste.keypoints import (
+from fastmixste.data.skeleton import H36M_JOINT_NAMES
+from fastmixste.video.keypoints import (
     BLAZEPOSE_JOINT_NAMES,
     COCO_JOINT_NAMES,
     HALPE_JOINT_NAMES,
@@ -22,7 +23,6 @@ from fastmixste.keypoints import (
     read_keypoints,
     to_h36m,
 )
-from fastmixste.skeleton import H36M_JOINT_NAMES
 
 
 def distinct_points(n: int, seed: int = 0) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastmixste.metrics import (
+from fastmixste.eval.metrics import (
     ActionAccumulator,
     joint_speeds,
     mean_velocity_error,

@@ -9,7 +9,7 @@ import pytest
 from matplotlib import animation
 from PIL import Image
 
-from fastmixste.plots import plot_learning_curves, render_pose
+from fastmixste.eval.plots import plot_learning_curves, render_pose
 
 
 def stage_rows(n: int, start: float, with_val_every: int = 2) -> list[dict]:
@@ -88,7 +88,7 @@ def test_render_bad_inputs(tmp_path):
 
 
 def test_learning_curves_give_each_stage_loss_its_own_panel(tmp_path, monkeypatch):
-    from fastmixste import plots
+    from fastmixste.eval import plots
 
     figures = []
     monkeypatch.setattr(plots.plt, "close", figures.append)  # keep the figure to look at its panels

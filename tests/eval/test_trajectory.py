@@ -1,4 +1,4 @@
-"""fastmixste.trajectory: the root's camera-frame position from a root-relative pose and its 2D, on synthetic
+"""fastmixste.video.trajectory: the root's camera-frame position from a root-relative pose and its 2D, on synthetic
 pinhole cameras."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from fastmixste.trajectory import DEFAULT_FOV_DEGREES, default_intrinsics, root_trajectory
+from fastmixste.video.trajectory import DEFAULT_FOV_DEGREES, default_intrinsics, root_trajectory
 
 
 def scene(rng: np.random.Generator, t_count: int = 30, f: tuple[float, float] = (1400.0, 1380.0),
@@ -73,7 +73,7 @@ def test_default_intrinsics_and_bad_input():
 
 
 def test_smoothing_keeps_the_length_of_clips_shorter_than_the_kernel():
-    from fastmixste.trajectory import root_trajectory
+    from fastmixste.video.trajectory import root_trajectory
 
     for t in (1, 2, 5, 12):
         pose = np.zeros((t, 17, 3))

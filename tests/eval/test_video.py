@@ -11,16 +11,16 @@ import pytest
 from PIL import Image
 
 from fastmixste import save_checkpoint
-from fastmixste.detectors import PoseDetector
-from fastmixste.keypoints import COCO_JOINT_NAMES
-from fastmixste.skeleton import H36M_JOINT_NAMES
+from fastmixste.data.skeleton import H36M_JOINT_NAMES
+from fastmixste.video.detectors import PoseDetector
+from fastmixste.video.keypoints import COCO_JOINT_NAMES
 from train import infer as infer_cli
 
 from .conftest import tiny_mixste
 
 av = pytest.importorskip("av", reason="PyAV (a dependency of fastmixste: pip install -e .) is not installed here")
 
-from fastmixste.video import VideoError, VideoSource, detect_video, open_video  # noqa: E402 (after the skip: needs PyAV at run time)
+from fastmixste.video.decode import VideoError, VideoSource, detect_video, open_video  # noqa: E402 (after the skip: needs PyAV at run time)
 
 W, H, FPS = 160, 120, 25
 SQUARE = 16

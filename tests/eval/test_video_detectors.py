@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from fastmixste.detectors import (
+from fastmixste.eval.evaluation import predict_sequences
+from fastmixste.video.decode import absent_runs, fps_fraction, lift
+from fastmixste.video.detectors import (
     DetectorError,
     MissingExtraError,
     box_to_affine,
@@ -18,8 +20,6 @@ from fastmixste.detectors import (
     decode_simcc,
     make_detector,
 )
-from fastmixste.evaluation import predict_sequences
-from fastmixste.video import absent_runs, fps_fraction, lift
 
 from .conftest import PerFrameModel, WindowProbe, tiny_mixste
 
@@ -118,7 +118,7 @@ def test_lift_stitches_every_frame_once():
 
 def test_mediapipe_detector_runs_offline():
     pytest.importorskip("mediapipe", reason='the MediaPipe detector needs pip install "fastmixste[video]"')
-    from fastmixste.detectors import MediaPipePose
+    from fastmixste.video.detectors import MediaPipePose
 
     with MediaPipePose() as det:
         assert det.layout == "blazepose" and det.version == "0.10.21"
@@ -129,7 +129,7 @@ def test_mediapipe_detector_runs_offline():
         assert world.shape == (3, 1, 33, 3) and np.isnan(world).all() and np.array_equal(kp, out, equal_nan=True)
         clip = os.environ.get("FASTMIXSTE_TEST_VIDEO")  # a real recording of one person, to check detections
         if clip:
-            from fastmixste.video import open_video
+            from fastmixste.video.decode import open_video
 
             source = open_video(clip)
             frames = np.stack([f for _, f in zip(range(30), source.frames())])
@@ -158,7 +158,7 @@ def test_onnx_detector_on_a_model_made_here(tmp_path):
     path = tmp_path / "profile.onnx"
     torch.onnx.export(Profile(), torch.zeros(1, 3, 64, 48), str(path), dynamo=False, input_names=["input"],
                       output_names=["simcc_x", "simcc_y"])
-    from fastmixste.detectors import OnnxPose
+    from fastmixste.video.detectors import OnnxPose
 
     det = OnnxPose(path, "coco", mean=(0, 0, 0), std=(255, 255, 255), min_confidence=0.5, box_scale=8.0)
     assert det.input_size == (48, 64) and det.layout == "coco"

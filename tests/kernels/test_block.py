@@ -39,7 +39,7 @@ VARIANTS = [
 
 
 def _mask(kind: str | None, B: int, T: int, N: int, dtype: torch.dtype) -> torch.Tensor | None:
-    """The DropPath draw as fastmixste.model.DropPath makes it: (B, T, 1, 1) per frame, (B, 1, N, 1) per joint."""
+    """The DropPath draw as model.mixste.DropPath makes it: (B, T, 1, 1) per frame, (B, 1, N, 1) per joint."""
     if kind is None:
         return None
     shape = (B, T, 1, 1) if kind == "frame" else (B, 1, N, 1)
@@ -166,8 +166,8 @@ def test_residual_layernorm_broadcast_y_and_stride0_grads():
 
 
 def test_residual_layernorm_matches_model_droppath_draw():
-    """Same seed, same torch.rand call as fastmixste.model.DropPath: the fused op reproduces the eager block add."""
-    from fastmixste.model import DropPath
+    """Same seed, same torch.rand call as model.mixste.DropPath: the fused op reproduces the eager block add."""
+    from fastmixste.model.mixste import DropPath
 
     B, T, N, C = 4, 4, 5, 24
     r, y = torch.randn(B, T, N, C, device=DEVICE), torch.randn(B, T, N, C, device=DEVICE)

@@ -1,5 +1,5 @@
 """Recompute "lean" on the fused path: backward kernels that rebuild the forward's h / g, the composites of
-fastmixste.lean (LayerNorm -> Linear, bias + GELU -> Linear) that keep neither, and the fused model under lean.
+fastmixste.model.fused (LayerNorm -> Linear, bias + GELU -> Linear) that keep neither, and the fused model under lean.
 
 Kernels run in the Triton interpreter on a CPU (fp32 and fp16). Sizes as in test_block.py: C never a power of two,
 row counts not multiples of the tiles, several tiles per backward program.
@@ -16,7 +16,7 @@ from fastmixste.kernels import block as blk
 from fastmixste.kernels.block import bias_gelu, bias_gelu_ref, residual_layernorm, residual_layernorm_ref
 
 from fastmixste import MixSTE
-from fastmixste.lean import gelu_linear, norm_linear
+from fastmixste.model.fused import gelu_linear, norm_linear
 
 from .conftest import DEVICE, max_err
 from .test_block import KEEP, _inputs, _mask
@@ -268,7 +268,7 @@ def test_lean_model_drops_exactly_h_and_g_and_replays_nothing():
     """Meta device, fp32: lean keeps the bytes of none less, per block, the two LayerNorm outputs that feed the qkv
     and fc1 Linears (B*T*N*C each) and the GELU output (B*T*N*hidden); the forward ops run once (no replay) and
     the backward runs the rebuilding variants."""
-    from fastmixste.recompute import retained_bytes
+    from fastmixste.perf.memory import retained_bytes
 
     B, T, N, C, hidden = 2, 9, 17, SMALL["embed_dim_ratio"], 2 * SMALL["embed_dim_ratio"]
     base = MixSTE(**SMALL, attn_backend="triton").to("meta").train()
@@ -276,7 +276,7 @@ def test_lean_model_drops_exactly_h_and_g_and_replays_nothing():
     x = torch.empty(B, T, N, 2, device="meta")
     kept, counts = [], []
     for model in (base, lean):
-        kept.append(retained_bytes(lambda m=model: m(x), exclude=(*model.parameters(), x)))
+        kept.append(retained_bytes(lambda m=model: m(x)))
         with OpCounter() as ops:
             model(x).sum().backward()
         counts.append(ops.counts)
@@ -332,7 +332,8 @@ def test_meta_count_under_autocast_emulation_emits_bf16_gemm_inputs():
     """Counting on meta (benchmarks.proxies) under profiling.AutocastEmulation: the fused block emits its GEMM inputs
     in bf16 as it does under CUDA autocast, so no activation-sized cast runs before a Linear; outside the emulation
     the model's parameters' dtype is used."""
-    from fastmixste.profiling import AutocastEmulation, emulated_autocast_dtype
+    from fastmixste.model.mixste import emulated_autocast_dtype
+    from fastmixste.perf.profiling import AutocastEmulation
 
     class NormOutputs(torch.utils._python_dispatch.TorchDispatchMode):
         def __init__(self) -> None:

@@ -23,7 +23,7 @@ from fastmixste.kernels.spatial import (
 )
 from torch.utils.flop_counter import FlopCounterMode
 
-from fastmixste.memory import spatial_attention_saved_bytes as saved_bytes_report
+from fastmixste.perf.memory import spatial_attention_saved_bytes as saved_bytes_report
 
 from .conftest import CUDA, DEVICE, assert_close, max_err, needs_gpu, run_op
 

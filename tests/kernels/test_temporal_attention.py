@@ -16,7 +16,7 @@ import pytest
 import torch
 from fastmixste.kernels.temporal import temporal_attention, temporal_attention_ref
 
-from fastmixste import memory
+from fastmixste.perf import memory
 
 from .conftest import CUDA, DEVICE, FP32_ATOL, needs_gpu, run_op
 from .conftest import assert_close as _assert_close
@@ -283,7 +283,7 @@ def test_saved_bytes_full_scale() -> None:
     # Eager keeps the (B*N, H, T, T) probabilities, alone larger than qkv.
     assert core["eager"] > core["triton"] + core["qkv"] // 2
 
-    from fastmixste.model import Block
+    from fastmixste.model.mixste import Block
 
     with torch.device("meta"):
         block = Block(C, H, 2.0, True, None, 0.0, 0.0, 0.0, axis="temporal").half()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fastmixste import BackendUnavailableError, MixSTE, available_backends
-from fastmixste.attention import ENV_BACKEND, resolve_backend
+from fastmixste.model.attention import ENV_BACKEND, resolve_backend
 
 SMALL = dict(num_frame=16, embed_dim_ratio=64, depth=2, num_heads=4)
 
@@ -197,7 +197,7 @@ def test_compiled_model_keeps_attention_dropout(fresh_dynamo):
 def test_dispatch_is_marked_as_torch_marks_constant_results():
     """model._resolve carries the marker torch.compiler.assume_constant_result sets (set by hand to keep
     torch._dynamo out of `import fastmixste`)."""
-    from fastmixste import model
+    from fastmixste.model import mixste as model
 
     def probe() -> None: ...
 
@@ -244,7 +244,7 @@ def xformers_stub(monkeypatch):
 def test_peer_cores_split_qkv_without_select_copies(backend, axis, xformers_stub):
     # q, k, v come from one unbind: its backward writes one qkv-sized gradient. Three `select`s would each write a
     # zero-filled qkv-sized gradient (SelectBackward) and add them up.
-    from fastmixste.attention import _sdpa_core, _xformers_core, eager_attention_core
+    from fastmixste.model.attention import _sdpa_core, _xformers_core, eager_attention_core
 
     torch.manual_seed(0)
     B, T, N, H, D = 2, 9, 17, 4, 8

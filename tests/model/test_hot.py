@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from fastmixste import MixSTE, MixSTEConfig
-from fastmixste.attention import cross_attention_core
-from fastmixste.checkpoint import load_checkpoint
-from fastmixste.hot import cluster_dpc_knn, tie_break_noise
+from fastmixste.model.attention import cross_attention_core
+from fastmixste.model.checkpoint import load_checkpoint
+from fastmixste.model.hot import cluster_dpc_knn, tie_break_noise
 
 from .hot_reference import RefHoTMixSTE, ref_dpc_knn
 from .test_model import upstream_keys
@@ -37,7 +37,7 @@ def randomized(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def kept_frames(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     """Record the frame indices each forward keeps (the model's calls of cluster_dpc_knn)."""
-    import fastmixste.model as model_module
+    import fastmixste.model.mixste as model_module
 
     seen: list[torch.Tensor] = []
     inner = model_module.cluster_dpc_knn
@@ -92,7 +92,7 @@ def test_strict_load_both_ways_and_through_load_checkpoint(tmp_path):
 
 
 def test_checkpoint_round_trips_token_num_and_prune_at(tmp_path):
-    from fastmixste.checkpoint import save_checkpoint
+    from fastmixste.model.checkpoint import save_checkpoint
 
     model = MixSTE(**SMALL, token_num=5, prune_at=2, attn_backend="eager").eval()
     save_checkpoint(tmp_path / "m.pt", model)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from fastmixste import MixSTE, MixSTEConfig
-from fastmixste.model import box_normalize
-from fastmixste.skeleton import flip_pose
+from fastmixste.data.skeleton import flip_pose
+from fastmixste.model.mixste import box_normalize
 
 
 def _reference(x: torch.Tensor) -> torch.Tensor:

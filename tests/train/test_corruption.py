@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from fastmixste.corruption import (
+from fastmixste.data.corruption import (
     CorruptionConfig,
     corrupt_2d,
     corrupted_batch,
     project_virtual,
     random_virtual_cameras,
 )
-from fastmixste.skeleton import H36M_PARENTS, bone_lengths
+from fastmixste.data.skeleton import H36M_PARENTS, bone_lengths
 
 
 def _standing_clips(B: int = 4, T: int = 20, up: int = 2) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastmixste.losses import (
+from fastmixste.eval.losses import (
     UPSTREAM_JOINT_WEIGHTS,
     finetune_loss,
     pretrain_loss,
@@ -13,7 +13,7 @@ from fastmixste.losses import (
     velocity_error,
     weighted_mpjpe,
 )
-from fastmixste.metrics import mpjpe
+from fastmixste.eval.metrics import mpjpe
 
 
 def _pair(B: int = 3, T: int = 7) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,8 +16,8 @@ import torch
 
 from fastmixste import read_checkpoint
 from fastmixste.data.h36m import ACTIONS
-from fastmixste.safeload import read_npz
-from fastmixste.skeleton import H36M_32_TO_17
+from fastmixste.data.skeleton import H36M_32_TO_17
+from fastmixste.io.safeload import read_npz
 from tests.train.conftest import tiny_args
 from train.run import main
 

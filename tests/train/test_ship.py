@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-import fastmixste.checkpoint as ckpt
+import fastmixste.model.checkpoint as ckpt
 from fastmixste import CheckpointError, MixSTE, load_checkpoint, save_checkpoint, shipped_models
-from fastmixste.cli import UserInputError
+from fastmixste.io.cli import UserInputError
 from train.ship import ship
 
 

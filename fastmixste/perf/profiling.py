@@ -8,7 +8,7 @@ GPU. Three counters and one model:
   kernel launch. View ops (view, permute, transpose, expand, slice, select, t, _unsafe_view, detach, ...) move
   nothing and are skipped, as are allocations (empty*). Custom ops (``fastmixste::spatial_attention`` ...) are
   opaque to dispatch: they count their own inputs and outputs once, as a single launch (see ``launches_per_op``).
-- :class:`SavedTensorCounter` adds up the bytes autograd keeps for backward, one entry per storage.
+- memory (kept for backward, live bytes and their peak) is counted by :class:`fastmixste.perf.memory.MemoryTracker`.
 - :func:`roofline_seconds` turns the records into a *modelled* time on a :class:`DeviceSpec`:
   per op max(bytes / bandwidth, flops / peak), summed over ops.
 
@@ -28,10 +28,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -40,7 +39,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import flop_registry
 
-from .config import RECOMPUTE_POLICIES
+from ..model.mixste import EMULATED_AUTOCAST
 
 __all__ = [
     "DeviceSpec",
@@ -49,7 +48,6 @@ __all__ = [
     "DEVICES",
     "OpRecord",
     "OpCounter",
-    "SavedTensorCounter",
     "tensor_bytes",
     "storage_key",
     "roofline_seconds",
@@ -245,54 +243,9 @@ def storage_key(t: torch.Tensor) -> int:
     """Identity of the storage behind ``t``, equal for every view of it; works for meta tensors (no data_ptr).
 
     ``untyped_storage()._cdata`` is the address of the StorageImpl, which every view shares. It can be reused
-    once the storage is freed, so a counter must keep the tensors alive while it counts (SavedTensorCounter does).
+    once the storage is freed, so a counter must keep the tensors alive while it counts (MemoryTracker does).
     """
     return t.untyped_storage()._cdata
-
-
-@dataclass
-class SavedTensorCounter:
-    """Bytes autograd saves for backward inside ``with SavedTensorCounter(exclude=params) as s:``.
-
-    Each storage counts once, with its full size (a saved view keeps its whole base alive). Storages of the
-    tensors in ``exclude`` (typically the parameters, which exist anyway) are left out. ``s.bytes`` is the total,
-    ``s.count`` the number of distinct storages, ``s.tensors_saved`` the number of pack calls.
-    """
-
-    exclude: Iterable[torch.Tensor] = ()
-    storages: dict[int, int] = field(default_factory=dict)
-    tensors_saved: int = 0
-
-    def __post_init__(self) -> None:
-        self._excluded = {storage_key(t) for t in self.exclude}
-        self._alive: list[torch.Tensor] = []
-        self._hooks: torch.autograd.graph.saved_tensors_hooks | None = None
-
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
-        self.tensors_saved += 1
-        key = storage_key(t)
-        if key not in self._excluded:
-            self.storages[key] = t.untyped_storage().nbytes()
-            self._alive.append(t)  # keeps the key unique while counting
-        return t
-
-    def __enter__(self) -> SavedTensorCounter:
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._hooks is not None
-        self._hooks.__exit__(*exc)
-        self._alive.clear()
-
-    @property
-    def bytes(self) -> int:
-        return sum(self.storages.values())
-
-    @property
-    def count(self) -> int:
-        return len(self.storages)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -442,20 +395,6 @@ def backward_under(mode: TorchFunctionMode, func: Callable, args: tuple, kwargs:
     return True, None
 
 
-#: The dtypes of the AutocastEmulation contexts now active, innermost last (see :func:`emulated_autocast_dtype`).
-_EMULATED_AUTOCAST: list[torch.dtype] = []
-
-
-def emulated_autocast_dtype() -> torch.dtype | None:
-    """The lower-precision dtype of the innermost active :class:`AutocastEmulation`, or None.
-
-    Code that asks ``torch.is_autocast_enabled(device)`` to choose its own dtypes (the fused block emits its GEMM
-    inputs in the autocast dtype) gets no answer for meta tensors; it asks here, so a count on meta runs what CUDA
-    autocast would run.
-    """
-    return _EMULATED_AUTOCAST[-1] if _EMULATED_AUTOCAST else None
-
-
 class AutocastEmulation(TorchFunctionMode):
     """CUDA autocast's casting rules, applied at the Python API level so they also act on meta tensors.
 
@@ -469,7 +408,7 @@ class AutocastEmulation(TorchFunctionMode):
     Custom ops are not touched (autocast does not touch them either, unless they register an autocast rule).
     The mode stays active through ``Tensor.backward``, as autocast's state does for a checkpoint's recompute,
     and the cast cache is emptied there: a recompute casts the weights again, as it does under autocast.
-    While active, :func:`emulated_autocast_dtype` answers ``dtype``.
+    While active, :func:`fastmixste.model.mixste.emulated_autocast_dtype` answers ``dtype``.
     """
 
     def __init__(self, dtype: torch.dtype = torch.bfloat16) -> None:
@@ -504,12 +443,12 @@ class AutocastEmulation(TorchFunctionMode):
         return func(*args, **kwargs)
 
     def __enter__(self) -> AutocastEmulation:
-        _EMULATED_AUTOCAST.append(self.dtype)
+        EMULATED_AUTOCAST.append(self.dtype)
         return super().__enter__()
 
     def __exit__(self, *exc: object) -> None:
         self._cache.clear()
-        _EMULATED_AUTOCAST.pop()
+        EMULATED_AUTOCAST.pop()
         super().__exit__(*exc)
 
 
@@ -528,167 +467,3 @@ def precision_context(precision: str) -> contextlib.AbstractContextManager:
 def parameter_dtype(precision: str) -> torch.dtype:
     """dtype of the parameters (and the input) under ``precision``: fp32 for the autocast schemes."""
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Live memory on the meta device
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class LiveBytesTracker(TorchDispatchMode):
-    """Bytes of the storages created inside ``with LiveBytesTracker() as m:`` that are alive, and their peak.
-
-    Every op output's storage is added when it first appears and subtracted when it is freed (a finalizer on the
-    storage object, which PyTorch keeps alive exactly as long as the storage). Storages that existed before (the
-    parameters, the input) are not counted. ``m.transient(n)`` records a workspace of ``n`` bytes that a kernel
-    allocates and frees inside one op (dispatch cannot see it): it raises the peak, not the live count. This is
-    what a caching allocator would have to hold at least; its rounding and fragmentation come on top.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = 0
-        self.peak = 0
-        #: set by the caller between forward and backward: bytes alive then, the model output excluded
-        self.kept_for_backward: int | None = None
-        self._seen: set[int] = set()
-
-    def _free(self, key: int, nbytes: int) -> None:
-        self._seen.discard(key)
-        self.live -= nbytes
-
-    def transient(self, nbytes: int) -> None:
-        self.peak = max(self.peak, self.live + nbytes)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func.is_view or func in _ALIASING:
-            return out  # a view shares its base's storage: new or tracked already, or older than the step
-        for t in _tensors(out):
-            storage = t.untyped_storage()
-            key = storage_key(t)
-            if key in self._seen:
-                continue
-            nbytes = storage.nbytes()
-            self._seen.add(key)
-            self.live += nbytes
-            weakref.finalize(storage, self._free, key, nbytes)
-        self.peak = max(self.peak, self.live)
-        return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Memory of a training step, per sequence
-# ----------------------------------------------------------------------------------------------------------------
-
-def set_recompute(model: torch.nn.Module, policy: str) -> str | None:
-    """Apply ``model.set_recompute(policy)``; None when done, else why not (the model has no such switch, or
-    refuses the policy). ``"none"`` always works on a model without the switch (nothing is recomputed there)."""
-    if policy not in RECOMPUTE_POLICIES:
-        raise ValueError(f"unknown recompute policy {policy!r}; expected one of {RECOMPUTE_POLICIES}")
-    setter = getattr(model, "set_recompute", None)
-    if setter is None:
-        return None if policy == "none" else "not available: this model has no set_recompute()"
-    try:
-        setter(policy)
-    except (ValueError, NotImplementedError, RuntimeError) as err:
-        return f"not available: {err}"
-    return None
-
-
-@dataclass
-class StepMemory:
-    """What one training step keeps on the meta device at batch ``B``: bytes kept for backward (alive between
-    forward and backward: saved activations, checkpoint caches, the weights' bf16 copies; parameters excluded) and
-    the peak of live bytes created inside the step (kept tensors + transients + gradients + op workspaces that were
-    registered)."""
-
-    B: int
-    saved_bytes: int
-    peak_bytes: int
-
-
-def linear_in_batch(a: StepMemory, b: StepMemory) -> dict[str, float]:
-    """Fit bytes = fixed + per_sequence * B through two batches: {"saved_per_sequence", "saved_fixed",
-    "peak_per_sequence", "peak_fixed"} (fixed: what does not grow with the batch, e.g. bf16 weight copies)."""
-    if a.B == b.B:
-        raise ValueError(f"need two different batches, got B={a.B} twice")
-    out = {}
-    for name in ("saved", "peak"):
-        ya, yb = getattr(a, f"{name}_bytes"), getattr(b, f"{name}_bytes")
-        per = (yb - ya) / (b.B - a.B)
-        out[f"{name}_per_sequence"] = per
-        out[f"{name}_fixed"] = ya - per * a.B
-    return out
-
-
-@dataclass(frozen=True)
-class MemoryBudget:
-    """How much of a card a training step may use, and what it holds besides activations.
-
-    - ``context_bytes``: CUDA context, cuBLAS/cuDNN workspaces and kernels (~0.5-1 GB on a real card; 1 GiB here);
-    - ``headroom``: share of the rest held back for the caching allocator's rounding and fragmentation (10%);
-    - ``bytes_per_parameter``: fp32 weights (4) + Adam's two fp32 moments (8) + the previous step's fp32 gradients
-      (4), which ``train.run`` keeps alive through the next forward (it zeroes them after the forward) = 16; the
-      step's own gradients are created inside the step and are part of its measured peak.
-    """
-
-    context_bytes: int = 2**30
-    headroom: float = 0.10
-    bytes_per_parameter: int = 16
-
-    def usable(self, device: DeviceSpec) -> float:
-        return (device.memory_bytes - self.context_bytes) * (1.0 - self.headroom)
-
-    def max_batch(self, device: DeviceSpec, parameters: int, peak_fixed: float, peak_per_sequence: float) -> int:
-        """Largest batch whose step fits: usable >= params * bytes_per_parameter + peak_fixed + B * per_sequence."""
-        room = self.usable(device) - parameters * self.bytes_per_parameter - peak_fixed
-        return max(0, math.floor(room / peak_per_sequence)) if peak_per_sequence > 0 else 0
-
-
-def training_step_memory(
-    model: torch.nn.Module,
-    input_shape: tuple[int, ...],
-    precision: str = "bf16-autocast",
-    policy: str = "none",
-    context: Callable[[], contextlib.AbstractContextManager] | None = None,
-) -> StepMemory:
-    """Kept-for-backward bytes and peak live bytes of one training step of ``model`` (on the meta device) on a
-    meta input of ``input_shape`` (batch first): forward under ``precision``'s casting rules, backward from a
-    gradient of ones. ``policy`` goes to ``model.set_recompute`` (ValueError when not available). ``context``
-    (optional) is entered around the step, e.g. to route attention to the kernels a GPU would run.
-    The input and the parameters exist before the step and are not counted; gradients created by backward are in
-    the peak."""
-    why = set_recompute(model, policy)
-    if why:
-        raise ValueError(f"recompute policy {policy!r}: {why}")
-    params = list(model.parameters())
-    device = params[0].device if params else torch.device("meta")
-    if device.type != "meta":
-        raise ValueError(f"training_step_memory counts on the meta device; the model is on {device}")
-    model.train()
-    x = torch.empty(*input_shape, device="meta", dtype=parameter_dtype(precision))
-    tracker = LiveBytesTracker()
-    saved = SavedTensorCounter(exclude=params)
-    with context() if context else contextlib.nullcontext(), tracker, saved:
-        with precision_context(precision):
-            out = model(x)
-        # alive between forward and backward (the output excluded): saved tensors, checkpoint caches, weight casts
-        kept = tracker.live - out.untyped_storage().nbytes()
-        out.backward(torch.ones_like(out))
-    model.zero_grad(set_to_none=True)
-    return StepMemory(int(input_shape[0]), kept, tracker.peak)
-
-
-def memory_per_sequence(
-    model: torch.nn.Module,
-    sequence_shape: tuple[int, ...],
-    precision: str = "bf16-autocast",
-    policy: str = "none",
-    context: Callable[[], contextlib.AbstractContextManager] | None = None,
-    batches: tuple[int, int] = (2, 4),
-) -> dict[str, float]:
-    """Bytes per sequence of ``sequence_shape`` (e.g. (243, 17, 2) for MixSTE) for one training step on meta:
-    {"saved_per_sequence", "saved_fixed", "peak_per_sequence", "peak_fixed"} (see :func:`linear_in_batch`)."""
-    a, b = (training_step_memory(model, (B, *sequence_shape), precision, policy, context) for B in batches)
-    return linear_in_batch(a, b)

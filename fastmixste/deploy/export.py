@@ -1,6 +1,6 @@
 """Export a MixSTE checkpoint for deployment (ONNX, AOTInductor ``.pt2``) and run the exported files.
 
-    python -m fastmixste.export --checkpoint CK --format onnx|pt2 --out FILE [--frames T] [--overwrite]
+    python -m fastmixste.deploy.export --checkpoint CK --format onnx|pt2 --out FILE [--frames T] [--overwrite]
 
 Any checkpoint :func:`fastmixste.load_checkpoint` reads (this project's, upstream MixSTE ``.bin``) exports. The
 graph takes ``pose_2d`` (B, T, 17, in_chans) float32 with the batch B dynamic and T fixed (``--frames``, default the
@@ -45,10 +45,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attention import available_backends
-from .cli import UserInputError, add_debug_argument, run_cli
-from .config import MixSTEConfig
-from .detectors import MissingExtraError, require
+from ..io.cli import UserInputError, add_debug_argument, run_cli
+from ..model.attention import available_backends
+from ..model.config import MixSTEConfig
+from ..video.detectors import MissingExtraError, require
 
 FORMATS: tuple[str, ...] = ("onnx", "pt2")
 RUNTIMES: tuple[str, ...] = ("torch",) + FORMATS
@@ -94,10 +94,10 @@ def contract(model: nn.Module, frames: int, *, backend: str, exporter: str, sour
         "input": {
             "name": INPUT_NAME,
             "layout": f"(B, {frames}, {cfg.num_joints}, {cfg.in_chans}) float32, B dynamic (1..{MAX_BATCH})",
-            "joints": "Human3.6M 17 (fastmixste.skeleton.H36M_JOINT_NAMES)" if cfg.num_joints == 17 else
+            "joints": "Human3.6M 17 (fastmixste.data.skeleton.H36M_JOINT_NAMES)" if cfg.num_joints == 17 else
                       f"{cfg.num_joints} joints",
             "normalisation": "screen coordinates: x / w * 2 - 1, y / w * 2 - h / w (pixels, image width w, "
-                             "height h; fastmixste.keypoints.normalize_screen)",
+                             "height h; fastmixste.video.keypoints.normalize_screen)",
             "channels": "x, y" if cfg.in_chans == 2 else "x, y, confidence",
         },
         "output": {
@@ -106,7 +106,7 @@ def contract(model: nn.Module, frames: int, *, backend: str, exporter: str, sour
             "units": "metres, camera axes (x right, y down, z forward), root-relative (set the root joint to 0)",
         },
         "flip": "not in the graph: average the output with the un-flipped output of the flipped input "
-                "(fastmixste.skeleton.flip_pose) as train.infer does",
+                "(fastmixste.data.skeleton.flip_pose) as train.infer does",
         "windows": f"sequences longer than {frames} frames go in windows of {frames} (fastmixste.data.windows."
                    f"eval_windows); shorter ones are edge-padded to {frames}",
         "attention": backend,
@@ -278,7 +278,7 @@ def export_onnx(model: nn.Module, out: Path, frames: int, meta: dict[str, Any], 
         del m.metadata_props[:]
         entry = m.metadata_props.add()
         entry.key, entry.value = CONTRACT_KEY, json.dumps(meta)
-        m.producer_name = "fastmixste.export"
+        m.producer_name = "fastmixste.deploy.export"
         onnx.checker.check_model(m)
         tmp.write_bytes(m.SerializeToString())
         diff = _check_and_publish(model, OnnxLifter(tmp), frames, tmp, out, "cpu")
@@ -329,7 +329,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
 
     Raises ExportError (bad options, a file in the way, outputs that differ), CheckpointError, MissingExtraError.
     """
-    from .checkpoint import load_checkpoint
+    from ..model.checkpoint import load_checkpoint
 
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {list(FORMATS)}, got {fmt!r}")
@@ -370,7 +370,8 @@ class ExportedLifter(nn.Module):
     """An exported file as a module: (B, frames, J, C) float32 tensor -> (B, frames, J, 3).
 
     ``config`` is the exported model's, with ``num_frame`` set to the exported frames (the window the runtime
-    cuts), so :func:`fastmixste.video.lift` and :func:`fastmixste.evaluation.predict_sequences` use it as a model.
+    cuts), so :func:`fastmixste.video.decode.lift` and :func:`fastmixste.eval.evaluation.predict_sequences` use it as
+    a model.
     It holds one empty parameter for the code that asks a model for its device and dtype (CPU, float32).
     """
 
@@ -381,8 +382,8 @@ class ExportedLifter(nn.Module):
         self.path = Path(path)
         meta = meta if meta is not None else read_contract(self.path)
         if meta is None:
-            raise ExportError(f"{self.path}: not a model exported by fastmixste.export (no {CONTRACT_KEY!r} "
-                              f"metadata); export one with python -m fastmixste.export")
+            raise ExportError(f"{self.path}: not a model exported by fastmixste.deploy.export (no {CONTRACT_KEY!r} "
+                              f"metadata); export one with python -m fastmixste.deploy.export")
         self.contract = meta
         try:
             cfg = MixSTEConfig.from_dict(dict(meta["config"]))
@@ -503,7 +504,7 @@ def runtime_model(model: nn.Module, runtime: str, *, model_file: str | os.PathLi
 # ----------------------------------------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m fastmixste.export", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m fastmixste.deploy.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="fastmixste checkpoint or upstream MixSTE .bin")
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx (ONNX Runtime) or pt2 (AOTInductor)")
     p.add_argument("--out", required=True, help="output file (.onnx or .pt2)")

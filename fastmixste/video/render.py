@@ -24,9 +24,9 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from fastmixste._io import atomic_write  # noqa: E402
-from fastmixste.skeleton import H36M_LEFT, H36M_PARENTS, H36M_RIGHT  # noqa: E402
-from fastmixste.video import VideoSource, fps_fraction, import_av  # noqa: E402
+from fastmixste.data.skeleton import H36M_LEFT, H36M_PARENTS, H36M_RIGHT  # noqa: E402
+from fastmixste.io.files import atomic_write  # noqa: E402
+from fastmixste.video.decode import VideoSource, fps_fraction, import_av  # noqa: E402
 
 RENDER_SUFFIXES: tuple[str, ...] = (".mp4", ".gif", ".png")
 _LEFT, _RIGHT, _CENTRE = (214, 39, 40), (31, 119, 180), (60, 60, 60)  # matplotlib's tab:red, tab:blue, dark grey

@@ -54,6 +54,11 @@ DEBUG_ENV = "FASTMIXSTE_DEBUG"
 _MAX_LINE_CHARS = 1000
 
 
+class UserFacingError(Exception):
+    """Base for errors raised by the library layers whose message is written for the user (a CLI prints it, exit 2):
+    a checkpoint that does not fit, a backend that cannot run. Mixed into their own base classes."""
+
+
 class UserInputError(ValueError):
     """Input that cannot work: a bad option value, an unusable file, a folder that cannot be written (exit 2)."""
 
@@ -147,10 +152,7 @@ def _debug_requested(argv: Sequence[str]) -> bool:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .attention import BackendUnavailableError
-    from .checkpoint import CheckpointError
-
-    return (ValueError, OSError, CheckpointError, BackendUnavailableError)
+    return (ValueError, OSError, UserFacingError)
 
 
 def out_of_memory(exc: BaseException) -> bool:

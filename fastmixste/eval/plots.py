@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 import numpy as np  # noqa: E402
 from matplotlib import animation  # noqa: E402
 
-from fastmixste._io import atomic_path, atomic_write  # noqa: E402
-from fastmixste.skeleton import H36M_LEFT, H36M_PARENTS, H36M_RIGHT  # noqa: E402
+from fastmixste.data.skeleton import H36M_LEFT, H36M_PARENTS, H36M_RIGHT  # noqa: E402
+from fastmixste.io.files import atomic_path, atomic_write  # noqa: E402
 
 _DPI = 100
 _LEFT_COLOUR, _RIGHT_COLOUR, _CENTRE_COLOUR = "tab:red", "tab:blue", "0.2"

@@ -5,7 +5,7 @@ A detector takes a chunk of video frames and returns keypoints in its own joint 
     frames (T, H, W, 3) uint8 RGB  ->  keypoints (T, P, J, 3) float32 = (x, y in pixels, confidence)
 
 P is the most people the detector can report in one frame; a slot with nobody in it is NaN with confidence 0.
-``layout`` names the joint order (one of ``fastmixste.keypoints.LAYOUTS``), so ``to_h36m`` can convert it. Detectors
+``layout`` names the joint order (one of ``video.keypoints.LAYOUTS``), so ``to_h36m`` can convert it. Detectors
 may keep state between chunks of one video (tracking); ``reset()`` forgets it before another video.
 
 - ``MediaPipePose``: MediaPipe's legacy Pose solution (BlazePose-33, one person). mediapipe 0.10.21 wheels carry
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from fastmixste.keypoints import LAYOUTS, NUM_SOURCE_JOINTS
+from fastmixste.video.keypoints import LAYOUTS, NUM_SOURCE_JOINTS
 
 DETECTORS: tuple[str, ...] = ("mediapipe", "onnx")
 MEDIAPIPE_VERSION = "0.10.21"

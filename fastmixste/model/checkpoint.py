@@ -17,22 +17,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._io import atomic_write, check_regular_file, human_bytes, max_input_bytes
+from ..io.cli import UserFacingError
+from ..io.files import atomic_write, check_regular_file, human_bytes, max_input_bytes
+from ..io.safeload import describe_file_start
 from .config import MixSTEConfig
-from .model import MixSTE
-from .safeload import describe_file_start
+from .mixste import MixSTE
 
 FORMAT = "fastmixste"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RuntimeError, UserFacingError):
     """A checkpoint file that cannot be read or does not fit the model."""
 
 
 # Models shipped inside the package: fastmixste/weights/NAME.pt beside NAME.json (its sha256, size, config, the
 # command that trained it and what it was trained on). ``load_checkpoint("wild")`` loads one by name.
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # fastmixste/weights
 
 
 def shipped_models() -> dict[str, dict[str, Any]]:

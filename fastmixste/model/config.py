@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 INPUT_NORMS: tuple[str, ...] = ("screen", "box")
-#: The attention backends, in the order ``attn_backend="auto"`` tries them (fastmixste.attention dispatches).
+#: The attention backends, in the order ``attn_backend="auto"`` tries them (fastmixste.model.attention dispatches).
 BACKENDS: tuple[str, ...] = ("eager", "sdpa", "xformers", "triton")
-#: Activation recompute policies for training (fastmixste.recompute says what each keeps).
+#: Activation recompute policies for training (fastmixste.model.recompute says what each keeps).
 RECOMPUTE_POLICIES: tuple[str, ...] = ("none", "lean", "full")
 
 
@@ -40,13 +40,14 @@ class MixSTEConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
     attn_backend: str = "auto"
-    recompute: str = "none"  # activation recompute in training: "none", "lean" or "full" (fastmixste.recompute)
+    recompute: str = "none"  # activation recompute in training: "none", "lean" or "full" (fastmixste.model.recompute)
     # How the model reads its 2D: "screen" (upstream: normalised screen coordinates as given) or "box" (each window
     # re-centred and scaled by the person's 2D bounding box inside forward; no parameters, so weights stay upstream's).
     input_norm: str = "screen"
     # Hourglass token pruning (HoT, Li et al. CVPR 2024): before block pair ``prune_at`` keep ``token_num``
     # representative frames (DPC-kNN clustering), run the later pairs on them and recover all frames with one
-    # cross-attention from learnable full-length queries (fastmixste.hot). None: plain MixSTE, no extra parameters.
+    # cross-attention from learnable full-length queries (fastmixste.model.hot). None: plain MixSTE, no extra
+    # parameters.
     token_num: int | None = None
     prune_at: int = 3  # HoT's layer_index: pairs 0..prune_at-1 see every frame
 

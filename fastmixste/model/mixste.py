@@ -10,7 +10,6 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention, Axis, check_backend_name, resolve_backend
@@ -44,14 +43,27 @@ def _resolve(
 _resolve._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
+#: The dtypes of the ``perf.profiling.AutocastEmulation`` contexts now active, innermost last. The perf layer pushes
+#: and pops; the model only reads (see :func:`emulated_autocast_dtype`).
+EMULATED_AUTOCAST: list[torch.dtype] = []
+
+
+def emulated_autocast_dtype() -> torch.dtype | None:
+    """The lower-precision dtype of the innermost active ``perf.profiling.AutocastEmulation``, or None.
+
+    Code that asks ``torch.is_autocast_enabled(device)`` to choose its own dtypes (the fused block emits its GEMM
+    inputs in the autocast dtype) gets no answer for meta tensors; it asks here, so a count on meta runs what CUDA
+    autocast would run.
+    """
+    return EMULATED_AUTOCAST[-1] if EMULATED_AUTOCAST else None
+
+
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
     """The dtype autocast runs GEMMs in on ``device_type``, or None without autocast. On the meta device (counting at
-    full scale) that is the dtype of an active ``fastmixste.profiling.AutocastEmulation``: autocast has no meta key."""
+    full scale) that is the dtype of an active ``perf.profiling.AutocastEmulation``: autocast has no meta key."""
     if device_type in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
     if device_type == "meta":
-        from .profiling import emulated_autocast_dtype
-
         return emulated_autocast_dtype()
     return None
 
@@ -227,7 +239,7 @@ class MixSTE(nn.Module):
         self.Temporal_norm = norm_layer(C)
         self.head = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, 3))
         if token_num is not None:
-            # HoT (fastmixste.hot): positions of the kept frames, the full-length recovery queries and the
+            # HoT (fastmixste.model.hot): positions of the kept frames, the full-length recovery queries and the
             # recovery cross-attention; names and shapes are those of HoT's hot_mixste.
             self.pos_embed_token = nn.Parameter(torch.zeros(1, token_num, C))
             self.x_token = nn.Parameter(torch.zeros(1, num_frame, C))
@@ -265,7 +277,7 @@ class MixSTE(nn.Module):
         return self.config.recompute
 
     def set_recompute(self, policy: str) -> MixSTE:
-        """Switch the activation recompute policy in place (see :mod:`fastmixste.recompute`); returns self."""
+        """Switch the activation recompute policy in place (see :mod:`fastmixste.model.recompute`); returns self."""
         self.config.recompute = check_recompute(policy)
         return self
 
@@ -302,7 +314,7 @@ class MixSTE(nn.Module):
             raise ValueError(
                 f"MixSTE input has {int(bad.sum())} NaN/inf values (first at batch {b}, frame {f}, joint {jnt}): one "
                 f"would spread to every frame through temporal attention; fill missing keypoints first "
-                f"(fastmixste.keypoints.fill_gaps) or drop those frames"
+                f"(fastmixste.video.keypoints.fill_gaps) or drop those frames"
             )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -313,7 +325,9 @@ class MixSTE(nn.Module):
         if self.config.input_norm == "box":
             x = box_normalize(x)
         if backend == "triton":
-            return self._recover(self._forward_features_fused(x), x.shape[1], backend)
+            from .fused import forward_features_fused  # imports triton: only when the fused path runs
+
+            return self._recover(forward_features_fused(self, x), x.shape[1], backend)
         x = self.Spatial_patch_to_embedding(x) + self.Spatial_pos_embed  # (B, F, J, C)
         x = self.pos_drop(x)
         policy = self.config.recompute if self.training else "none"
@@ -328,7 +342,7 @@ class MixSTE(nn.Module):
     def _select(self, x: torch.Tensor) -> torch.Tensor:
         """(B, F, J, C) features -> (B, K, J, C): the frames HoT keeps, K = min(token_num, F), in time order.
 
-        Clustered on the features averaged over the joints (fastmixste.hot.cluster_dpc_knn, k = 2)."""
+        Clustered on the features averaged over the joints (fastmixste.model.hot.cluster_dpc_knn, k = 2)."""
         index = cluster_dpc_knn(x.mean(dim=2), min(self.config.token_num, x.shape[1]), k=2)  # (B, K)
         return select_frames(x, index)
 
@@ -350,148 +364,6 @@ class MixSTE(nn.Module):
             x = x + self.Temporal_pos_embed[:, : x.shape[1]].unsqueeze(2)  # (1, F, 1, C): shorter windows slice it
             x = self.pos_drop(x)
         return self.Temporal_norm(self.TTEblocks[i](x, backend))
-
-    def _forward_features_fused(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, F, J, in_chans) -> (B, F, J, C): forward_features with the fused block (the ``triton`` backend).
-
-        Same parameters and math as the eager path; only the passes between the GEMMs change. Per block: qkv Linear,
-        attention core, proj Linear; one ``residual_layernorm`` (residual add + DropPath + norm2); fc1 without bias,
-        ``bias_gelu``, fc2; one ``residual_layernorm`` with two norms (add + DropPath + the shared post-norm folded into
-        the next block's norm1). The residual stream stays float32; GEMM inputs come out in the autocast dtype (the
-        parameters' dtype without autocast). DropPath masks come from the blocks' own ``draw_mask``, in eager's order,
-        so one seed gives both paths the same masks. Dropout (drop_rate, attn_drop_rate) is not implemented here:
-        ``resolve_backend`` refuses the triton backend in training when either is non-zero.
-
-        Recompute. ``none``: every op keeps what its autograd needs. ``lean``: no replay; each LayerNorm and the
-        Linear it feeds (norm1 -> qkv, norm2 -> fc1) and bias + GELU with fc2 run as one autograd Function of
-        :mod:`fastmixste.lean` that keeps neither h nor g: the fused backward kernels rebuild them in the pass they run
-        anyway. ``full``: each block pair is checkpointed with only its fp32 residual input kept (torch checkpoint,
-        the pair replayed in backward, with the lean composites inside). Pairs carry (r, qkv) between them: the
-        residual stream and the next block's qkv projection. On the meta device (counting at full scale) an active
-        ``profiling.AutocastEmulation`` sets the GEMM dtype, as CUDA autocast does on a GPU.
-        """
-        autocast = _autocast_dtype(x.device.type)
-        # GEMM inputs in the dtype the Linears compute in; the features leave as eager's final LayerNorm's would.
-        h_dtype = autocast or self.Spatial_norm.weight.dtype
-        out_dtype = torch.float32 if autocast else self.Temporal_norm.weight.dtype
-        policy = self.config.recompute if self.training else "none"
-        lean = policy == "lean"
-        e = self.Spatial_patch_to_embedding(x)  # (B, F, J, C)
-        B, F_, J, C = e.shape
-        blk0 = self.STEblocks[0]
-        # r: the fp32 residual stream, qkv: the next block's qkv projection. First: embedding + spatial positions,
-        # STE0.norm1, STE0's qkv (under full the first pair rebuilds it from r: not computed here).
-        pos = self.Spatial_pos_embed.unsqueeze(1).expand(B, F_, J, C)  # (1, J, C) -> (B, F, J, C) view
-        norm1 = blk0.norm1
-        linear = blk0.attn.qkv if policy != "full" else None
-        r, qkv = self._norm_linear(lean, linear, e, pos, None, 1.0, norm1.weight, norm1.bias, h_dtype=h_dtype)
-        prune_at = self.config.prune_at if self.config.token_num is not None else None
-        for i in range(self.block_depth):
-            if i == prune_at:
-                # HoT's pruning between pairs: the previous pair ended at its post-norm output a (fp32, no next qkv);
-                # the kept frames are gathered (one pass over a third of an activation: the next op is the fused
-                # LayerNorm, whose kernel reads rows in order) and their positions are added as the residual branch
-                # of the next norm1, in the same pass.
-                a = self._select(qkv)
-                Bk, K, _, _ = a.shape
-                tok = self.pos_embed_token[:, :K].unsqueeze(2).expand(Bk, K, J, C)  # (1, K, 1, C) view
-                blk = self.STEblocks[i]
-                if policy != "full":
-                    r, qkv = self._norm_linear(lean, blk.attn.qkv, a, tok, None, 1.0, blk.norm1.weight, blk.norm1.bias,
-                                               h_dtype=h_dtype)  # fmt: skip
-                else:
-                    r = a + tok
-            prune_next = i + 1 == prune_at
-            if policy != "full":
-                r, qkv = self._fused_block_pair(i, r, qkv, h_dtype=h_dtype, out_dtype=out_dtype, lean=lean,
-                                                prune_next=prune_next)  # fmt: skip
-            else:
-                # Only the fp32 residual enters the checkpoint: the pair rebuilds its first GEMM input from it by one
-                # LayerNorm pass (the qkv projection runs inside), so a pair keeps one activation-sized tensor. The
-                # replayed pair runs the lean composites: while one pair's backward runs, its h and g are not held
-                # (modelled: peak per 243-frame sequence 216 MB instead of 250 MB, step time +3 points).
-                pair = partial(self._fused_block_pair, i, qkv=None, h_dtype=h_dtype, out_dtype=out_dtype, lean=True,
-                               prune_next=prune_next)
-                r, qkv = run_checkpointed(pair, r, policy=policy)
-        return qkv  # after the last pair: the features (the shared Temporal_norm's output), pruned when HoT prunes
-
-    def _norm_linear(
-        self, lean: bool, linear: nn.Linear | None, *norm: object, h_dtype: torch.dtype, with_bias: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, N, C) -> (res, linear(h)): ``residual_layernorm(*norm)`` (r, y, mask, keep, w1, b1, w2, b2) and the
-        Linear that reads h (its bias unless ``with_bias`` is False); h itself when ``linear`` is None. ``lean``: h
-        is not kept for backward."""
-        from fastmixste.kernels.block import residual_layernorm
-
-        eps = self.Spatial_norm.eps
-        bias = linear.bias if linear is not None and with_bias else None
-        if lean and linear is not None:
-            from fastmixste.lean import norm_linear
-
-            return norm_linear(*norm, eps=eps, h_dtype=h_dtype, weight=linear.weight, bias=bias)
-        res, h = residual_layernorm(*norm, eps=eps, h_dtype=h_dtype)
-        return res, (h if linear is None else F.linear(h, linear.weight, bias))
-
-    def _fused_block_pair(
-        self,
-        i: int,
-        r: torch.Tensor,
-        qkv: torch.Tensor | None,
-        h_dtype: torch.dtype,
-        out_dtype: torch.dtype,
-        lean: bool = False,
-        prune_next: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(r, qkv) -> (r, qkv) through STE_i and TTE_i with the fused block; after the last pair, (r, features).
-
-        ``qkv`` None: STE_i's qkv projection is rebuilt from r (the ``full`` checkpoint keeps r alone), and the pair
-        ends at the next block's norm1 output h, without the next qkv projection (the next pair rebuilds it too).
-        ``prune_next``: the next pair starts with HoT's pruning; this one ends at (r, its post-norm output in fp32).
-        """
-        from fastmixste.kernels.block import residual_layernorm
-
-        eps = self.Spatial_norm.eps
-        carry = qkv is not None
-        if qkv is None:
-            norm1 = self.STEblocks[i].norm1
-            linear = self.STEblocks[i].attn.qkv
-            _, qkv = self._norm_linear(lean, linear, r, None, None, 1.0, norm1.weight, norm1.bias, h_dtype=h_dtype)
-        last = 2 * self.block_depth - 1
-        for k, blk, post in ((2 * i, self.STEblocks[i], self.Spatial_norm),
-                             (2 * i + 1, self.TTEblocks[i], self.Temporal_norm)):  # fmt: skip
-            keep = 1.0 - blk.drop_path.drop_prob
-            y = blk.attn.attend(qkv, "triton")  # fused core, proj Linear
-            mask = blk.drop_path.draw_mask(y)
-            n2, mlp = blk.norm2, blk.mlp
-            r, u = self._norm_linear(lean, mlp.fc1, r, y, mask, keep, n2.weight, n2.bias, h_dtype=h_dtype,
-                                     with_bias=False)  # fmt: skip
-            if lean:
-                from fastmixste.lean import gelu_linear
-
-                y = gelu_linear(u, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias)
-            else:
-                from fastmixste.kernels.block import bias_gelu
-
-                y = mlp.fc2(bias_gelu(u, mlp.fc1.bias))
-            mask = blk.drop_path.draw_mask(y)
-            if k == last:  # the last post-norm gives the features
-                return residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=out_dtype)
-            if prune_next and k == 2 * i + 1:  # the features that the pruning clusters and gathers
-                return residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=torch.float32)
-            nxt = self.TTEblocks[i] if k == 2 * i else self.STEblocks[i + 1]
-            # The next qkv projection, except at the end of a pair that the next one rebuilds from r.
-            linear = nxt.attn.qkv if carry or k == 2 * i else None
-            if k == 0:
-                # STE0 -> TTE0: the temporal positions are added between Spatial_norm and TTE0.norm1.
-                _, a = residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=torch.float32)
-                B, F_, J, C = a.shape
-                tpos = self.Temporal_pos_embed[:, :F_].unsqueeze(2).expand(B, F_, J, C)  # (1, F, 1, C) view
-                r, qkv = self._norm_linear(lean, linear, a, tpos, None, 1.0, nxt.norm1.weight, nxt.norm1.bias,
-                                           h_dtype=h_dtype)  # fmt: skip
-            else:
-                r, qkv = self._norm_linear(lean, linear, r, y, mask, keep, post.weight, post.bias, nxt.norm1.weight,
-                                           nxt.norm1.bias, h_dtype=h_dtype)  # fmt: skip
-        return r, qkv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, F, J, in_chans) -> (B, F, J, 3) root-relative 3D joints (metres, as trained upstream)."""

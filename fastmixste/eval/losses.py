@@ -1,7 +1,7 @@
 """Training losses for MixSTE: the upstream fine-tuning loss and the pretraining loss (MotionBERT weights).
 
 Every function takes ``pred`` and ``target`` of shape (B, T, J, 3) in the same unit (metres here) and returns a
-scalar tensor that can be backpropagated. MPJPE, N-MPJPE and the velocity error are ``fastmixste.metrics``' torch
+scalar tensor that can be backpropagated. MPJPE, N-MPJPE and the velocity error are ``fastmixste.eval.metrics``' torch
 paths; this module adds the upstream weighted terms and the two stage losses.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from fastmixste.metrics import mean_velocity_error, mpjpe, n_mpjpe
+from .metrics import mean_velocity_error, mpjpe, n_mpjpe
 
 #: Upstream MixSTE per-joint weights for the weighted MPJPE and the temporal-consistency term (17 H36M joints).
 UPSTREAM_JOINT_WEIGHTS: tuple[float, ...] = (1, 1, 2.5, 2.5, 1, 2.5, 2.5, 1, 1, 1, 1.5, 1.5, 4, 4, 1.5, 4, 4)

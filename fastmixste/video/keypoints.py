@@ -50,9 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from fastmixste._io import check_nesting, check_regular_file, human_bytes, max_input_bytes
-from fastmixste.safeload import DataFileError, read_npy, read_npz
-from fastmixste.skeleton import H36M_JOINT_NAMES, H36M_PARENTS
+from fastmixste.data.skeleton import H36M_JOINT_NAMES, H36M_PARENTS
+from fastmixste.io.files import check_nesting, check_regular_file, human_bytes, max_input_bytes
+from fastmixste.io.safeload import DataFileError, read_npy, read_npz
 
 LAYOUTS: tuple[str, ...] = ("h36m", "coco", "openpose", "halpe", "blazepose")
 NUM_SOURCE_JOINTS: dict[str, int] = {"h36m": 17, "coco": 17, "openpose": 25, "halpe": 26, "blazepose": 33}
@@ -198,7 +198,7 @@ def from_array(array: np.ndarray, layout: str, source: str = "array") -> RawKeyp
 def read_array_file(path: str | Path, layout: str) -> RawKeypoints:
     """.npy / .npz file -> RawKeypoints (see the module docstring for the accepted npz contents).
 
-    Nothing in the file is ever run: arrays are read by fastmixste.safeload, whose unpickler rebuilds only arrays,
+    Nothing in the file is ever run: arrays are read by fastmixste.io.safeload, whose unpickler rebuilds only arrays,
     containers, strings and numbers (a VideoPose3D file's pickled dicts) and refuses any other pickled object.
     """
     path = Path(path)

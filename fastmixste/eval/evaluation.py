@@ -25,9 +25,9 @@ import torch
 from tqdm import tqdm
 
 from fastmixste.data.h36m import ACTIONS, action_group
+from fastmixste.data.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
 from fastmixste.data.windows import eval_windows, stitch
-from fastmixste.metrics import ActionAccumulator, joint_speeds, mean_velocity_error, mpjpe, n_mpjpe, p_mpjpe
-from fastmixste.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
+from fastmixste.eval.metrics import ActionAccumulator, joint_speeds, mean_velocity_error, mpjpe, n_mpjpe, p_mpjpe
 
 # Column titles of the paper's tables, in the paper's order (two rows of 8: 15 actions + Avg).
 ACTION_ABBREVIATIONS: dict[str, str] = {
@@ -43,7 +43,7 @@ class EvalResult:
     """Errors in millimetres (MPJVE in mm per frame); protocol dicts map action names and ``"Avg"`` to mm.
 
     ``speed_ratio``: median joint speed of the predictions over that of the targets, all sequences and non-root
-    joints pooled (``fastmixste.metrics.speed_ratio``); nan when no sequence has two frames. ``speed_ratio_5f``:
+    joints pooled (``fastmixste.eval.metrics.speed_ratio``); nan when no sequence has two frames. ``speed_ratio_5f``:
     the same over 5-frame displacements (0.1 s at 50 fps), where frame-to-frame jitter weighs 5x less: a still but
     jittery prediction scores near 1 per frame and well below 1 here; nan when no sequence has 6 frames.
     """

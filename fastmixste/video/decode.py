@@ -2,7 +2,7 @@
 
 The clip is never held decoded: frames are decoded one at a time (PyAV, which bundles FFmpeg in its wheels, so no
 system ffmpeg is needed) and handed to the detector in small chunks; only the keypoints are kept (17 x 3 floats per
-person and frame). Renders decode the clip a second time (``fastmixste.render``). A folder of images works as a
+person and frame). Renders decode the clip a second time (``fastmixste.video.render``). A folder of images works as a
 clip too (files in natural name order, all of one size).
 
     source = open_video("clip.mp4")                         # VideoSource: width, height, fps, frame count
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fastmixste.data.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
 from fastmixste.data.windows import eval_windows, stitch
-from fastmixste.detectors import MissingExtraError, PoseDetector, check_detections
-from fastmixste.keypoints import KeypointError, Keypoints2D, RawKeypoints, fill_gaps, pick_person, to_h36m
-from fastmixste.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
+from fastmixste.video.detectors import MissingExtraError, PoseDetector, check_detections
+from fastmixste.video.keypoints import KeypointError, Keypoints2D, RawKeypoints, fill_gaps, pick_person, to_h36m
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 

@@ -27,13 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io.cli import UserFacingError
+from ..kernels.reference import Axis, attention_ref
 from .config import BACKENDS
-from .kernels.reference import Axis, attention_ref
 
 ENV_BACKEND = "FASTMIXSTE_ATTN_BACKEND"
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(RuntimeError, UserFacingError):
     """Raised when the requested attention backend cannot run; the message lists every backend and why."""
 
 
@@ -46,10 +47,6 @@ def _xformers_reasons(device: torch.device) -> list[str]:
     return reasons
 
 
-#: Op modules of ``fastmixste.kernels`` the ``triton`` backend runs; dispatch asks each whether it can run.
-TRITON_OPS: tuple[str, ...] = ("spatial", "temporal")
-
-
 def _triton_reasons(
     device: torch.device,
     dtype: torch.dtype,
@@ -60,7 +57,7 @@ def _triton_reasons(
     drop: float = 0.0,
     dim: int | None = None,
 ) -> list[str]:
-    from . import kernels
+    from .. import kernels
 
     reasons = list(kernels.triton_unavailable_reasons(device, dtype))
     # The ops' own limits, asked on a meta tensor of the model's shape; only where the kernels could run at all
@@ -68,7 +65,7 @@ def _triton_reasons(
     could_run = device.type in ("cuda", "meta") or kernels.interpreter_active()
     if kernels.triton_installed() and could_run and head_dim is not None and num_joints is not None:
         probe = torch.empty(1, 1, num_joints, 3 * head_dim, device="meta", dtype=dtype)
-        for module in TRITON_OPS:
+        for module in kernels.ATTENTION_CORE_OPS:  # dispatch asks each attention core whether it can run
             try:
                 op = importlib.import_module(f"{kernels.__name__}.{module}")
             except ModuleNotFoundError as exc:
@@ -229,10 +226,10 @@ def _xformers_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis, 
 def _triton_core(qkv: torch.Tensor, num_heads: int, scale: float, axis: Axis) -> torch.Tensor:
     # Imported here: the op modules import triton, which only this backend needs.
     if axis == "spatial":
-        from .kernels.spatial import spatial_attention
+        from ..kernels.spatial import spatial_attention
 
         return spatial_attention(qkv, num_heads, scale)
-    from .kernels.temporal import temporal_attention
+    from ..kernels.temporal import temporal_attention
 
     return temporal_attention(qkv, num_heads, scale)
 
@@ -271,8 +268,8 @@ class Attention(nn.Module):
     def attend(self, qkv: torch.Tensor, backend: str = "eager") -> torch.Tensor:
         """(B, T, N, 3C) output of ``self.qkv`` -> (B, T, N, C): the attention core and the output projection.
 
-        The fused block computes the qkv projection itself (``fastmixste.lean.norm_linear`` under recompute "lean")
-        and enters here.
+        The fused block computes the qkv projection itself (``model.fused.norm_linear`` under recompute "lean") and
+        enters here.
         """
         dropout_p = self.attn_drop.p if self.training else 0.0
         if backend == "eager":
@@ -344,7 +341,7 @@ def cross_attention_core(
             raise BackendUnavailableError(f"attention dropout (p={dropout_p}) is not implemented in the fused "
                                           f"cross-attention")
         try:
-            from .kernels import cross_attention
+            from ..kernels import cross_attention
         except ImportError as exc:
             raise BackendUnavailableError("the fused cross-attention (fastmixste.kernels.cross_attention) is not "
                                           "available in this build") from exc

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fastmixste.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
-from fastmixste.surface import detector_joints
+from fastmixste.data.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
+from fastmixste.data.surface import detector_joints
 
 # Relative per-joint detector error (H36M 17-joint order): hips, extremities and wrists are the hard ones,
 # torso and head the easy ones (the shape of CPN's error profile on Human3.6M).
@@ -57,7 +57,7 @@ class CorruptionConfig:
     flip_p: float = 0.5
     # Which points the 2D input and the 3D target are: "centres" (Human3.6M joint centres, as the skeleton gives
     # them) or "detector" (the definition a detector's keypoints converted to the 17 joints give: mid-eyes head,
-    # nose, mid-shoulder thorax; fastmixste.surface), for models that lift real detections.
+    # nose, mid-shoulder thorax; fastmixste.data.surface), for models that lift real detections.
     keypoints: str = "centres"
 
     def __post_init__(self) -> None:
@@ -149,7 +149,7 @@ def project_virtual(
     ``flip`` (B,) bool mirrors the chosen clips (x -> -x in camera space, left/right joints swapped) before
     projection, which is the same as mirroring the image and the 3D target together. ``keypoints="detector"``
     moves the head, neck, thorax, spine and pelvis to where a converted detection puts them
-    (``fastmixste.surface.detector_joints``) before projecting: input and target then share that definition.
+    (``fastmixste.data.surface.detector_joints``) before projecting: input and target then share that definition.
     """
     if world.dim() != 4 or world.shape[-1] != 3:
         raise ValueError(f"project_virtual: expected world of shape (B, T, J, 3), got {tuple(world.shape)}")

@@ -1,4 +1,4 @@
-"""Joint centres -> what a 2D detector sees: the 17 joints as they come out of ``fastmixste.keypoints.to_h36m``.
+"""Joint centres -> what a 2D detector sees: the 17 joints as they come out of ``fastmixste.video.keypoints.to_h36m``.
 
 Lifters are trained on Human3.6M joint centres, but a video's 2D comes from a detector's surface keypoints
 (COCO-17, BlazePose-33) converted by rule: head = mid-eyes, neck/nose = the nose, thorax = mid-shoulders,

@@ -14,7 +14,7 @@ before it is called. Plain (non-object) arrays are read with ``allow_pickle=Fals
     (1383, 32, 3)
 
 Sizes are checked before memory is allocated: an array whose header declares more than
-``fastmixste._io.MAX_INPUT_BYTES`` (8 GiB; FASTMIXSTE_MAX_INPUT_BYTES) or more bytes than the file holds, and an
+``fastmixste.io.files.MAX_INPUT_BYTES`` (8 GiB; FASTMIXSTE_MAX_INPUT_BYTES) or more bytes than the file holds, and an
 npz member that inflates more than ``MAX_ZIP_RATIO`` times (a zip bomb), are refused; only regular files are read.
 
 Errors are ``DataFileError`` (a ``ValueError``): ``UnsafeFileError`` for foreign pickled objects,
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import MAX_RATIO_FLOOR, MAX_ZIP_RATIO, check_regular_file, human_bytes, max_input_bytes
+from .files import MAX_RATIO_FLOOR, MAX_ZIP_RATIO, check_regular_file, human_bytes, max_input_bytes
 
 __all__ = [
     "CorruptFileError", "DataFileError", "MissingKeyError", "UnsafeFileError", "describe_file_start", "read_npy",

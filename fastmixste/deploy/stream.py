@@ -1,6 +1,6 @@
 """Streaming (online) lifting: each frame is lifted once its window — the past frames plus L future ones — is there.
 
-    lifter = StreamLifter(model, lookahead=L)             # model: MixSTE or an exported lifter (fastmixste.export)
+    lifter = StreamLifter(model, lookahead=L)     # model: MixSTE or an exported lifter (fastmixste.deploy.export)
     for x in frames_2d:                                    # (17, C) normalised 2D, one frame at a time
         for out in lifter.push(x, stamp):                  # frames whose window is complete: frame t - L
             ...                                            # out.index, out.pose_3d (17, 3), out.stamp
@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastmixste.keypoints import KeypointError, normalize_screen
-from fastmixste.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
+from fastmixste.data.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
+from fastmixste.video.keypoints import KeypointError, normalize_screen
 
 
 class StreamError(KeypointError):
@@ -196,7 +196,7 @@ class StreamWriter:
         if self.closed:
             return self.out
         self.flush()
-        from fastmixste._io import atomic_write
+        from fastmixste.io.files import atomic_write
 
         with atomic_write(self.out) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             for k, (shape, dtype) in self.fields.items():
@@ -301,8 +301,8 @@ def keypoint_stream(x: np.ndarray, pose: np.ndarray, confidence: np.ndarray, fil
 def detected_stream(frames: Iterator[tuple[np.ndarray, float]], detector: Any, width: float, height: float,
                     min_confidence: float = 0.2, in_chans: int = 2) -> Iterator[Frame2D]:
     """(RGB frame, media time) pairs -> Frame2D: detection, conversion to H36M-17, one person (``OnlinePose``)."""
-    from fastmixste.detectors import check_detections
-    from fastmixste.keypoints import to_h36m
+    from fastmixste.video.detectors import check_detections
+    from fastmixste.video.keypoints import to_h36m
 
     track = OnlinePose(width, height, min_confidence)
     # (timestamp, arrival) of frames before the first person (16 bytes a frame: their pose will be the first one)
@@ -327,7 +327,7 @@ def detected_stream(frames: Iterator[tuple[np.ndarray, float]], detector: Any, w
 
 
 def video_frames(source: Any) -> Iterator[tuple[np.ndarray, float]]:
-    """(RGB frame, media time i / fps) of a ``fastmixste.video.VideoSource``, decoded one at a time."""
+    """(RGB frame, media time i / fps) of a ``fastmixste.video.decode.VideoSource``, decoded one at a time."""
     for i, rgb in enumerate(source.frames()):
         yield rgb, i / source.fps
 
@@ -343,7 +343,7 @@ def open_camera(index: int) -> tuple[Iterator[tuple[np.ndarray, float]], int, in
     """
     import sys
 
-    from fastmixste.video import import_av
+    from fastmixste.video.decode import import_av
 
     av = import_av()
     fmt = CAMERA_FORMATS.get(sys.platform)
@@ -393,7 +393,7 @@ def run_stream(model: torch.nn.Module, frames: Iterator[Frame2D], out: str | os.
     waiting for their lookahead are lifted with the final window) and then stops with exit 130; a source that fails
     part-way has what came before it written, and the error says so (StreamError).
     """
-    from fastmixste.cli import defer_interrupts, on_interrupt
+    from fastmixste.io.cli import defer_interrupts, on_interrupt
 
     lifter = StreamLifter(model, lookahead, flip=flip, device=device)
     c = lifter.C
@@ -480,11 +480,11 @@ def infer_stream(args: Any, model: torch.nn.Module, device: torch.device, progre
                             "backend": model.resolved_backend(torch.zeros(1, cfg.num_frame, 17, cfg.in_chans,
                                                                           device=device)),
                             "units": "metres, camera axes (x right, y down, z forward), root-relative, root = 0",
-                            "joint_order": "Human3.6M 17 (fastmixste.skeleton.H36M_JOINT_NAMES)"}
+                            "joint_order": "Human3.6M 17 (fastmixste.data.skeleton.H36M_JOINT_NAMES)"}
     with ExitStack() as stack:
         total = None
         if args.keypoints is not None:
-            from fastmixste.keypoints import load_keypoints
+            from fastmixste.video.keypoints import load_keypoints
 
             kps = load_keypoints(args.keypoints, args.layout, width=args.width, height=args.height,
                                  person=args.person, min_confidence=args.min_confidence)
@@ -497,13 +497,13 @@ def infer_stream(args: Any, model: torch.nn.Module, device: torch.device, progre
             meta.update({"input": str(args.keypoints), "kind": "keypoints", "fps": fps, "width": kps.width,
                          "height": kps.height})
         else:
-            from fastmixste.detectors import make_detector
+            from fastmixste.video.detectors import make_detector
 
             if args.camera is not None:
                 raw, width, height, fps, name = open_camera(args.camera)
                 meta.update({"input": name, "kind": "camera"})
             else:
-                from fastmixste.video import open_video
+                from fastmixste.video.decode import open_video
 
                 source = open_video(args.video, fps=args.fps)
                 raw, width, height, fps = video_frames(source), source.width, source.height, source.fps

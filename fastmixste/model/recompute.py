@@ -11,7 +11,7 @@ One switch for every attention backend (``MixSTE(recompute=...)``, ``model.set_r
     below) replays everything else in backward (LayerNorms, GELU, casts, residual adds, DropPath and dropout masks
     from the restored RNG state), so no backward is written by hand.
   - triton (the fused block): nothing is replayed. Each LayerNorm and the Linear it feeds, and bias + GELU with
-    fc2, run as one autograd Function (:mod:`fastmixste.lean`) that keeps neither h nor g; the fused backward
+    fc2, run as one autograd Function (:mod:`fastmixste.model.fused`) that keeps neither h nor g; the fused backward
     kernels, which recompute the normalisation and the GELU anyway, write them beside the gradients in the same
     pass (``write_h`` / ``write_g`` of ``fastmixste.kernels.block``), and the weight gradients are taken from them.
     The residual stream, the DropPath masks and everything else are kept as under ``none``.
@@ -28,17 +28,15 @@ gradients come from the rebuilt h and g, the same values the forward wrote).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from .config import RECOMPUTE_POLICIES
 
-__all__ = ["RECOMPUTE_POLICIES", "check_recompute", "run_checkpointed", "retained_bytes"]
+__all__ = ["RECOMPUTE_POLICIES", "check_recompute", "choose_recompute", "run_checkpointed"]
 
 
 _aten = torch.ops.aten
@@ -74,7 +72,7 @@ def _lean_policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPoli
     namespace = getattr(op, "namespace", None)
     if namespace == "fastmixste":
         # the fused attention cores are kept; the fused block ops (residual, DropPath, LayerNorm, GELU) are cheap
-        # memory-bound passes and are replayed (the model's triton path uses fastmixste.lean instead of this policy)
+        # memory-bound passes and are replayed (the model's triton path uses model.fused instead of this policy)
         return CheckpointPolicy.MUST_SAVE if "attention" in str(op) else CheckpointPolicy.PREFER_RECOMPUTE
     if namespace is not None and namespace not in _RECOMPUTED_NAMESPACES:
         return CheckpointPolicy.MUST_SAVE  # other libraries' attention ops (xformers)
@@ -92,43 +90,6 @@ def run_checkpointed(fn: Callable[..., Any], *tensors: torch.Tensor, policy: str
     context_fn = _lean_contexts if policy == "lean" else None
     kwargs = {"context_fn": context_fn} if context_fn is not None else {}
     return checkpoint(fn, *tensors, use_reentrant=False, preserve_rng_state=True, determinism_check="none", **kwargs)
-
-
-class _LiveTensors(TorchDispatchMode):
-    """Remembers (weakly) every tensor an op creates, to see afterwards which ones autograd kept alive."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.refs: list[weakref.ref] = []
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        for t in torch.utils._pytree.tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                self.refs.append(weakref.ref(t))
-        return out
-
-
-def retained_bytes(fn: Callable[[], torch.Tensor], exclude: tuple[torch.Tensor, ...] = ()) -> int:
-    """Bytes of the tensors that are still alive after ``fn()`` returns, other than its output and ``exclude``.
-
-    These are what autograd (and activation checkpointing, whose stored tensors never pass through
-    ``saved_tensors_hooks``) keeps for backward. Each storage counts once. Works on the meta device.
-    """
-    mode = _LiveTensors()
-    with mode:
-        out = fn()
-    skip = {t.untyped_storage()._cdata for t in (out, *exclude)}
-    seen: dict[int, int] = {}
-    for ref in mode.refs:
-        t = ref()
-        if t is None:
-            continue
-        key = t.untyped_storage()._cdata
-        if key not in skip:
-            seen[key] = t.untyped_storage().nbytes()
-    del out
-    return sum(seen.values())
 
 
 def static_training_bytes(model: torch.nn.Module) -> int:

@@ -77,7 +77,7 @@ class CrossAttention(nn.Module):
 
     ``forward(query, x)``: (1, Tq, C) learnable queries shared by every sequence and joint, (B, Tk, N, C) keys/values
     -> (B, Tq, N, C); per joint, softmax over the Tk frames of x. The core goes through
-    :func:`fastmixste.attention.cross_attention_core` (eager / sdpa / triton).
+    :func:`fastmixste.model.attention.cross_attention_core` (eager / sdpa / triton).
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool, qk_scale: float | None, attn_drop: float,
