@@ -278,3 +278,18 @@ def test_gradients_reach_every_parameter_and_recompute_agrees():
         assert g.abs().sum() > 0, n
         for policy in ("lean", "full"):
             torch.testing.assert_close(grads[policy][n], g, rtol=1e-5, atol=1e-6, msg=f"{policy}: {n}")
+
+
+@pytest.mark.slow
+def test_torch_compile_traces_the_pruning_in_one_graph():
+    """Clustering, gather and recovery trace with fullgraph=True (no graph break), forward equal in eval, and the
+    HoT parameters get gradients through the compiled training graph."""
+    model = randomized(MixSTE(**SMALL, token_num=9, prune_at=2, attn_backend="sdpa")).eval()
+    x = torch.randn(2, 27, 17, 2)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=0, atol=1e-6)
+    model.train()
+    torch.compile(model, backend="aot_eager", fullgraph=True)(x).square().mean().backward()
+    for name in ("x_token", "pos_embed_token", "cross_attention.linear_q.weight", "STEblocks.3.attn.qkv.weight"):
+        assert model.get_parameter(name).grad.abs().sum() > 0, name
