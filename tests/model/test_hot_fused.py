@@ -56,3 +56,26 @@ def test_pruned_fused_model_matches_eager(policy, cross_core, monkeypatch):
     for name, g in grads_e.items():
         assert grads_f[name] is not None, name
         torch.testing.assert_close(grads_f[name], g, rtol=1e-3, atol=1e-5, msg=f"{cross_core}: {name}")
+
+
+@pytest.mark.parametrize("T", [81, 27, 9])
+def test_pruned_lengths_launch_configurations_the_aot_report_compiles(T, monkeypatch):
+    """The pruned pairs run the temporal kernels at T = token_num: every configuration their launch plans pick on a
+    GPU is one the AOT report compiles for sm_89/sm_90 (the spatial kernels do not depend on T)."""
+    from fastmixste.kernels import temporal
+
+    monkeypatch.setattr(temporal, "interpreter_active", lambda: False)  # the GPU plan: one sequence per program
+    compiled = {(c.name, tuple(sorted(c.constexprs.items())), c.num_warps, c.num_stages, c.dtype)
+                for c in temporal.report_cases()}  # fmt: skip
+    for dtype in temporal.SUPPORTED_DTYPES:
+        for backward in (False, True):
+            for cfg, _grid in temporal.launch_plan((128, T, 17, 3 * 512), 8, dtype, backward):
+                case = _kernel_case(cfg, dtype)
+                key = (case.name, tuple(sorted(case.constexprs.items())), case.num_warps, case.num_stages, case.dtype)
+                assert key in compiled, key
+
+
+def _kernel_case(cfg, dtype):
+    from fastmixste.kernels._common import kernel_case
+
+    return kernel_case(cfg, dtype, ("lse_ptr", "delta_ptr"))
