@@ -172,6 +172,10 @@ class MixSTE(nn.Module):
     ``attn_backend`` selects the attention cores ("eager", "sdpa", "xformers", "triton" or "auto"); all backends
     share the same weights. It is resolved at every forward for the input's device and dtype, so a model can be
     built on the CPU and moved to a GPU.
+
+    ``token_num`` (default None: off) turns on HoT's token pruning (:mod:`fastmixste.model.hot`): from block pair
+    ``prune_at`` on, only ``token_num`` representative frames are processed, and a cross-attention recovers all F
+    frames before the head; the state_dict is then HoT's ``hot_mixste``.
     """
 
     def __init__(
