@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks._results import TIE
+from benchmarks._results import PEERS, TIE
 from benchmarks._tables import (
     bytes_table,
     index,
@@ -18,7 +18,6 @@ from benchmarks._tables import (
     targets_block,
 )
 
-PEERS = ("eager", "sdpa", "xformers")
 #: The kernel table of PERFORMANCE.md: the model's head size in the dtype the modelled figures use.
 KERNEL_VIEW = {"dtype": "bf16", "D": 64}
 

@@ -12,8 +12,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks._results import COLORS, PROVIDER_ORDER, SCOPE_LABEL  # noqa: E402
+from benchmarks._results import COLORS, PEERS, PROVIDER_ORDER, SCOPE_LABEL  # noqa: E402
 from benchmarks._tables import index  # noqa: E402
+
+
+def _save(fig, out: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 def _bars(ax, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str) -> None:
@@ -40,7 +46,7 @@ def plot_modelled_speedup(proxies: dict, device: str, out: Path) -> None:
         keys = sorted(idx, key=lambda k: (list(SCOPE_LABEL).index(k[0]), k[3]))
         groups = [f"{SCOPE_LABEL[k[0]]}\nT={k[3]}" for k in keys]
         series = {}
-        for p in ("sdpa", "xformers", "triton"):
+        for p in (*PEERS[1:], "triton"):  # speedup over eager
             series[p] = [
                 idx[k]["eager"]["modelled"][device]["seconds"] / idx[k][p]["modelled"][device]["seconds"] for k in keys
             ]
@@ -52,9 +58,7 @@ def plot_modelled_speedup(proxies: dict, device: str, out: Path) -> None:
             f"MODELLED {proxies['devices'][device]['name']}, bf16, {mode} (B={keys[0][2]})",
         )
         ax.axhline(1.0, color="k", lw=0.8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def plot_modelled_memory(proxies: dict, out: Path) -> None:
@@ -68,7 +72,7 @@ def plot_modelled_memory(proxies: dict, out: Path) -> None:
     for ax, field, label in ((axes[0], "saved_bytes", "saved for backward"), (axes[1], "bytes", "bytes moved")):
         series = {
             p: [idx[k][p][field] / idx[k]["eager"][field] for k in keys]
-            for p in ("eager", "sdpa", "xformers", "triton")
+            for p in (*PEERS, "triton")
         }
         _bars(
             ax,
@@ -77,9 +81,7 @@ def plot_modelled_memory(proxies: dict, out: Path) -> None:
             f"{label}, relative to eager",
             f"MODELLED (meta device) {label}: training step, B={keys[0][2]}, T={T}, bf16",
         )
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def plot_measured(run: dict, out: Path) -> None:
@@ -102,18 +104,7 @@ def plot_measured(run: dict, out: Path) -> None:
             f"MEASURED {run['info']['device']}, {mode} ({run['info']['date'][:10]})",
         )
         ax.axhline(1.0, color="k", lw=0.8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-
-
-def spec_for(device_name: str, devices: dict[str, dict]) -> str | None:
-    """The modelled device (key of ``devices``) whose name appears in a measured run's device name, if any."""
-    name = device_name.lower().replace(" ", "")
-    for key, spec in devices.items():
-        if spec["name"].lower().replace(" ", "") in name:
-            return key
-    return None
+    _save(fig, out)
 
 
 def plot_modelled_vs_measured(run: dict, proxies: dict, device: str, out: Path) -> bool:
@@ -141,7 +132,5 @@ def plot_modelled_vs_measured(run: dict, proxies: dict, device: str, out: Path) 
     ax.set_ylabel("measured median (ms, bf16 autocast)")
     ax.set_title(f"{run['info']['device']}: measured vs modelled", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
     return True

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fastmixste import BACKENDS
+
 RESULTS = Path(__file__).resolve().parent / "results"
-PROVIDER_ORDER = ("eager", "sdpa", "xformers", "compile", "triton")
+#: What the fused backend is compared with: every other attention backend (fastmixste.BACKENDS).
+PEERS: tuple[str, ...] = tuple(b for b in BACKENDS if b != "triton")
+PROVIDER_ORDER = (*PEERS, "compile", "triton")
 COLORS = {"eager": "#7f7f7f", "sdpa": "#1f77b4", "xformers": "#9467bd", "compile": "#ff7f0e", "triton": "#2ca02c"}
 SCOPE_LABEL = {
     "spatial_attention": "spatial attention",
@@ -24,8 +28,8 @@ SCOPE_LABEL = {
 TIE = 0.02
 
 
-def gb(x: float) -> str:
-    return f"{x / 1e9:.2f}"
+def gb(x: float | None) -> str:
+    return "-" if x is None else f"{x / 1e9:.2f}"
 
 
 def ms(x: float | None) -> str:

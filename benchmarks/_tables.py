@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from benchmarks._results import PROVIDER_ORDER, SCOPE_LABEL, TIE, gb, ms
+from benchmarks._results import PEERS, PROVIDER_ORDER, SCOPE_LABEL, TIE, gb, ms
 
 
 def index(results: list[dict]) -> dict[tuple, dict[str, dict]]:
@@ -29,7 +29,7 @@ def modelled_table(proxies: dict, device: str, full_only: bool = True, T: int | 
         if T is not None and Tc != T:
             continue
         t = {p: row[p]["modelled"][device]["seconds"] for p in providers if p in row}
-        sp = [f"{t[p] / t['triton']:.2f}x" if "triton" in t and p in t else "-" for p in ("eager", "sdpa", "xformers")]
+        sp = [f"{t[p] / t['triton']:.2f}x" if "triton" in t and p in t else "-" for p in PEERS]
         lines.append(
             f"| {SCOPE_LABEL[scope]} | {mode} | {B} x {Tc} | "
             + " | ".join(ms(t.get(p)) for p in providers)
@@ -70,13 +70,13 @@ def headline(proxies: dict, T: int | None = None) -> dict[str, Any]:
         for k in idx
         if k[0] == "model" and k[1] == "train" and k[3] == T and "eager" in idx[k] and idx[k]["eager"]["full_scale"]
     ]
-    if not keys or not all(p in idx[keys[0]] for p in ("eager", "sdpa", "xformers", "triton")):
+    if not keys or not all(p in idx[keys[0]] for p in (*PEERS, "triton")):
         return {}
     key = keys[0]
     row = idx[key]
     out: dict[str, Any] = {"B": key[2], "T": T}
     for dev in proxies["devices"]:
-        for peer in ("eager", "sdpa", "xformers"):
+        for peer in PEERS:
             out[f"{dev}_speedup_vs_{peer}"] = (
                 row[peer]["modelled"][dev]["seconds"] / row["triton"]["modelled"][dev]["seconds"]
             )
@@ -94,7 +94,7 @@ def headline(proxies: dict, T: int | None = None) -> dict[str, Any]:
                         row[peer]["modelled"][dev][f"seconds_{level}"]
                         / row["triton"]["modelled"][dev][f"seconds_{level}"]
                     )
-    for peer in ("eager", "sdpa", "xformers"):
+    for peer in PEERS:
         out[f"bytes_ratio_{peer}"] = row[peer]["bytes"] / row["triton"]["bytes"]
         out[f"saved_ratio_{peer}"] = row[peer]["saved_bytes"] / row["triton"]["saved_bytes"]
         out[f"launch_ratio_{peer}"] = row[peer]["launches"] / row["triton"]["launches"]
@@ -234,7 +234,7 @@ def targets_block(proxies: dict) -> str:
     if "train" not in rows or "forward" not in rows:
         return "(no whole-model rows in proxies.json)"
     batch = {mode: next(b for (_, m, b, _) in idx if m == mode) for mode in ("train", "forward")}
-    providers = [p for p in ("eager", "sdpa", "xformers", "compile", "triton") if p in rows["train"]]
+    providers = [p for p in PROVIDER_ORDER if p in rows["train"]]
     lines = [f"Whole MixSTE, T = {T}, {proxies.get('precision', 'bf16')}: training step (B = {batch['train']}) and "
              f"forward (B = {batch['forward']}), modelled ms (peak: every kernel at 100% of peak; expected and "
              f"pessimistic: per-kernel-class efficiencies from published measurements, padded attention tiles, "

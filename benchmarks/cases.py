@@ -22,16 +22,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastmixste import MixSTE
+from fastmixste import BACKENDS, MixSTE
 from fastmixste.model.attention import Attention
 from fastmixste.model.mixste import Block
 
 SCOPES: tuple[str, ...] = ("spatial_attention", "temporal_attention", "layer_pair", "model")
 MODES: tuple[str, ...] = ("forward", "train")
-PROVIDERS: tuple[str, ...] = ("eager", "sdpa", "triton", "xformers", "compile", "triton+compile")
+#: The attention backends (fastmixste.BACKENDS), xformers last: an optional install, listed after what always runs.
+ATTN_BACKENDS: tuple[str, ...] = tuple(sorted(BACKENDS, key=lambda b: b == "xformers"))
 #: The attention backend each compiled provider compiles.
 COMPILED: dict[str, str] = {"compile": "sdpa", "triton+compile": "triton"}
-ATTN_BACKENDS: tuple[str, ...] = ("eager", "sdpa", "triton", "xformers")
+PROVIDERS: tuple[str, ...] = (*ATTN_BACKENDS, *COMPILED)
 
 EMBED, HEADS, JOINTS, DEPTH, MLP_RATIO = 512, 8, 17, 8, 2.0
 

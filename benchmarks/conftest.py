@@ -50,7 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    from .proxies import environment
+    from .machine import environment
 
     info = {**environment(), "device": device_name(), "kind": "measured"}
     if torch.cuda.is_available():

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._documents import KERNEL_VIEW, device_line, gpu_timing_batch, launch_us, occupancy_range, ties
-from benchmarks._results import RESULTS, SCOPE_LABEL, TIE, load_measured, load_proxies, ms
+from benchmarks._results import PEERS, RESULTS, SCOPE_LABEL, TIE, load_measured, load_proxies, ms
 from benchmarks._tables import glance_block, headline, index, longest_full_scale_T, memory_block, targets_block
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"<!-- generated:(?P<name>[\w-]+) -->(?P<body>.*?)<!-- /generated:(?P=name) -->", re.S)
-PEERS = ("eager", "sdpa", "xformers")
 
 
 def _target(target: str) -> str:
@@ -116,7 +115,7 @@ def modelled_block(proxies: dict) -> str:
     """Per case at the longest full-scale T, on the first modelled device; speedups within TIE of 1 in bold."""
     dev = next(iter(proxies["devices"]))
     T = longest_full_scale_T(proxies)
-    providers = ("eager", "sdpa", "xformers", "triton")
+    providers = (*PEERS, "triton")
     lines = [f"Modelled {proxies['devices'][dev]['name']}, T = {T} (ms):", "",
              "| scope | mode | B × T | " + " | ".join(providers) + " | triton vs eager | triton vs sdpa |",
              "|" + "---|" * (len(providers) + 5)]

@@ -24,7 +24,6 @@ from benchmarks._plots import (
     plot_modelled_memory,
     plot_modelled_speedup,
     plot_modelled_vs_measured,
-    spec_for,
 )
 from benchmarks._results import RESULTS, load_kernels, load_measured, load_proxies
 from benchmarks._tables import (
@@ -36,6 +35,7 @@ from benchmarks._tables import (
     modelled_table,
     skipped_table,
 )
+from benchmarks.machine import spec_for
 
 __all__ = [
     "build", "bytes_table", "fused_not_winning", "headline", "headline_section", "kernel_table", "load_kernels",

@@ -20,6 +20,8 @@ import os
 import pytest
 import torch
 
+from fastmixste import RECOMPUTE_POLICIES
+
 from . import cases
 from .cases import Shape
 
@@ -125,7 +127,7 @@ def test_path(benchmark, scope: str, mode: str, provider: str, shape: Shape) -> 
 RECOMPUTE_SHAPE = Shape(8, 243)
 
 
-@pytest.mark.parametrize("policy", ["none", "lean", "full"])
+@pytest.mark.parametrize("policy", RECOMPUTE_POLICIES)
 @pytest.mark.parametrize("provider", ["eager", "sdpa", "triton"])
 def test_recompute_policy(benchmark, provider: str, policy: str) -> None:
     """Whole MixSTE training step per recompute policy: time and the real peak memory (CUDA only)."""

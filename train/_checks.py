@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from train._config import DEFAULTS, STAGE_ONLY_KEYS, STAGES, TRAIN_DEFAULTS
+from fastmixste import BACKENDS, RECOMPUTE_POLICIES
+from train._defaults import AMP_MODES, DEFAULTS, STAGE_ONLY_KEYS, STAGES, TRAIN_DEFAULTS
 
 Rule = tuple[Callable[[Any], bool], str]  # (accepts the value?, what is expected)
 
@@ -66,10 +67,10 @@ def _device_name(v: Any) -> bool:
         return False
 
 
-_STAGE_STEP = re.compile(r"(pretrain|finetune):[1-9]\d*")
+_STAGE_STEP = re.compile(rf"({'|'.join(STAGES)}):[1-9]\d*")
 _BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
 _MAPPING: Rule = (lambda v: isinstance(v, dict), "a mapping of options")
-_BACKENDS = ("auto", "eager", "sdpa", "xformers", "triton")
+_BACKENDS = ("auto", *BACKENDS)
 
 #: Options of a training stage (``train:``, ``pretrain:``, ``finetune:``).
 TRAIN_RULES: dict[str, Rule] = {
@@ -97,13 +98,13 @@ TRAIN_RULES: dict[str, Rule] = {
 RULES: dict[str, Rule] = {
     "seed": _int(0),
     "device": (_device_name, "auto, cpu, cuda or cuda:N"),
-    "amp": _one_of("auto", "none", "fp16", "bf16"),
+    "amp": _one_of(*AMP_MODES),
     "out": _text(),
-    "stage": _one_of("pretrain", "finetune", "all"),
+    "stage": _one_of(*STAGES, "all"),
     "init": _text(none=True),
     "resume": _text(none=True),
     "fused": _BOOL,
-    "recompute": _one_of("none", "lean", "full", "auto"),
+    "recompute": _one_of(*RECOMPUTE_POLICIES, "auto"),
     "compare_scratch": _BOOL,
     "progress": _BOOL,
     "threads": _int(1, none=True),

@@ -3,7 +3,8 @@
 Resolution order (later wins): built-in defaults -> YAML file -> ``--set`` -> named command-line flags. The
 ``train:`` section holds options shared by both stages; ``pretrain:`` and ``finetune:`` override them per stage
 (``--set train.KEY=value`` sets KEY for both stages, over the stage sections of the file). Every option is type-
-and range-checked (train/_checks.py) before a run loads data.
+and range-checked (train/_checks.py) before a run loads data; the defaults and option names are in
+train/_defaults.py, which both modules import.
 The resolved config is flat per stage (each stage section lists every training option) and is what a run saves.
 """
 
@@ -17,71 +18,13 @@ from typing import Any
 
 import yaml
 
+from fastmixste import RECOMPUTE_POLICIES
 from fastmixste.io.cli import add_debug_argument
 from fastmixste.io.files import MAX_NESTING, check_regular_file
+from train._checks import check_flags, check_keys, check_options, validate
+from train._defaults import AMP_MODES, DEFAULTS, STAGES, TRAIN_DEFAULTS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-STAGES: tuple[str, ...] = ("pretrain", "finetune")
-
-#: Options of one training stage (the ``train:`` section and the per-stage sections).
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 1,
-    "batch_size": 32,  # sequences per optimizer step, summed over all processes
-    "lr": 1e-3,
-    "optimizer": "adam",  # adam | adamw
-    "weight_decay": 0.0,
-    "betas": [0.9, 0.999],
-    "lr_decay": 0.96,  # multiplied into the lr once per epoch
-    "warmup_steps": 0,  # linear warm-up from 0 over the first steps of the stage
-    "grad_clip": 1.0,  # max global grad norm; 0 or null disables clipping
-    "max_steps": None,  # cap on optimizer steps of the stage (smoke runs, tests)
-    "stride": None,  # window stride of the training clips; null = num_frame (non-overlapping, upstream)
-    "flip": True,  # random left/right mirror augmentation (p = 0.5 per clip)
-    "checkpoint_every": 0,  # also write last.pt every N steps (0: once per epoch)
-    "val_every": 1,  # validate every N epochs (and at the end of the stage)
-}
-
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "device": "auto",  # auto | cpu | cuda | cuda:N
-    "amp": "auto",  # auto (bf16 on CUDA where supported, else none) | none | fp16 | bf16
-    "out": "runs/default",
-    "stage": "all",  # pretrain | finetune | all
-    "init": None,  # weights the first trained stage starts from (ours or upstream MixSTE)
-    "resume": None,  # path of a last.pt to continue from
-    "fused": False,  # train with the Triton attention kernels
-    "recompute": "none",  # activation recompute: none | lean | full | auto (CUDA: cheapest that fits; cpu: none)
-    "compare_scratch": False,  # also fine-tune from scratch with the same budget, plot both curves
-    "progress": True,  # tqdm bars
-    "threads": None,  # CPU threads per process (torch.set_num_threads); null = torch's default
-    "data": {
-        "dir": None,  # VideoPose3D-format npz files; null = the built-in dataset
-        "keypoints": "cpn_ft_h36m_dbb",
-        "mocap": [],  # extra pretraining corpora (npz files from the mocap import)
-        "num_workers": 0,
-    },
-    "model": {},  # MixSTEConfig fields; omitted ones take MixSTEConfig's defaults
-    "train": {},
-    # h36m_3d: use the training subjects' 3D as a source; motion_frames: frames of procedural motion (0: none)
-    # loss_weights: the stage loss's term weights (fastmixste.eval.losses.PRETRAIN_WEIGHTS / FINETUNE_WEIGHTS; the ones
-    # not given keep those defaults)
-    "pretrain": {"h36m_3d": True, "corruption": {}, "motion_frames": 0, "motion_clip_frames": 300, "loss_weights": {}},
-    "finetune": {"loss_weights": {}},
-    # Per-epoch validation: one test clip per action and subject, first max_frames frames, no flip.
-    "val": {"max_frames": 486, "batch_size": 64},
-    # Final evaluation: the full test set. attn_backend: null = the training backend (weights are shared, so any
-    # backend gives the same numbers; e.g. sdpa keeps a --fused run under TRITON_INTERPRET=1 quick to evaluate).
-    # heldout_clips: clips per pattern of the held-out motion set (fastmixste.data.motion; 0: not evaluated).
-    "eval": {"flip": True, "batch_size": 64, "max_frames": None, "attn_backend": None, "heldout_clips": 0},
-    # Test hooks, never restored by --resume: a NaN loss at this step of a stage (the divergence stop); Ctrl-C in
-    # the middle of step STEP of stage STAGE, written "STAGE:STEP" (the interrupt save).
-    "debug": {"nan_step": None, "interrupt_at": None},
-}
-
-STAGE_ONLY_KEYS = {
-    "pretrain": {"h36m_3d", "corruption", "motion_frames", "motion_clip_frames", "loss_weights"},
-    "finetune": {"loss_weights"},
-}
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
@@ -218,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate (Protocol #1 and #2 per action).",
     )
     p.add_argument("--config", help="YAML config (a path, or the name of one in train/configs/); default: default")
-    p.add_argument("--stage", choices=("pretrain", "finetune", "all"))
+    p.add_argument("--stage", choices=(*STAGES, "all"))
     p.add_argument("--data-dir", help="folder with data_3d_h36m.npz and data_2d_h36m_<keypoints>.npz; "
                    "default: the built-in dataset")
     p.add_argument("--mocap", action="append", metavar="NPZ", help="extra pretraining corpus (repeatable)")
@@ -229,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="cap the optimizer steps of each stage")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--amp", choices=("auto", "none", "fp16", "bf16"))
+    p.add_argument("--amp", choices=AMP_MODES)
     p.add_argument("--resume", nargs="?", const="auto", metavar="LAST_PT",
                    help="continue from OUT/checkpoints/last.pt (or the file given) with the run's stored settings")
     p.add_argument("--overwrite", action="store_true",
@@ -240,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "files then mix; refused without this flag)")
     p.add_argument("--init", metavar="CKPT", help="weights to start from (this project's or upstream MixSTE)")
     p.add_argument("--fused", action="store_true", help="train with the fused Triton attention kernels")
-    p.add_argument("--recompute", choices=("none", "lean", "full", "auto"),
+    p.add_argument("--recompute", choices=(*RECOMPUTE_POLICIES, "auto"),
                    help="activation recompute: keep everything (none), rebuild cheap activations (lean), keep only "
                    "block-pair inputs (full), or the cheapest that fits the GPU's free memory (auto)")
     p.add_argument("--compare-scratch", action="store_true",
@@ -257,8 +200,6 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """argparse namespace -> fully resolved config dict (plain YAML-able values)."""
     cfg = deep_merge(DEFAULTS, load_yaml(args.config or CONFIG_DIR / "default.yaml"))
     cfg.pop("run_id", None)  # a run's config.yaml used as --config: the new run gets its own id
-    from train._checks import check_flags, check_keys, check_options, validate
-
     check_flags(args)
     for assignment in args.set:
         apply_set(cfg, assignment)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ from fastmixste.eval.evaluation import (
     results_to_dict,
 )
 from fastmixste.io.cli import UserInputError, add_debug_argument, cli_entry
-from fastmixste.io.files import atomic_write
+from fastmixste.io.files import atomic_write, check_writable_folder
 from train._data import crop_sequences
 
 
@@ -117,9 +116,7 @@ def _check_out(out: Path, overwrite: bool = False) -> None:
         except ValueError as exc:
             raise UserInputError(str(exc)) from None
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
+        check_writable_folder(out)
     except OSError as exc:
         raise UserInputError(f"--out {out}: cannot write there ({exc.strerror or exc})") from exc
 

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -39,7 +38,7 @@ import torch
 from fastmixste import BACKENDS, BackendUnavailableError, CheckpointError, load_checkpoint, shipped_models
 from fastmixste.deploy.export import RUNTIMES, ExportError, runtime_model
 from fastmixste.eval.evaluation import predict_sequences
-from fastmixste.io.files import atomic_write
+from fastmixste.io.files import atomic_write, check_writable_folder
 from fastmixste.video.detectors import DETECTORS, DetectorError, MissingExtraError, make_detector
 from fastmixste.video.keypoints import LAYOUTS, KeypointError, Keypoints2D, load_keypoints
 
@@ -115,9 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _check_writable(path: Path, what: str) -> None:
     """Fail before the work starts when ``path`` cannot be written (missing permissions, a file in the way)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
+        check_writable_folder(path.parent)
     except OSError as exc:
         raise KeypointError(f"cannot write {what} {path}: {exc.strerror or exc}") from exc
     if path.is_dir():

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from fastmixste.data.skeleton import H36M_JOINT_NAMES
 from fastmixste.io.cli import UserInputError, add_debug_argument, cli_entry
-from fastmixste.io.files import atomic_write, check_output
+from fastmixste.io.files import atomic_write, check_output, check_writable_folder
 from fastmixste.io.safeload import DataFileError, MissingKeyError, read_npz, read_npz_keys
 
 from .mocap_formats import MAX_CLIP_FRAMES, MocapClip, check_fps, read_asf_amc, read_bvh
@@ -255,9 +254,7 @@ def _check_out(out: Path) -> None:
     if out.suffix != ".npz":
         raise UserInputError(f"--out {out}: expected a file name ending in .npz")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out.parent):
-            pass
+        check_writable_folder(out.parent)
     except OSError as exc:
         raise UserInputError(f"--out {out}: cannot write to {out.parent} ({exc.strerror or exc})") from exc
 

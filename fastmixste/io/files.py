@@ -77,6 +77,19 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} PiB"
 
 
+def check_writable_folder(folder: str | os.PathLike) -> Path:
+    """Make ``folder`` (and its parents) and create and remove a temporary file in it: a command calls this before
+    its work starts, so that missing permissions or a file in the way fail at once, not after the work.
+
+    Raises the OSError the system gives (its ``strerror`` says why); callers wrap it in their own message.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+    return folder
+
+
 def check_regular_file(path: str | os.PathLike, what: str) -> Path:
     """Refuse (ValueError, FileNotFoundError) anything but a regular file: a FIFO, a device such as /dev/zero or a
     socket would block or never end. Never opens the file."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import calibration, efficiency, proxies
+from benchmarks import calibration, cuda_counting, efficiency, proxies
 from benchmarks import inductor_kernels as ik
 from benchmarks.cases import Shape
 from fastmixste.perf.profiling import DeviceSpec, OpRecord, efficient_seconds
@@ -40,28 +40,28 @@ def test_fused_attention_issued_flops_counted_by_hand() -> None:
     # spatial, N = 17, 6 frames: a 64-row tile holds floor(64 / 17) = 3 frames -> 2 tiles per head, 4 programs;
     # forward S = Q K^T and O = P V on 64 x 64 x 64: 2 x 2 x 64^3 FLOPs each; backward 5 such matmuls
     qkv = torch.empty(2, 3, 17, 3 * H * D, **meta)
-    assert proxies._fused_issued_flops("fastmixste.spatial_attention.default", (qkv, H)) == 4 * 2 * 2 * 64**3
+    assert cuda_counting._fused_issued_flops("fastmixste.spatial_attention.default", (qkv, H)) == 4 * 2 * 2 * 64**3
     grad = torch.empty(2, 3, 17, H * D, **meta)
-    bwd = proxies._fused_issued_flops("fastmixste.spatial_attention_backward.default", (grad, qkv, H))
+    bwd = cuda_counting._fused_issued_flops("fastmixste.spatial_attention_backward.default", (grad, qkv, H))
     assert bwd == 4 * 5 * 2 * 64**3
     # temporal, T = 100 -> two 64-row blocks each way (a 128 x 128 padded square per sequence and head);
     # 2 x 3 joints x 2 heads = 12 (sequence, head) pairs. Forward 2 matmuls, backward 3 (dQ pass) + 4 (dK/dV pass)
     qkv = torch.empty(2, 100, 3, 3 * H * D, **meta)
-    fwd = proxies._fused_issued_flops("fastmixste.temporal_attention.default", (qkv, H))
+    fwd = cuda_counting._fused_issued_flops("fastmixste.temporal_attention.default", (qkv, H))
     assert fwd == 12 * 2 * 2 * 128 * 128 * D
     grad = torch.empty(2, 100, 3, H * D, **meta)
     args = (grad, qkv, grad, torch.empty(2, 3, H, 100, device="meta"), H)
-    bwd = proxies._fused_issued_flops("fastmixste.temporal_attention_backward.default", args)
+    bwd = cuda_counting._fused_issued_flops("fastmixste.temporal_attention_backward.default", args)
     assert bwd == 12 * 7 * 2 * 128**2 * D
 
 
 def test_fa2_spatial_forward_is_charged_on_its_128_row_tiles() -> None:
     # FA2 runs one 128 x 128 tile per (sequence, head) for 17 joints: 2 matmuls of 128 x 128 x 64, whatever the 17
     q = torch.empty(6, 2, 17, 64, device="meta", dtype=torch.bfloat16)
-    per_sm = proxies._fa2_records("aten._scaled_dot_product_flash_attention.default", (q, q, q))
+    per_sm = cuda_counting._fa2_records("aten._scaled_dot_product_flash_attention.default", (q, q, q))
     assert per_sm[89]["issued_flops"] == 12 * 2 * 2 * 128 * 128 * 64
     # backward on sm_89: 64-row x 128-column tiles, 5 matmuls
-    bwd = proxies._fa2_records("aten._scaled_dot_product_flash_attention_backward.default", (q, q, q, q, q))
+    bwd = cuda_counting._fa2_records("aten._scaled_dot_product_flash_attention_backward.default", (q, q, q, q, q))
     assert bwd[89]["issued_flops"] == 12 * 5 * 2 * 64 * 128 * 64
 
 

@@ -16,11 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import fused_ops, report
-from benchmarks import gpu_check as gc
+from benchmarks import _gpu_documents as documents
+from benchmarks import fused_ops, gpu_check, gpu_steps, machine, report
+from benchmarks import gpu_checks as checks
+from benchmarks import gpu_plan as plan
+from benchmarks import gpu_speed as speed
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = gc.ModelShape(T=9, embed=32, heads=2, depth=1, joints=17)
+TINY = plan.ModelShape(T=9, embed=32, heads=2, depth=1, joints=17)
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -93,9 +96,9 @@ def test_bad_budget_is_a_usage_error() -> None:
 @pytest.mark.slow
 def test_dry_run_fails_when_the_plan_does_not_fit(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     # A dry run that builds nothing (the build check is covered above) with a budget below the first steps.
-    monkeypatch.setattr(gc, "build_on_meta", lambda ctx: [])
-    monkeypatch.setattr(gc, "check_imports", lambda: [])
-    status = gc.main(["--dry-run", "--budget-s", "30"])
+    monkeypatch.setattr(gpu_check, "build_on_meta", lambda ctx: [])
+    monkeypatch.setattr(gpu_check, "check_imports", lambda: [])
+    status = gpu_check.main(["--dry-run", "--budget-s", "30"])
     out = capsys.readouterr().out
     assert status == 1
     assert "the plan does NOT fit" in out and "[over budget: would not run]" in out
@@ -114,15 +117,15 @@ class FakeClock:
         return self.now
 
 
-def _ctx(clock: FakeClock | None = None, budget_s: float = 100.0, **kw) -> gc.Context:
-    profile = gc.Profile("Fake GPU", None, 8 * 1024**3, 1, xformers=False)
-    ctx = gc.Context(
+def _ctx(clock: FakeClock | None = None, budget_s: float = 100.0, **kw) -> plan.Context:
+    profile = plan.Profile("Fake GPU", None, 8 * 1024**3, 1, xformers=False)
+    ctx = plan.Context(
         args=None,
         profile=profile,
-        modelled=gc.Modelled(None, "none"),
+        modelled=plan.Modelled(None, "none"),
         discovery=fused_ops.Discovery(),
-        device=gc.Device(),
-        budget=gc.Budget(budget_s, clock or FakeClock()),
+        device=machine.Device(),
+        budget=plan.Budget(budget_s, clock or FakeClock()),
         **kw,
     )
     return ctx
@@ -130,14 +133,14 @@ def _ctx(clock: FakeClock | None = None, budget_s: float = 100.0, **kw) -> gc.Co
 
 def test_budget_admits_only_what_fits() -> None:
     clock = FakeClock()
-    b = gc.Budget(50, clock)
+    b = plan.Budget(50, clock)
     assert b.admit(50) is None
     clock.now += 30
     assert b.left() == pytest.approx(20)
     reason = b.admit(25)
     assert reason == "budget: needs ~25 s, 20 s of 50 s left"
     with pytest.raises(ValueError, match="budget must be positive"):
-        gc.Budget(0)
+        plan.Budget(0)
 
 
 def test_run_plan_statuses_and_exit_code() -> None:
@@ -155,16 +158,16 @@ def test_run_plan_statuses_and_exit_code() -> None:
         raise RuntimeError("kernel launch failed")
 
     steps = [
-        gc.Step("a-check", "correctness", gc.CHECK, 10, cost(12, {"passed": True})),
-        gc.Step("b-measure", "speed", gc.MEASURE, 20, cost(20, {"median": 1.0})),
-        gc.Step("c-needs", "speed", gc.MEASURE, 5, cost(1, {}), requires=lambda c: "xformers is not installed"),
-        gc.Step("d-error", "correctness", gc.CHECK, 5, boom),
-        gc.Step("e-too-big", "speed", gc.MEASURE, 80, cost(80, {})),
-        gc.Step("f-fails", "correctness", gc.CHECK, 10, cost(3, {"passed": False, "failures": ["dqkv: 2x"]})),
-        gc.Step("g-oom", "speed", gc.MEASURE, 1, cost(1, {"oom": True, "reason": "out of memory at B=32"})),
+        plan.Step("a-check", "correctness", plan.CHECK, 10, cost(12, {"passed": True})),
+        plan.Step("b-measure", "speed", plan.MEASURE, 20, cost(20, {"median": 1.0})),
+        plan.Step("c-needs", "speed", plan.MEASURE, 5, cost(1, {}), requires=lambda c: "xformers is not installed"),
+        plan.Step("d-error", "correctness", plan.CHECK, 5, boom),
+        plan.Step("e-too-big", "speed", plan.MEASURE, 80, cost(80, {})),
+        plan.Step("f-fails", "correctness", plan.CHECK, 10, cost(3, {"passed": False, "failures": ["dqkv: 2x"]})),
+        plan.Step("g-oom", "speed", plan.MEASURE, 1, cost(1, {"oom": True, "reason": "out of memory at B=32"})),
     ]
     seen = []
-    results = gc.run_plan(ctx, steps, on_step=lambda: seen.append(len(ctx.results)))
+    results = plan.run_plan(ctx, steps, on_step=lambda: seen.append(len(ctx.results)))
     status = {r.name: (r.status, r.reason) for r in results}
     assert status["a-check"] == ("passed", "")
     assert status["b-measure"] == ("measured", "")
@@ -175,22 +178,22 @@ def test_run_plan_statuses_and_exit_code() -> None:
     assert status["g-oom"] == ("not run", "out of memory at B=32")
     assert [r.seconds for r in results[:2]] == [12, 20]
     assert seen == list(range(1, len(steps) + 1))  # results saved after every step
-    assert gc.exit_status(results) == 1
-    assert gc.exit_status(results[:3]) == 0
+    assert plan.exit_status(results) == 1
+    assert plan.exit_status(results[:3]) == 0
 
 
 def test_plan_table_marks_what_does_not_fit() -> None:
     ctx = _ctx()
     steps = [
-        gc.Step("one", "x", gc.CHECK, 30, lambda c: {}),
-        gc.Step("skip", "x", gc.CHECK, 99, lambda c: {}, requires=lambda c: "2 GPUs needed"),
-        gc.Step("later", "x", gc.MEASURE, 30, lambda c: {}, requires=lambda c: "after: batch:train"),
-        gc.Step("two", "x", gc.MEASURE, 50, lambda c: {}),
+        plan.Step("one", "x", plan.CHECK, 30, lambda c: {}),
+        plan.Step("skip", "x", plan.CHECK, 99, lambda c: {}, requires=lambda c: "2 GPUs needed"),
+        plan.Step("later", "x", plan.MEASURE, 30, lambda c: {}, requires=lambda c: "after: batch:train"),
+        plan.Step("two", "x", plan.MEASURE, 50, lambda c: {}),
     ]
-    rows, total = gc.plan_table(steps, 100, ctx)
+    rows, total = plan.plan_table(steps, 100, ctx)
     assert total == 110
     assert [r["fits"] for r in rows] == [True, None, True, False]
-    text = gc.format_plan(rows, total, 100)
+    text = plan.format_plan(rows, total, 100)
     assert "not run: 2 GPUs needed" in text and "does NOT fit" in text
 
 
@@ -210,41 +213,61 @@ def test_choose_batch_goes_up_while_memory_allows_and_down_on_oom() -> None:
         return probe, calls
 
     probe, calls = probe_for(20)
-    B, log = gc.choose_batch(probe, 8, 20 * gb)
+    B, log = speed.choose_batch(probe, 8, 20 * gb)
     assert B == 16 and calls == [8, 16]  # 32 extrapolates to 32 GB > 0.9 x 20 GB: not tried
     assert log[-1]["fits"] is None
     probe, calls = probe_for(10)
-    B, _ = gc.choose_batch(probe, 32, 64 * gb)  # the plan was optimistic: step down
+    B, _ = speed.choose_batch(probe, 32, 64 * gb)  # the plan was optimistic: step down
     assert B == 8 and calls == [32, 16, 8]
     probe, _ = probe_for(2)
-    B, log = gc.choose_batch(probe, 4, 64 * gb)
+    B, log = speed.choose_batch(probe, 4, 64 * gb)
     assert B is None and log[0]["fits"] is False
     # Unknown peaks (a CPU device) do not stop the search.
-    B, _ = gc.choose_batch(lambda B: {"eager": None}, 4, 1)
+    B, _ = speed.choose_batch(lambda B: {"eager": None}, 4, 1)
     assert B == 32
 
 
 def test_planned_batch_uses_the_modelled_memory() -> None:
     ctx = _ctx()
-    ctx.modelled = gc.Modelled.load()
-    ctx.profile = gc.Profile("RTX 4090", "rtx4090", 24 * 1024**3, 1, xformers=True)
-    small = gc.planned_batch(ctx, "train")
-    ctx.profile = gc.Profile("H100", "h100", 80 * 1024**3, 1, xformers=True)
-    large = gc.planned_batch(ctx, "train")
-    assert small in gc.BATCHES and large in gc.BATCHES and small < large
-    assert gc.planned_batch(ctx, "forward") == 32
+    ctx.modelled = plan.Modelled.load()
+    ctx.profile = plan.Profile("RTX 4090", "rtx4090", 24 * 1024**3, 1, xformers=True)
+    small = plan.planned_batch(ctx, "train")
+    ctx.profile = plan.Profile("H100", "h100", 80 * 1024**3, 1, xformers=True)
+    large = plan.planned_batch(ctx, "train")
+    assert small in plan.BATCHES and large in plan.BATCHES and small < large
+    assert plan.planned_batch(ctx, "forward") == 32
+
+
+# The names both users pass: gpu_check the CUDA device name (or its plan's assumed GPU) against the modelled devices;
+# benchmarks.report a result file's recorded device against proxies.json's "devices".
+SPEC_NAMES = {
+    "NVIDIA GeForce RTX 4090": "rtx4090",
+    "RTX 4090 (assumed for the plan)": "rtx4090",
+    "CPU rehearsal RTX 4090": "rtx4090",
+    "NVIDIA H100 80GB HBM3": "h100",
+    "NVIDIA H100 PCIe": "h100",
+    "NVIDIA A100-SXM4-80GB": None,
+    "NVIDIA H200": None,
+    "CPU x86_64": None,
+}
+
+
+@pytest.mark.parametrize("name", list(SPEC_NAMES))
+def test_spec_for_has_one_rule_for_both_users(name: str) -> None:
+    proxies_devices = json.loads((ROOT / "benchmarks" / "results" / "proxies.json").read_text())["devices"]
+    assert machine.spec_for(name) == SPEC_NAMES[name]
+    assert machine.spec_for(name, proxies_devices) == SPEC_NAMES[name]
+    assert machine.spec_for(gpu_check.PLAN_GPU[0]) == gpu_check.PLAN_GPU[1]
 
 
 def test_modelled_seconds_scale_with_batch_and_add_adamw() -> None:
-    m = gc.Modelled.load()
+    m = plan.Modelled.load()
     s16, how16 = m.seconds("model", "triton", "train", 16, 243, "rtx4090")
     s8, how8 = m.seconds("model", "triton", "train", 8, 243, "rtx4090")
     assert how16 == "proxies B=16 + AdamW" and "x 8/16" in how8
-    adamw = 33_783_811 * gc.ADAMW_BYTES_PER_PARAM / 1008e9
+    adamw = 33_783_811 * plan.ADAMW_BYTES_PER_PARAM / 1008e9
     assert s8 - adamw == pytest.approx((s16 - adamw) / 2)
     assert m.seconds("model", "compile", "train", 8, 243, "rtx4090")[0] is None
-    assert gc.spec_for("NVIDIA GeForce RTX 4090") == "rtx4090" and gc.spec_for("NVIDIA H100 80GB HBM3") == "h100"
-    assert gc.spec_for("NVIDIA A100-SXM4-80GB") is None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -252,7 +275,7 @@ def test_modelled_seconds_scale_with_batch_and_add_adamw() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class FakeDevice(gc.Device):
+class FakeDevice(machine.Device):
     """Returns preset durations and peak bytes: the statistics and bookkeeping, without a GPU."""
 
     type = "cuda"
@@ -277,22 +300,22 @@ class FakeDevice(gc.Device):
 
 def test_time_step_statistics_warmup_and_deadline() -> None:
     dev = FakeDevice([9.0, 8.0] + [0.1 * k for k in range(1, 11)])
-    res = gc.time_step(lambda: None, dev, warmup=2, iters=10)
+    res = speed.time_step(lambda: None, dev, warmup=2, iters=10)
     assert res["first_call_s"] == 9.0 and res["n"] == 10 and dev.resets == 1
     assert res["median"] == pytest.approx(0.55) and res["p20"] == pytest.approx(0.28)
     assert res["p80"] == pytest.approx(0.82) and res["peak_memory_bytes"] == 123
     clock = FakeClock()
     dev = FakeDevice([1.0] * 20)
     clock.now = 1e9  # already past the deadline: stops after MIN_SAMPLES
-    res = gc.time_step(lambda: None, dev, warmup=1, iters=10, deadline=0.0, clock=clock)
-    assert res["n"] == gc.MIN_SAMPLES
+    res = speed.time_step(lambda: None, dev, warmup=1, iters=10, deadline=0.0, clock=clock)
+    assert res["n"] == plan.MIN_SAMPLES
     with pytest.raises(ValueError):
-        gc.summarize([])
+        speed.summarize([])
 
 
 def test_cpu_device_times_real_work() -> None:
     x = torch.randn(64, 64)
-    res = gc.time_step(lambda: x @ x, gc.Device(), warmup=1, iters=5)
+    res = speed.time_step(lambda: x @ x, machine.Device(), warmup=1, iters=5)
     assert res["n"] == 5 and 0 < res["p20"] <= res["median"] <= res["p80"] and res["peak_memory_bytes"] is None
 
 
@@ -334,7 +357,7 @@ def test_discovery_finds_the_attention_ops_and_reports_the_block_module() -> Non
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_kernel_parity_passes_on_the_real_kernels(dtype: torch.dtype) -> None:
     for case in _tiny_cases():
-        res = gc.kernel_parity(case, dtype, gc.Device())
+        res = checks.kernel_parity(case, dtype, machine.Device())
         assert res["passed"], (case.op, res["failures"])
         assert res["deterministic_backward"]
         assert set(res["max_abs_error_fused"]) == {"out", "dqkv"}
@@ -348,7 +371,7 @@ def test_kernel_parity_catches_a_wrong_result_and_nondeterminism() -> None:
     def off_by_a_little(qkv, H):
         return ref(qkv, H) * 1.001
 
-    res = gc.kernel_parity(dataclasses.replace(case, fn=off_by_a_little), torch.float32, gc.Device())
+    res = checks.kernel_parity(dataclasses.replace(case, fn=off_by_a_little), torch.float32, machine.Device())
     assert not res["passed"] and any("fp32 error" in f for f in res["failures"])
 
     calls = {"n": 0}
@@ -357,24 +380,24 @@ def test_kernel_parity_catches_a_wrong_result_and_nondeterminism() -> None:
         calls["n"] += 1
         return ref(qkv, H) + (1e-7 if calls["n"] > 1 else 0.0)
 
-    res = gc.kernel_parity(dataclasses.replace(case, fn=flaky), torch.float32, gc.Device())
+    res = checks.kernel_parity(dataclasses.replace(case, fn=flaky), torch.float32, machine.Device())
     assert not res["passed"] and "backward not bit-identical across two runs" in res["failures"]
 
     def unwritten(qkv, H):
         out = ref(qkv, H)
         return torch.cat([out[:, :-1], torch.full_like(out[:, -1:], float("nan"))], dim=1)
 
-    res = gc.kernel_parity(dataclasses.replace(case, fn=unwritten), torch.float16, gc.Device())
+    res = checks.kernel_parity(dataclasses.replace(case, fn=unwritten), torch.float16, machine.Device())
     assert not res["passed"] and any("NaN" in f for f in res["failures"])
 
 
 @pytest.mark.slow
 def test_model_parity_and_determinism_on_a_tiny_model() -> None:
     # CPU autocast in fp16 (the interpreter cannot compute bf16); a GPU run uses bf16.
-    res = gc.model_parity(gc.Device(), TINY, B=2, amp=torch.float16)
+    res = checks.model_parity(machine.Device(), TINY, B=2, amp=torch.float16)
     assert res["passed"], res["failures"]
-    assert res["tensors_compared"] == 1 + len(list(gc._full_model(TINY).parameters()))
-    det = gc.model_determinism(gc.Device(), TINY, B=1, amp=torch.float16)
+    assert res["tensors_compared"] == 1 + len(list(checks.build_model(TINY).parameters()))
+    det = checks.model_determinism(machine.Device(), TINY, B=1, amp=torch.float16)
     assert det["passed"] and det["triton"]["output_identical"] and not det["triton"]["gradients_differing"]
 
 
@@ -385,17 +408,17 @@ def test_smoke_judge_reads_train_run_output(tmp_path: Path) -> None:
         "[finetune] epoch 0.008/1 | step 3 | loss 1.4336 | val MPJPE 557.5 mm | lr 2.00e-03 | 27 seq/s | 1.8 s\n"
     )
     (tmp_path / "results.json").write_text(json.dumps({"mpjpe_mm": 535.9}))
-    res = gc.check_smoke_output(0, log, tmp_path)
+    res = checks.check_smoke_output(0, log, tmp_path)
     assert res["passed"] and res["losses"] == [1.3314, 1.4336]
-    bad = gc.check_smoke_output(1, log.replace("'triton'", "'sdpa'").replace("1.4336", "nan"), tmp_path / "x")
+    bad = checks.check_smoke_output(1, log.replace("'triton'", "'sdpa'").replace("1.4336", "nan"), tmp_path / "x")
     assert not bad["passed"] and len(bad["failures"]) == 4
-    cmd = gc.smoke_command("/tmp/out", nproc=2)
+    cmd = checks.smoke_command("/tmp/out", nproc=2)
     assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nproc_per_node=2" in cmd and "--fused" in cmd
     assert cmd[5:7] == ["-m", "train.run"]  # torchrun runs a module with -m
     # The flags the smoke command passes are ones train.run accepts (its own parser, no run).
     from train._config import build_parser
 
-    args = build_parser().parse_args(gc.smoke_command("/tmp/out")[3:])
+    args = build_parser().parse_args(checks.smoke_command("/tmp/out")[3:])
     assert args.fused and args.amp == "bf16" and args.device == "cuda" and args.max_steps == 5
 
 
@@ -407,9 +430,9 @@ def test_smoke_judge_reads_train_run_output(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_rehearsal_runs_every_step_kind_and_writes_files_the_report_reads(tmp_path: Path) -> None:
     ctx = _ctx(budget_s=3600)
-    ctx.budget = gc.Budget(3600)
-    ctx.modelled = gc.Modelled.load()
-    ctx.profile = gc.Profile("CPU rehearsal RTX 4090", "rtx4090", 8 * 1024**3, 1, xformers=False)
+    ctx.budget = plan.Budget(3600)
+    ctx.modelled = plan.Modelled.load()
+    ctx.profile = plan.Profile("CPU rehearsal RTX 4090", "rtx4090", 8 * 1024**3, 1, xformers=False)
     # One dtype per op here: both interpreter dtypes are covered by the parity test above.
     tiny = [dataclasses.replace(c, dtypes=(torch.float16,)) for c in _tiny_cases()]
     ctx.discovery = fused_ops.Discovery(modules=["spatial", "temporal"], cases=tiny)
@@ -418,17 +441,19 @@ def test_rehearsal_runs_every_step_kind_and_writes_files_the_report_reads(tmp_pa
     ctx.model_shape, ctx.amp, ctx.batches, ctx.timing = TINY, torch.float16, (1, 2), (1, 2, 0, 2)
     steps = [
         s
-        for s in gc.build_steps(ctx)
+        for s in gpu_steps.build_steps(ctx)
         if not s.name.startswith(
             ("smoke:", "parity:compile", "speed:model:train:compile", "speed:model:forward:compile")
         )
     ]
     saved = []
-    gc.run_plan(ctx, steps, on_step=lambda: saved.append(gc.write_outputs(ctx, tmp_path, "cpu-rehearsal", 3600)))
+    plan.run_plan(
+        ctx, steps, on_step=lambda: saved.append(documents.write_outputs(ctx, tmp_path, "cpu-rehearsal", 3600))
+    )
     by_name = {r.name: r for r in ctx.results}
     errors = {r.name: (r.reason, r.detail.get("traceback", "")[-800:]) for r in ctx.results if r.status == "error"}
     assert not errors, errors
-    assert all(r.status == "passed" for r in ctx.results if r.kind == gc.CHECK)
+    assert all(r.status == "passed" for r in ctx.results if r.kind == plan.CHECK)
     assert by_name["speed:model:train:xformers"].status == "not run"
     assert ctx.batch == {"train": 2, "forward": 2}
     got = {(r["scope"], r["mode"], r["provider"]) for r in ctx.speed_rows}
@@ -438,7 +463,7 @@ def test_rehearsal_runs_every_step_kind_and_writes_files_the_report_reads(tmp_pa
                 assert (scope, mode, provider) in got
     # The modelled column is filled where proxies.json has the (scope, provider, mode, T) row (T = 243 only).
     assert all(r["modelled_s"] is None for r in ctx.speed_rows)
-    assert gc.exit_status(ctx.results) == 0
+    assert plan.exit_status(ctx.results) == 0
 
     data = json.loads((tmp_path / "cpu-rehearsal.json").read_text())
     assert data["kind"] == "gpu_check" and data["exit_status"] == 0
@@ -517,13 +542,15 @@ def test_a_later_kernel_module_is_discovered_and_checked(monkeypatch: pytest.Mon
     assert "block" in found.modules and not found.missing_modules
     assert any("gelu_bias" in line and "no parity inputs" in line for line in found.lines())
     # The generic parity path: a batched input and an unbatched weight (its gradient summed over the chunks).
-    res = gc.kernel_parity(dataclasses.replace(ops["bias_scale"], dtypes=(torch.float32,)), torch.float32, gc.Device())
+    res = checks.kernel_parity(
+        dataclasses.replace(ops["bias_scale"], dtypes=(torch.float32,)), torch.float32, machine.Device()
+    )
     assert res["passed"], res["failures"]
     assert set(res["max_abs_error_fused"]) == {"out", "dx", "dw"}
 
 
 def test_triton_floor() -> None:
-    assert gc.triton_floor_problem("3.9.0") is None and gc.triton_floor_problem("3.4.0") is None
-    assert "older than 3.4" in gc.triton_floor_problem("3.2.0")
+    assert machine.triton_floor_problem("3.9.0") is None and machine.triton_floor_problem("3.4.0") is None
+    assert "older than 3.4" in machine.triton_floor_problem("3.2.0")
     setup = (ROOT / "setup.py").read_text()
-    assert f"triton>={gc.MIN_TRITON[0]}.{gc.MIN_TRITON[1]}" in setup
+    assert f"triton>={machine.MIN_TRITON[0]}.{machine.MIN_TRITON[1]}" in setup

@@ -124,7 +124,7 @@ def test_saved_bytes_dedupe_by_storage_and_exclude() -> None:
 
 
 def test_sdpa_routes_to_one_flash_op_on_meta() -> None:
-    from benchmarks.proxies import cuda_like_attention
+    from benchmarks.cuda_counting import cuda_like_attention
 
     q = _meta(2, 8, 17, 64, dtype=torch.bfloat16)
     with cuda_like_attention(), OpCounter() as c:
@@ -290,14 +290,14 @@ def test_set_recompute_reports_missing_switch_and_refusals() -> None:
 
 
 def test_fa2_tiles_and_workspace_per_architecture() -> None:
-    from benchmarks.proxies import _Counter, cuda_like_attention, fa2_tiles
+    from benchmarks.cuda_counting import CudaCounter, cuda_like_attention, fa2_tiles
 
     assert fa2_tiles(89, 101376)["bwd_m"] == 64 and fa2_tiles(90, 232448)["bwd_m"] == 128
     S, H, L, D = 3, 8, 17, 64
     q = _meta(S, H, L, D, dtype=torch.bfloat16, grad=True)
     with cuda_like_attention():
         out = F.scaled_dot_product_attention(q, q, q)
-    with _Counter() as c:
+    with CudaCounter() as c:
         out.backward(_meta(S, H, L, D, dtype=torch.bfloat16))
     (bwd,) = [r for r in c.records if r.op.startswith("aten._scaled_dot_product_flash_attention_backward")]
     seq = S * H * L * D * 2
@@ -309,12 +309,12 @@ def test_fa2_tiles_and_workspace_per_architecture() -> None:
 
 
 def test_layer_norm_backward_is_charged_a_second_pass() -> None:
-    from benchmarks.proxies import _Counter
+    from benchmarks.cuda_counting import CudaCounter
 
     M, C = 6, 16
     x, w = _meta(M, C, grad=True), _meta(C, grad=True)
     y = F.layer_norm(x, (C,), w)
-    with _Counter() as c:
+    with CudaCounter() as c:
         y.backward(_meta(M, C))
     ops = [r.op for r in c.records]
     i = ops.index("aten.native_layer_norm_backward.default")
@@ -326,12 +326,12 @@ def test_layer_norm_backward_is_charged_a_second_pass() -> None:
 def test_fused_temporal_backward_charges_its_second_kernels_reads() -> None:
     from fastmixste.kernels.temporal import temporal_attention
 
-    from benchmarks.proxies import _Counter
+    from benchmarks.cuda_counting import CudaCounter
 
     B, T, N, H, D = 2, 27, 17, 8, 64
     qkv = _meta(B, T, N, 3 * H * D, dtype=torch.bfloat16, grad=True)
     out = temporal_attention(qkv, H)
-    with _Counter() as c:
+    with CudaCounter() as c:
         out.backward(_meta(B, T, N, H * D, dtype=torch.bfloat16))
     (r,) = [r for r in c.records if r.op == "fastmixste.temporal_attention_backward.default"]
     qkv_b, o_b, lse_b = B * T * N * 3 * H * D * 2, B * T * N * H * D * 2, B * N * H * T * F32
@@ -409,7 +409,7 @@ def test_inductor_output_code_parser_reads_roles_sizes_and_saved_buffers() -> No
 
 
 def test_compile_records_scale_depth_and_batch_from_the_kernel_table() -> None:
-    from benchmarks import proxies
+    from benchmarks import cuda_counting, proxies
     from benchmarks.cases import DEPTH, JOINTS, Shape
 
     def entry(per_token_reads: int, kernels: int, saved: int) -> dict:
@@ -425,7 +425,7 @@ def test_compile_records_scale_depth_and_batch_from_the_kernel_table() -> None:
     per_kernel_read = 10 * 2 * full / 10 + 7 * 4
     assert gen[0].bytes_read == round(2 * per_kernel_read) and gen[0].launches == 2
     assert gen[1].bytes_read == round((DEPTH - 1) * 3 * per_kernel_read) and gen[1].launches == (DEPTH - 1) * 3
-    assert all(r.op in proxies._GEMMS or "flash" in r.op or r.op.startswith("inductor.") for r in records)
+    assert all(r.op in cuda_counting.GEMM_OPS or "flash" in r.op or r.op.startswith("inductor.") for r in records)
     with pytest.raises(ValueError, match="whole model only"):
         proxies.compile_records("layer_pair", "forward", shape, kernels=data)
 
@@ -454,7 +454,7 @@ def test_memory_per_sequence_is_linear_and_matches_the_saved_counter() -> None:
 def test_emulated_autocast_and_routing_stay_active_in_a_checkpoint_recompute() -> None:
     from torch.utils.checkpoint import checkpoint
 
-    from benchmarks.proxies import cuda_like_attention
+    from benchmarks.cuda_counting import cuda_like_attention
 
     w = _meta(8, 8, grad=True)
     x = _meta(2, 4, 8, grad=True)
