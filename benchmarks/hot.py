@@ -101,8 +101,10 @@ def _pruned_model() -> Iterator[str]:
 
     stand_in = not hasattr(kernels, "cross_attention")
     if stand_in:
-        def sdpa_cross(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:
-            return attention._sdpa_cross(q, k, v, num_heads, (q.shape[-1] // num_heads) ** -0.5, 0.0)
+        def sdpa_cross(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
+                       scale: float | None = None) -> torch.Tensor:
+            q = q.expand(k.shape[0], q.shape[1], k.shape[2], q.shape[3])
+            return attention._sdpa_cross(q, k, v, num_heads, scale or (q.shape[-1] // num_heads) ** -0.5, 0.0)
 
         kernels.cross_attention = sdpa_cross
     cases.MODEL_EXTRA.update(VARIANTS["HoT (81 of 243 at pair 3)"])

@@ -327,7 +327,8 @@ def cross_attention_core(
 
     ``eager``: :func:`eager_cross_attention`; ``sdpa`` (and ``xformers``, which has no separate path for this one
     op): F.scaled_dot_product_attention on (B*N, heads, T, head_dim) views; ``triton``: the fused
-    ``fastmixste.kernels.cross_attention`` (no attention dropout). Equivalent to::
+    ``fastmixste.kernels.cross_attention`` (no attention dropout), which also takes q with size 1 in dims 0 and 2
+    (the other backends take q expanded to (B, Tq, N, C)). Equivalent to::
 
         softmax(q_n,h @ k_n,h^T * scale) @ v_n,h  for every batch row, joint n and head h
     """
@@ -345,9 +346,5 @@ def cross_attention_core(
         except ImportError as exc:
             raise BackendUnavailableError("the fused cross-attention (fastmixste.kernels.cross_attention) is not "
                                           "available in this build") from exc
-        default = (q.shape[-1] // num_heads) ** -0.5
-        if abs(scale - default) > 1e-12 * default:
-            raise BackendUnavailableError(f"the fused cross-attention uses scale head_dim**-0.5 ({default}), "
-                                          f"got qk_scale {scale}")
-        return cross_attention(q, k, v, num_heads)
+        return cross_attention(q, k, v, num_heads, scale)  # q may keep size 1 in dims 0 and 2 (summed dq in-kernel)
     raise ValueError(f"unknown attention backend {backend!r}; expected one of {BACKENDS}")

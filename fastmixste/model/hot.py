@@ -98,14 +98,16 @@ class CrossAttention(nn.Module):
 
         B, _, N, C = x.shape
         Tq = query.shape[1]
-        q = self.linear_q(query).unsqueeze(2).expand(B, Tq, N, C)  # one projection, broadcast (stride 0 over B, N)
+        q = self.linear_q(query).unsqueeze(2)  # (1, Tq, 1, C): one projection for every sequence and joint
         if backend == "triton":
+            # The fused core reads q once per program and sums its gradient over B and N in-kernel.
             # k and v from one GEMM over the packed weights: x is read once; the core takes the column slices.
             w = torch.cat([self.linear_k.weight, self.linear_v.weight])
             b = None if self.linear_k.bias is None else torch.cat([self.linear_k.bias, self.linear_v.bias])
             kv = nn.functional.linear(x, w, b)  # (B, Tk, N, 2C)
             k, v = kv[..., :C], kv[..., C:]
         else:
+            q = q.expand(B, Tq, N, C)  # a broadcast view (stride 0 over B and N)
             k, v = self.linear_k(x), self.linear_v(x)
         out = cross_attention_core(q, k, v, self.num_heads, self.scale, backend, self.attn_drop)
         return self.proj_drop(self.proj(out))

@@ -22,8 +22,9 @@ def cross_core(monkeypatch: pytest.MonkeyPatch) -> str:
     if hasattr(kernels, "cross_attention"):
         return "fused"
 
-    def reference(q, k, v, num_heads):
-        return attention.eager_cross_attention(q, k, v, num_heads, (q.shape[-1] // num_heads) ** -0.5)
+    def reference(q, k, v, num_heads, scale=None):
+        q = q.expand(k.shape[0], q.shape[1], k.shape[2], q.shape[3])
+        return attention.eager_cross_attention(q, k, v, num_heads, scale or (q.shape[-1] // num_heads) ** -0.5)
 
     monkeypatch.setattr(kernels, "cross_attention", reference, raising=False)
     return "eager reference"
