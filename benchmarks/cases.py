@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -108,6 +109,10 @@ class _Pair(nn.Module):
         return self.tte(self.ste(x, backend), backend)
 
 
+#: Extra MixSTE arguments for the "model" scope (benchmarks.hot sets token_num/prune_at while it counts HoT).
+MODEL_EXTRA: dict[str, Any] = {}
+
+
 def _module(scope: str, T: int) -> nn.Module:
     if scope == "spatial_attention":
         return Attention(EMBED, HEADS, qkv_bias=True, axis="spatial")
@@ -124,6 +129,7 @@ def _module(scope: str, T: int) -> nn.Module:
             num_heads=HEADS,
             mlp_ratio=MLP_RATIO,
             attn_backend="eager",
+            **MODEL_EXTRA,
         )
     raise ValueError(f"unknown scope {scope!r}; expected one of {SCOPES}")
 

@@ -283,3 +283,68 @@ class Attention(nn.Module):
         else:
             raise ValueError(f"unknown attention backend {backend!r}; expected one of {BACKENDS}")
         return self.proj_drop(self.proj(out))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cross-attention core (HoT's recovery): q (B, Tq, N, C), k, v (B, Tk, N, C) -> (B, Tq, N, C), over the T axis
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def eager_cross_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float, attn_drop: nn.Module | None = None
+) -> torch.Tensor:
+    """(B, Tq, N, C) q, (B, Tk, N, C) k, v -> (B, Tq, N, C): per joint n and head, softmax(q k^T * scale) v over the
+    Tk frames (HoT's Cross_Attention math). q may be a broadcast view (stride 0 over B and N), k, v column slices."""
+    B, Tq, N, C = q.shape
+    Tk = k.shape[1]
+    D = C // num_heads
+    qh = q.reshape(B, Tq, N, num_heads, D).permute(0, 2, 3, 1, 4)  # (B, N, H, Tq, D)
+    kh = k.reshape(B, Tk, N, num_heads, D).permute(0, 2, 3, 1, 4)
+    vh = v.reshape(B, Tk, N, num_heads, D).permute(0, 2, 3, 1, 4)
+    attn = ((qh @ kh.transpose(-2, -1)) * scale).softmax(dim=-1)  # (B, N, H, Tq, Tk)
+    if attn_drop is not None:
+        attn = attn_drop(attn)
+    return (attn @ vh).permute(0, 3, 1, 2, 4).reshape(B, Tq, N, C)
+
+
+def _sdpa_cross(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float,
+                dropout_p: float) -> torch.Tensor:
+    B, Tq, N, C = q.shape
+    Tk = k.shape[1]
+    # (B, T, N, H, D) -> (B*N, H, T, D); q's broadcast stays a view (its B and N strides are 0)
+    qh = q.reshape(B, Tq, N, num_heads, -1).permute(0, 2, 3, 1, 4).reshape(B * N, num_heads, Tq, -1)
+    kh, vh = (t.reshape(B, Tk, N, num_heads, -1).permute(0, 2, 3, 1, 4).reshape(B * N, num_heads, Tk, -1)
+              for t in (k, v))  # fmt: skip
+    out = F.scaled_dot_product_attention(qh, kh, vh, dropout_p=dropout_p, scale=scale)  # (B*N, H, Tq, D)
+    return out.reshape(B, N, num_heads, Tq, -1).permute(0, 3, 1, 2, 4).reshape(B, Tq, N, C)
+
+
+def cross_attention_core(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float, backend: str,
+    attn_drop: nn.Dropout | None = None,
+) -> torch.Tensor:
+    """(B, Tq, N, C) q, (B, Tk, N, C) k, v -> (B, Tq, N, C) through ``backend``'s cross-attention core.
+
+    ``eager``: :func:`eager_cross_attention`; ``sdpa`` (and ``xformers``, which has no separate path for this one
+    op): F.scaled_dot_product_attention on (B*N, heads, T, head_dim) views; ``triton``: the fused
+    ``fastmixste.kernels.cross_attention`` (no attention dropout), which also takes q with size 1 in dims 0 and 2
+    (the other backends take q expanded to (B, Tq, N, C)). Equivalent to::
+
+        softmax(q_n,h @ k_n,h^T * scale) @ v_n,h  for every batch row, joint n and head h
+    """
+    dropout_p = attn_drop.p if attn_drop is not None and attn_drop.training else 0.0
+    if backend == "eager":
+        return eager_cross_attention(q, k, v, num_heads, scale, attn_drop)
+    if backend in ("sdpa", "xformers"):
+        return _sdpa_cross(q, k, v, num_heads, scale, dropout_p)
+    if backend == "triton":
+        if dropout_p > 0:
+            raise BackendUnavailableError(f"attention dropout (p={dropout_p}) is not implemented in the fused "
+                                          f"cross-attention")
+        try:
+            from ..kernels import cross_attention
+        except ImportError as exc:
+            raise BackendUnavailableError("the fused cross-attention (fastmixste.kernels.cross_attention) is not "
+                                          "available in this build") from exc
+        return cross_attention(q, k, v, num_heads, scale)  # q may keep size 1 in dims 0 and 2 (summed dq in-kernel)
+    raise ValueError(f"unknown attention backend {backend!r}; expected one of {BACKENDS}")

@@ -273,7 +273,8 @@ def check_finite_weights(state_dict: dict[str, Any], path: str | os.PathLike) ->
 
 
 def infer_upstream_config(state_dict: dict[str, torch.Tensor], num_heads: int = 8) -> MixSTEConfig:
-    """Infer the MixSTE2 constructor arguments from upstream weight shapes (num_heads cannot be inferred)."""
+    """Infer the MixSTE2 constructor arguments from upstream weight shapes (num_heads cannot be inferred); HoT's
+    hot_mixste weights give token_num, with HoT's prune_at (layer_index) 3."""
     try:
         emb = state_dict["Spatial_patch_to_embedding.weight"]  # (C, in_chans)
         num_joints = state_dict["Spatial_pos_embed"].shape[1]
@@ -292,6 +293,8 @@ def infer_upstream_config(state_dict: dict[str, torch.Tensor], num_heads: int = 
         num_heads=num_heads,
         mlp_ratio=fc1.shape[0] / C,
         qkv_bias="STEblocks.0.attn.qkv.bias" in state_dict,
+        # HoT (hot_mixste) files: token_num from pos_embed_token; the pruning pair is not stored, HoT's setting is 3
+        token_num=int(state_dict["pos_embed_token"].shape[1]) if "pos_embed_token" in state_dict else None,
     )
 
 

@@ -44,6 +44,12 @@ class MixSTEConfig:
     # How the model reads its 2D: "screen" (upstream: normalised screen coordinates as given) or "box" (each window
     # re-centred and scaled by the person's 2D bounding box inside forward; no parameters, so weights stay upstream's).
     input_norm: str = "screen"
+    # Hourglass token pruning (HoT, Li et al. CVPR 2024): before block pair ``prune_at`` keep ``token_num``
+    # representative frames (DPC-kNN clustering), run the later pairs on them and recover all frames with one
+    # cross-attention from learnable full-length queries (fastmixste.model.hot). None: plain MixSTE, no extra
+    # parameters.
+    token_num: int | None = None
+    prune_at: int = 3  # HoT's layer_index: pairs 0..prune_at-1 see every frame
 
     def __post_init__(self) -> None:
         for name in ("num_frame", "num_joints", "in_chans", "embed_dim_ratio", "depth", "num_heads"):
@@ -81,12 +87,27 @@ class MixSTEConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"MixSTEConfig.{name} must be in [0, 1), got {value}")
+        self._check_pruning()
+
+    def _check_pruning(self) -> None:
+        if self.token_num is None:
+            return
+        t, p = self.token_num, self.prune_at
+        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= self.num_frame:
+            raise ValueError(f"MixSTEConfig.token_num must be null (no pruning) or an int in 1..num_frame "
+                             f"({self.num_frame}), got {t!r}")
+        if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p < self.depth:
+            raise ValueError(f"MixSTEConfig.prune_at must be an int in 1..depth-1 ({self.depth - 1}): the block pair "
+                             f"before which frames are pruned (pair 0 adds the temporal positions), got {p!r}")
 
     def num_parameters(self) -> int:
         """About how many parameters MixSTE(**self) has (exact up to biases), computed without building it."""
         c = self.embed_dim_ratio
         block = 4 * c * c + 2 * int(self.mlp_ratio * c) * c + 8 * c  # qkv + proj, the MLP, norms and biases
-        return (2 * self.depth * block + (self.num_frame + self.num_joints + self.in_chans + 3) * c)
+        count = 2 * self.depth * block + (self.num_frame + self.num_joints + self.in_chans + 3) * c
+        if self.token_num is not None:  # pos_embed_token, x_token, the recovery's q/k/v/proj Linears
+            count += (self.token_num + self.num_frame) * c + 4 * c * c + 4 * c
+        return count
 
     @property
     def head_dim(self) -> int:

@@ -197,17 +197,35 @@ def forward_features_fused(model: MixSTE, x: torch.Tensor) -> torch.Tensor:
     norm1 = blk0.norm1
     linear = blk0.attn.qkv if policy != "full" else None
     r, qkv = _norm_linear(model, lean, linear, e, pos, None, 1.0, norm1.weight, norm1.bias, h_dtype=h_dtype)
+    prune_at = model.config.prune_at if model.config.token_num is not None else None
     for i in range(model.block_depth):
+        if i == prune_at:
+            # HoT's pruning between pairs: the previous pair ended at its post-norm output (fp32, no next qkv). The
+            # kept frames are gathered in one pass over a third of an activation (the fused LayerNorm kernel reads
+            # contiguous rows; an index-aware load would save that pass only), and their positions are added as the
+            # residual branch of the next norm1, in the LayerNorm's own pass.
+            a = model._select(qkv)
+            K = a.shape[1]
+            tok = model.pos_embed_token[:, :K].unsqueeze(2).expand(B, K, J, C)  # (1, K, 1, C) view
+            blk = model.STEblocks[i]
+            if policy != "full":
+                r, qkv = _norm_linear(model, lean, blk.attn.qkv, a, tok, None, 1.0, blk.norm1.weight, blk.norm1.bias,
+                                      h_dtype=h_dtype)  # fmt: skip
+            else:
+                r = a + tok
+        prune_next = i + 1 == prune_at
         if policy != "full":
-            r, qkv = fused_block_pair(model, i, r, qkv, h_dtype=h_dtype, out_dtype=out_dtype, lean=lean)
+            r, qkv = fused_block_pair(model, i, r, qkv, h_dtype=h_dtype, out_dtype=out_dtype, lean=lean,
+                                      prune_next=prune_next)  # fmt: skip
         else:
             # Only the fp32 residual enters the checkpoint: the pair rebuilds its first GEMM input from it by one
             # LayerNorm pass (the qkv projection runs inside), so a pair keeps one activation-sized tensor. The
             # replayed pair runs the lean composites: while one pair's backward runs, its h and g are not held
             # (modelled: peak per 243-frame sequence 216 MB instead of 250 MB, step time +3 points).
-            pair = partial(fused_block_pair, model, i, qkv=None, h_dtype=h_dtype, out_dtype=out_dtype, lean=True)
+            pair = partial(fused_block_pair, model, i, qkv=None, h_dtype=h_dtype, out_dtype=out_dtype, lean=True,
+                           prune_next=prune_next)
             r, qkv = run_checkpointed(pair, r, policy=policy)
-    return qkv  # after the last pair: the features (the shared Temporal_norm's output)
+    return qkv  # after the last pair: the features (the shared Temporal_norm's output; the kept frames under HoT)
 
 
 def _norm_linear(
@@ -232,11 +250,13 @@ def fused_block_pair(
     h_dtype: torch.dtype,
     out_dtype: torch.dtype,
     lean: bool = False,
+    prune_next: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(r, qkv) -> (r, qkv) through STE_i and TTE_i with the fused block; after the last pair, (r, features).
 
     ``qkv`` None: STE_i's qkv projection is rebuilt from r (the ``full`` checkpoint keeps r alone), and the pair
     ends at the next block's norm1 output h, without the next qkv projection (the next pair rebuilds it too).
+    ``prune_next``: the next pair starts with HoT's pruning; this one ends at (r, its post-norm output in fp32).
     """
     eps = model.Spatial_norm.eps
     carry = qkv is not None
@@ -260,6 +280,8 @@ def fused_block_pair(
         mask = blk.drop_path.draw_mask(y)
         if k == last:  # the last post-norm gives the features
             return residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=out_dtype)
+        if prune_next and k == 2 * i + 1:  # the features that the pruning clusters and gathers
+            return residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=torch.float32)
         nxt = model.TTEblocks[i] if k == 2 * i else model.STEblocks[i + 1]
         # The next qkv projection, except at the end of a pair that the next one rebuilds from r.
         linear = nxt.attn.qkv if carry or k == 2 * i else None

@@ -14,6 +14,7 @@ from torch import nn
 
 from .attention import Attention, Axis, check_backend_name, resolve_backend
 from .config import MixSTEConfig
+from .hot import CrossAttention, cluster_dpc_knn, select_frames
 from .recompute import check_recompute, run_checkpointed
 
 
@@ -171,6 +172,10 @@ class MixSTE(nn.Module):
     ``attn_backend`` selects the attention cores ("eager", "sdpa", "xformers", "triton" or "auto"); all backends
     share the same weights. It is resolved at every forward for the input's device and dtype, so a model can be
     built on the CPU and moved to a GPU.
+
+    ``token_num`` (default None: off) turns on HoT's token pruning (:mod:`fastmixste.model.hot`): from block pair
+    ``prune_at`` on, only ``token_num`` representative frames are processed, and a cross-attention recovers all F
+    frames before the head; the state_dict is then HoT's ``hot_mixste``.
     """
 
     def __init__(
@@ -190,6 +195,8 @@ class MixSTE(nn.Module):
         attn_backend: str = "auto",
         recompute: str = "none",
         input_norm: str = "screen",
+        token_num: int | None = None,
+        prune_at: int = 3,
     ) -> None:
         super().__init__()
         self.config = MixSTEConfig(
@@ -208,6 +215,8 @@ class MixSTE(nn.Module):
             attn_backend=check_backend_name(attn_backend),
             recompute=check_recompute(recompute),
             input_norm=input_norm,
+            token_num=token_num,
+            prune_at=prune_at,
         )
         C = embed_dim_ratio
         self.block_depth = depth
@@ -233,6 +242,12 @@ class MixSTE(nn.Module):
         self.Spatial_norm = norm_layer(C)
         self.Temporal_norm = norm_layer(C)
         self.head = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, 3))
+        if token_num is not None:
+            # HoT (fastmixste.model.hot): positions of the kept frames, the full-length recovery queries and the
+            # recovery cross-attention; names and shapes are those of HoT's hot_mixste.
+            self.pos_embed_token = nn.Parameter(torch.zeros(1, token_num, C))
+            self.x_token = nn.Parameter(torch.zeros(1, num_frame, C))
+            self.cross_attention = CrossAttention(C, num_heads, qkv_bias, qk_scale, attn_drop_rate, drop_rate)
         self._init_weights()
 
     @classmethod
@@ -244,6 +259,10 @@ class MixSTE(nn.Module):
         # positional embeddings break the symmetry between joints/frames from the first step.
         nn.init.trunc_normal_(self.Spatial_pos_embed, std=0.02)
         nn.init.trunc_normal_(self.Temporal_pos_embed, std=0.02)
+        if self.config.token_num is not None:
+            # HoT starts both at zero; zero queries would give every recovered frame the same output at the start.
+            nn.init.trunc_normal_(self.pos_embed_token, std=0.02)
+            nn.init.trunc_normal_(self.x_token, std=0.02)
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -312,13 +331,32 @@ class MixSTE(nn.Module):
         if backend == "triton":
             from .fused import forward_features_fused  # imports triton: only when the fused path runs
 
-            return forward_features_fused(self, x)
+            return self._recover(forward_features_fused(self, x), x.shape[1], backend)
         x = self.Spatial_patch_to_embedding(x) + self.Spatial_pos_embed  # (B, F, J, C)
         x = self.pos_drop(x)
         policy = self.config.recompute if self.training else "none"
+        frames = x.shape[1]
         for i in range(self.block_depth):
+            if i == self.config.prune_at and self.config.token_num is not None:
+                x = self._select(x)
+                x = x + self.pos_embed_token[:, : x.shape[1]].unsqueeze(2)  # (1, K, 1, C)
             x = run_checkpointed(partial(self._block_pair, i, backend=backend), x, policy=policy)
-        return x
+        return self._recover(x, frames, backend)
+
+    def _select(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F, J, C) features -> (B, K, J, C): the frames HoT keeps, K = min(token_num, F), in time order.
+
+        Clustered on the features averaged over the joints (fastmixste.model.hot.cluster_dpc_knn, k = 2)."""
+        index = cluster_dpc_knn(x.mean(dim=2), min(self.config.token_num, x.shape[1]), k=2)  # (B, K)
+        return select_frames(x, index)
+
+    def _recover(self, x: torch.Tensor, frames: int, backend: str) -> torch.Tensor:
+        """(B, K, J, C) pruned features -> (B, frames, J, C): x_token + cross_attention(x_token, x, x) (HoT); x
+        itself without pruning."""
+        if self.config.token_num is None:
+            return x
+        query = self.x_token[:, :frames]  # (1, F, C): shorter windows take the first F queries
+        return query.unsqueeze(2) + self.cross_attention(query, x, backend)
 
     def _block_pair(self, i: int, x: torch.Tensor, backend: str) -> torch.Tensor:
         """(B, F, J, C) -> (B, F, J, C): STE_i, Spatial_norm, (at i = 0: temporal positions), TTE_i, Temporal_norm.
@@ -343,6 +381,7 @@ class MixSTE(nn.Module):
         return (
             f"num_frame={c.num_frame}, num_joints={c.num_joints}, embed={c.embed_dim_ratio}, depth={c.depth}, "
             f"heads={c.num_heads}, attn_backend={c.attn_backend!r}, recompute={c.recompute!r}, "
-            f"params={self.num_parameters() / 1e6:.2f}M"
+            + (f"token_num={c.token_num}, prune_at={c.prune_at}, " if c.token_num is not None else "")
+            + f"params={self.num_parameters() / 1e6:.2f}M"
         )
 
