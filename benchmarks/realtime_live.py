@@ -10,10 +10,10 @@ costs per frame, and decode -> detect -> stream-lift -> write per runtime, looka
   keypoints of the smaller decode land from the 720p ones.
 - Pipeline: ``fastmixste.deploy.stream`` as ``train.infer --stream`` runs it: one thread (decode, detect, lift,
   write in turn) or two (``Background``: decode + detect a few frames ahead of lift + write). "as fast as it
-  decodes" reads the file flat out (throughput); "paced" hands the frames over at the clip's frame rate, as a
-  camera does (latency from the frame's capture: the lookahead's frames at 30 fps plus compute plus any wait when
-  the pipeline falls behind). The two-thread output is compared with the
-  one-thread output, array by array.
+  decodes" reads the file flat out (throughput); "paced" hands the frames over at ``camera_fps`` (default 25, the
+  target rate), as a camera does (latency from the frame's capture: the lookahead's frames at that rate plus
+  compute, plus any wait when the pipeline falls behind). The two-thread output is compared with the one-thread
+  output, array by array.
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ class Paced:
             yield f
 
 
-def run_pipeline(lifter: Any, clip: Path, out: Path, *, lookahead: int, two_threads: bool, pace: bool,
+def run_pipeline(lifter: Any, clip: Path, out: Path, *, lookahead: int, two_threads: bool, pace: float | None,
                  real: bool) -> dict:
     """One streaming run over ``clip`` (``train.infer --stream``'s pipeline) -> its row (frames/s, latency)."""
     from fastmixste.deploy.stream import PIPELINE_DEPTH, Background, detected_stream, run_stream, video_frames
@@ -217,7 +217,7 @@ def run_pipeline(lifter: Any, clip: Path, out: Path, *, lookahead: int, two_thre
     source = open_video(clip)
     detector, what = make_detector(real)
     raw = video_frames(source)
-    camera = Paced(raw, source.fps) if pace else None
+    camera = Paced(raw, pace) if pace else None
     frames = detected_stream(iter(camera) if camera else raw, detector, source.width, source.height)
     if camera is not None:
         frames = camera.captured(frames)
@@ -241,19 +241,20 @@ def _same_output(a: Path, b: Path) -> bool:
         return all(np.array_equal(x[k], y[k]) for k in x.files if k not in ("latency", "meta"))
 
 
-def bench_pipeline(lifters: dict, clip: Path, lookaheads: list[int], workdir: Path, real: bool) -> list[dict]:
-    """Per runtime and lookahead: one thread and two as fast as the file decodes, and two paced at the clip's rate;
-    the two-thread output checked against the one-thread one."""
+def bench_pipeline(lifters: dict, clip: Path, lookaheads: list[int], workdir: Path, real: bool,
+                   camera_fps: float = 25.0) -> list[dict]:
+    """Per runtime and lookahead: one thread and two, as fast as the file decodes and paced at ``camera_fps``; the
+    two-thread output checked against the one-thread one."""
     rows = []
     for L in lookaheads:
         for rt, m in lifters.items():
-            for two, pace in ((False, False), (True, False), (True, True)):
-                out = workdir / f"stream_{rt}_{L}_{int(two)}{int(pace)}.npz"
+            for two, pace in ((False, None), (True, None), (False, camera_fps), (True, camera_fps)):
+                out = workdir / f"stream_{rt}_{L}_{int(two)}{int(bool(pace))}.npz"
                 row = {"runtime": rt} | run_pipeline(m, clip, out, lookahead=L, two_threads=two, pace=pace, real=real)
                 if two and not pace:
                     row["same_output_as_one_thread"] = _same_output(out, workdir / f"stream_{rt}_{L}_00.npz")
                 rows.append(row)
-                print(f"pipeline {rt} L={L} {row['threads']} thread(s){' paced' if pace else ''}: "
+                print(f"pipeline {rt} L={L} {row['threads']} thread(s){f' paced {pace:g} fps' if pace else ''}: "
                       f"{row['frames_per_s']:.1f} frames/s, {row['cpu_ms_per_frame']:.1f} CPU ms/frame, latency "
                       f"median {row['latency_median_ms']:.1f} ms p95 {row['latency_p95_ms']:.1f} ms, load "
                       f"{row['load_average'][0]:.1f}", flush=True)
