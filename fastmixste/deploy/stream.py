@@ -340,11 +340,12 @@ class Background(Iterator[Any]):
     """Run an iterator in a thread of its own, at most ``depth`` items ahead of the consumer (a bounded queue).
 
     The live pipeline's two stages: decode + detect here, lift + write in the caller's thread, so they overlap on
-    two cores. Items come out in the source's order, unchanged, so the result is that of one thread. An exception
-    the source raises comes out of ``next`` where it happened in the stream (after the items before it). ``close()``
-    (also on garbage collection) stops the thread: it finishes the item in hand, then closes the source in its own
-    thread (a camera is released). ``pending()`` takes the items already made without waiting for more (a stream
-    stopped by Ctrl-C lifts them too).
+    two cores (where the lifter lets go of Python's GIL while it computes: PyTorch and ONNX Runtime do; an
+    AOTInductor package, torch 2.13, holds it, and then the stages barely overlap). Items come out in the source's
+    order, unchanged, so the result is that of one thread. An exception the source raises comes out of ``next``
+    where it happened in the stream (after the items before it). ``close()`` (also on garbage collection) stops the
+    thread: it finishes the item in hand, then closes the source in its own thread (a camera is released).
+    ``pending()`` takes the items already made without waiting for more (a stream stopped by Ctrl-C lifts them too).
     """
 
     _ITEM, _END, _ERROR = range(3)
