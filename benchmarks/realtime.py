@@ -1,20 +1,28 @@
-"""Real-time numbers on this machine: the lifter alone per runtime and batch, the streaming pipeline, and streaming
-accuracy against offline.
+"""Real-time numbers on this machine: the lifter alone per runtime and batch, the live pipeline with the real
+detector, and streaming accuracy against offline.
 
-    python -m benchmarks.realtime --checkpoint CK [--runtimes torch,onnx,pt2] [--batches 1,2,8,32] [--threads 1]
-                                  [--accuracy] [--cuda-graphs] [--json benchmarks/results/realtime.json]
+    python -m benchmarks.realtime [--checkpoint CK] [--runtimes torch,onnx,pt2] [--batches 1,2,8,32] [--threads 1]
+                                  [--clip-frames 300] [--accuracy] [--no-download] [--cuda-graphs]
+                                  [--json benchmarks/results/realtime.json]
+
+The model is the shipped one (``load_checkpoint("wild")``, what ``train.infer`` lifts with) unless ``--checkpoint``
+names another.
 
 - Lifter alone: one pass of B windows of the model's num_frame frames, the runtimes interleaved pass by pass (side
   by side, so a load change on a shared machine hits them alike); median and p95 per pass. In streaming one window
   gives one frame (B windows/pass = B frames); offline a window gives num_frame frames. ``onnx``/``pt2`` are the
   checkpoint exported now (fastmixste.deploy.export, sdpa path). ``--cuda-graphs`` (GPU only) adds eager PyTorch
   replayed from a captured CUDA graph; on a CPU it is skipped with the reason.
-- Pipeline: a 720p clip made here (PyAV) decoded frame by frame -> detect -> stream-lift -> write (StreamWriter),
-  per runtime, lookahead 0 (latency = compute) and half the window. The detector is the MediaPipe one when it is
-  installed, else a stand-in that returns a fixed pose (no model: the numbers then cover decode + lift + write).
-- ``--accuracy``: MPJPE of streaming at lookahead 0, 9, half the window and num_frame - 1 against the offline path
-  (same model, flip on), on the built-in test set (camera 0 of every S9/S11 sequence) and the held-out motion
-  (camera 0, one clip per pattern). The streaming windows are those of StreamLifter (``stream_plan``), batched.
+- Live pipeline (``benchmarks.realtime_live``): a 720p clip of a real person (the real-data check's recording),
+  what the detector alone costs per frame, and decode -> MediaPipe -> stream-lift -> write per runtime at
+  lookahead 0 and half the window, in one thread and in two, read flat out and paced like a camera at 25 fps
+  (``--camera-fps``).
+- ``--accuracy``: streaming at lookahead 0, 9, half the window and num_frame - 1 against the offline path (same
+  model, flip on): MPJPE and P-MPJPE on the built-in test set (camera 0 of every S9/S11 sequence), the held-out
+  motion (camera 0, one clip per pattern) and the real recording (``benchmarks.realdata``: 8 person-views against
+  the 4-camera triangulation, the video path's 2D; at half the window also with the 2D made online, gaps held as
+  a live stream must), with the root in the camera frame solved online against offline's. The streaming windows
+  are those of StreamLifter (``stream_plan``), batched.
 """
 
 from __future__ import annotations
@@ -111,83 +119,6 @@ def bench_lifter(lifters: dict, config, batches: list[int], repeats: int, device
     return rows
 
 
-def make_clip(path: Path, frames: int, size: tuple[int, int] = (1280, 720), fps: int = 30) -> None:
-    """A synthetic 720p H.264/MPEG-4 clip (a moving bright box) written with PyAV."""
-    import av
-
-    w, h = size
-    with av.open(str(path), "w") as out:
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        s = out.add_stream(codec, rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        for i in range(frames):
-            a = np.zeros((h, w, 3), np.uint8)
-            x0 = (40 + 7 * i) % (w - 200)
-            a[200:600, x0:x0 + 150] = 220
-            for pkt in s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
-
-
-class FixedPose:
-    """Stand-in detector (no model): one person, a fixed H36M pose swaying a little, confidence 1."""
-
-    name, version, layout = "fixed-pose stand-in", "", "h36m"
-
-    def __init__(self) -> None:
-        from fastmixste.data.skeleton import H36M_PARENTS
-
-        rng = np.random.default_rng(0)
-        self.pose = np.zeros((17, 2), np.float32)
-        for j, p in enumerate(H36M_PARENTS):
-            if p >= 0:
-                self.pose[j] = self.pose[p] + rng.normal(0, 40, 2)
-        self.pose += (640, 360)
-        self.t = 0
-
-    def detect(self, frames: np.ndarray) -> np.ndarray:
-        out = np.ones((len(frames), 1, 17, 3), np.float32)
-        for i in range(len(frames)):
-            out[i, 0, :, :2] = self.pose + 10 * np.sin(0.1 * self.t)
-            self.t += 1
-        return out
-
-    def describe(self) -> dict:
-        return {"name": self.name, "version": self.version, "layout": self.layout}
-
-
-def make_detector():
-    try:
-        from fastmixste.video.detectors import MediaPipePose
-
-        return MediaPipePose(), "mediapipe"
-    except ImportError:  # MissingExtraError: not installed here
-        return FixedPose(), "fixed-pose stand-in (mediapipe not installed: decode + lift + write only)"
-
-
-def bench_pipeline(lifters: dict, clip: Path, lookaheads: list[int], workdir: Path) -> list[dict]:
-    from fastmixste.deploy.stream import detected_stream, run_stream, video_frames
-    from fastmixste.video.decode import open_video
-
-    rows = []
-    for L in lookaheads:
-        for rt, m in lifters.items():
-            source = open_video(clip)
-            detector, what = make_detector()
-            frames = detected_stream(video_frames(source), detector, source.width, source.height)
-            t0 = time.perf_counter()
-            meta = run_stream(m, frames, workdir / f"stream_{rt}_{L}.npz", lookahead=L)
-            wall = time.perf_counter() - t0
-            rows.append({"runtime": rt, "lookahead": L, "frames": meta["num_frames"],
-                         "frames_per_s": meta["num_frames"] / wall, "latency_median_ms": 1e3 * meta["latency_median_s"],
-                         "latency_p95_ms": 1e3 * meta["latency_p95_s"], "detector": what,
-                         "video": f"{source.width}x{source.height} {source.codec} {source.fps:g} fps"})
-            print(f"pipeline {rt} L={L}: {rows[-1]['frames_per_s']:.1f} frames/s, latency median "
-                  f"{rows[-1]['latency_median_ms']:.1f} ms p95 {rows[-1]['latency_p95_ms']:.1f} ms", flush=True)
-    return rows
-
-
 def stream_predictions(model, x: np.ndarray, lookahead: int, batch: int = 256) -> np.ndarray:
     """(T, 17, C) -> (T, 17, 3): what StreamLifter outputs (flip on), computed in batches of windows."""
     from fastmixste.data.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
@@ -205,7 +136,15 @@ def stream_predictions(model, x: np.ndarray, lookahead: int, batch: int = 256) -
     return out
 
 
+def _scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(N, 17, 3) metres -> (MPJPE, P-MPJPE) in mm."""
+    from fastmixste.eval.metrics import mpjpe, p_mpjpe
+
+    return 1000 * mpjpe(pred, truth), 1000 * p_mpjpe(pred, truth)
+
+
 def bench_accuracy(model, lookaheads: list[int]) -> list[dict]:
+    """Streaming vs offline on the built-in test set and the held-out motion (ground truth) -> rows per lookahead."""
     from fastmixste.data.builtin import builtin_data_dir
     from fastmixste.data.h36m import TEST_SUBJECTS, load_h36m
     from fastmixste.data.motion import heldout_sequences
@@ -222,14 +161,84 @@ def bench_accuracy(model, lookaheads: list[int]) -> list[dict]:
         gt = np.concatenate([s.pose_3d for s in seqs])
         off, _ = predict_sequences(model, [s.pose_2d for s in seqs], flip=True, batch_size=256, progress=False)
         off = np.concatenate(off)
-        e_off = float(np.linalg.norm(off - gt, axis=-1).mean() * 1000)
+        e_off, p_off = _scores(off, gt)
         for L in lookaheads:
             on = np.concatenate([stream_predictions(model, s.pose_2d, L) for s in seqs])
-            e_on = float(np.linalg.norm(on - gt, axis=-1).mean() * 1000)
+            e_on, p_on = _scores(on, gt)
             rows.append({"data": name, "frames": len(gt), "lookahead": L, "offline_mpjpe_mm": e_off,
-                         "stream_mpjpe_mm": e_on, "difference_mm": e_on - e_off,
+                         "stream_mpjpe_mm": e_on, "difference_mm": e_on - e_off, "offline_p_mpjpe_mm": p_off,
+                         "stream_p_mpjpe_mm": p_on, "p_difference_mm": p_on - p_off,
                          "stream_vs_offline_mm": float(np.linalg.norm(on - off, axis=-1).mean() * 1000)})
-            print(f"{name} L={L}: stream {e_on:.2f} mm vs offline {e_off:.2f} mm ({e_on - e_off:+.2f})", flush=True)
+            print(f"{name} L={L}: stream {e_on:.2f} mm vs offline {e_off:.2f} mm ({e_on - e_off:+.2f}); P-MPJPE "
+                  f"{p_on:.2f} vs {p_off:.2f}", flush=True)
+    return rows
+
+
+def online_2d(kps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A person's detections (``Keypoints2D``: joints the detector saw are the ones not ``filled``) made online as a
+    live stream makes them (``OnlinePose``: unsure joints held at their last position, frames before the first
+    detection given the first pose) -> ((T, 17, 2) normalised input, (T, 17, 2) pixels, (T, 17) root weights)."""
+    from fastmixste.deploy.stream import OnlinePose
+
+    track = OnlinePose(kps.width, kps.height, min_confidence=0.0)
+    seen = np.where(kps.filled, 0.0, np.nan_to_num(kps.confidence, nan=0.0))
+    people = np.concatenate([np.where(kps.filled[..., None], np.nan, kps.pose), seen[..., None]], axis=-1)
+    xs, px, weights, before = [], [], [], 0
+    for t in range(len(people)):
+        x, conf, filled = track.update(people[t][None] if np.isfinite(people[t, :, :2]).any() else people[t][:0])
+        if x is None:  # nobody yet: these frames get the first pose (as detected_stream does)
+            before += 1
+            continue
+        for _ in range(before + 1):
+            xs.append(x)
+            px.append(track.last.copy())
+        weights += [np.full(17, 1e-3)] * before + [np.where(filled, 0.0, conf) + 1e-3]
+        before = 0
+    return np.stack(xs), np.stack(px), np.stack(weights)
+
+
+def real_recording_accuracy(model, lookaheads: list[int], download: bool = True) -> list[dict]:
+    """Streaming vs offline on the real-data check's recording (``benchmarks.realdata``): per lookahead, MPJPE and
+    P-MPJPE of the 8 person-views against the triangulated reference (root-relative, camera frame), and the root
+    error of the online root (``OnlineRoot`` from each frame's pose and 2D, the camera's intrinsics) beside
+    offline's (``root_trajectory`` over the whole clip). At half the window also with the 2D made online."""
+    from benchmarks.realdata import load_scene, model_predictor, score_predictions
+    from fastmixste.deploy.stream import OnlineRoot
+
+    scene = load_scene(download=download, progress=False)
+    offline = score_predictions(scene, model_predictor(model))
+
+    def streaming(L: int, live_2d: bool):
+        def predict(view):
+            if live_2d:
+                x, px, w = online_2d(view.kps)
+            else:
+                x, px = view.kps.normalized(), view.kps.pose
+                w = np.where(view.kps.filled, 0.0, np.nan_to_num(view.kps.confidence, nan=0.0)) + 1e-3
+            pose = stream_predictions(model, x, L)
+            pose[:, 0] = 0.0
+            roots = OnlineRoot(view.camera.focal, view.camera.centre)
+            return pose, np.stack([roots.update(pose[t], px[t], w[t]) for t in range(len(pose))])
+
+        return predict
+
+    frames = int(sum(v.valid.sum() for v in scene.inputs))
+    name = f"real recording ({len(scene.inputs)} person-views, {scene.fps:g} fps)"
+    runs = [(L, False) for L in lookaheads] + [(model.config.num_frame // 2, True)]
+    rows = []
+    for L, live in runs:
+        on = score_predictions(scene, streaming(L, live))
+        o, n = offline["pose"]["mean"], on["pose"]["mean"]
+        rows.append({"data": name + (", 2D online" if live else ""), "frames": frames, "lookahead": L,
+                     "offline_mpjpe_mm": o["mpjpe"], "stream_mpjpe_mm": n["mpjpe"],
+                     "difference_mm": n["mpjpe"] - o["mpjpe"], "offline_p_mpjpe_mm": o["p_mpjpe"],
+                     "stream_p_mpjpe_mm": n["p_mpjpe"], "p_difference_mm": n["p_mpjpe"] - o["p_mpjpe"],
+                     "offline_root_error_mm": offline["root"]["mean"]["root_error"],
+                     "stream_root_error_mm": on["root"]["mean"]["root_error"],
+                     "offline_speed_ratio": o["speed_ratio"], "stream_speed_ratio": n["speed_ratio"]})
+        print(f"{rows[-1]['data']} L={L}: MPJPE {n['mpjpe']:.2f} vs offline {o['mpjpe']:.2f} "
+              f"({rows[-1]['difference_mm']:+.2f}); P-MPJPE {n['p_mpjpe']:.2f} vs {o['p_mpjpe']:.2f}; root "
+              f"{rows[-1]['stream_root_error_mm']:.0f} vs {rows[-1]['offline_root_error_mm']:.0f} mm", flush=True)
     return rows
 
 
@@ -244,35 +253,58 @@ def tables(result: dict) -> str:
                      f"{r['stream_frames_per_s']:.0f} | {r['offline_frames_per_s']:.0f} | {ratio:.2f}x |")
     if result.get("cuda_graphs"):
         lines += ["", f"CUDA graphs: {result['cuda_graphs']}"]
+    if result.get("detector"):
+        lines += ["", f"Detector alone, per frame ({result['clip']}):", "",
+                  "| decoded at | decode median ms | decode CPU ms | detect median ms | detect p95 ms | detect CPU ms "
+                  "| keypoints vs full size | load |", "|---|---|---|---|---|---|---|---|"]
+        for r in result["detector"]:
+            s = r.get("keypoint_shift_px")
+            shift = f"{s['median']:.1f} px median, {s['p95']:.1f} p95" if s else "-"
+            lines.append(f"| {r['decode_size']} | {r['decode']['median_ms']:.1f} | {r['decode']['cpu_ms']:.1f} | "
+                         f"{r['detect']['median_ms']:.1f} | {r['detect']['p95_ms']:.1f} | {r['detect']['cpu_ms']:.1f} "
+                         f"| {shift} | {r['load_average'][0]:.1f} |")
     if result.get("pipeline"):
         p0 = result["pipeline"][0]
-        lines += ["", f"Pipeline decode -> detect -> lift -> write ({p0['video']}, detector: {p0['detector']}):", "",
-                  "| runtime | lookahead | frames | frames/s | latency median ms | latency p95 ms |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {r['runtime']} | {r['lookahead']} | {r['frames']} | {r['frames_per_s']:.1f} | "
-                  f"{r['latency_median_ms']:.1f} | {r['latency_p95_ms']:.1f} |" for r in result["pipeline"]]
+        lines += ["", f"Pipeline decode -> detect -> lift -> write ({result['clip']}; detector: {p0['detector']}):", "",
+                  "| runtime | lookahead | threads | source | frames/s | CPU ms/frame | latency median ms | "
+                  "latency p95 ms | same output | load |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in result["pipeline"]:
+            same = r.get("same_output_as_one_thread")
+            source = f"paced {r['paced']:g} fps" if r["paced"] else "flat out"
+            lines.append(f"| {r['runtime']} | {r['lookahead']} | {r['threads']} | "
+                         f"{source} | {r['frames_per_s']:.1f} | "
+                         f"{r['cpu_ms_per_frame']:.1f} | {r['latency_median_ms']:.1f} | {r['latency_p95_ms']:.1f} | "
+                         f"{'-' if same is None else ('yes' if same else 'NO')} | {r['load_average'][0]:.1f} |")
     if result.get("accuracy"):
-        lines += ["", "Streaming vs offline (flip on, MPJPE against the ground truth):", "",
-                  "| data | frames | lookahead | offline mm | stream mm | difference mm | stream vs offline mm |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['data']} | {r['frames']} | {r['lookahead']} | {r['offline_mpjpe_mm']:.2f} | "
-                  f"{r['stream_mpjpe_mm']:.2f} | {r['difference_mm']:+.2f} | {r['stream_vs_offline_mm']:.2f} |"
-                  for r in result["accuracy"]]
+        lines += ["", "Streaming vs offline (flip on; MPJPE / P-MPJPE in mm against the ground truth or reference):",
+                  "", "| data | frames | lookahead | offline | stream | difference | P-MPJPE offline | stream | "
+                  "difference | root offline | root stream |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in result["accuracy"]:
+            root = (f"{r['offline_root_error_mm']:.0f} | {r['stream_root_error_mm']:.0f}"
+                    if "stream_root_error_mm" in r else "- | -")
+            lines.append(f"| {r['data']} | {r['frames']} | {r['lookahead']} | {r['offline_mpjpe_mm']:.2f} | "
+                         f"{r['stream_mpjpe_mm']:.2f} | {r['difference_mm']:+.2f} | {r['offline_p_mpjpe_mm']:.2f} | "
+                         f"{r['stream_p_mpjpe_mm']:.2f} | {r['p_difference_mm']:+.2f} | {root} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.realtime", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", default="wild", help="checkpoint or shipped model name (default: 'wild')")
     p.add_argument("--runtimes", default="torch,onnx,pt2")
     p.add_argument("--batches", default="1,2,8,32")
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads (default 1)")
-    p.add_argument("--clip-frames", type=int, default=150, help="frames of the synthetic 720p clip (0: no pipeline)")
+    p.add_argument("--clip-frames", type=int, default=300, help="frames of the 720p clip (0: no pipeline)")
+    p.add_argument("--camera-fps", type=float, default=25.0,
+                   help="rate the paced pipeline runs get their frames at, as from a camera (default 25: the target)")
     p.add_argument("--accuracy", action="store_true", help="streaming vs offline MPJPE per lookahead")
+    p.add_argument("--no-download", action="store_true",
+                   help="use the real recording only if it is cached (~/.cache/fastmixste/realdata)")
     p.add_argument("--cuda-graphs", action="store_true", help="GPU: add eager PyTorch replayed from CUDA graphs")
     p.add_argument("--json", default=str(RESULTS / "realtime.json"))
     args = p.parse_args(argv)
+    from benchmarks import realtime_live as live
     from fastmixste import load_checkpoint
     from fastmixste.io.files import atomic_write
 
@@ -284,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {"where": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other "
                        f"jobs, {args.threads} thread(s), torch {torch.__version__}",
               "model": f"{args.checkpoint}: {cfg.num_frame} frames, width {cfg.embed_dim_ratio}, depth {cfg.depth}, "
-                       f"{model.num_parameters():,} parameters",
-              "command": "python -m benchmarks.realtime " + " ".join(argv if argv is not None else sys.argv[1:])}
+                       f"input_norm {cfg.input_norm}, {model.num_parameters():,} parameters",
+              "command": "python -m benchmarks.realtime " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "load_average_start": list(os.getloadavg())}
     with tempfile.TemporaryDirectory(prefix="fastmixste-realtime-") as tmp:
         work = Path(tmp)
         lifters = make_lifters(model, runtimes, args.threads, work)
@@ -301,12 +334,15 @@ def main(argv: list[str] | None = None) -> int:
         result["lifter"] = bench_lifter(lifters, cfg, [int(b) for b in args.batches.split(",")], args.repeats,
                                         device)
         if args.clip_frames > 0 and device.type == "cpu":
-            clip = work / "clip.mp4"
-            make_clip(clip, args.clip_frames)
-            result["pipeline"] = bench_pipeline(lifters, clip, [0, cfg.num_frame // 2], work)
+            clip, result["clip"], real = live.prepare_clip(work, args.clip_frames, not args.no_download)
+            result["detector"] = live.bench_detector(clip, real)
+            result["pipeline"] = live.bench_pipeline(lifters, clip, [0, cfg.num_frame // 2], work, real,
+                                                     args.camera_fps)
     if args.accuracy:
         looks = sorted({0, min(9, cfg.num_frame - 1), cfg.num_frame // 2, cfg.num_frame - 1})
-        result["accuracy"] = bench_accuracy(model, looks)
+        result["accuracy"] = bench_accuracy(model, looks) + real_recording_accuracy(model, looks,
+                                                                                     not args.no_download)
+    result["load_average_end"] = list(os.getloadavg())
     text = tables(result)
     print(text)
     out = Path(args.json)

@@ -108,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "OUT.npz is written as it goes and closed cleanly on Ctrl-C")
     p.add_argument("--lookahead", type=int, default=None,
                    help="with --stream: future frames each frame waits for (0..num_frame-1; default half the window)")
+    p.add_argument("--serial", action="store_true",
+                   help="with --stream from --video/--camera: decode, detect, lift and write in one thread (default: "
+                        "decode + detect in a second thread, a few frames ahead of lift + write; same output)")
     return p.parse_args(argv)
 
 
@@ -251,6 +254,8 @@ def run(args: argparse.Namespace) -> dict:
         return infer_stream(args, model, device, progress)
     if args.lookahead is not None:
         raise KeypointError("--lookahead is the streaming delay: it needs --stream")
+    if args.serial:
+        raise KeypointError("--serial runs a streaming pipeline in one thread: it needs --stream")
     if args.video is not None:
         return _run_video(args, model, device, progress)
 

@@ -16,13 +16,19 @@ included. Memory: the last F input frames, whatever the length of the stream.
 
 Output: ``StreamWriter`` writes per-frame rows as they come, in chunk files beside the output, and assembles the
 ``.npz`` atomically when the stream ends or is stopped (Ctrl-C, SIGTERM, a source that fails): the chunks are
-copied into the archive one at a time, so memory stays one chunk; nothing lifted is lost.
+copied into the archive one at a time, so memory stays one chunk; nothing lifted is lost. ``OnlineRoot`` adds the
+root in the camera frame, each frame solved from its own pose and 2D as it is written.
+
+Live pipeline: decode -> detect (``detected_stream``) -> lift -> write (``run_stream``). ``Background`` runs the
+first two stages in a second thread, a few frames ahead (a bounded queue), so detection and lifting overlap on two
+cores; the frames keep their order and the output is the one-thread output.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
 import tempfile
@@ -326,6 +332,99 @@ def detected_stream(frames: Iterator[tuple[np.ndarray, float]], detector: Any, w
         yield Frame2D(stamp, arrival, x, px, conf, filled)
 
 
+#: frames decoded and detected ahead of the lifting thread at most (the queue between the pipeline's two stages)
+PIPELINE_DEPTH = 4
+
+
+class Background(Iterator[Any]):
+    """Run an iterator in a thread of its own, at most ``depth`` items ahead of the consumer (a bounded queue).
+
+    The live pipeline's two stages: decode + detect here, lift + write in the caller's thread, so they overlap on
+    two cores (where the lifter lets go of Python's GIL while it computes: PyTorch and ONNX Runtime do; an
+    AOTInductor package, torch 2.13, holds it, and then the stages barely overlap). Items come out in the source's
+    order, unchanged, so the result is that of one thread. An exception the source raises comes out of ``next``
+    where it happened in the stream (after the items before it). ``close()`` (also on garbage collection) stops the
+    thread: it finishes the item in hand, then closes the source in its own thread (a camera is released).
+    ``pending()`` takes the items already made without waiting for more (a stream stopped by Ctrl-C lifts them too).
+    """
+
+    _ITEM, _END, _ERROR = range(3)
+
+    def __init__(self, source: Iterator[Any], depth: int = 4, name: str = "fastmixste-source") -> None:
+        if depth < 1:
+            raise ValueError(f"Background: depth must be >= 1, got {depth}")
+        self._queue: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._produce, args=(source,), name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, kind: int, value: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put((kind, value), timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self, source: Iterator[Any]) -> None:
+        try:
+            for item in source:
+                if not self._put(self._ITEM, item):
+                    return
+            self._put(self._END, None)
+        except BaseException as exc:  # noqa: BLE001 (handed to the consumer, raised there)
+            self._put(self._ERROR, exc)
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        kind, value = self._queue.get()
+        if kind == self._ITEM:
+            return value
+        self._done = True
+        self._thread.join()
+        if kind == self._ERROR:
+            raise value
+        raise StopIteration
+
+    def pending(self) -> list[Any]:
+        """Stop the thread; -> the items it had already made (in order), without waiting for more."""
+        self._stop.set()
+        items = []
+        while True:
+            try:
+                kind, value = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if kind == self._ITEM:
+                items.append(value)
+        self.close()
+        return items
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the thread and wait (up to ``timeout`` s) for it to close the source."""
+        self._stop.set()
+        self._done = True
+        while True:  # free a producer blocked on a full queue
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def __del__(self) -> None:
+        stop = getattr(self, "_stop", None)  # absent when __init__ refused its arguments
+        if stop is not None:
+            stop.set()
+
+
 def video_frames(source: Any) -> Iterator[tuple[np.ndarray, float]]:
     """(RGB frame, media time i / fps) of a ``fastmixste.video.decode.VideoSource``, decoded one at a time."""
     for i, rgb in enumerate(source.frames()):
@@ -382,38 +481,92 @@ def open_camera(index: int) -> tuple[Iterator[tuple[np.ndarray, float]], int, in
     return frames(), width, height, fps, name
 
 
+class OnlineRoot:
+    """The person's root in the camera frame, online: each frame's from its own lifted pose and 2D.
+
+    ``update((17, 3) root-relative metres, (17, 2) pixels, (17,) weights) -> (3,)`` solves the frame alone with
+    ``fastmixste.video.trajectory.root_trajectory`` (pinhole ``focal``, ``centre`` in pixels; weights as there).
+    A frame that cannot be solved (fewer than two weighted joints) holds the last root (NaN before the first).
+    ``smooth_frames`` > 0 averages the frame's root with the past ones under a one-sided Gaussian of that standard
+    deviation (the frames seen so far only: offline centres its Gaussian on the frame, which needs the future).
+    """
+
+    def __init__(self, focal: float | tuple[float, float], centre: tuple[float, float], smooth_frames: float = 0.0):
+        if smooth_frames < 0:
+            raise ValueError(f"OnlineRoot: smooth_frames must be >= 0, got {smooth_frames}")
+        self.focal, self.centre = focal, centre
+        radius = int(np.ceil(3 * smooth_frames)) if smooth_frames > 0 else 0
+        k = np.arange(radius + 1)
+        self._weights = np.exp(-0.5 * (k / smooth_frames) ** 2) if radius else np.ones(1)  # [0] = this frame
+        self._past: deque[np.ndarray] = deque(maxlen=radius + 1)  # raw roots, newest first
+        self.last: np.ndarray | None = None
+
+    def update(self, pose_3d: np.ndarray, keypoints: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """(17, 3) root-relative metres, (17, 2) pixels, (17,) weights -> (3,) root in the camera frame, metres."""
+        from fastmixste.video.trajectory import root_trajectory
+
+        root = root_trajectory(np.asarray(pose_3d)[None], np.asarray(keypoints)[None, :, :2], self.focal,
+                               self.centre, confidence=np.asarray(weights)[None])[0]
+        if not np.isfinite(root).all():  # not solvable on its own: hold the last
+            root = self.last if self.last is not None else np.full(3, np.nan)
+        self.last = root
+        if not np.isfinite(root).all():
+            return root
+        self._past.appendleft(root)
+        w = self._weights[:len(self._past)]
+        return (w[:, None] * np.stack(self._past)).sum(0) / w.sum()
+
+
 def run_stream(model: torch.nn.Module, frames: Iterator[Frame2D], out: str | os.PathLike, *, lookahead: int,
                flip: bool = True, meta: dict[str, Any] | None = None, device: torch.device | str = "cpu",
-               chunk: int = 256, progress: Any = None) -> dict[str, Any]:
+               chunk: int = 256, progress: Any = None, camera: tuple[float, tuple[float, float]] | None = None,
+               smooth_root: float = 0.0) -> dict[str, Any]:
     """Lift ``frames`` online into ``out`` (.npz written as it goes, assembled at the end) -> the metadata written.
 
     The npz holds per frame: ``pose_3d`` (T, 17, 3) (root set to 0), ``pose_2d`` pixels, ``pose_2d_normalized``,
     ``confidence``, ``filled``, ``timestamp`` (media seconds) and ``latency`` (seconds from the frame's arrival to
-    its 3D being written: lookahead plus compute). Ctrl-C or SIGTERM ends the stream as its end does (the frames
-    waiting for their lookahead are lifted with the final window) and then stops with exit 130; a source that fails
-    part-way has what came before it written, and the error says so (StreamError).
+    its 3D being written: lookahead plus compute). With ``camera`` = (focal, (cx, cy)) in pixels also
+    ``root_trajectory`` (T, 3), the root in the camera frame solved online (``OnlineRoot``; ``smooth_root`` > 0
+    averages over the past frames, which lags: on the real recording sigma 2 changed the root error by under 1 mm,
+    so the default is none), and ``pose_3d_camera`` = pose_3d + root_trajectory. Ctrl-C or SIGTERM ends the stream
+    as its end does (frames already detected in a ``Background`` source are lifted too, then the frames waiting for
+    their lookahead with the final window) and then stops with exit 130; a source that fails part-way has what came
+    before it written, and the error says so (StreamError). ``frames`` is closed when the stream stops.
     """
     from fastmixste.io.cli import defer_interrupts, on_interrupt
 
     lifter = StreamLifter(model, lookahead, flip=flip, device=device)
     c = lifter.C
-    writer = StreamWriter(out, {"pose_3d": ((17, 3), np.float32), "pose_2d": ((17, 2), np.float32),
-                                "pose_2d_normalized": ((17, c), np.float32), "confidence": ((17,), np.float32),
-                                "filled": ((17,), bool), "timestamp": ((), np.float64), "latency": ((), np.float64)},
-                          chunk=chunk)
+    fields = {"pose_3d": ((17, 3), np.float32), "pose_2d": ((17, 2), np.float32),
+              "pose_2d_normalized": ((17, c), np.float32), "confidence": ((17,), np.float32),
+              "filled": ((17,), bool), "timestamp": ((), np.float64), "latency": ((), np.float64)}
+    roots = None
+    if camera is not None:
+        roots = OnlineRoot(camera[0], camera[1], smooth_root)
+        fields.update({"root_trajectory": ((3,), np.float32), "pose_3d_camera": ((17, 3), np.float32)})
+    writer = StreamWriter(out, fields, chunk=chunk)
     latencies: list[float] = []  # kept for the summary only: 8 bytes a frame
     meta = dict(meta or {})
     meta.update({"stream": True, "lookahead": lookahead, "num_frame": lifter.F, "flip": flip})
+    if camera is not None:
+        meta["root_smoothing"] = (f"one-sided Gaussian over the past frames, sigma {smooth_root:g} frames"
+                                  if smooth_root > 0 else "none: each frame's own solve")
 
     def emit(done: list[Lifted]) -> None:
         for o in done:
             f: Frame2D = o.stamp
             pose = o.pose_3d.copy()
             pose[0] = 0.0  # root-relative, root at the origin (as in training)
+            extra = {}
+            if roots is not None:
+                # seen joints weigh by their confidence; held (filled) ones barely count (as offline)
+                weight = np.where(f.filled, 0.0, np.nan_to_num(f.confidence, nan=0.0)) + 1e-3
+                root = roots.update(pose, f.pose_2d, weight)
+                extra = {"root_trajectory": root, "pose_3d_camera": pose + root}
             lat = time.perf_counter() - f.arrival
             latencies.append(lat)
             writer.write(pose_3d=pose, pose_2d=f.pose_2d, pose_2d_normalized=f.x, confidence=f.confidence,
-                         filled=f.filled, timestamp=f.timestamp, latency=lat)
+                         filled=f.filled, timestamp=f.timestamp, latency=lat, **extra)
             if progress is not None:
                 progress(o.index)
 
@@ -426,6 +579,11 @@ def run_stream(model: torch.nn.Module, frames: Iterator[Frame2D], out: str | os.
         writer.close(meta)
         return meta
 
+    def stop_source() -> None:
+        stop = getattr(frames, "close", None)
+        if stop is not None:
+            stop()
+
     t0 = time.perf_counter()
     try:
         with sigterm_as_interrupt():
@@ -433,6 +591,9 @@ def run_stream(model: torch.nn.Module, frames: Iterator[Frame2D], out: str | os.
                 emit(lifter.push(f.x, f))
     except KeyboardInterrupt:
         with defer_interrupts():
+            for f in frames.pending() if isinstance(frames, Background) else []:  # detected before the stop
+                emit(lifter.push(f.x, f))
+            stop_source()
             if lifter.pushed:
                 close("interrupted")
             else:
@@ -441,6 +602,7 @@ def run_stream(model: torch.nn.Module, frames: Iterator[Frame2D], out: str | os.
         on_interrupt(lambda: note)
         raise
     except (ValueError, OSError) as exc:  # a source that fails part-way (decoding, the detector, a file)
+        stop_source()
         if not lifter.pushed:
             writer.discard()
             raise
@@ -448,8 +610,10 @@ def run_stream(model: torch.nn.Module, frames: Iterator[Frame2D], out: str | os.
         raise StreamError(f"{exc} (the stream stopped there: the {writer.frames} frames before it were lifted and "
                           f"written to {out})") from exc
     except BaseException:
+        stop_source()
         writer.discard()
         raise
+    stop_source()
     if not lifter.pushed:
         writer.discard()
         raise StreamError("the stream ended before its first frame: nothing to lift")
@@ -479,7 +643,9 @@ def infer_stream(args: Any, model: torch.nn.Module, device: torch.device, progre
     meta: dict[str, Any] = {"checkpoint": str(args.checkpoint), "runtime": args.runtime, "device": str(device),
                             "backend": model.resolved_backend(torch.zeros(1, cfg.num_frame, 17, cfg.in_chans,
                                                                           device=device)),
-                            "units": "metres, camera axes (x right, y down, z forward), root-relative, root = 0",
+                            "units": "metres, camera axes (x right, y down, z forward); pose_3d root-relative "
+                                     "(root = 0), root_trajectory the root in the camera frame (intrinsics "
+                                     "assumed), pose_3d_camera both",
                             "joint_order": "Human3.6M 17 (fastmixste.data.skeleton.H36M_JOINT_NAMES)"}
     with ExitStack() as stack:
         total = None
@@ -515,9 +681,17 @@ def infer_stream(args: Any, model: torch.nn.Module, device: torch.device, progre
             frames = detected_stream(raw, detector, width, height, args.min_confidence, cfg.in_chans)
             meta.update({"fps": fps, "width": float(width), "height": float(height),
                          "detector": detector.describe()})
+            if not args.serial:  # decode + detect in a second thread, lift + write here: the stages overlap
+                frames = Background(frames, depth=PIPELINE_DEPTH)
+            meta["pipeline"] = ("one thread" if args.serial else
+                                f"two threads: decode + detect | lift + write, {PIPELINE_DEPTH} frames between them")
+        from fastmixste.video.trajectory import default_intrinsics
+
+        focal, centre = default_intrinsics(meta["width"], meta["height"], args.fov)
+        meta["intrinsics"] = {"focal_px": focal, "centre_px": list(centre), "fov_degrees": args.fov, "assumed": True}
         bar = stack.enter_context(tqdm(total=total, desc="stream", unit="frame", disable=not progress, leave=False))
         return run_stream(model, frames, args.out, lookahead=lookahead, flip=not args.no_flip, meta=meta,
-                          device=device, progress=lambda i: bar.update(1))
+                          device=device, progress=lambda i: bar.update(1), camera=(focal, centre))
 
 
 def print_stream_summary(args: Any, meta: dict[str, Any]) -> None:
@@ -527,5 +701,5 @@ def print_stream_summary(args: Any, meta: dict[str, Any]) -> None:
           f"of a {meta['num_frame']}-frame window, flip {'on' if meta['flip'] else 'off'}, {meta['backend']}")
     print(f"{fps:.1f} frames/s end to end; latency from a frame's arrival to its 3D: median "
           f"{1e3 * meta['latency_median_s']:.1f} ms, p95 {1e3 * meta['latency_p95_s']:.1f} ms (the lookahead's "
-          f"{meta['lookahead']} frames included); model {meta['model_seconds']:.2f} s in {meta['forwards']} passes "
-          f"-> {args.out}")
+          f"{meta['lookahead']} frames included); model {meta['model_seconds']:.2f} s in {meta['forwards']} passes"
+          + (f"; {meta['pipeline']}" if "pipeline" in meta else "") + f" -> {args.out}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -48,3 +49,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def read_out(path) -> dict[str, np.ndarray]:
+    """Every array of an npz (a streaming output)."""
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def interrupted_stream(frames, out, **kwargs) -> tuple[dict[str, np.ndarray], list[str]]:
+    """``run_stream(FrameMean(9), frames, out, ...)`` over frames that send a signal mid-way: it must stop with
+    KeyboardInterrupt -> (the npz written, the notes the interrupt hooks left for the user)."""
+    from fastmixste.deploy.stream import run_stream
+    from fastmixste.io import cli
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stream(FrameMean(9), frames, out, **kwargs)
+    try:
+        notes = cli._run_interrupt_hooks()
+    finally:
+        cli._interrupt_hooks.clear()
+    return read_out(out), notes

@@ -24,7 +24,7 @@ from fastmixste.deploy.stream import (
 from fastmixste.io import cli
 from fastmixste.video.decode import VideoError, lift
 
-from .conftest import FrameMean
+from .conftest import FrameMean, interrupted_stream, read_out
 
 
 def _stream(model, x, lookahead, flip=True):
@@ -136,21 +136,10 @@ def _frames(n, fail_at=None, signal_at=None, sig=signal.SIGINT):
         yield Frame2D(t / 50, 0.0, x, x * 500 + 500, np.ones(17, np.float32), np.zeros(17, bool))
 
 
-def _read(path):
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_mid_stream_closes_the_npz_with_every_frame(tmp_path, sig):
     out = tmp_path / "live.npz"
-    with pytest.raises(KeyboardInterrupt):
-        run_stream(FrameMean(9), _frames(1000, signal_at=40), out, lookahead=4, chunk=16)
-    try:
-        notes = cli._run_interrupt_hooks()
-    finally:
-        cli._interrupt_hooks.clear()
-    z = _read(out)
+    z, notes = interrupted_stream(_frames(1000, signal_at=40, sig=sig), out, lookahead=4, chunk=16)
     n = len(z["pose_3d"])
     assert 40 <= n <= 41  # every frame that came was lifted (the lookahead's tail with the final window)
     np.testing.assert_allclose(z["timestamp"], np.arange(n) / 50)
@@ -164,7 +153,7 @@ def test_source_failing_mid_stream_keeps_what_came_and_says_so(tmp_path):
     out = tmp_path / "s.npz"
     with pytest.raises(StreamError, match=r"decoding failed .*the 25 frames before it were lifted and written"):
         run_stream(FrameMean(9), _frames(100, fail_at=25), out, lookahead=8, chunk=8)
-    z = _read(out)
+    z = read_out(out)
     assert len(z["pose_3d"]) == 25 and json.loads(str(z["meta"]))["stopped"].startswith("source failed")
     # a source that fails before its first frame leaves nothing
     with pytest.raises(VideoError):
@@ -174,7 +163,7 @@ def test_source_failing_mid_stream_keeps_what_came_and_says_so(tmp_path):
 
 def test_source_that_ends_is_finished_and_an_empty_one_refused(tmp_path):
     meta = run_stream(FrameMean(9), _frames(20), tmp_path / "a.npz", lookahead=8)
-    assert meta["stopped"] == "end of stream" and len(_read(tmp_path / "a.npz")["pose_3d"]) == 20
+    assert meta["stopped"] == "end of stream" and len(read_out(tmp_path / "a.npz")["pose_3d"]) == 20
     assert meta["latency_p95_s"] >= meta["latency_median_s"] >= 0
     with pytest.raises(StreamError, match="ended before its first frame"):
         run_stream(FrameMean(9), _frames(0), tmp_path / "b.npz", lookahead=0)
@@ -203,15 +192,22 @@ def test_infer_stream_cli_and_its_refusals(tmp_path, checkpoint, capsys):
     code = cli.run_cli(infer.main, base + ["--keypoints", str(kp), "--layout", "h36m", "--width", "1000",
                                            "--height", "1000", "--out", str(out), "--stream", "--lookahead", "3"])
     assert code == 0, capsys.readouterr().err
-    z = _read(out)
+    z = read_out(out)
     assert z["pose_3d"].shape == (20, 17, 3) and (z["pose_3d"][:, 0] == 0).all()
-    assert json.loads(str(z["meta"]))["lookahead"] == 3
+    meta = json.loads(str(z["meta"]))
+    assert meta["lookahead"] == 3
+    # the root in the camera frame, online, with the intrinsics of --fov (default 60 degrees) recorded
+    assert z["root_trajectory"].shape == (20, 3) and np.isfinite(z["root_trajectory"]).all()
+    np.testing.assert_allclose(z["pose_3d_camera"], z["pose_3d"] + z["root_trajectory"][:, None], atol=1e-6)
+    assert meta["intrinsics"]["fov_degrees"] == 60.0
     cases = [
         (["--camera", "7", "--out", str(tmp_path / "c.npz")], "--camera"),
         (["--keypoints", str(kp), "--layout", "h36m", "--width", "9", "--height", "9", "--out",
           str(tmp_path / "d.npz"), "--stream",
           "--lookahead", "9"], "--lookahead must be 0..8"),
         (["--keypoints", str(kp), "--layout", "h36m", "--out", str(tmp_path / "e.npz"), "--lookahead", "2"],
+         "needs --stream"),
+        (["--keypoints", str(kp), "--layout", "h36m", "--out", str(tmp_path / "f.npz"), "--serial"],
          "needs --stream"),
     ]
     for argv, phrase in cases:
@@ -267,7 +263,7 @@ def test_ctrl_c_to_a_streaming_cli_process_exits_130_with_the_npz_closed(tmp_pat
     r = subprocess.run([sys.executable, "-m", "tests.deploy.stream_interrupt_probe", str(out)], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == cli.EXIT_INTERRUPTED, r.stderr
-    z = _read(out)
+    z = read_out(out)
     n = len(z["pose_3d"])
     assert n in (30, 31) and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"interrupted (Ctrl-C); the {n} frames lifted before it are in {out}"
