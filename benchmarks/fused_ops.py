@@ -41,7 +41,7 @@ KERNEL_PACKAGE = "fastmixste.kernels"
 #: Kernel-package modules that hold tooling, not ops.
 _TOOLING = frozenset({"memory", "report"})
 #: Modules the plan names when they are absent (the fused block is being added).
-EXPECTED_MODULES: tuple[str, ...] = ("spatial", "temporal", "block", "cross")
+EXPECTED_MODULES: tuple[str, ...] = ("spatial", "temporal", "block", "gelu", "cross")
 
 #: Full-scale attention shape: the paper's training batch at 243 frames, MixSTE's width.
 FULL_B, FULL_T, JOINTS, EMBED, HEADS = 128, 243, 17, 512, 8
@@ -208,15 +208,15 @@ def _block_inputs(B: int, T: int, width: int, gelu: bool):
     return make
 
 
-def _block_programs(op: str, shape: tuple[int, ...]) -> Callable[[torch.dtype], int | None]:
+def _block_programs(module: str, op: str, shape: tuple[int, ...]) -> Callable[[torch.dtype], int | None]:
     """The largest forward grid of a block op at ``shape`` (its backward runs a few persistent programs per SM)."""
 
     def count(dtype: torch.dtype) -> int | None:
-        plan = getattr(importlib.import_module(f"{KERNEL_PACKAGE}.block"), "launch_plan", None)
+        plan = getattr(importlib.import_module(f"{KERNEL_PACKAGE}.{module}"), "launch_plan", None)
         if plan is None:
             return None
         kwargs = {"y_dtype": dtype, "two_norms": True} if op == "residual_layernorm" else {}
-        grids = [grid for _, grid in plan(op, shape, dtype, False, **kwargs)]
+        grids = [grid for _, grid in plan(shape, dtype, False, **kwargs)]
         return max(math.prod(grid) for grid in grids) if grids else None
 
     return count
@@ -237,7 +237,7 @@ def _block_case(op: str, module: str, ref: Callable[..., Any]) -> ParityCase:
         ref_chunk=16,
         kernels=2,
         label=f"B{B}-T{T}-N{JOINTS}-C{width}",
-        programs=_block_programs(op, (B, T, JOINTS, width)),
+        programs=_block_programs(module, op, (B, T, JOINTS, width)),
         # bf16 (what autocast feeds them) and fp32: fp16 runs the same code apart from the conversions and is checked
         # on every CPU test run in the Triton interpreter, which cannot run bf16; this keeps the plan in its budget.
         dtypes=(torch.bfloat16, torch.float32),
@@ -260,6 +260,10 @@ def _attention_case(op: str, module: str, ref: Callable[..., Any]) -> ParityCase
         kernels=2 if spatial else 3,
         label=f"B{B}-T{T}-N{JOINTS}-C{EMBED}-H{HEADS}",
         programs=_spatial_programs(B, T) if spatial else _temporal_programs(B, T),
+        # bf16 (what autocast feeds them) and fp32 (the IEEE / 3xTF32 dots), as the block ops: fp16 runs the same
+        # tiles with the other 16-bit MMA and is checked against float64 and the eager fp16 error on every CPU test
+        # run in the Triton interpreter; the GPU check's 420 s cannot hold all three dtypes of every op.
+        dtypes=(torch.bfloat16, torch.float32),
     )
 
 
@@ -305,6 +309,10 @@ def _cross_case(op: str, module: str, ref: Callable[..., Any]) -> ParityCase:
         kernels=3,
         label=f"HoT recovery B{B}-Tq{TQ}-Tk{TK}-N{JOINTS}-C{EMBED}-H{HEADS}, q broadcast",
         programs=_cross_programs(B, TQ, TK),
+        # bf16 only (HoT trains and runs under autocast): the kernels are the temporal op's, whose fp32 path is
+        # checked at full scale above; the cross-specific code (separate k/v, Tq != Tk, the broadcast dQ sum) is
+        # checked in fp32 and fp16 on every CPU test run in the interpreter.
+        dtypes=(torch.bfloat16,),
     )
 
 

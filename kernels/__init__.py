@@ -27,7 +27,7 @@ from .reference import (
 #: The attention cores of the MixSTE blocks (qkv in, attention output out), in the order dispatch asks them.
 ATTENTION_CORE_OPS: tuple[str, ...] = ("spatial", "temporal")
 #: Every op module, in the order the AOT report compiles them. A new op module is added here.
-OP_MODULES: tuple[str, ...] = (*ATTENTION_CORE_OPS, "block", "cross")
+OP_MODULES: tuple[str, ...] = (*ATTENTION_CORE_OPS, "block", "gelu", "cross")
 
 __all__ = [
     "ATTENTION_CORE_OPS",
@@ -59,10 +59,10 @@ def __getattr__(name: str):
         from .temporal import temporal_attention as fn
     elif name == "cross_attention":
         from .cross import cross_attention as fn
-    elif name in ("residual_layernorm", "bias_gelu"):
-        from . import block
-
-        fn = getattr(block, name)
+    elif name == "residual_layernorm":
+        from .block import residual_layernorm as fn
+    elif name == "bias_gelu":
+        from .gelu import bias_gelu as fn
     else:
         raise AttributeError(f"module 'fastmixste.kernels' has no attribute {name!r}")
     return fn

@@ -183,6 +183,32 @@ def reasons_of(check: Any, *args: Any, **kwargs: Any) -> list[str]:
     return [r.message for r in refusals]
 
 
+def tensor_arg(t: object, what: str, op: str) -> torch.Tensor:
+    """``t`` when it is a tensor, else a TypeError naming the op and the argument."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {what} must be a torch.Tensor, got {type(t).__name__}")
+    return t
+
+
+def dtype_refusals(named: Sequence[tuple[str, torch.dtype]]) -> list[Refusal]:
+    """Element types the kernels are not built for, as TypeError refusals (``named``: (argument, dtype) pairs)."""
+    return [
+        Refusal(f"{what} dtype must be float32, float16 or bfloat16, got {dtype}", TypeError)
+        for what, dtype in named
+        if dtype not in SUPPORTED_DTYPES
+    ]
+
+
+def machine_refusals(like: torch.Tensor, dtypes: Sequence[torch.dtype]) -> list[Refusal]:
+    """:func:`device_refusals` for every element type an op reads or writes (on ``like``'s device), each reason
+    once."""
+    refusals: dict[str, Refusal] = {}
+    for dtype in dict.fromkeys(d for d in dtypes if d in SUPPORTED_DTYPES):
+        for refusal in device_refusals(like.new_empty(0, dtype=dtype)):
+            refusals.setdefault(refusal.message, refusal)
+    return list(refusals.values())
+
+
 #: An attention op's checks: ``(*inputs, num_heads, backward) -> (sizes, refusals)``; input errors raise
 #: TypeError/ValueError, every reason the kernels cannot run a valid input is a :class:`Refusal`.
 Checks = Callable[..., tuple[tuple[int, ...], list[Refusal]]]
@@ -216,6 +242,25 @@ def unit_channel_stride(t: torch.Tensor) -> torch.Tensor:
     """``t`` itself, or a contiguous copy where its channel (last) dim has no unit stride: the kernels honour any
     strides on the other dims (0 included), and read the channels of a row as one contiguous slice."""
     return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in a kernel pointer's element type: itself, or a cast (lossless where launchers use it: a float32 copy
+    of 16-bit values, or a value already in that type)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+#: Persistent programs of a backward that sums partial gradients in the Triton interpreter (which runs programs one
+#: by one; more than one tile per program keeps the persistent loop exercised). A GPU runs 4 per SM.
+CPU_PROGRAMS = 4
+
+
+def backward_programs(device: torch.device) -> int:
+    """Cap on a partial-sum backward's persistent programs: 4 per SM on a GPU (enough to fill it, few enough that the
+    (programs, C) partial buffer stays small), :data:`CPU_PROGRAMS` in the interpreter."""
+    if device.type == "cuda":
+        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    return CPU_PROGRAMS
 
 
 def new_buffer(shape: Sequence[int], like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -334,6 +379,18 @@ class TypedLaunchConfig(LaunchConfig):
 
     def key(self, dtype: torch.dtype) -> tuple:
         return super().key(dtype) + (self.ptr_types,)
+
+
+def typed_config(
+    fn: Any, constexprs: dict[str, Any], num_warps: int, types: dict[str, torch.dtype], fp32_args: Sequence[str] = ()
+) -> TypedLaunchConfig:
+    """A :class:`TypedLaunchConfig` of ``fn`` (one stage) whose pointer arguments named in ``types`` have those
+    element types, in the kernel's argument order."""
+    ptr_types = tuple((name, TRITON_DTYPES[types[name]]) for name in fn.arg_names if name in types)
+    constexprs_ = tuple(constexprs.items())
+    return TypedLaunchConfig(
+        fn, constexprs_, num_warps=num_warps, num_stages=1, ptr_types=ptr_types, fp32_args=tuple(fp32_args)
+    )
 
 
 def typed_report_cases_from(plans: Any) -> list[KernelCase]:

@@ -1,9 +1,9 @@
-"""Fused kernels for everything between the GEMMs of a MixSTE block: residual + DropPath + LayerNorm(s), bias + GELU.
+"""Fused residual + DropPath + LayerNorm(s) between the GEMMs of a MixSTE block, forward and backward.
 
 MixSTE's block is x = x + dp(attn(norm1(x))); x = x + dp(mlp(norm2(x))), and the model applies a shared post-norm
 (Spatial_norm / Temporal_norm) after every block. Outside the GEMMs (cuBLAS) and the attention cores the eager step
 spends its time in memory-bound passes: LayerNorm, DropPath (``div`` then ``*mask``), residual adds, casts, GELU and
-bias-gradient sums. Two ops remove most of that traffic:
+bias-gradient sums. Two ops remove most of that traffic: this module's, and bias + GELU (``gelu.py``).
 
 ``residual_layernorm(r, y, mask, keep, w1, b1, w2, b2)``, one pass over a (B, T, N, C) tile of rows::
 
@@ -20,38 +20,33 @@ Mean and rstd are recomputed from the saved rows (compute is free in a memory-bo
 nothing but ``res`` and ``h``; backward keeps ``s`` (one norm: the ``res`` output itself) or ``r`` and ``y`` (two
 norms: ``r`` is the previous op's saved ``s``, the same storage).
 
-Recompute ``lean`` (``fastmixste.model.fused``): both backward kernels can also write the forward's output, h (the GEMM
-input, from the normalisation they recompute anyway) or g = gelu(u + b), so a caller need not keep it for the
-weight gradient of the Linear that read it. A constexpr flag (``WRITE_H`` / ``WRITE_G``; launchers ``write_h`` /
-``write_g``, ops' trailing ``write_h`` / ``write_g`` arguments, default off, so the default binaries do not change).
-The rebuilt values are the forward's arithmetic on the same fp32 values: bitwise the forward's in the interpreter
-and for bias + GELU; on a GPU the norm backward with the flag runs 16 warps (8 spilled, see ``launch_plan``) where
-the forward runs 8, so a row's sums may be reduced in another order and h may differ from the stored one in the
-last bit.
+Recompute ``lean`` (``fastmixste.model.fused``): the backward kernel can also write the forward's output h (the GEMM
+input, from the normalisation it recomputes anyway), so a caller need not keep it for the weight gradient of the
+Linear that read it. A constexpr flag (``WRITE_H``; launcher ``write_h``, the backward op's trailing ``write_h``,
+default off, so the default binaries do not change). The rebuilt values are the forward's arithmetic on the same
+fp32 values: bitwise the forward's in the interpreter; on a GPU the backward with the flag runs 16 warps (8 spilled,
+see ``launch_plan``) where the forward runs 8, so a row's sums may be reduced in another order and h may differ from
+the stored one in the last bit.
 
-``bias_gelu(u, b)``: gelu(u + b) with the exact erf GELU for the fc1 output computed without its bias; the backward
-writes du and the bias gradient (partial sums per program, then one small sum). cuBLASLt's GELU epilogue is the
-tanh approximation, not upstream's erf (DESIGN.md section 6), hence this kernel.
-
-Split (the template of ``_common.py``): ``_residual_norm_fwd_kernel`` / ``_residual_norm_bwd_kernel`` and
-``_bias_gelu_fwd_kernel`` / ``_bias_gelu_bwd_kernel`` (jit) -> ``launch_plan`` -> launchers ``residual_norm_fwd`` /
-``residual_norm_bwd`` / ``bias_gelu_fwd`` / ``bias_gelu_bwd`` -> the custom ops ``fastmixste::residual_layernorm
-(_backward)`` / ``fastmixste::bias_gelu(_backward)`` with autograd -> the functions :func:`residual_layernorm`,
-:func:`bias_gelu`. References: :func:`fastmixste.kernels.reference.residual_layernorm_ref` and
-:func:`fastmixste.kernels.reference.bias_gelu_ref`. No FLOP formulas: these ops have no matmul, and FlopCounterMode
-counts matmul FLOPs only (it ignores aten LayerNorm and GELU too).
+Split (the template of ``_common.py``): ``_residual_norm_fwd_kernel`` / ``_residual_norm_bwd_kernel`` (jit) ->
+``launch_plan`` -> launchers ``residual_norm_fwd`` / ``residual_norm_bwd`` -> the custom ops
+``fastmixste::residual_layernorm(_backward)`` with autograd -> :func:`residual_layernorm`. Reference:
+:func:`fastmixste.kernels.reference.residual_layernorm_ref`. No FLOP formula: no matmul, and FlopCounterMode counts
+matmul FLOPs only (it ignores aten LayerNorm too). ``norm_saved`` / ``norm_grads`` / ``norm_arguments`` are the
+public pieces ``fastmixste.model.fused`` composes with a GEMM.
 
 Element types. The kernels compute in fp32 whatever they load, so the launchers pass the residual stream (r, res,
-grad_res, dr), the DropPath mask, the LayerNorm parameters and the bias of bias + GELU as fp32 (a lossless cast
-where they are not: the first block's input, a .half() model's parameters, the small mask), and only the
-activations in their own dtypes: h (and grad_h) in ``h_dtype``, y (and dy) in y's dtype when that is float32 or
-``h_dtype`` or ``h_dtype`` is float32, else float32. That bounds the binaries the launchers can pick (every one is
-in ``report_cases()``) without a lossy cast anywhere.
+grad_res, dr), the DropPath mask and the LayerNorm parameters as fp32 (a lossless cast where they are not: the
+first block's input, a .half() model's parameters, the small mask), and only the activations in their own dtypes:
+h (and grad_h) in ``h_dtype``, y (and dy) in y's dtype when that is float32 or ``h_dtype`` or ``h_dtype`` is
+float32, else float32. That bounds the binaries the launchers can pick (every one is in ``report_cases()``) without
+a lossy cast anywhere.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any
 
 import torch
 import triton
@@ -59,27 +54,32 @@ import triton.language as tl
 
 from . import _common
 from ._common import (
+    CPU_PROGRAMS,
     SUPPORTED_DTYPES,
-    TRITON_DTYPES,
     KernelCase,
     Refusal,
     TypedLaunchConfig,
+    as_dtype,
+    backward_programs,
     device_guard,
-    device_refusals,
+    dtype_refusals,
     launch,
+    machine_refusals,
     raise_refusals,
     reasons_of,
+    tensor_arg,
+    typed_config,
     typed_report_cases_from,
+    unit_channel_stride,
 )
-from .reference import bias_gelu_ref, residual_layernorm_ref
+from .reference import residual_layernorm_ref
 
 __all__ = [
     "MAX_CHANNELS",
-    "bias_gelu",
-    "bias_gelu_bwd",
-    "bias_gelu_fwd",
-    "bias_gelu_ref",
     "launch_plan",
+    "norm_arguments",
+    "norm_grads",
+    "norm_saved",
     "report_cases",
     "residual_layernorm",
     "residual_layernorm_ref",
@@ -93,7 +93,6 @@ __all__ = [
 MAX_CHANNELS = 2048
 
 _OP = "residual_layernorm"
-_OP_GELU = "bias_gelu"
 
 # ----------------------------------------------------------------------------------------------------------------
 # Triton kernels
@@ -335,81 +334,6 @@ def _residual_norm_bwd_kernel(
         tl.store(db2_ptr + o_p, acc_db2, mask=m_c)
 
 
-@triton.jit
-def _gelu_parts(b_z):
-    """Phi(z) = 0.5 (1 + erf(z / sqrt 2)), the normal CDF: exact GELU is z Phi(z)."""
-    return 0.5 * (1.0 + tl.math.erf(b_z * 0.7071067811865476))
-
-
-@triton.jit(do_not_specialize=["M", "H"])
-def _bias_gelu_fwd_kernel(
-    u_ptr,
-    b_ptr,
-    g_ptr,
-    M,
-    H,
-    stride_u_m,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    o_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    o_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_n = o_n < H
-    m_mn = (o_m < M)[:, None] & m_n[None, :]
-    p_u = u_ptr + o_m.to(tl.int64)[:, None] * stride_u_m + o_n[None, :]
-    b_z = tl.load(p_u, mask=m_mn, other=0.0).to(tl.float32)
-    b_z += tl.load(b_ptr + o_n, mask=m_n, other=0.0).to(tl.float32)[None, :]
-    b_g = b_z * _gelu_parts(b_z)
-    tl.store(g_ptr + o_m.to(tl.int64)[:, None] * H + o_n[None, :], b_g.to(g_ptr.dtype.element_ty), mask=m_mn)
-
-
-@triton.jit(do_not_specialize=["M", "H", "G"])
-def _bias_gelu_bwd_kernel(
-    u_ptr,
-    b_ptr,
-    dg_ptr,
-    du_ptr,
-    db_ptr,
-    g_ptr,
-    M,
-    H,
-    G,
-    stride_u_m,
-    stride_dg_m,
-    stride_dg_n,
-    WRITE_G: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    # Program (pid_g, pid_n) walks row tiles pid_g, pid_g + G, ... of one column block and sums the bias gradient
-    # for it in registers, written once to row pid_g of the (G, H) partial buffer. WRITE_G: also write the forward's
-    # g = gelu(u + b), the same arithmetic on the same values as the forward kernel (bitwise its output).
-    pid_g = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    o_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_n = o_n < H
-    b_b = tl.load(b_ptr + o_n, mask=m_n, other=0.0).to(tl.float32)
-    acc_db = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for i_tile in range(pid_g, tl.cdiv(M, BLOCK_M), G):
-        o_m = i_tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        m_mn = (o_m < M)[:, None] & m_n[None, :]
-        o_m64 = o_m.to(tl.int64)[:, None]
-        b_z = tl.load(u_ptr + o_m64 * stride_u_m + o_n[None, :], mask=m_mn, other=0.0).to(tl.float32) + b_b[None, :]
-        # dg may be a broadcast (stride-0) view: both strides honoured.
-        p_dg = dg_ptr + o_m64 * stride_dg_m + o_n[None, :].to(tl.int64) * stride_dg_n
-        b_dg = tl.load(p_dg, mask=m_mn, other=0.0).to(tl.float32)
-        # d/dz [z Phi(z)] = Phi(z) + z phi(z)
-        b_phi = _gelu_parts(b_z)
-        b_dz = b_dg * (b_phi + b_z * tl.exp(-0.5 * b_z * b_z) * 0.3989422804014327)
-        tl.store(du_ptr + o_m64 * H + o_n[None, :], b_dz.to(du_ptr.dtype.element_ty), mask=m_mn)
-        if WRITE_G:
-            tl.store(g_ptr + o_m64 * H + o_n[None, :], (b_z * b_phi).to(g_ptr.dtype.element_ty), mask=m_mn)
-        acc_db += tl.sum(b_dz, 0)
-    tl.store(db_ptr + pid_g.to(tl.int64) * H + o_n, acc_db, mask=m_n)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Launch configurations: the single source of truth for the launchers and for report_cases()
 # ----------------------------------------------------------------------------------------------------------------
@@ -418,14 +342,8 @@ def _bias_gelu_bwd_kernel(
 #: Three widths keep the compiled variety small (every one is compiled twice per typing); the model's C = 512 fills
 #: its tile, and narrower rows only leave masked lanes idle (no extra memory traffic).
 _NORM_BLOCK_CS: tuple[int, ...] = (128, 512, MAX_CHANNELS)
-#: bias + GELU tile: elementwise, 16 values per thread at 4 warps.
-_GELU_BLOCK_M, _GELU_BLOCK_N, _GELU_WARPS = 16, 128, 4
-#: Programs of a backward on the CPU (the interpreter runs programs one by one; > 1 tile per program keeps the
-#: persistent tile loop exercised). A GPU runs 4 per SM.
-_CPU_PROGRAMS = 4
 
 _F32 = torch.float32
-_Op = Literal["residual_layernorm", "bias_gelu"]
 
 
 def _norm_tile(C: int) -> tuple[int, int]:
@@ -457,26 +375,7 @@ def _norm_types(h_dtype: torch.dtype, y_dtype: torch.dtype | None, backward: boo
     return types
 
 
-def _gelu_types(u_dtype: torch.dtype, grad_dtype: torch.dtype | None, backward: bool) -> dict[str, torch.dtype]:
-    """Element types of bias + GELU's pointers: u, g, du in u's dtype, the bias and its partial sums float32, the
-    incoming gradient in u's dtype (what autograd gives) or else float32 (a lossless cast)."""
-    fn = _bias_gelu_bwd_kernel if backward else _bias_gelu_fwd_kernel
-    types = {name: u_dtype for name in fn.arg_names if name.endswith("_ptr")}
-    types.update(b_ptr=_F32)
-    if backward:
-        types.update(db_ptr=_F32, dg_ptr=u_dtype if grad_dtype == u_dtype else _F32)
-    return types
-
-
-def _config(fn, constexprs: dict, num_warps: int, types: dict[str, torch.dtype], fp32_args=()) -> TypedLaunchConfig:
-    ptr_types = tuple((name, TRITON_DTYPES[types[name]]) for name in fn.arg_names if name in types)
-    return TypedLaunchConfig(
-        fn, tuple(constexprs.items()), num_warps=num_warps, num_stages=1, ptr_types=ptr_types, fp32_args=fp32_args
-    )
-
-
 def launch_plan(
-    op: _Op,
     shape: tuple[int, ...],
     dtype: torch.dtype,
     backward: bool,
@@ -484,93 +383,45 @@ def launch_plan(
     y_dtype: torch.dtype | None = None,
     two_norms: bool = False,
     write_h: bool = False,
-    programs: int = _CPU_PROGRAMS,
+    programs: int = CPU_PROGRAMS,
 ) -> list[tuple[TypedLaunchConfig, tuple[int, ...]]]:
-    """Every (configuration, grid) a launcher runs, in launch order; empty for empty input.
+    """Every (configuration, grid) a launcher runs for (B, T, N, C) rows of ``shape``, in launch order; empty for
+    empty input.
 
-    ``residual_layernorm``: ``shape`` (B, T, N, C), ``dtype`` the h (and grad_h) dtype, ``y_dtype`` y's (None
-    without y: the launchers then pass a stride-0 y of zeros, and dy goes to a scratch buffer, so y is no variant;
-    the DropPath mask is a runtime operand too). ``bias_gelu``: ``shape`` (..., H), ``dtype`` u's, ``y_dtype`` the
-    incoming gradient's (backward). The backwards run at most ``programs`` persistent programs (4 per SM on a
-    GPU), each summing its own rows of the weight/bias gradients. ``write_h`` (backward only): the backward also
-    writes the forward's h (``residual_layernorm``) or g (``bias_gelu``), for callers that did not keep it.
+    ``dtype`` is the h (and grad_h) dtype, ``y_dtype`` y's (None without y: the launchers then pass a stride-0 y of
+    zeros, and dy goes to a scratch buffer, so y is no variant; the DropPath mask is a runtime operand too). The
+    backward runs at most ``programs`` persistent programs (4 per SM on a GPU), each summing its own rows of the
+    weight/bias gradients. ``write_h`` (backward only): the backward also writes the forward's h, for callers that
+    did not keep it.
     """
     if write_h and not backward:
         raise ValueError("write_h asks a backward kernel to rebuild the forward's output; the forward writes it anyway")
-    if op == "residual_layernorm":
-        B, T, N, C = shape
-        M = B * T * N
-        if M == 0 or C == 0:
-            return []
-        block_m, block_c = _norm_tile(C)
-        types = _norm_types(dtype, y_dtype, backward)
-        tiles = triton.cdiv(M, block_m)
-        flags = {"TWO_NORMS": two_norms, "BLOCK_M": block_m, "BLOCK_C": block_c}
-        if backward:
-            flags = {"TWO_NORMS": two_norms, "WRITE_H": write_h, "BLOCK_M": block_m, "BLOCK_C": block_c}
-        fn = _residual_norm_bwd_kernel if backward else _residual_norm_fwd_kernel
-        # The backward's per-column vectors (weights, four gradient accumulators) grow with BLOCK_C: at 2048 wide,
-        # 8 warps sat at 128 registers with an 8 B spill on sm_90; 16 warps halve them. The fp32 two-norm backward
-        # of the 16 x 128 tile did the same on sm_90 (128 registers, 8 B) once the strides are known multiples of
-        # 16, as on a GPU for C = 128: 16 warps, 98 registers (kernels.report).
-        # Writing h as well (write_h) took 128-221 registers at 8 warps, with 8 B spills in some typings (sm_89 and
-        # sm_90): 16 warps for every such variant.
-        wide = block_c >= 2048 or (two_norms and dtype == _F32 and block_c == 128) or write_h
-        num_warps = 16 if backward and wide else 8
-        cfg = _config(fn, flags, num_warps, types, ("inv_keep", "eps", "inv_c"))
-        return [(cfg, (max(1, min(tiles, programs)) if backward else tiles,))]
-    if op == "bias_gelu":
-        H = shape[-1]
-        M = 1
-        for n in shape[:-1]:
-            M *= n
-        if M == 0 or H == 0:
-            return []
-        types = _gelu_types(dtype, y_dtype, backward)
-        tile = {"BLOCK_M": _GELU_BLOCK_M, "BLOCK_N": _GELU_BLOCK_N}
-        cols = triton.cdiv(H, _GELU_BLOCK_N)
-        if backward:
-            grid = (max(1, min(triton.cdiv(M, _GELU_BLOCK_M), programs)), cols)
-            return [(_config(_bias_gelu_bwd_kernel, {"WRITE_G": write_h} | tile, _GELU_WARPS, types), grid)]
-        return [(_config(_bias_gelu_fwd_kernel, tile, _GELU_WARPS, types), (triton.cdiv(M, _GELU_BLOCK_M), cols))]
-    raise ValueError(f"op must be 'residual_layernorm' or 'bias_gelu', got {op!r}")
-
-
-def _programs(device: torch.device) -> int:
-    """Cap on a backward's persistent programs: 4 per SM on a GPU (enough to fill it, few enough that the (G, C)
-    partial buffer stays small), _CPU_PROGRAMS in the interpreter."""
-    if device.type == "cuda":
-        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    return _CPU_PROGRAMS
+    B, T, N, C = shape
+    M = B * T * N
+    if M == 0 or C == 0:
+        return []
+    block_m, block_c = _norm_tile(C)
+    types = _norm_types(dtype, y_dtype, backward)
+    tiles = triton.cdiv(M, block_m)
+    flags = {"TWO_NORMS": two_norms, "BLOCK_M": block_m, "BLOCK_C": block_c}
+    if backward:
+        flags = {"TWO_NORMS": two_norms, "WRITE_H": write_h, "BLOCK_M": block_m, "BLOCK_C": block_c}
+    fn = _residual_norm_bwd_kernel if backward else _residual_norm_fwd_kernel
+    # The backward's per-column vectors (weights, four gradient accumulators) grow with BLOCK_C: at 2048 wide,
+    # 8 warps sat at 128 registers with an 8 B spill on sm_90; 16 warps halve them. The fp32 two-norm backward
+    # of the 16 x 128 tile did the same on sm_90 (128 registers, 8 B) once the strides are known multiples of
+    # 16, as on a GPU for C = 128: 16 warps, 98 registers (kernels.report).
+    # Writing h as well (write_h) took 128-221 registers at 8 warps, with 8 B spills in some typings (sm_89 and
+    # sm_90): 16 warps for every such variant.
+    wide = block_c >= 2048 or (two_norms and dtype == _F32 and block_c == 128) or write_h
+    num_warps = 16 if backward and wide else 8
+    cfg = typed_config(fn, flags, num_warps, types, ("inv_keep", "eps", "inv_c"))
+    return [(cfg, (max(1, min(tiles, programs)) if backward else tiles,))]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Checks and refusals
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _tensor(t: object, what: str, op: str) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{op}: {what} must be a torch.Tensor, got {type(t).__name__}")
-    return t
-
-
-def _dtype_refusals(op: str, named: list[tuple[str, torch.dtype]]) -> list[Refusal]:
-    """Element types the kernels are not built for, as TypeError refusals."""
-    return [
-        Refusal(f"{what} dtype must be float32, float16 or bfloat16, got {dtype}", TypeError)
-        for what, dtype in named
-        if dtype not in SUPPORTED_DTYPES
-    ]
-
-
-def _machine_refusals(like: torch.Tensor, dtypes: list[torch.dtype]) -> list[Refusal]:
-    """:func:`device_refusals` for every element type an op reads or writes, each reason once."""
-    refusals: dict[str, Refusal] = {}
-    for dtype in dict.fromkeys(d for d in dtypes if d in SUPPORTED_DTYPES):
-        for refusal in device_refusals(like.new_empty(0, dtype=dtype)):
-            refusals.setdefault(refusal.message, refusal)
-    return list(refusals.values())
 
 
 def _norm_refusals(
@@ -585,22 +436,22 @@ def _norm_refusals(
 ) -> list[Refusal]:
     """Input checks of residual_layernorm's structure (raise TypeError/ValueError), then every reason the kernels
     cannot run this valid input: element types, the channel limit, the machine."""
-    _tensor(r, "r", _OP)
+    tensor_arg(r, "r", _OP)
     if r.dim() != 4:
         raise ValueError(f"{_OP}: r must be 4-D (B, T, N, C), got shape {tuple(r.shape)}")
     B, T, N, C = r.shape
-    if y is not None and _tensor(y, "y", _OP).shape != r.shape:
+    if y is not None and tensor_arg(y, "y", _OP).shape != r.shape:
         raise ValueError(f"{_OP}: y must have r's shape {tuple(r.shape)}, got {tuple(y.shape)}")
     if mask is not None:
         if y is None:
             raise ValueError(f"{_OP}: a DropPath mask needs a branch output y to scale")
-        if _tensor(mask, "mask", _OP).shape != (B, T, N):
+        if tensor_arg(mask, "mask", _OP).shape != (B, T, N):
             raise ValueError(f"{_OP}: mask must be a (B, T, N) = {(B, T, N)} tensor (any strides), got {mask.shape}")
     if (w2 is None) != (b2 is None):
         raise ValueError(f"{_OP}: the second LayerNorm needs both w2 and b2 (or neither)")
     named = [("r", r), ("y", y), ("mask", mask), ("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)]
     for name, p in named[3:]:
-        if p is not None and _tensor(p, name, _OP).shape != (C,):
+        if p is not None and tensor_arg(p, name, _OP).shape != (C,):
             raise ValueError(f"{_OP}: {name} must have shape ({C},), got {tuple(p.shape)}")
     if not isinstance(h_dtype, torch.dtype):
         raise TypeError(f"{_OP}: h_dtype must be a torch.dtype, got {type(h_dtype).__name__}")
@@ -608,13 +459,13 @@ def _norm_refusals(
     if len(devices) != 1:
         raise ValueError(f"{_OP}: all tensors must be on one device, got {sorted(str(d) for d in devices)}")
     dtypes = [(name, t.dtype) for name, t in named if t is not None] + [("h_dtype", h_dtype)]
-    refusals = _dtype_refusals(_OP, dtypes)
+    refusals = dtype_refusals(dtypes)
     if C > MAX_CHANNELS:
         refusals.append(Refusal(f"at most {MAX_CHANNELS} channels are supported (dim 3 of r), got C={C}"))
     if B * T * N >= 2**31:  # row indices are decomposed into (b, t, n) in int32 inside the kernels
         refusals.append(Refusal(f"B*T*N must be below 2**31 rows, got {B * T * N}"))
     kernel_dtypes = [_F32, h_dtype] + ([_y_dtype(h_dtype, y.dtype)] if y is not None else [])
-    return refusals + _machine_refusals(r, kernel_dtypes)
+    return refusals + machine_refusals(r, kernel_dtypes)
 
 
 def _check_norm(*args) -> tuple[int, int, int, int]:
@@ -622,44 +473,17 @@ def _check_norm(*args) -> tuple[int, int, int, int]:
     return args[0].shape
 
 
-def _gelu_refusals(u: torch.Tensor, b: torch.Tensor) -> list[Refusal]:
-    """Input checks of bias_gelu's structure (raise), then every reason the kernels cannot run this valid input."""
-    _tensor(u, "u", _OP_GELU)
-    _tensor(b, "b", _OP_GELU)
-    if u.dim() < 1 or b.dim() != 1 or b.shape[0] != u.shape[-1]:
-        raise ValueError(f"{_OP_GELU}: b must be 1-D with u's last dim, got u {tuple(u.shape)} and b {tuple(b.shape)}")
-    if u.device != b.device:
-        raise ValueError(f"{_OP_GELU}: u is on {u.device}, b on {b.device}")
-    refusals = _dtype_refusals(_OP_GELU, [("u", u.dtype), ("b", b.dtype)])
-    return refusals + _machine_refusals(u, [u.dtype, _F32])
-
-
-def check_gelu(u: torch.Tensor, b: torch.Tensor) -> int:
-    raise_refusals(_OP_GELU, _gelu_refusals(u, b))
-    return u.shape[-1]
-
-
 def unsupported_reasons(x: torch.Tensor, h_dtype: torch.dtype | None = None) -> list[str]:
     """Why the block kernels cannot run on (B, T, N, C) activations like ``x`` here (empty list when they can).
 
     ``h_dtype`` is the GEMM-input dtype the block would emit (default ``x.dtype``). Checks the channel count, the
-    dtypes and the device (a meta tensor asks about shape and dtype alone). bias + GELU has no limit of its own
-    beyond dtype and device, which these cover. Never raises.
+    dtypes and the device (a meta tensor asks about shape and dtype alone). bias + GELU (``gelu.py``) has no limit
+    of its own beyond dtype and device, which these cover. Never raises.
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         return reasons_of(_norm_refusals, x, None, None, None, None, None, None, h_dtype)
     w = x.new_empty(x.shape[-1], dtype=_F32)
     return reasons_of(_norm_refusals, x, None, None, w, w, None, None, x.dtype if h_dtype is None else h_dtype)
-
-
-def _unit_channel_stride(t: torch.Tensor) -> torch.Tensor:
-    # The kernels honour any strides on B, T, N (0 included); a channel dim without unit stride is copied.
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
-def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``t`` in the kernel's pointer type (a lossless cast where it differs, see the module notes)."""
-    return t if t.dtype == dtype else t.to(dtype)
 
 
 def _zeros_y(like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -698,16 +522,16 @@ def residual_norm_fwd(
     res = _common.new_buffer((B, T, N, C), r, _F32)
     h = _common.new_buffer((B, T, N, C), r, h_dtype)
     two = w2 is not None
-    plan = launch_plan(_OP, (B, T, N, C), h_dtype, False, y_dtype=None if y is None else y.dtype, two_norms=two)
+    plan = launch_plan((B, T, N, C), h_dtype, False, y_dtype=None if y is None else y.dtype, two_norms=two)
     if not plan:
         return res, h
     types = _norm_types(h_dtype, None if y is None else y.dtype, backward=False)
-    r = _unit_channel_stride(_as(r, _F32))
-    y = _unit_channel_stride(_as(y, types["y_ptr"])) if y is not None else _zeros_y(r, h_dtype)
+    r = unit_channel_stride(as_dtype(r, _F32))
+    y = unit_channel_stride(as_dtype(y, types["y_ptr"])) if y is not None else _zeros_y(r, h_dtype)
     inv_keep = 1.0 / keep if mask is not None else 1.0
-    mask = _as(mask, _F32) if mask is not None else _ones_mask(r, B, T, N)
-    w1, b1 = _as(w1, _F32), _as(b1, _F32)
-    w2, b2 = (_as(w2, _F32), _as(b2, _F32)) if two else (w1, b1)
+    mask = as_dtype(mask, _F32) if mask is not None else _ones_mask(r, B, T, N)
+    w1, b1 = as_dtype(w1, _F32), as_dtype(b1, _F32)
+    w2, b2 = (as_dtype(w2, _F32), as_dtype(b2, _F32)) if two else (w1, b1)
     with device_guard(r):
         for cfg, grid in plan:
             launch(cfg, grid, r, y, mask, w1, b1, w2, b2, res, h, inv_keep, float(eps), 1.0 / C, B * T * N, T, N, C,
@@ -742,39 +566,39 @@ def residual_norm_bwd(
     the same pass for callers that did not keep it; two norms need ``b2`` for it.
     """
     two = w2 is not None
-    B, T, N, C = _check_norm(x, y, mask, w1, b1, w2, w2, _tensor(grad_h, "grad_h", _OP).dtype)
+    B, T, N, C = _check_norm(x, y, mask, w1, b1, w2, w2, tensor_arg(grad_h, "grad_h", _OP).dtype)
     if write_h and two and b2 is None:
         raise ValueError(f"{_OP}: write_h with two norms needs b2 (h = LN_2(a) uses it)")
-    if b2 is not None and (not two or _tensor(b2, "b2", _OP).shape != (C,) or b2.device != x.device):
+    if b2 is not None and (not two or tensor_arg(b2, "b2", _OP).shape != (C,) or b2.device != x.device):
         got = f"{tuple(b2.shape)} on {b2.device}" + ("" if two else " without w2")
         raise ValueError(f"{_OP}: b2 must be a ({C},) tensor on {x.device} beside w2, got {got}")
     if add_y and not two:
         raise ValueError(f"{_OP}: add_y (rebuild s = r + y / keep * mask) needs two norms; one norm saves s itself")
     for name, g in (("grad_res", grad_res), ("grad_h", grad_h)):
-        if _tensor(g, name, _OP).shape != x.shape:
+        if tensor_arg(g, name, _OP).shape != x.shape:
             raise ValueError(f"{_OP}: {name} must have shape {tuple(x.shape)}, got {tuple(g.shape)}")
     want_dy = y is not None
     h_dtype = grad_h.dtype
     k_y = None if y is None else y_dtype
     types = _norm_types(h_dtype, k_y, backward=True)
-    plan = launch_plan(_OP, (B, T, N, C), h_dtype, True, y_dtype=k_y, two_norms=two, write_h=write_h,
-                       programs=_programs(x.device))  # fmt: skip
+    plan = launch_plan((B, T, N, C), h_dtype, True, y_dtype=k_y, two_norms=two, write_h=write_h,
+                       programs=backward_programs(x.device))  # fmt: skip
     G = plan[0][1][0] if plan else 1
     h = _common.new_buffer((B, T, N, C), x, h_dtype) if write_h else None
     dx = _common.new_buffer((B, T, N, C), x, _F32)
     dy = _common.new_buffer((B, T, N, C), x, types["dy_ptr"])  # scratch without y
     parts = _common.new_buffer((4 if two else 2, G, C), x, _F32)  # every row written
     if plan:
-        grad_res = _unit_channel_stride(_as(grad_res, _F32))
-        grad_h = _unit_channel_stride(grad_h)
-        x = _unit_channel_stride(_as(x, _F32))
+        grad_res = unit_channel_stride(as_dtype(grad_res, _F32))
+        grad_h = unit_channel_stride(grad_h)
+        x = unit_channel_stride(as_dtype(x, _F32))
         # Two norms without y (add_y False) rebuild s = r + 0; one norm reads no y (x is s).
-        y_in = _unit_channel_stride(_as(y, types["y_ptr"])) if add_y else _zeros_y(x, types["y_ptr"])
+        y_in = unit_channel_stride(as_dtype(y, types["y_ptr"])) if add_y else _zeros_y(x, types["y_ptr"])
         inv_keep = 1.0 / keep if mask is not None else 1.0
-        mask = _as(mask, _F32) if mask is not None else _ones_mask(x, B, T, N)
-        w1f, b1f = _as(w1, _F32), _as(b1, _F32)
-        w2f = _as(w2, _F32) if two else w1f
-        b2f = _as(b2, _F32) if two and b2 is not None else b1f  # read only with two norms and write_h
+        mask = as_dtype(mask, _F32) if mask is not None else _ones_mask(x, B, T, N)
+        w1f, b1f = as_dtype(w1, _F32), as_dtype(b1, _F32)
+        w2f = as_dtype(w2, _F32) if two else w1f
+        b2f = as_dtype(b2, _F32) if two and b2 is not None else b1f  # read only with two norms and write_h
         with device_guard(x):
             for cfg, grid in plan:
                 # Without write_h, h points at grad_h (h's type, never written).
@@ -790,50 +614,6 @@ def residual_norm_bwd(
     dw1, db1 = parts[0].sum(0).to(w1.dtype), parts[1].sum(0).to(b1.dtype)
     dw2, db2 = (parts[2].sum(0).to(w2.dtype), parts[3].sum(0).to(w2.dtype)) if two else (None, None)
     return dx.to(r_dtype), (dy.to(y_dtype) if want_dy else None), dw1, db1, dw2, db2, h
-
-
-def bias_gelu_fwd(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(..., H) u, (H,) b -> (..., H) gelu(u + b) (exact erf, fp32 math) in u's dtype; launches the forward kernel."""
-    H = check_gelu(u, b)
-    g = _common.new_buffer(u.shape, u)
-    plan = launch_plan(_OP_GELU, tuple(u.shape), u.dtype, False)
-    if not plan:
-        return g
-    u2 = _unit_channel_stride(u).reshape(-1, H)
-    with device_guard(u):
-        for cfg, grid in plan:
-            launch(cfg, grid, u2, _as(b, _F32), g, u2.shape[0], H, u2.stride(0))
-    return g
-
-
-def bias_gelu_bwd(
-    grad_g: torch.Tensor, u: torch.Tensor, b: torch.Tensor, write_g: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(..., H) grad of g, u, (H,) b -> (du in u's dtype, db in b's dtype, g or None); launches the backward kernel.
-
-    ``grad_g`` may have any strides (0 included) and broadcast to u's shape. ``write_g``: also return the forward's
-    g = gelu(u + b) in u's dtype, rebuilt in the same pass for callers that did not keep it.
-    """
-    H = check_gelu(u, b)
-    grad_g = _tensor(grad_g, "grad_g", _OP_GELU)
-    types = _gelu_types(u.dtype, grad_g.dtype, backward=True)
-    plan = launch_plan(_OP_GELU, tuple(u.shape), u.dtype, True, y_dtype=grad_g.dtype, write_h=write_g,
-                       programs=_programs(u.device))  # fmt: skip
-    G = plan[0][1][0] if plan else 1
-    g = _common.new_buffer(u.shape, u) if write_g else None
-    du = _common.new_buffer(u.shape, u)
-    part = _common.new_buffer((G, H), u, _F32)  # every row written
-    if plan:
-        u2 = _unit_channel_stride(u).reshape(-1, H)
-        dg = _as(grad_g, types["dg_ptr"]).expand(u.shape).reshape(-1, H)  # a view where strides allow (0 stays 0)
-        with device_guard(u):
-            for cfg, grid in plan:
-                # Without write_g, g points at du (u's type, never written by the kernel).
-                launch(cfg, grid, u2, _as(b, _F32), dg, du, part, du if g is None else g, u2.shape[0], H, G,
-                       u2.stride(0), *dg.stride())  # fmt: skip
-    else:
-        part.zero_()
-    return du, part.sum(0).to(b.dtype), g
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -952,45 +732,6 @@ def _norm_backward(ctx, grad_res: torch.Tensor | None, grad_h: torch.Tensor | No
 _residual_layernorm_op.register_autograd(_norm_backward, setup_context=_norm_setup_context)
 
 
-@torch.library.custom_op("fastmixste::bias_gelu", mutates_args=())
-def _bias_gelu_op(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return bias_gelu_fwd(u, b)
-
-
-@_bias_gelu_op.register_fake
-def _(u, b):
-    check_gelu(u, b)
-    return torch.empty(u.shape, dtype=u.dtype, device=u.device)
-
-
-@torch.library.custom_op("fastmixste::bias_gelu_backward", mutates_args=())
-def _bias_gelu_backward_op(
-    grad_g: torch.Tensor, u: torch.Tensor, b: torch.Tensor, write_g: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    du, db, g = bias_gelu_bwd(grad_g, u, b, write_g)
-    return du, db, u.new_empty(0) if g is None else g  # (du, db, g or an empty placeholder)
-
-
-@_bias_gelu_backward_op.register_fake
-def _(grad_g, u, b, write_g=False):
-    g = torch.empty(u.shape, dtype=u.dtype, device=u.device) if write_g else u.new_empty(0)
-    return torch.empty(u.shape, dtype=u.dtype, device=u.device), b.new_empty(b.shape), g
-
-
-def _gelu_setup_context(ctx, inputs, output) -> None:
-    u, b = inputs
-    ctx.save_for_backward(u, b)  # u: the pre-activation, what eager GELU saves too
-
-
-def _gelu_backward(ctx, grad_g: torch.Tensor):
-    u, b = ctx.saved_tensors
-    du, db, _ = torch.ops.fastmixste.bias_gelu_backward(grad_g, u, b)
-    return du, db
-
-
-_bias_gelu_op.register_autograd(_gelu_backward, setup_context=_gelu_setup_context)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Public functions
 # ----------------------------------------------------------------------------------------------------------------
@@ -1001,7 +742,7 @@ def _expand_mask(mask: torch.Tensor | None, shape: torch.Size) -> torch.Tensor |
     if mask is None:
         return None
     B, T, N, _ = shape
-    if _tensor(mask, "mask", _OP).dtype in SUPPORTED_DTYPES:
+    if tensor_arg(mask, "mask", _OP).dtype in SUPPORTED_DTYPES:
         mask = mask.to(_F32)  # the kernels' mask type, cast while it is small (B, T, 1, 1) or (B, 1, N, 1)
     try:
         return mask.expand(B, T, N, 1)[..., 0]
@@ -1044,7 +785,7 @@ def norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, op: str = _OP
 
     ``op`` names the caller in the messages of its own checks (``fastmixste.model.fused.norm_linear`` passes its name).
     """
-    h_dtype = _tensor(w1, "w1", op).dtype if h_dtype is None else h_dtype
+    h_dtype = tensor_arg(w1, "w1", op).dtype if h_dtype is None else h_dtype
     if not 0.0 < keep <= 1.0:
         raise ValueError(f"{op}: keep (1 - drop_prob) must be in (0, 1], got {keep}")
     if not isinstance(r, torch.Tensor) or r.dim() != 4:
@@ -1054,16 +795,6 @@ def norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, op: str = _OP
     # Forward and backward check the same things (the backward's types are the forward's).
     _check_norm(r, y, m, w1, b1, w2, b2, h_dtype)
     return r, y, m, float(keep), w1, b1, w2, b2, float(eps), h_dtype
-
-
-def bias_gelu(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(..., H) u (a Linear output without its bias), (H,) b -> (..., H) exact-erf GELU of u + b, fused in Triton.
-
-    Math in fp32, output in u's dtype; differentiable in u and b. Equivalent to ``F.gelu(u + b)``. Raises as
-    :func:`residual_layernorm` does; empty input gives an empty output.
-    """
-    check_gelu(u, b)
-    return torch.ops.fastmixste.bias_gelu(u, b)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1077,19 +808,29 @@ REPORT_CHANNELS: tuple[int, ...] = _NORM_BLOCK_CS
 def report_cases() -> list[KernelCase]:
     """Every configuration the launchers can pick, for any shape, dtypes and flags, one case each: each BLOCK_C
     x one/two norms x the (h, y) element typings (h's type for y, or float32), forward and backward (with and
-    without writing h); bias + GELU for each u dtype (and, backward, each incoming-gradient typing, with and without
-    writing g)."""
+    without writing h)."""
     plans = []
     for h, y in ((h, y) for h in SUPPORTED_DTYPES for y in SUPPORTED_DTYPES):
         for C in REPORT_CHANNELS:
             for two in (False, True):
-                plans.append((h, launch_plan(_OP, (1, 1, 1, C), h, False, y_dtype=y, two_norms=two)))
+                plans.append((h, launch_plan((1, 1, 1, C), h, False, y_dtype=y, two_norms=two)))
                 for write_h in (False, True):
-                    plan = launch_plan(_OP, (1, 1, 1, C), h, True, y_dtype=y, two_norms=two, write_h=write_h)
+                    plan = launch_plan((1, 1, 1, C), h, True, y_dtype=y, two_norms=two, write_h=write_h)
                     plans.append((h, plan))
-    for u in SUPPORTED_DTYPES:
-        for grad in SUPPORTED_DTYPES:
-            plans.append((u, launch_plan(_OP_GELU, (1, 1), u, False, y_dtype=grad)))
-            for write_g in (False, True):
-                plans.append((u, launch_plan(_OP_GELU, (1, 1), u, True, y_dtype=grad, write_h=write_g)))
     return typed_report_cases_from(plans)
+
+
+#: bias + GELU lived here in release 0.1.0; it is ``gelu.py`` now. The old names resolve for one more release, with a
+#: DeprecationWarning.
+_MOVED_TO_GELU = ("bias_gelu", "bias_gelu_bwd", "bias_gelu_fwd", "bias_gelu_ref", "check_gelu")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_GELU:
+        msg = (f"fastmixste.kernels.block.{name} moved to fastmixste.kernels.gelu.{name}; the old path goes away "
+               "in the next release")
+        warnings.warn(msg, DeprecationWarning, stacklevel=2)
+        from . import gelu
+
+        return getattr(gelu, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -111,3 +111,15 @@ def test_the_flat_layout_paths_still_import_for_one_release():
         from fastmixste.checkpoint import load_checkpoint  # the 0.1 spelling of a documented import
     from fastmixste import load_checkpoint as current
     assert load_checkpoint is current
+
+
+def test_bias_gelu_still_resolves_from_its_old_module_for_one_release():
+    """bias + GELU moved from kernels/block.py to kernels/gelu.py: the 0.1 names resolve to the new objects with a
+    DeprecationWarning naming the move; anything else block lacks is still an AttributeError."""
+    from fastmixste.kernels import block, gelu
+
+    for name in ("bias_gelu", "bias_gelu_fwd", "bias_gelu_bwd", "check_gelu"):
+        with pytest.warns(DeprecationWarning, match=f"kernels.block.{name} moved to fastmixste.kernels.gelu.{name}"):
+            assert getattr(block, name) is getattr(gelu, name)
+    with pytest.raises(AttributeError, match="no attribute 'gelu_bias'"):
+        block.gelu_bias  # noqa: B018

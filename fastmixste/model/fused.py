@@ -3,7 +3,8 @@ between the GEMMs, and the ``lean`` recompute composites.
 
 :func:`forward_features_fused` is what ``MixSTE.forward_features`` runs when the backend resolves to ``triton``: same
 parameters and math as the eager path, only the passes between the GEMMs change (see its docstring). Importing this
-module imports triton (``fastmixste.kernels.block``); the model imports it only when the fused path runs.
+module imports triton (``fastmixste.kernels.block`` and ``fastmixste.kernels.gelu``); the model imports it only when
+the fused path runs.
 
 Recompute ``lean`` on the fused backend: the GEMM inputs that the block kernels rebuild in backward.
 
@@ -27,7 +28,7 @@ here, as autocast would cast them, and the gradients are returned in the paramet
 weights), as autocast's cast backward does. Without autocast, h comes in the parameters' dtype (fp32, or a .half()
 model's fp16) and nothing is cast. The rebuilt h and g are what the forward wrote: the same arithmetic on the same
 saved values (bitwise in the Triton interpreter; on a GPU wherever the forward and backward kernels reduce a row in
-the same order, see ``kernels/block.py``).
+the same order, see ``kernels/block.py`` and ``kernels/gelu.py``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import block as _block
-from ..kernels.block import bias_gelu, residual_layernorm
+from ..kernels import gelu as _gelu
+from ..kernels.block import residual_layernorm
+from ..kernels.gelu import bias_gelu
 from .mixste import _autocast_dtype
 from .recompute import run_checkpointed
 
@@ -155,7 +158,7 @@ def gelu_linear(u: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, bias: to
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[1] != u.shape[-1]:
         got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise ValueError(f"gelu_linear: weight must be (out_features, {u.shape[-1]}), got {got}")
-    _block.check_gelu(u, b)
+    _gelu.check_gelu(u, b)
     return _GeluLinear.apply(u, b, weight, bias)
 
 

@@ -13,7 +13,8 @@ One switch for every attention backend (``MixSTE(recompute=...)``, ``model.set_r
   - triton (the fused block): nothing is replayed. Each LayerNorm and the Linear it feeds, and bias + GELU with
     fc2, run as one autograd Function (:mod:`fastmixste.model.fused`) that keeps neither h nor g; the fused backward
     kernels, which recompute the normalisation and the GELU anyway, write them beside the gradients in the same
-    pass (``write_h`` / ``write_g`` of ``fastmixste.kernels.block``), and the weight gradients are taken from them.
+    pass (``write_h`` of ``fastmixste.kernels.block``, ``write_g`` of ``fastmixste.kernels.gelu``), and the weight
+    gradients are taken from them.
     The residual stream, the DropPath masks and everything else are kept as under ``none``.
 - ``full`` (every backend): checkpoint each spatial-temporal block pair (STE_i, its shared norm, TTE_i, its shared
   norm); only the pair inputs are kept (one (B, T, N, C) fp32 tensor per pair under autocast) and the pair is

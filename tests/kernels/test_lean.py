@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fastmixste.kernels import block as blk
-from fastmixste.kernels.block import bias_gelu, bias_gelu_ref, residual_layernorm, residual_layernorm_ref
+from fastmixste.kernels.block import residual_layernorm, residual_layernorm_ref
+from fastmixste.kernels.gelu import bias_gelu, bias_gelu_ref
 
 from fastmixste import MixSTE
 from fastmixste.model.fused import gelu_linear, norm_linear

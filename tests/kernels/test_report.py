@@ -84,16 +84,19 @@ def _block_choices(op) -> Iterator[tuple[torch.dtype, LaunchConfig]]:
                 for y in (None, *SUPPORTED_DTYPES):
                     for two in (False, True):
                         for backward, write_h in ((False, False), (True, False), (True, True)):
-                            plan = op.launch_plan("residual_layernorm", (*rows, C), h, backward, y_dtype=y,
-                                                  two_norms=two, write_h=write_h, programs=528)  # fmt: skip
+                            plan = op.launch_plan((*rows, C), h, backward, y_dtype=y, two_norms=two,
+                                                  write_h=write_h, programs=528)  # fmt: skip
                             for cfg, grid in plan:
                                 assert grid[0] >= 1, (rows, C, grid)
                                 yield h, cfg
+
+
+def _gelu_choices(op) -> Iterator[tuple[torch.dtype, LaunchConfig]]:
     for u in SUPPORTED_DTYPES:
         for shape in [(1, 1), (5, 7, 40), (2, 243, 17, 1024), (3, 128), (17, 129), (4, 2048)]:
             for grad in SUPPORTED_DTYPES:
                 for backward, write_g in ((False, False), (True, False), (True, True)):
-                    plan = op.launch_plan("bias_gelu", shape, u, backward, y_dtype=grad, write_h=write_g, programs=528)
+                    plan = op.launch_plan(shape, u, backward, grad_dtype=grad, write_g=write_g, programs=528)
                     for cfg, grid in plan:
                         assert min(grid) >= 1, (shape, grid)
                         yield u, cfg
@@ -103,6 +106,7 @@ LAUNCH_CHOICES: dict[str, Callable[[object], Iterable[tuple[torch.dtype, LaunchC
     "spatial": _attention_choices,
     "temporal": _attention_choices,
     "block": _block_choices,
+    "gelu": _gelu_choices,
     "cross": _cross_choices,
 }
 
@@ -149,8 +153,8 @@ def test_hot_pruned_length_81_is_compiled(monkeypatch) -> None:
                     plan = mods["cross"].launch_plan((Bq, 243, 1, 8 * D), (2, 81, 17, 8 * D), 8, dtype, backward)
                     picked += [cfg.key(dtype) for cfg, _ in plan]
                 for y in (None, dtype):
-                    plan = mods["block"].launch_plan("residual_layernorm", (2, 81, 17, 8 * D), dtype, backward,
-                                                     y_dtype=y, two_norms=True, programs=528)  # fmt: skip
+                    plan = mods["block"].launch_plan((2, 81, 17, 8 * D), dtype, backward, y_dtype=y, two_norms=True,
+                                                     programs=528)  # fmt: skip
                     picked += [cfg.key(dtype) for cfg, _ in plan]
     temporal_81 = {k for k in picked if k[0].startswith("_temporal") and ("BLOCK_Q", 64) in k[2]}
     assert temporal_81, "T = 81 should run the capped 64-row query tiles"
