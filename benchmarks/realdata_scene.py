@@ -19,6 +19,7 @@ import numpy as np
 from benchmarks.realdata_geometry import Camera, parse_qualisys, triangulate
 from fastmixste.data.builtin import _file_sha256, default_cache_root
 from fastmixste.io.files import atomic_write
+from fastmixste.video.fusion import blazepose_world_to_h36m
 from fastmixste.video.keypoints import BLAZEPOSE_JOINT_NAMES, Keypoints2D, RawKeypoints, to_h36m
 
 PACKAGE = "pose2sim==0.10.49"
@@ -273,12 +274,9 @@ def lowpass(x: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def h36m_3d(points: np.ndarray) -> np.ndarray:
-    """(..., 33, 3) BlazePose 3D points -> (..., 17, 3) Human3.6M joints by ``to_h36m``'s table (NaN propagates)."""
-    p = np.asarray(points, np.float64)
-    ones = np.ones(p.shape[:-1] + (1,))
-    xy = to_h36m(np.concatenate([p[..., :2], ones], axis=-1), "blazepose")[..., :2]
-    z = to_h36m(np.concatenate([p[..., 2:], p[..., 2:], ones], axis=-1), "blazepose")[..., :1]
-    return np.concatenate([xy, z], axis=-1)
+    """(..., 33, 3) BlazePose 3D points -> (..., 17, 3) Human3.6M joints (``fastmixste.video.fusion``'s conversion,
+    the one the video path applies to MediaPipe's own 3D; NaN propagates)."""
+    return blazepose_world_to_h36m(points)
 
 
 @dataclass

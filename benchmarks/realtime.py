@@ -206,7 +206,7 @@ def real_recording_accuracy(model, lookaheads: list[int], download: bool = True)
     from fastmixste.deploy.stream import OnlineRoot
 
     scene = load_scene(download=download, progress=False)
-    offline = score_predictions(scene, model_predictor(model))
+    offline = score_predictions(scene, model_predictor(model, detector_3d=False))
 
     def streaming(L: int, live_2d: bool):
         def predict(view):

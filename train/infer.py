@@ -12,8 +12,10 @@ local ONNX model from the ``onnx`` extra), one person is picked and tracked, con
 and gaps are filled. INPUT is an .npy/.npz array (T, J, 2|3) or (T, P, J, 2|3), a COCO-style keypoint JSON, or a
 folder of OpenPose JSON files (see ``fastmixste.video.keypoints``). Either way the sequence is normalised as in training
 and lifted in windows of the model's num_frame frames (any length), with flip test-time augmentation unless
-``--no-flip``. OUT.npz holds ``pose_3d`` (T, 17, 3) root-relative camera-frame coordinates in metres, the 2D input
-actually used, confidences, the filled mask and the metadata (JSON string under ``meta``: fps, detector, person,
+``--no-flip``. OUT.npz holds ``pose_3d`` (T, 17, 3) root-relative camera-frame coordinates in metres (with
+``--video`` and a detector that makes 3D of its own, MediaPipe, blended with it unless ``--detector-3d off``:
+``fastmixste.video.fusion``; the lifter's alone is ``pose_3d_lifter``), the 2D input actually used, confidences, the
+filled mask and the metadata (JSON string under ``meta``: fps, detector, person,
 throughput). ``--runtime onnx|pt2`` lifts with a file made by ``python -m fastmixste.deploy.export`` (or exports the
 checkpoint first); ``--stream`` lifts online, each frame once L more have come (``fastmixste.deploy.stream``). OUT and
 video renders are written atomically: a failed run leaves no partial file at either path (when
@@ -79,6 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-confidence", type=float, default=0.2,
                    help="joints below this confidence count as missing and are interpolated")
     p.add_argument("--no-flip", action="store_true", help="disable flip test-time augmentation")
+    p.add_argument("--detector-3d", default="blend", choices=("blend", "off"),
+                   help="with --video, offline: blend the lifted 3D with the detector's own 3D where it gives one "
+                        "(MediaPipe's world landmarks; fastmixste.video.fusion), as measured best on a real "
+                        "recording (default); off: the lifter's 3D alone. pose_3d_lifter keeps the lifter's either way")
     p.add_argument("--fov", type=float, default=60.0,
                    help="camera field of view across the image's longer side in degrees, for the root trajectory in "
                         "camera space (default 60: a typical phone or webcam)")
@@ -362,6 +368,14 @@ def _run_video(args: argparse.Namespace, model: torch.nn.Module, device: torch.d
                                          device=device, progress=progress)
     cpu_seconds = time.process_time() - cpu0
     _check_finite_output(pose_3d, args.checkpoint)
+    lifted, fusion = pose_3d, {"fused": False, "reason": "--detector-3d off"}
+    if args.detector_3d == "blend":
+        if kps.world is None:
+            fusion["reason"] = f"the detector ({detector.name}) gives no 3D of its own"
+        else:
+            from fastmixste.video.fusion import fuse_with_detector_3d
+
+            pose_3d, fusion = fuse_with_detector_3d(lifted, kps.world, source.fps)
 
     meta = dict(kps.meta)
     meta["notes"] = source.notes + meta["notes"]
@@ -372,6 +386,7 @@ def _run_video(args: argparse.Namespace, model: torch.nn.Module, device: torch.d
         "detector": described,
         "frames_decoded": stats.frames,
         "most_people_in_a_frame": stats.max_people,
+        "detector_3d": fusion,
     })
     meta.update(_model_meta(args, model, device, seconds))
     meta["throughput"] = {
@@ -387,7 +402,9 @@ def _run_video(args: argparse.Namespace, model: torch.nn.Module, device: torch.d
     arrays = {"pose_3d": pose_3d.astype(np.float32), "root_trajectory": root,
               "pose_3d_camera": (pose_3d + root[:, None]).astype(np.float32), "pose_2d": kps.pose,
               "pose_2d_normalized": x.astype(np.float32), "confidence": kps.confidence, "filled": kps.filled,
-              "detected": seen}
+              "detected": seen, "pose_3d_lifter": lifted.astype(np.float32)}
+    if kps.world is not None:
+        arrays["pose_3d_detector"] = kps.world.astype(np.float32)
     _write_npz(out, arrays, meta)
     if args.render is not None:
         from fastmixste.video.render import render_video
@@ -459,6 +476,13 @@ def _print_video_summary(args: argparse.Namespace, meta: dict) -> None:
     print(f"filled {100 * meta['filled_fraction']:.1f}% of joint positions by interpolation")
     for note in meta["notes"]:
         print(f"note: {note}")
+    fusion = meta.get("detector_3d", {})
+    if fusion.get("fused"):
+        print(f"3D: the lifter's ({100 * fusion['lifter_weight']:.0f}%) blended with the detector's own 3D "
+              f"({fusion['detector_3d_frames']} of {fusion['frames']} frames; --detector-3d off for the lifter's "
+              f"alone, kept as pose_3d_lifter)")
+    else:
+        print(f"3D: the lifter's alone ({fusion.get('reason', 'no detector 3D')})")
     print(f"lifted with {meta['backend']} on {meta['device']} ({tp['machine']}): {meta['num_frames']} frames in "
           f"{tp['lifting_seconds']:.2f} s ({tp['lifting_cpu_seconds']:.1f} CPU-s), {tp['lifting_fps']:.1f} frames/s "
           f"(windows of {meta['num_frame']} frames, flip {'on' if meta['flip'] else 'off'}) -> {args.out}")

@@ -597,6 +597,8 @@ def infer_stream(args: Any, model: torch.nn.Module, device: torch.device, progre
 
         focal, centre = default_intrinsics(meta["width"], meta["height"], args.fov)
         meta["intrinsics"] = {"focal_px": focal, "centre_px": list(centre), "fov_degrees": args.fov, "assumed": True}
+        meta["detector_3d"] = {"fused": False, "reason": "--stream writes the lifter's 3D alone (the blend with the "
+                                                         "detector's own 3D is offline: --video without --stream)"}
         bar = stack.enter_context(tqdm(total=total, desc="stream", unit="frame", disable=not progress, leave=False))
         return run_stream(model, frames, args.out, lookahead=lookahead, flip=not args.no_flip, meta=meta,
                           device=device, progress=lambda i: bar.update(1), camera=(focal, centre))

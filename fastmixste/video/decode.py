@@ -29,6 +29,7 @@ from tqdm import tqdm
 from fastmixste.data.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
 from fastmixste.data.windows import eval_windows, stitch
 from fastmixste.video.detectors import MissingExtraError, PoseDetector, check_detections
+from fastmixste.video.fusion import blazepose_world_to_h36m
 from fastmixste.video.keypoints import KeypointError, Keypoints2D, RawKeypoints, fill_gaps, pick_person, to_h36m
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -235,6 +236,9 @@ def detect_video(source: VideoSource, detector: PoseDetector, *, chunk: int = 8,
     # with the clip's length although nothing large is kept.)
     store = np.full((1024, 1, 17, 3), np.nan, np.float32)
     counts = np.zeros(1024, np.int64)
+    # The detector's own 3D where it gives one (MediaPipe's world landmarks), kept beside the 2D in the same slots.
+    with_world = callable(getattr(detector, "detect_with_world", None))
+    world = np.full_like(store, np.nan) if with_world else None
     who = f"detector {detector.name!r}"
     bar = tqdm(total=source.num_frames, desc="detect", unit="frame", disable=not progress, leave=False)
     it = source.chunks(chunk)
@@ -246,7 +250,14 @@ def detect_video(source: VideoSource, detector: PoseDetector, *, chunk: int = 8,
             stats.decode_seconds += t1 - t0
             if batch is None:
                 break
-            kp = check_detections(detector.detect(batch), len(batch), detector.layout, who)
+            if with_world:
+                kp, w3d = detector.detect_with_world(batch)
+                kp = check_detections(kp, len(batch), detector.layout, who)
+                w3d = np.asarray(w3d, np.float64)
+                if w3d.shape != kp.shape:
+                    raise VideoError(f"{who} returned 3D of shape {w3d.shape} beside keypoints {kp.shape}")
+            else:
+                kp = check_detections(detector.detect(batch), len(batch), detector.layout, who)
             stats.detect_seconds += time.perf_counter() - t1
             present = np.isfinite(kp[..., :2]).all(-1).any(-1) & (kp[..., 2] > 0).any(-1)  # (n, P)
             most = int(present.sum(-1).max(initial=0))
@@ -254,11 +265,17 @@ def detect_video(source: VideoSource, detector: PoseDetector, *, chunk: int = 8,
             if hi > len(store) or most > store.shape[1]:
                 grown = np.full((max(len(store), 2 * hi), max(store.shape[1], most), 17, 3), np.nan, np.float32)
                 grown[:len(store), :store.shape[1]] = store
+                if world is not None:
+                    more = np.full_like(grown, np.nan)
+                    more[:len(world), :world.shape[1]] = world
+                    world = more
                 store, counts = grown, np.concatenate([counts, np.zeros(len(grown) - len(counts), np.int64)])
             for i, (people, m) in enumerate(zip(kp, present)):
                 found = people[m]
                 if len(found):
                     store[lo + i, :len(found)] = to_h36m(found, detector.layout)
+                    if world is not None and detector.layout == "blazepose":
+                        world[lo + i, :len(found)] = blazepose_world_to_h36m(w3d[i][m])
                 counts[lo + i] = len(found)
             stats.frames_with_person += int((present.sum(-1) > 0).sum())
             stats.max_people = max(stats.max_people, most)
@@ -269,7 +286,11 @@ def detect_video(source: VideoSource, detector: PoseDetector, *, chunk: int = 8,
     if stats.frames == 0:
         raise VideoError(f"{source.path}: the clip has no frames")
     frames = [store[t, :counts[t]] for t in range(stats.frames)]
-    raw = RawKeypoints(frames, "h36m", str(source.path), width=float(source.width), height=float(source.height))
+    worlds = None
+    if world is not None and np.isfinite(world[:stats.frames]).any():
+        worlds = [world[t, :counts[t]] for t in range(stats.frames)]
+    raw = RawKeypoints(frames, "h36m", str(source.path), width=float(source.width), height=float(source.height),
+                       world=worlds)
     return raw, stats
 
 
@@ -308,6 +329,7 @@ def track_and_fill(raw: RawKeypoints, source: VideoSource, *, min_confidence: fl
             notes.append(f"no person from {a / fps:.2f} s to {(b + 1) / fps:.2f} s (frames {a}-{b}, "
                          f"{(b - a + 1) / fps:.1f} s): the 2D pose there is {how}, not seen")
     conf = np.where(filled, 0.0, picked[..., 2])
+    world = picked_world(raw, picked)
     meta = {
         "input": str(source.path),
         "layout": "h36m",
@@ -322,8 +344,22 @@ def track_and_fill(raw: RawKeypoints, source: VideoSource, *, min_confidence: fl
         "notes": notes,
     }
     kps = Keypoints2D(pose.astype(np.float32), conf.astype(np.float32), filled, float(source.width),
-                      float(source.height), meta)
+                      float(source.height), meta, world=world)
     return kps, seen
+
+
+def picked_world(raw: RawKeypoints, picked: np.ndarray) -> np.ndarray | None:
+    """(T, 17, 3) the detections ``pick_person`` chose -> (T, 17, 3) the detector's 3D of the same detections
+    (NaN where none was picked or the detector gave none); None when the input carries no 3D."""
+    if raw.world is None:
+        return None
+    out = np.full(picked.shape, np.nan, np.float32)
+    for t, (people, worlds) in enumerate(zip(raw.frames, raw.world)):
+        for person, w in zip(people, worlds):
+            if np.array_equal(person, picked[t], equal_nan=True):
+                out[t] = w
+                break
+    return out if np.isfinite(out).any() else None
 
 
 @torch.inference_mode()

@@ -111,6 +111,8 @@ class RawKeypoints:
     ``ids`` gives per frame a (P_t,) array of person identities when the source has them (array slots, COCO
     ``track_id``), else None. ``width``/``height`` are the image size when the file states it;
     ``has_confidence`` says whether the source gave confidences (else they are 1 where a joint is present).
+    ``world``: per frame (P_t, J, 3) the detector's own 3D of the same people (metres, NaN where it gave none) when
+    the detector makes one (MediaPipe), else None.
     """
 
     frames: list[np.ndarray]
@@ -120,6 +122,7 @@ class RawKeypoints:
     width: float | None = None
     height: float | None = None
     has_confidence: bool = True
+    world: list[np.ndarray] | None = None
 
 
 @dataclass
@@ -128,6 +131,8 @@ class Keypoints2D:
 
     ``pose`` (T, 17, 2) pixels, gaps filled; ``confidence`` (T, 17) of the detections (0 where filled);
     ``filled`` (T, 17) True where a joint was missing or below the confidence threshold and was interpolated.
+    ``world`` (T, 17, 3) the detector's own 3D of the same person (metres, NaN where none) when the detector makes
+    one, else None.
     """
 
     pose: np.ndarray
@@ -136,6 +141,7 @@ class Keypoints2D:
     width: float
     height: float
     meta: dict[str, Any] = field(default_factory=dict)
+    world: np.ndarray | None = None
 
     def normalized(self) -> np.ndarray:
         """-> (T, 17, 2) float32 screen coordinates as in training: X / w * 2 - [1, h / w]."""
