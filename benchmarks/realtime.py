@@ -201,14 +201,26 @@ def real_recording_accuracy(model, lookaheads: list[int], download: bool = True)
     """Streaming vs offline on the real-data check's recording (``benchmarks.realdata``): per lookahead, MPJPE and
     P-MPJPE of the 8 person-views against the triangulated reference (root-relative, camera frame), and the root
     error of the online root (``OnlineRoot`` from each frame's pose and 2D, the camera's intrinsics) beside
-    offline's (``root_trajectory`` over the whole clip). At half the window also with the 2D made online."""
+    offline's (``root_trajectory`` over the whole clip). At half the window also with the 2D made online. Then the
+    same with the detector's 3D blended in (``OnlineFusion`` frame by frame, against the offline blend of
+    ``train.infer --video``)."""
     from benchmarks.realdata import load_scene, model_predictor, score_predictions
     from fastmixste.deploy.stream import OnlineRoot
+    from fastmixste.video.fusion import OnlineFusion
 
     scene = load_scene(download=download, progress=False)
-    offline = score_predictions(scene, model_predictor(model, detector_3d=False))
+    offline = {fuse: score_predictions(scene, model_predictor(model, detector_3d=fuse)) for fuse in (False, True)}
 
-    def streaming(L: int, live_2d: bool):
+    def online_blend(pose: np.ndarray, world: np.ndarray, fps: float, L: int) -> np.ndarray:
+        fusion, out = OnlineFusion(fps, L), np.empty_like(pose)
+        for t in range(len(pose) + L):  # frame t - L is fused once frame t's detector 3D has come
+            if t < len(pose):
+                fusion.add(world[t])
+            if t >= L:
+                out[t - L] = fusion.fuse(t - L, pose[t - L])
+        return out
+
+    def streaming(L: int, live_2d: bool, fuse: bool):
         def predict(view):
             if live_2d:
                 x, px, w = online_2d(view.kps)
@@ -217,6 +229,8 @@ def real_recording_accuracy(model, lookaheads: list[int], download: bool = True)
                 w = np.where(view.kps.filled, 0.0, np.nan_to_num(view.kps.confidence, nan=0.0)) + 1e-3
             pose = stream_predictions(model, x, L)
             pose[:, 0] = 0.0
+            if fuse:
+                pose = online_blend(pose, view.world, view.fps, L)
             roots = OnlineRoot(view.camera.focal, view.camera.centre)
             return pose, np.stack([roots.update(pose[t], px[t], w[t]) for t in range(len(pose))])
 
@@ -224,16 +238,19 @@ def real_recording_accuracy(model, lookaheads: list[int], download: bool = True)
 
     frames = int(sum(v.valid.sum() for v in scene.inputs))
     name = f"real recording ({len(scene.inputs)} person-views, {scene.fps:g} fps)"
-    runs = [(L, False) for L in lookaheads] + [(model.config.num_frame // 2, True)]
+    half = model.config.num_frame // 2
+    runs = ([(L, False, False) for L in lookaheads] + [(half, True, False)]
+            + [(L, False, True) for L in lookaheads] + [(half, True, True)])
     rows = []
-    for L, live in runs:
-        on = score_predictions(scene, streaming(L, live))
-        o, n = offline["pose"]["mean"], on["pose"]["mean"]
-        rows.append({"data": name + (", 2D online" if live else ""), "frames": frames, "lookahead": L,
+    for L, live, fuse in runs:
+        on = score_predictions(scene, streaming(L, live, fuse))
+        o, n = offline[fuse]["pose"]["mean"], on["pose"]["mean"]
+        label = name + (", 2D online" if live else "") + (", blended with MediaPipe's 3D" if fuse else "")
+        rows.append({"data": label, "frames": frames, "lookahead": L,
                      "offline_mpjpe_mm": o["mpjpe"], "stream_mpjpe_mm": n["mpjpe"],
                      "difference_mm": n["mpjpe"] - o["mpjpe"], "offline_p_mpjpe_mm": o["p_mpjpe"],
                      "stream_p_mpjpe_mm": n["p_mpjpe"], "p_difference_mm": n["p_mpjpe"] - o["p_mpjpe"],
-                     "offline_root_error_mm": offline["root"]["mean"]["root_error"],
+                     "offline_root_error_mm": offline[fuse]["root"]["mean"]["root_error"],
                      "stream_root_error_mm": on["root"]["mean"]["root_error"],
                      "offline_speed_ratio": o["speed_ratio"], "stream_speed_ratio": n["speed_ratio"]})
         print(f"{rows[-1]['data']} L={L}: MPJPE {n['mpjpe']:.2f} vs offline {o['mpjpe']:.2f} "

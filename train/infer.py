@@ -82,9 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="joints below this confidence count as missing and are interpolated")
     p.add_argument("--no-flip", action="store_true", help="disable flip test-time augmentation")
     p.add_argument("--detector-3d", default="blend", choices=("blend", "off"),
-                   help="with --video, offline: blend the lifted 3D with the detector's own 3D where it gives one "
-                        "(MediaPipe's world landmarks; fastmixste.video.fusion), as measured best on a real "
-                        "recording (default); off: the lifter's 3D alone. pose_3d_lifter keeps the lifter's either way")
+                   help="with --video or --camera: blend the lifted 3D with the detector's own 3D where it gives one "
+                        "(MediaPipe's world landmarks; fastmixste.video.fusion; online with --stream), as measured "
+                        "best on a real recording (default); off: the lifter's 3D alone. pose_3d_lifter keeps the "
+                        "lifter's either way")
     p.add_argument("--fov", type=float, default=60.0,
                    help="camera field of view across the image's longer side in degrees, for the root trajectory in "
                         "camera space (default 60: a typical phone or webcam)")

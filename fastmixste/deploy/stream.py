@@ -256,12 +256,14 @@ class OnlinePose:
     def __init__(self, width: float, height: float, min_confidence: float = 0.2) -> None:
         self.width, self.height, self.min_conf = float(width), float(height), min_confidence
         self.last: np.ndarray | None = None  # (17, 2) pixels
+        self.picked: int | None = None  # which of the last update's people was followed (None: nobody)
 
     def update(self, people: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """-> ((17, 2) normalised 2D, or None while no person has been seen yet; (17,) confidence; (17,) filled)."""
         people = np.asarray(people, dtype=np.float32).reshape(-1, 17, 3)
         good = np.isfinite(people[..., :2]).all(-1) & (people[..., 2] >= self.min_conf)  # (P, 17)
         present = good.any(-1)
+        self.picked = None
         if not present.any():
             if self.last is None:
                 return None, np.zeros(17, np.float32), np.ones(17, bool)
@@ -273,6 +275,7 @@ class OnlinePose:
         else:
             i = idx[int(np.argmax([people[j, :, 2][good[j]].mean() for j in idx]))]
         g = good[i]
+        self.picked = int(i)
         pose = people[i, :, :2].copy()
         held = self.last if self.last is not None else np.broadcast_to(pose[g].mean(0), (17, 2))
         pose[~g] = held[~g]
@@ -288,7 +291,8 @@ class OnlinePose:
 @dataclass
 class Frame2D:
     """One frame ready for lifting: media time (s), wall-clock arrival (perf_counter, when it was decoded), the
-    (17, C) normalised model input, (17, 2) pixels, (17,) confidence, (17,) filled."""
+    (17, C) normalised model input, (17, 2) pixels, (17,) confidence, (17,) filled; ``world`` (17, 3) the
+    detector's own 3D of the person (metres) where it makes one, else None."""
 
     timestamp: float
     arrival: float
@@ -296,6 +300,7 @@ class Frame2D:
     pose_2d: np.ndarray
     confidence: np.ndarray
     filled: np.ndarray
+    world: np.ndarray | None = None
 
 
 def keypoint_stream(x: np.ndarray, pose: np.ndarray, confidence: np.ndarray, filled: np.ndarray,
@@ -309,18 +314,28 @@ def detected_stream(frames: Iterator[tuple[np.ndarray, float]], detector: Any, w
                     min_confidence: float = 0.2, in_chans: int = 2) -> Iterator[Frame2D]:
     """(RGB frame, media time) pairs -> Frame2D: detection, conversion to H36M-17, one person (``OnlinePose``)."""
     from fastmixste.video.detectors import check_detections
+    from fastmixste.video.fusion import blazepose_world_to_h36m
     from fastmixste.video.keypoints import to_h36m
 
     track = OnlinePose(width, height, min_confidence)
+    with_world = callable(getattr(detector, "detect_with_world", None)) and detector.layout == "blazepose"
     # (timestamp, arrival) of frames before the first person (16 bytes a frame: their pose will be the first one)
     waiting: list[tuple[float, float]] = []
     who = f"detector {detector.name!r}"
     for rgb, stamp in frames:
         arrival = time.perf_counter()
-        kp = check_detections(detector.detect(rgb[None]), 1, detector.layout, who)[0]  # (P, J, 3)
+        if with_world:
+            kp, w3d = detector.detect_with_world(rgb[None])
+            kp = check_detections(kp, 1, detector.layout, who)[0]  # (P, J, 3)
+            w3d = np.asarray(w3d, np.float64)[0]
+        else:
+            kp = check_detections(detector.detect(rgb[None]), 1, detector.layout, who)[0]  # (P, J, 3)
         ok = np.isfinite(kp[..., :2]).all(-1).any(-1) & (kp[..., 2] > 0).any(-1)
         people = to_h36m(kp[ok], detector.layout) if ok.any() else np.zeros((0, 17, 3), np.float32)
         x, conf, filled = track.update(people)
+        world = None
+        if with_world and track.picked is not None and w3d.shape == kp.shape:
+            world = blazepose_world_to_h36m(w3d[ok][track.picked])
         if x is None:
             waiting.append((stamp, arrival))
             continue
@@ -330,7 +345,7 @@ def detected_stream(frames: Iterator[tuple[np.ndarray, float]], detector: Any, w
         for ts, arr in waiting:  # frames before the first person: that person's first pose, marked filled
             yield Frame2D(ts, arr, x, px, np.zeros(17, np.float32), np.ones(17, bool))
         waiting = []
-        yield Frame2D(stamp, arrival, x, px, conf, filled)
+        yield Frame2D(stamp, arrival, x, px, conf, filled, world)
 
 
 def video_frames(source: Any) -> Iterator[tuple[np.ndarray, float]]:
@@ -428,7 +443,7 @@ class OnlineRoot:
 def run_stream(model: torch.nn.Module, frames: Iterator[Frame2D], out: str | os.PathLike, *, lookahead: int,
                flip: bool = True, meta: dict[str, Any] | None = None, device: torch.device | str = "cpu",
                chunk: int = 256, progress: Any = None, camera: tuple[float, tuple[float, float]] | None = None,
-               smooth_root: float = 0.0) -> dict[str, Any]:
+               smooth_root: float = 0.0, fusion: Any = None) -> dict[str, Any]:
     """Lift ``frames`` online into ``out`` (.npz written as it goes, assembled at the end) -> the metadata written.
 
     The npz holds per frame: ``pose_3d`` (T, 17, 3) (root set to 0), ``pose_2d`` pixels, ``pose_2d_normalized``,
@@ -436,7 +451,9 @@ def run_stream(model: torch.nn.Module, frames: Iterator[Frame2D], out: str | os.
     its 3D being written: lookahead plus compute). With ``camera`` = (focal, (cx, cy)) in pixels also
     ``root_trajectory`` (T, 3), the root in the camera frame solved online (``OnlineRoot``; ``smooth_root`` > 0
     averages over the past frames, which lags: on the real recording sigma 2 changed the root error by under 1 mm,
-    so the default is none), and ``pose_3d_camera`` = pose_3d + root_trajectory. Ctrl-C or SIGTERM ends the stream
+    so the default is none), and ``pose_3d_camera`` = pose_3d + root_trajectory. With ``fusion`` (a
+    ``fastmixste.video.fusion.OnlineFusion``) ``pose_3d`` is the lifted pose blended with the frames' detector 3D
+    (``Frame2D.world``) and ``pose_3d_lifter`` the lifter's alone. Ctrl-C or SIGTERM ends the stream
     as its end does (frames already detected in a ``Background`` source are lifted too, then the frames waiting for
     their lookahead with the final window) and then stops with exit 130; a source that fails part-way has what came
     before it written, and the error says so (StreamError). ``frames`` is closed when the stream stops.
@@ -448,6 +465,8 @@ def run_stream(model: torch.nn.Module, frames: Iterator[Frame2D], out: str | os.
     fields = {"pose_3d": ((17, 3), np.float32), "pose_2d": ((17, 2), np.float32),
               "pose_2d_normalized": ((17, c), np.float32), "confidence": ((17,), np.float32),
               "filled": ((17,), bool), "timestamp": ((), np.float64), "latency": ((), np.float64)}
+    if fusion is not None:
+        fields["pose_3d_lifter"] = ((17, 3), np.float32)
     roots = None
     if camera is not None:
         roots = OnlineRoot(camera[0], camera[1], smooth_root)
@@ -466,11 +485,14 @@ def run_stream(model: torch.nn.Module, frames: Iterator[Frame2D], out: str | os.
             pose = o.pose_3d.copy()
             pose[0] = 0.0  # root-relative, root at the origin (as in training)
             extra = {}
+            if fusion is not None:
+                extra["pose_3d_lifter"] = pose
+                pose = fusion.fuse(o.index, pose)
             if roots is not None:
                 # seen joints weigh by their confidence; held (filled) ones barely count (as offline)
                 weight = np.where(f.filled, 0.0, np.nan_to_num(f.confidence, nan=0.0)) + 1e-3
                 root = roots.update(pose, f.pose_2d, weight)
-                extra = {"root_trajectory": root, "pose_3d_camera": pose + root}
+                extra.update({"root_trajectory": root, "pose_3d_camera": pose + root})
             lat = time.perf_counter() - f.arrival
             latencies.append(lat)
             writer.write(pose_3d=pose, pose_2d=f.pose_2d, pose_2d_normalized=f.x, confidence=f.confidence,
@@ -481,6 +503,11 @@ def run_stream(model: torch.nn.Module, frames: Iterator[Frame2D], out: str | os.
     def close(stopped: str) -> dict[str, Any]:
         emit(lifter.finish())
         lat = np.asarray(latencies) if latencies else np.full(1, np.nan)
+        if fusion is not None:
+            meta["detector_3d"] = ({"fused": True, "online": True, "lifter_weight": fusion.lifter_weight,
+                                    "smooth_radius_frames": fusion.radius, "detector_3d_frames": fusion.frames_with_3d,
+                                    "frames": lifter.pushed} if fusion.frames_with_3d
+                                   else {"fused": False, "reason": "the detector gave no 3D of its own"})
         meta.update({"stopped": stopped, "num_frames": writer.frames, "model_seconds": lifter.model_seconds,
                      "forwards": lifter.forwards, "latency_median_s": float(np.median(lat)),
                      "latency_p95_s": float(np.percentile(lat, 95)), "wall_seconds": time.perf_counter() - t0})
@@ -496,10 +523,14 @@ def run_stream(model: torch.nn.Module, frames: Iterator[Frame2D], out: str | os.
     try:
         with sigterm_as_interrupt():
             for f in frames:
+                if fusion is not None:
+                    fusion.add(f.world)
                 emit(lifter.push(f.x, f))
     except KeyboardInterrupt:
         with defer_interrupts():
             for f in frames.pending() if isinstance(frames, Background) else []:  # detected before the stop
+                if fusion is not None:
+                    fusion.add(f.world)
                 emit(lifter.push(f.x, f))
             stop_source()
             if lifter.pushed:
@@ -597,11 +628,17 @@ def infer_stream(args: Any, model: torch.nn.Module, device: torch.device, progre
 
         focal, centre = default_intrinsics(meta["width"], meta["height"], args.fov)
         meta["intrinsics"] = {"focal_px": focal, "centre_px": list(centre), "fov_degrees": args.fov, "assumed": True}
-        meta["detector_3d"] = {"fused": False, "reason": "--stream writes the lifter's 3D alone (the blend with the "
-                                                         "detector's own 3D is offline: --video without --stream)"}
+        fusion = None
+        if getattr(args, "detector_3d", "off") == "blend" and args.keypoints is None:
+            from fastmixste.video.fusion import OnlineFusion
+
+            fusion = OnlineFusion(meta["fps"], lookahead)  # frames without detector 3D: the lifter's pose alone
+        else:
+            meta["detector_3d"] = {"fused": False, "reason": "--detector-3d off" if args.keypoints is None
+                                   else "keypoint input carries no detector 3D"}
         bar = stack.enter_context(tqdm(total=total, desc="stream", unit="frame", disable=not progress, leave=False))
         return run_stream(model, frames, args.out, lookahead=lookahead, flip=not args.no_flip, meta=meta,
-                          device=device, progress=lambda i: bar.update(1), camera=(focal, centre))
+                          device=device, progress=lambda i: bar.update(1), camera=(focal, centre), fusion=fusion)
 
 
 def print_stream_summary(args: Any, meta: dict[str, Any]) -> None:
@@ -613,3 +650,9 @@ def print_stream_summary(args: Any, meta: dict[str, Any]) -> None:
           f"{1e3 * meta['latency_median_s']:.1f} ms, p95 {1e3 * meta['latency_p95_s']:.1f} ms (the lookahead's "
           f"{meta['lookahead']} frames included); model {meta['model_seconds']:.2f} s in {meta['forwards']} passes"
           + (f"; {meta['pipeline']}" if "pipeline" in meta else "") + f" -> {args.out}")
+    fusion = meta.get("detector_3d", {})
+    if fusion.get("fused"):
+        print(f"3D: the lifter's ({100 * fusion['lifter_weight']:.0f}%) blended online with the detector's own 3D "
+              f"({fusion['detector_3d_frames']} of {fusion['frames']} frames; pose_3d_lifter keeps the lifter's)")
+    elif fusion:
+        print(f"3D: the lifter's alone ({fusion['reason']})")

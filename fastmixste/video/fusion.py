@@ -13,7 +13,8 @@ lifter's. ``fuse_with_detector_3d`` combines the two per frame:
 
 Both settings were chosen on Pose2Sim's ``Demo_MultiPerson`` (the project's own real-data check); the score is flat
 around them (README). Frames where the detector saw nobody take its 3D interpolated from the nearest frames where it
-did; a clip with no detector 3D at all keeps the lifter's pose.
+did; a clip with no detector 3D at all keeps the lifter's pose. ``OnlineFusion`` does the same for a stream
+(``train.infer --stream``), frame by frame with what has come.
 """
 
 from __future__ import annotations
@@ -108,3 +109,61 @@ def fuse_with_detector_3d(lifted: np.ndarray, detector_3d: np.ndarray, fps: floa
         "fused": True, "lifter_weight": lifter_weight, "smooth_seconds": smooth_seconds,
         "detector_3d_frames": int(seen.sum()), "frames": len(lifted), "scale_to_detector": float(scale),
     }
+
+
+class OnlineFusion:
+    """``fuse_with_detector_3d`` for a stream: frame t is fused once the detector's 3D of frames up to
+    t + ``lookahead`` has come (``add`` each frame's as it arrives, then ``fuse`` the lifted frames in order).
+
+    The low-pass is the offline Gaussian over the frames that are there: the past ones and at most ``lookahead``
+    future ones (with a lookahead of at least 3 sigma, 6 frames at 60 fps, it is the offline one away from the
+    stream's ends); frames without detector 3D are left out of it. The scale to the detector is the running ratio
+    of the mean sizes over the frames fused so far (offline takes the whole clip's). A frame with no detector 3D
+    within its window takes the last fused frame's detector pose; before any, the lifted pose is kept. Memory: the
+    last 2 x radius + lookahead frames.
+    """
+
+    def __init__(self, fps: float, lookahead: int, *, lifter_weight: float = LIFTER_WEIGHT,
+                 smooth_seconds: float = SMOOTH_SECONDS) -> None:
+        if not (np.isfinite(fps) and fps > 0) or lookahead < 0 or not 0.0 <= lifter_weight <= 1.0:
+            raise ValueError(f"OnlineFusion: need fps > 0, lookahead >= 0, lifter_weight in [0, 1]; got fps={fps}, "
+                             f"lookahead={lookahead}, lifter_weight={lifter_weight}")
+        sigma = smooth_seconds * fps
+        self.radius = max(1, int(np.ceil(3 * sigma))) if sigma > 0 else 0
+        offsets = np.arange(-self.radius, self.radius + 1)
+        self._kernel = np.exp(-0.5 * (offsets / sigma) ** 2) if sigma > 0 else np.ones(1)
+        self.lookahead, self.lifter_weight = lookahead, lifter_weight
+        self._world: dict[int, np.ndarray] = {}  # frame -> (J, 3) root-relative detector 3D (finite frames only)
+        self._added = 0
+        self._sizes = [0.0, 0.0]  # running sums of the detector's and the lifter's mean joint distance to the root
+        self._held: np.ndarray | None = None
+        self.frames_with_3d = 0
+
+    def add(self, world: np.ndarray | None) -> None:
+        """The detector's 3D of the next frame ((J, 3) metres, NaN or None where it gave none)."""
+        if world is not None and np.isfinite(world).all():
+            w = np.asarray(world, np.float64)
+            self._world[self._added] = w - w[:1]
+            self.frames_with_3d += 1
+        self._added += 1
+        for old in [k for k in self._world if k < self._added - 2 * self.radius - self.lookahead - 1]:
+            del self._world[old]
+
+    def fuse(self, index: int, lifted: np.ndarray) -> np.ndarray:
+        """Frame ``index``'s (J, 3) lifted pose -> (J, 3) float32 fused pose, root-relative."""
+        lifted = np.asarray(lifted, np.float64)
+        lifted = lifted - lifted[:1]
+        near = [(k, self._kernel[k - index + self.radius]) for k in range(index - self.radius, index + self.radius + 1)
+                if k in self._world]
+        if near:
+            det = sum(w * self._world[k] for k, w in near) / sum(w for _, w in near)
+            self._held = det
+        elif self._held is not None:
+            det = self._held
+        else:
+            return lifted.astype(np.float32)
+        self._sizes[0] += float(np.linalg.norm(det, axis=-1).mean())
+        self._sizes[1] += float(np.linalg.norm(lifted, axis=-1).mean())
+        scale = self._sizes[0] / self._sizes[1] if self._sizes[1] > 0 else 1.0
+        turned = rotate_onto((scale * lifted)[None], det[None])[0]
+        return (self.lifter_weight * turned + (1.0 - self.lifter_weight) * det).astype(np.float32)

@@ -9,6 +9,7 @@ import pytest
 
 from fastmixste.video.fusion import (
     LIFTER_WEIGHT,
+    OnlineFusion,
     blazepose_world_to_h36m,
     fill_frames,
     fuse_with_detector_3d,
@@ -133,6 +134,66 @@ def test_fusion_without_detector_3d_and_its_refusals():
         fuse_with_detector_3d(lifted, partly, fps=0.0)
 
 
+def run_online(fusion: OnlineFusion, lifted: np.ndarray, world: list, lookahead: int) -> np.ndarray:
+    """Feed frames as a stream does: frame t - L is fused right after frame t's detector 3D has come."""
+    out = np.empty(lifted.shape, np.float32)
+    for t in range(len(lifted) + lookahead):
+        if t < len(lifted):
+            fusion.add(world[t])
+        if t >= lookahead:
+            out[t - lookahead] = fusion.fuse(t - lookahead, lifted[t - lookahead])
+    return out
+
+
+@pytest.mark.parametrize("lookahead", [0, 3, 13])
+def test_online_fusion_of_agreeing_estimates_is_that_estimate(lookahead):
+    rng = np.random.default_rng(5)
+    det = np.broadcast_to(pose_sequence(rng, 1), (30, 17, 3)).copy()
+    lifted = np.stack([1.2 * d @ random_rotation(rng).T for d in det])
+    out = run_online(OnlineFusion(60.0, lookahead), lifted, list(det), lookahead)
+    np.testing.assert_allclose(out, det, atol=1e-5)
+
+
+def test_online_fusion_low_pass_is_offlines_with_enough_lookahead_and_one_sided_without():
+    rng = np.random.default_rng(6)
+    det = pose_sequence(rng, 40) + rng.normal(0, 0.01, (40, 17, 3))
+    det[:, 0] = 0
+    lifted = pose_sequence(rng, 40)
+    fps = 60.0
+    fusion = OnlineFusion(fps, 6, lifter_weight=0.0)
+    r = fusion.radius
+    assert r == 6  # 3 sigma, sigma = 2 frames at 60 fps
+    online = run_online(fusion, lifted, list(det), 6)
+    offline, _ = fuse_with_detector_3d(lifted, det, fps, lifter_weight=0.0)
+    np.testing.assert_allclose(online[r:-r], offline[r:-r], atol=1e-6)  # the ends differ: no edge padding online
+    # No lookahead: frame t sees frames t - r .. t only, the Gaussian's past half renormalised.
+    causal = run_online(OnlineFusion(fps, 0, lifter_weight=0.0), lifted, list(det), 0)
+    k = np.exp(-0.5 * (np.arange(-r, 1) / 2.0) ** 2)
+    np.testing.assert_allclose(causal[20], np.tensordot(k / k.sum(), det[20 - r:21], axes=1), atol=1e-6)
+
+
+def test_online_fusion_gaps_hold_and_memory_is_bounded():
+    rng = np.random.default_rng(7)
+    lifted = pose_sequence(rng, 60)
+    det = pose_sequence(rng, 60)
+    world = [None if 20 <= t < 45 or t < 10 else det[t] for t in range(60)]
+    fusion = OnlineFusion(60.0, 2)
+    out = run_online(fusion, lifted, world, 2)
+    # Before any detector 3D came within reach the lifted pose stays as it is.
+    np.testing.assert_allclose(out[0], lifted[0] - lifted[0, :1], atol=1e-6)
+    # Far inside the gap (no detector 3D within the radius) the last detector pose is held.
+    held = run_online(OnlineFusion(60.0, 2, lifter_weight=0.0), lifted, world, 2)
+    np.testing.assert_allclose(held[30], held[36], atol=1e-6)
+    assert not np.allclose(held[15], held[30], atol=1e-4)
+    assert fusion.frames_with_3d == 25 and len(fusion._world) <= 2 * fusion.radius + 2 + 1
+    long = OnlineFusion(60.0, 4)
+    for _ in range(5000):
+        long.add(det[0])
+    assert len(long._world) <= 2 * long.radius + 4 + 1
+    with pytest.raises(ValueError, match="lookahead"):
+        OnlineFusion(60.0, -1)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Through train.infer --video: a detector that gives 3D of its own
 # ---------------------------------------------------------------------------------------------------------------
@@ -218,3 +279,29 @@ def test_infer_video_with_a_2d_only_detector_says_so(tmp_path, checkpoint, monke
 def _first_frame(clip) -> np.ndarray:
     with av.open(str(clip)) as c:
         return next(c.decode(c.streams.video[0])).to_ndarray(format="rgb24")[None]
+
+
+def test_stream_blends_online_with_the_detectors_3d(tmp_path, checkpoint, monkeypatch, capsys):  # noqa: F811
+    from fastmixste.io import cli
+    from train import infer as infer_cli
+
+    det = BlazeSquareDetector()
+    monkeypatch.setattr(infer_cli, "make_detector", lambda *a, **k: det)
+    import fastmixste.video.detectors as detectors
+
+    monkeypatch.setattr(detectors, "make_detector", lambda *a, **k: det)  # what --stream imports
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, 16)
+    out = tmp_path / "s.npz"
+    code = cli.run_cli(infer_cli.main, video_args(checkpoint, clip, out, "--stream", "--lookahead", "4", "--serial"))
+    assert code == 0, capsys.readouterr().err
+    assert "blended online with the detector's own 3D (16 of 16 frames" in capsys.readouterr().out
+    offline = tmp_path / "o.npz"
+    assert infer_cli.main(video_args(checkpoint, clip, offline)) == 0
+    with np.load(out) as z, np.load(offline) as o:
+        meta = json.loads(str(z["meta"]))
+        assert meta["detector_3d"]["fused"] and meta["detector_3d"]["online"]
+        # The detector's 3D of each frame, as the offline path converts it; the online blend of it.
+        expect = run_online(OnlineFusion(FPS, 4), z["pose_3d_lifter"], list(o["pose_3d_detector"]), 4)
+        np.testing.assert_allclose(z["pose_3d"], expect, atol=1e-5)
+        assert not np.allclose(z["pose_3d"], z["pose_3d_lifter"], atol=1e-3)
