@@ -192,16 +192,24 @@ def baselines(scene: Scene) -> dict[str, Any]:
     return scene.baselines
 
 
-def model_predictor(model: Any, *, flip: bool = True, detector_3d: bool = True) -> Predict:
+def model_predictor(model: Any, *, flip: bool = True, detector_3d: bool = True,
+                    lifted: dict[tuple[str, str], np.ndarray] | None = None) -> Predict:
     """A ``Predict`` lifting through the video path (``train.infer.lift_keypoints``), then, as ``train.infer
     --video`` does by default (``detector_3d``), blending with MediaPipe's own 3D of the same detections
     (``fastmixste.video.fusion.fuse_with_detector_3d``), and solving the root with
-    ``fastmixste.video.trajectory.root_trajectory`` from the same 2D and the camera's intrinsics."""
+    ``fastmixste.video.trajectory.root_trajectory`` from the same 2D and the camera's intrinsics. ``lifted``, a
+    dict shared between predictors of one model, keeps each (person, camera)'s lifted pose so it is lifted once."""
     from fastmixste.video.fusion import fuse_with_detector_3d
     from train.infer import lift_keypoints
 
     def predict(view: ViewInput) -> tuple[np.ndarray, np.ndarray]:
-        pose, _, _ = lift_keypoints(model, view.kps, flip=flip)
+        key = (view.person, view.camera.name)
+        if lifted is not None and key in lifted:
+            pose = lifted[key]
+        else:
+            pose, _, _ = lift_keypoints(model, view.kps, flip=flip)
+            if lifted is not None:
+                lifted[key] = pose
         if detector_3d:
             pose, _ = fuse_with_detector_3d(pose, view.world, view.fps)
         return pose, _solve_root(pose, view)
@@ -264,9 +272,10 @@ def score_checkpoint(checkpoint: str | os.PathLike | Any, *, cache: str | os.Pat
         raise ValueError(f"{name}: the model has num_joints={model.config.num_joints}; the check needs 17")
     base = baselines(scene)
     t0 = time.perf_counter()
-    scored = score_predictions(scene, model_predictor(model, flip=flip))
+    lifted: dict[tuple[str, str], np.ndarray] = {}  # one lift per view for both rows
+    scored = score_predictions(scene, model_predictor(model, flip=flip, lifted=lifted))
     seconds = time.perf_counter() - t0
-    alone = score_predictions(scene, model_predictor(model, flip=flip, detector_3d=False))
+    alone = score_predictions(scene, model_predictor(model, flip=flip, detector_3d=False, lifted=lifted))
     return {"name": name, "pose": scored["pose"], "root": scored["root"],
             "lifter_alone": {"pose": alone["pose"], "root": alone["root"]}, "baselines": base,
             "data": scene_summary(scene), "seconds": {"lift_and_score": seconds},

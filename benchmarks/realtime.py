@@ -209,7 +209,9 @@ def real_recording_accuracy(model, lookaheads: list[int], download: bool = True)
     from fastmixste.video.fusion import OnlineFusion
 
     scene = load_scene(download=download, progress=False)
-    offline = {fuse: score_predictions(scene, model_predictor(model, detector_3d=fuse)) for fuse in (False, True)}
+    lifted: dict = {}  # one offline lift per view for both
+    offline = {fuse: score_predictions(scene, model_predictor(model, detector_3d=fuse, lifted=lifted))
+               for fuse in (False, True)}
 
     def online_blend(pose: np.ndarray, world: np.ndarray, fps: float, L: int) -> np.ndarray:
         fusion, out = OnlineFusion(fps, L), np.empty_like(pose)

@@ -237,7 +237,7 @@ def detect_video(source: VideoSource, detector: PoseDetector, *, chunk: int = 8,
     store = np.full((1024, 1, 17, 3), np.nan, np.float32)
     counts = np.zeros(1024, np.int64)
     # The detector's own 3D where it gives one (MediaPipe's world landmarks), kept beside the 2D in the same slots.
-    with_world = callable(getattr(detector, "detect_with_world", None))
+    with_world = callable(getattr(detector, "detect_with_world", None)) and detector.layout == "blazepose"
     world = np.full_like(store, np.nan) if with_world else None
     who = f"detector {detector.name!r}"
     bar = tqdm(total=source.num_frames, desc="detect", unit="frame", disable=not progress, leave=False)
@@ -274,7 +274,7 @@ def detect_video(source: VideoSource, detector: PoseDetector, *, chunk: int = 8,
                 found = people[m]
                 if len(found):
                     store[lo + i, :len(found)] = to_h36m(found, detector.layout)
-                    if world is not None and detector.layout == "blazepose":
+                    if world is not None:
                         world[lo + i, :len(found)] = blazepose_world_to_h36m(w3d[i][m])
                 counts[lo + i] = len(found)
             stats.frames_with_person += int((present.sum(-1) > 0).sum())
