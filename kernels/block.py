@@ -7,13 +7,16 @@ bias-gradient sums. Two ops remove most of that traffic: this module's, and bias
 
 ``residual_layernorm(r, y, mask, keep, w1, b1, w2, b2)``, one pass over a (B, T, N, C) tile of rows::
 
-    s = r + y / keep * mask          # residual add + DropPath (mask: one draw per frame or per joint)
+    s = r + (y + yb) / keep * mask   # residual add + DropPath (mask: one draw per frame or per joint)
     a = LN_1(s)                      # norm2 inside the block, or the post-norm after it
     one norm:   res, h = s, a        # s is the next residual, a the next GEMM input
     two norms:  res, h = a, LN_2(a)  # post-norm folded into the next block's norm1
 
-``res`` (the residual stream) is float32 whatever the inputs; ``h`` (a GEMM input) comes out in ``h_dtype``
-(bf16/fp16 under autocast), so no cast kernel runs before the next Linear. The backward takes the gradients of both
+``yb`` (optional, ``y_bias``) is the bias of the Linear that made y: added here rather than in that GEMM, its
+gradient (the column sum of dy) comes out of the backward pass, as the LayerNorm's do, instead of a pass of its own
+that re-reads dy (what autograd's Linear backward runs). ``res`` (the residual stream) is float32 whatever the
+inputs; ``h`` (a GEMM input) comes out in ``h_dtype`` (bf16/fp16 under autocast), so no cast kernel runs before the
+next Linear. The backward takes the gradients of both
 outputs and writes dr (= ds: the residual gradient accumulation is the add of grad_res inside the kernel), dy (the
 DropPath backward) and the LayerNorm weight/bias gradients as per-program partial sums, reduced by one small sum.
 Mean and rstd are recomputed from the saved rows (compute is free in a memory-bound kernel), so the forward writes
@@ -143,6 +146,7 @@ def _residual_norm_fwd_kernel(
     b1_ptr,
     w2_ptr,
     b2_ptr,
+    yb_ptr,
     res_ptr,
     h_ptr,
     inv_keep,
@@ -162,6 +166,7 @@ def _residual_norm_fwd_kernel(
     stride_m_t,
     stride_m_n,
     TWO_NORMS: tl.constexpr,
+    Y_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
@@ -183,6 +188,8 @@ def _residual_norm_fwd_kernel(
     # y the launcher passes a stride-0 view of zeros (s = r + 0).
     p_y = y_ptr + (i_b * stride_y_b + i_t * stride_y_t + i_n * stride_y_n)[:, None] + o_c[None, :]
     b_y = tl.load(p_y, mask=m_mc, other=0.0).to(tl.float32)
+    if Y_BIAS:  # the bias of the Linear that made y, added here rather than in the GEMM (its gradient: sum of dy)
+        b_y += tl.load(yb_ptr + o_c, mask=m_c, other=0.0).to(tl.float32)[None, :]
     # DropPath as eager computes it, y / keep * mask (times 1/keep: within an ulp), mask 0 or 1 per row group.
     # Without a DropPath the launcher passes a stride-0 mask of ones and keep = 1: y * 1 * 1 is y exactly.
     p_k = mask_ptr + i_b * stride_m_b + i_t * stride_m_t + i_n * stride_m_n
@@ -217,6 +224,7 @@ def _residual_norm_bwd_kernel(
     b1_ptr,
     w2_ptr,
     b2_ptr,
+    yb_ptr,
     gres_ptr,
     gh_ptr,
     dx_ptr,
@@ -225,6 +233,7 @@ def _residual_norm_bwd_kernel(
     db1_ptr,
     dw2_ptr,
     db2_ptr,
+    dyb_ptr,
     h_ptr,
     inv_keep,
     eps,
@@ -251,6 +260,7 @@ def _residual_norm_bwd_kernel(
     stride_gh_n,
     TWO_NORMS: tl.constexpr,
     WRITE_H: tl.constexpr,
+    Y_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
@@ -259,6 +269,8 @@ def _residual_norm_bwd_kernel(
     # registers; it writes them once to row pid of the (G, C) partial buffers, which the launcher sums.
     # WRITE_H: also write the forward's h, rebuilt by the forward's own arithmetic from the same fp32 values (bitwise
     # what the forward stored wherever the row reductions run in the same order), so a caller need not keep it.
+    # Y_BIAS: y had the bias of the Linear that made it added in the forward (added again where s is rebuilt); its
+    # gradient, the column sum of dy, is summed here like the LayerNorm's, so no pass re-reads dy for it.
     pid = tl.program_id(0)
     eps = tl.cast(eps, tl.float32)
     inv_c = tl.cast(inv_c, tl.float32)
@@ -275,6 +287,10 @@ def _residual_norm_bwd_kernel(
             b_b2 = tl.load(b2_ptr + o_c, mask=m_c, other=0.0).to(tl.float32)
         acc_dw2 = tl.zeros([BLOCK_C], dtype=tl.float32)
         acc_db2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+    if Y_BIAS:
+        acc_dyb = tl.zeros([BLOCK_C], dtype=tl.float32)
+        if TWO_NORMS:
+            b_yb = tl.load(yb_ptr + o_c, mask=m_c, other=0.0).to(tl.float32)
 
     for i_tile in range(pid, tl.cdiv(M, BLOCK_M), G):
         o_m = i_tile * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -289,6 +305,8 @@ def _residual_norm_bwd_kernel(
         if TWO_NORMS:
             p_y = y_ptr + (i_b * stride_y_b + i_t * stride_y_t + i_n * stride_y_n)[:, None] + o_c[None, :]
             b_y = tl.load(p_y, mask=m_mc, other=0.0).to(tl.float32)
+            if Y_BIAS:
+                b_y += b_yb[None, :]
             b_s += b_y * tl.cast(inv_keep, tl.float32) * b_k[:, None]
         b_xhat1, b_rstd1 = _normalize(b_s, m_c, inv_c, eps)
         o_out = o_m.to(tl.int64)[:, None] * C + o_c[None, :]
@@ -319,14 +337,18 @@ def _residual_norm_bwd_kernel(
             acc_db1 += tl.sum(b_gh, 0)
             b_ds = _normalize_bwd(b_gh * b_w1[None, :], b_xhat1, b_rstd1, m_c, inv_c) + b_gres
 
-        tl.store(dx_ptr + o_out, b_ds.to(dx_ptr.dtype.element_ty), mask=m_mc)
         # dy, the DropPath backward (written to a scratch buffer when the op had no y).
         b_dy = b_ds * b_k[:, None] * tl.cast(inv_keep, tl.float32)
+        if Y_BIAS:  # padded rows and columns are zero in dy (their loads are)
+            acc_dyb += tl.sum(b_dy, 0)
+        tl.store(dx_ptr + o_out, b_ds.to(dx_ptr.dtype.element_ty), mask=m_mc)
         tl.store(dy_ptr + o_out, b_dy.to(dy_ptr.dtype.element_ty), mask=m_mc)
         if WRITE_H and not TWO_NORMS:
             tl.store(h_ptr + o_out, b_h.to(h_ptr.dtype.element_ty), mask=m_mc)
 
     o_p = pid.to(tl.int64) * C + o_c
+    if Y_BIAS:
+        tl.store(dyb_ptr + o_p, acc_dyb, mask=m_c)
     tl.store(dw1_ptr + o_p, acc_dw1, mask=m_c)
     tl.store(db1_ptr + o_p, acc_db1, mask=m_c)
     if TWO_NORMS:
@@ -344,6 +366,8 @@ def _residual_norm_bwd_kernel(
 _NORM_BLOCK_CS: tuple[int, ...] = (128, 512, MAX_CHANNELS)
 
 _F32 = torch.float32
+#: (write_h, BLOCK_C) of the one-norm backward with a y bias that run 8 warps (see launch_plan; from kernels.report).
+_Y_BIAS_EIGHT_WARPS = {(False, 2048), (True, 512)}
 
 
 def _norm_tile(C: int) -> tuple[int, int]:
@@ -383,6 +407,7 @@ def launch_plan(
     y_dtype: torch.dtype | None = None,
     two_norms: bool = False,
     write_h: bool = False,
+    y_bias: bool = False,
     programs: int = CPU_PROGRAMS,
 ) -> list[tuple[TypedLaunchConfig, tuple[int, ...]]]:
     """Every (configuration, grid) a launcher runs for (B, T, N, C) rows of ``shape``, in launch order; empty for
@@ -392,7 +417,8 @@ def launch_plan(
     zeros, and dy goes to a scratch buffer, so y is no variant; the DropPath mask is a runtime operand too). The
     backward runs at most ``programs`` persistent programs (4 per SM on a GPU), each summing its own rows of the
     weight/bias gradients. ``write_h`` (backward only): the backward also writes the forward's h, for callers that
-    did not keep it.
+    did not keep it. ``y_bias``: y comes with the bias of the Linear that made it (added in the kernels; the backward
+    sums its gradient).
     """
     if write_h and not backward:
         raise ValueError("write_h asks a backward kernel to rebuild the forward's output; the forward writes it anyway")
@@ -403,9 +429,9 @@ def launch_plan(
     block_m, block_c = _norm_tile(C)
     types = _norm_types(dtype, y_dtype, backward)
     tiles = triton.cdiv(M, block_m)
-    flags = {"TWO_NORMS": two_norms, "BLOCK_M": block_m, "BLOCK_C": block_c}
+    flags = {"TWO_NORMS": two_norms, "Y_BIAS": y_bias, "BLOCK_M": block_m, "BLOCK_C": block_c}
     if backward:
-        flags = {"TWO_NORMS": two_norms, "WRITE_H": write_h, "BLOCK_M": block_m, "BLOCK_C": block_c}
+        flags = {"TWO_NORMS": two_norms, "WRITE_H": write_h, "Y_BIAS": y_bias, "BLOCK_M": block_m, "BLOCK_C": block_c}
     fn = _residual_norm_bwd_kernel if backward else _residual_norm_fwd_kernel
     # The backward's per-column vectors (weights, four gradient accumulators) grow with BLOCK_C: at 2048 wide,
     # 8 warps sat at 128 registers with an 8 B spill on sm_90; 16 warps halve them. The fp32 two-norm backward
@@ -414,6 +440,11 @@ def launch_plan(
     # Writing h as well (write_h) took 128-221 registers at 8 warps, with 8 B spills in some typings (sm_89 and
     # sm_90): 16 warps for every such variant.
     wide = block_c >= 2048 or (two_norms and dtype == _F32 and block_c == 128) or write_h
+    # With the y bias's accumulator, two one-norm backward variants at 16 warps settled on 64 registers with an 8 B
+    # spill (2048 wide without write_h on sm_90, 512 wide with write_h on sm_89); at 8 warps they take 113-152
+    # registers, no spill, on both targets (the 128-wide write_h one is the other way round: it stays at 16).
+    if y_bias and not two_norms and (write_h, block_c) in _Y_BIAS_EIGHT_WARPS:
+        wide = False
     num_warps = 16 if backward and wide else 8
     cfg = typed_config(fn, flags, num_warps, types, ("inv_keep", "eps", "inv_c"))
     return [(cfg, (max(1, min(tiles, programs)) if backward else tiles,))]
@@ -473,6 +504,21 @@ def _check_norm(*args) -> tuple[int, int, int, int]:
     return args[0].shape
 
 
+def _check_y_bias(yb: torch.Tensor | None, y: torch.Tensor | None, x: torch.Tensor, op: str = _OP) -> None:
+    """``yb``, the bias of the Linear that made y: None, or a (C,) float tensor on x's device beside a y."""
+    if yb is None:
+        return
+    C = x.shape[-1]
+    tensor_arg(yb, "y_bias", op)
+    if y is None:
+        raise ValueError(f"{op}: y_bias is the bias of the Linear that made y; it needs a y")
+    if yb.shape != (C,) or yb.device != x.device or yb.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(
+            f"{op}: y_bias must be a ({C},) float32/float16/bfloat16 tensor on {x.device}, got "
+            f"{tuple(yb.shape)} {yb.dtype} on {yb.device}"
+        )
+
+
 def unsupported_reasons(x: torch.Tensor, h_dtype: torch.dtype | None = None) -> list[str]:
     """Why the block kernels cannot run on (B, T, N, C) activations like ``x`` here (empty list when they can).
 
@@ -513,16 +559,20 @@ def residual_norm_fwd(
     b2: torch.Tensor | None,
     eps: float,
     h_dtype: torch.dtype,
+    yb: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, N, C) r, y, (B, T, N) mask -> (res fp32, h in h_dtype), both (B, T, N, C); launches the forward kernel.
 
-    One norm: res = s = r + y / keep * mask, h = LN_1(s). Two norms: res = LN_1(s), h = LN_2(res).
+    One norm: res = s = r + (y + yb) / keep * mask, h = LN_1(s). Two norms: res = LN_1(s), h = LN_2(res). ``yb``
+    (C,): the bias of the Linear that made y, or None.
     """
     B, T, N, C = _check_norm(r, y, mask, w1, b1, w2, b2, h_dtype)
+    _check_y_bias(yb, y, r)
     res = _common.new_buffer((B, T, N, C), r, _F32)
     h = _common.new_buffer((B, T, N, C), r, h_dtype)
     two = w2 is not None
-    plan = launch_plan((B, T, N, C), h_dtype, False, y_dtype=None if y is None else y.dtype, two_norms=two)
+    plan = launch_plan((B, T, N, C), h_dtype, False, y_dtype=None if y is None else y.dtype, two_norms=two,
+                       y_bias=yb is not None)  # fmt: skip
     if not plan:
         return res, h
     types = _norm_types(h_dtype, None if y is None else y.dtype, backward=False)
@@ -532,9 +582,10 @@ def residual_norm_fwd(
     mask = as_dtype(mask, _F32) if mask is not None else _ones_mask(r, B, T, N)
     w1, b1 = as_dtype(w1, _F32), as_dtype(b1, _F32)
     w2, b2 = (as_dtype(w2, _F32), as_dtype(b2, _F32)) if two else (w1, b1)
+    yb = as_dtype(yb, _F32) if yb is not None else b1  # read only with Y_BIAS
     with device_guard(r):
         for cfg, grid in plan:
-            launch(cfg, grid, r, y, mask, w1, b1, w2, b2, res, h, inv_keep, float(eps), 1.0 / C, B * T * N, T, N, C,
+            launch(cfg, grid, r, y, mask, w1, b1, w2, b2, yb, res, h, inv_keep, float(eps), 1.0 / C, B * T * N, T, N, C,
                    *r.stride()[:3], *y.stride()[:3], *mask.stride())  # fmt: skip
     return res, h
 
@@ -555,15 +606,18 @@ def residual_norm_bwd(
     y_dtype: torch.dtype,
     b2: torch.Tensor | None = None,
     write_h: bool = False,
+    yb: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """Gradients of :func:`residual_norm_fwd` -> (dr, dy or None, dw1, db1, dw2 or None, db2 or None, h or None).
+    """Gradients of :func:`residual_norm_fwd` -> (dr, dy or None, dw1, db1, dw2 or None, db2 or None, h or None,
+    dyb or None).
 
     ``x`` is s (one norm) or r (two norms: s = r + y / keep * mask is rebuilt when ``add_y``, s = r without y).
     ``y`` is read only when ``add_y``; with ``add_y`` False a non-None ``y`` only asks for dy. dr is ``r_dtype``,
     dy ``y_dtype``, the weight gradients take the weights' dtype; grad_h's dtype is the forward's h dtype.
     ``grad_res``/``grad_h`` may
     have any strides on B, T, N (0 included). ``write_h``: also return the forward's h (grad_h's dtype), rebuilt in
-    the same pass for callers that did not keep it; two norms need ``b2`` for it.
+    the same pass for callers that did not keep it; two norms need ``b2`` for it. ``yb``: the forward's y bias (added
+    where s is rebuilt); its gradient dyb, the column sum of dy in yb's dtype, is summed in the same pass.
     """
     two = w2 is not None
     B, T, N, C = _check_norm(x, y, mask, w1, b1, w2, w2, tensor_arg(grad_h, "grad_h", _OP).dtype)
@@ -577,17 +631,19 @@ def residual_norm_bwd(
     for name, g in (("grad_res", grad_res), ("grad_h", grad_h)):
         if tensor_arg(g, name, _OP).shape != x.shape:
             raise ValueError(f"{_OP}: {name} must have shape {tuple(x.shape)}, got {tuple(g.shape)}")
+    _check_y_bias(yb, y, x)
     want_dy = y is not None
     h_dtype = grad_h.dtype
     k_y = None if y is None else y_dtype
     types = _norm_types(h_dtype, k_y, backward=True)
     plan = launch_plan((B, T, N, C), h_dtype, True, y_dtype=k_y, two_norms=two, write_h=write_h,
-                       programs=backward_programs(x.device))  # fmt: skip
+                       y_bias=yb is not None, programs=backward_programs(x.device))  # fmt: skip
     G = plan[0][1][0] if plan else 1
     h = _common.new_buffer((B, T, N, C), x, h_dtype) if write_h else None
     dx = _common.new_buffer((B, T, N, C), x, _F32)
     dy = _common.new_buffer((B, T, N, C), x, types["dy_ptr"])  # scratch without y
-    parts = _common.new_buffer((4 if two else 2, G, C), x, _F32)  # every row written
+    n_parts = (4 if two else 2) + (yb is not None)
+    parts = _common.new_buffer((n_parts, G, C), x, _F32)  # every row written
     if plan:
         grad_res = unit_channel_stride(as_dtype(grad_res, _F32))
         grad_h = unit_channel_stride(grad_h)
@@ -599,11 +655,13 @@ def residual_norm_bwd(
         w1f, b1f = as_dtype(w1, _F32), as_dtype(b1, _F32)
         w2f = as_dtype(w2, _F32) if two else w1f
         b2f = as_dtype(b2, _F32) if two and b2 is not None else b1f  # read only with two norms and write_h
+        ybf = as_dtype(yb, _F32) if yb is not None else b1f  # read only with Y_BIAS
         with device_guard(x):
             for cfg, grid in plan:
                 # Without write_h, h points at grad_h (h's type, never written).
-                launch(cfg, grid, x, y_in, mask, w1f, b1f, w2f, b2f, grad_res, grad_h, dx, dy,
-                       parts[0], parts[1], parts[2 if two else 0], parts[3 if two else 1], grad_h if h is None else h,
+                launch(cfg, grid, x, y_in, mask, w1f, b1f, w2f, b2f, ybf, grad_res, grad_h, dx, dy,
+                       parts[0], parts[1], parts[2 if two else 0], parts[3 if two else 1], parts[n_parts - 1],
+                       grad_h if h is None else h,
                        inv_keep, float(eps),
                        1.0 / C, B * T * N, T, N, C, G, *x.stride()[:3], *y_in.stride()[:3], *mask.stride(),
                        *grad_res.stride()[:3],
@@ -613,7 +671,8 @@ def residual_norm_bwd(
     # The small reduction over programs; one fresh tensor per gradient (views of one sum would alias).
     dw1, db1 = parts[0].sum(0).to(w1.dtype), parts[1].sum(0).to(b1.dtype)
     dw2, db2 = (parts[2].sum(0).to(w2.dtype), parts[3].sum(0).to(w2.dtype)) if two else (None, None)
-    return dx.to(r_dtype), (dy.to(y_dtype) if want_dy else None), dw1, db1, dw2, db2, h
+    dyb = parts[n_parts - 1].sum(0).to(yb.dtype) if yb is not None else None
+    return dx.to(r_dtype), (dy.to(y_dtype) if want_dy else None), dw1, db1, dw2, db2, h, dyb
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -633,13 +692,15 @@ def _residual_layernorm_op(
     b2: torch.Tensor | None,
     eps: float,
     h_dtype: torch.dtype,
+    yb: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return residual_norm_fwd(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype)
+    return residual_norm_fwd(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, yb)
 
 
 @_residual_layernorm_op.register_fake
-def _(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype):
+def _(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, yb=None):
     _check_norm(r, y, mask, w1, b1, w2, b2, h_dtype)
+    _check_y_bias(yb, y, r)
     return r.new_empty(r.shape, dtype=torch.float32), r.new_empty(r.shape, dtype=h_dtype)
 
 
@@ -660,18 +721,21 @@ def _residual_layernorm_backward_op(
     y_dtype: torch.dtype,
     b2: torch.Tensor | None = None,
     write_h: bool = False,
+    yb: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
-    outs = residual_norm_bwd(grad_res, grad_h, x, y, mask, keep, w1, b1, w2, eps, add_y, r_dtype, y_dtype, b2, write_h)
+    outs = residual_norm_bwd(grad_res, grad_h, x, y, mask, keep, w1, b1, w2, eps, add_y, r_dtype, y_dtype, b2, write_h,
+                             yb)  # fmt: skip
     # Absent outputs come back as distinct empty placeholders (an op's outputs can be neither None nor aliases):
-    # [dr, dy, dw1, db1, dw2, db2, h].
+    # [dr, dy, dw1, db1, dw2, db2, h, dyb].
     return [outs[0]] + [x.new_empty(0) if t is None else t for t in outs[1:]]
 
 
 @_residual_layernorm_backward_op.register_fake
-def _(grad_res, grad_h, x, y, mask, keep, w1, b1, w2, eps, add_y, r_dtype, y_dtype, b2=None, write_h=False):
+def _(grad_res, grad_h, x, y, mask, keep, w1, b1, w2, eps, add_y, r_dtype, y_dtype, b2=None, write_h=False, yb=None):
     two = w2 is not None
     if write_h and two and b2 is None:
         raise ValueError(f"{_OP}: write_h with two norms needs b2 (h = LN_2(a) uses it)")
+    _check_y_bias(yb, y, x)
     return [
         x.new_empty(x.shape, dtype=r_dtype),
         x.new_empty(x.shape, dtype=y_dtype) if y is not None else x.new_empty(0),
@@ -680,14 +744,15 @@ def _(grad_res, grad_h, x, y, mask, keep, w1, b1, w2, eps, add_y, r_dtype, y_dty
         w2.new_empty(w2.shape) if two else x.new_empty(0),
         w2.new_empty(w2.shape) if two else x.new_empty(0),
         x.new_empty(x.shape, dtype=grad_h.dtype) if write_h else x.new_empty(0),
+        yb.new_empty(yb.shape) if yb is not None else x.new_empty(0),
     ]
 
 
 def norm_saved(ctx, inputs: tuple, res: torch.Tensor) -> tuple:
-    """The op's arguments and its ``res`` output -> the tensors its backward needs, (x, y, mask, w1, b1, w2, b2);
+    """The op's arguments and its ``res`` output -> the tensors its backward needs, (x, y, mask, w1, b1, w2, b2, yb);
     records the backward's flags on ``ctx``. Shared with the composites of ``fastmixste.model.fused``, which save these
     plus their Linear's parameters."""
-    r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype = inputs
+    r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, yb = inputs
     two = w2 is not None
     # One norm: res is s itself, keep it (it is the next op's r, so the storage is shared). Two norms: keep r and y
     # and rebuild s in the backward (r is the previous one-norm op's saved s).
@@ -696,7 +761,10 @@ def norm_saved(ctx, inputs: tuple, res: torch.Tensor) -> tuple:
     ctx.keep, ctx.eps = keep, eps
     ctx.r_dtype, ctx.y_dtype, ctx.h_dtype = r.dtype, (y.dtype if y is not None else r.dtype), h_dtype
     ctx.two = two
-    return (r if two else res, y if two else None, mask, w1, b1, w2, b2)
+    # Unused outputs (the res of a last post-norm, the h of an op whose h is not read) get None, not a zero-filled
+    # activation: the backward treats a None gradient as zeros through a stride-0 view.
+    ctx.set_materialize_grads(False)
+    return (r if two else res, y if two else None, mask, w1, b1, w2, b2, yb)
 
 
 def norm_grads(
@@ -704,20 +772,20 @@ def norm_grads(
 ) -> tuple[tuple, torch.Tensor | None]:
     """:func:`norm_saved`'s tensors and the output gradients -> (the gradients of the op's 10 arguments, the
     forward's h rebuilt when ``write_h``, else None)."""
-    x, y, mask, w1, b1, w2, b2 = saved
+    x, y, mask, w1, b1, w2, b2, yb = saved
     if grad_res is None:
         grad_res = torch.zeros((), dtype=torch.float32, device=x.device).expand(x.shape)
     if grad_h is None:
         grad_h = torch.zeros((), dtype=ctx.h_dtype, device=x.device).expand(x.shape)
     # The y argument tells the op both "rebuild s" (add_y) and "write dy": pass a stand-in when only dy is wanted.
     y_arg = y if ctx.add_y else (x if ctx.has_y else None)
-    dx, dy, dw1, db1, dw2, db2, h = torch.ops.fastmixste.residual_layernorm_backward(
+    dx, dy, dw1, db1, dw2, db2, h, dyb = torch.ops.fastmixste.residual_layernorm_backward(
         grad_res, grad_h, x, y_arg, mask, ctx.keep, w1, b1, w2, ctx.eps, ctx.add_y, ctx.r_dtype, ctx.y_dtype,
-        b2 if write_h and ctx.two else None, write_h,
+        b2 if write_h and ctx.two else None, write_h, yb,
     )  # fmt: skip
     two = ctx.two
     grads = (dx, dy if ctx.has_y else None, None, None, dw1, db1, dw2 if two else None, db2 if two else None,
-             None, None)  # fmt: skip
+             None, None, dyb if yb is not None else None)  # fmt: skip
     return grads, (h if write_h else None)
 
 
@@ -763,24 +831,30 @@ def residual_layernorm(
     b2: torch.Tensor | None = None,
     eps: float = 1e-6,
     h_dtype: torch.dtype | None = None,
+    *,
+    y_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, N, C) residual r, branch output y -> (res, h), both (B, T, N, C), in one fused pass.
 
     ``mask`` (optional) is the DropPath draw, broadcastable to (B, T, N, 1) ((B, T, 1, 1) per frame, (B, 1, N, 1)
     per joint), values 0 or 1; ``keep`` = 1 - drop_prob. ``y`` may be None (s = r) and may be a broadcast view.
-    ``res`` is float32, ``h`` is ``h_dtype`` (default: w1's dtype). Differentiable in r, y, w1, b1, w2, b2.
+    ``res`` is float32, ``h`` is ``h_dtype`` (default: w1's dtype). ``y_bias`` (C,): the bias of the Linear that
+    made y, added here instead of in that Linear, so that its gradient (the column sum of dy) comes out of this op's
+    backward pass instead of a pass of its own over dy. Differentiable in r, y, w1, b1, w2, b2, y_bias.
     C <= 2048, dtypes float32/float16/bfloat16. Raises TypeError/ValueError for an unsupported input and
     RuntimeError where the kernels cannot run, before launch; empty input gives empty outputs. Equivalent to::
 
+        y = y + y_bias  # with a y_bias
         s = r.float() + (y if mask is None else y.div(keep) * mask)
         a = F.layer_norm(s, (C,), w1, b1, eps)
         res, h = (s, a) if w2 is None else (a, F.layer_norm(a, (C,), w2, b2, eps))
         return res, h.to(h_dtype)
     """
-    return torch.ops.fastmixste.residual_layernorm(*norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype))
+    args = norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, y_bias=y_bias)
+    return torch.ops.fastmixste.residual_layernorm(*args)
 
 
-def norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, op: str = _OP) -> tuple:
+def norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, op: str = _OP, y_bias=None) -> tuple:
     """:func:`residual_layernorm`'s arguments, checked -> the op's (mask as a (B, T, N) view, h_dtype filled in).
 
     ``op`` names the caller in the messages of its own checks (``fastmixste.model.fused.norm_linear`` passes its name).
@@ -794,7 +868,8 @@ def norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, op: str = _OP
     m = _expand_mask(mask, r.shape)
     # Forward and backward check the same things (the backward's types are the forward's).
     _check_norm(r, y, m, w1, b1, w2, b2, h_dtype)
-    return r, y, m, float(keep), w1, b1, w2, b2, float(eps), h_dtype
+    _check_y_bias(y_bias, y, r, op)
+    return r, y, m, float(keep), w1, b1, w2, b2, float(eps), h_dtype, y_bias
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -807,16 +882,15 @@ REPORT_CHANNELS: tuple[int, ...] = _NORM_BLOCK_CS
 
 def report_cases() -> list[KernelCase]:
     """Every configuration the launchers can pick, for any shape, dtypes and flags, one case each: each BLOCK_C
-    x one/two norms x the (h, y) element typings (h's type for y, or float32), forward and backward (with and
-    without writing h)."""
+    x one/two norms x with/without a y bias x the (h, y) element typings (h's type for y, or float32), forward and
+    backward (with and without writing h)."""
     plans = []
     for h, y in ((h, y) for h in SUPPORTED_DTYPES for y in SUPPORTED_DTYPES):
-        for C in REPORT_CHANNELS:
-            for two in (False, True):
-                plans.append((h, launch_plan((1, 1, 1, C), h, False, y_dtype=y, two_norms=two)))
-                for write_h in (False, True):
-                    plan = launch_plan((1, 1, 1, C), h, True, y_dtype=y, two_norms=two, write_h=write_h)
-                    plans.append((h, plan))
+        for C, two, yb in ((C, two, yb) for C in REPORT_CHANNELS for two in (False, True) for yb in (False, True)):
+            plans.append((h, launch_plan((1, 1, 1, C), h, False, y_dtype=y, two_norms=two, y_bias=yb)))
+            for write_h in (False, True):
+                plan = launch_plan((1, 1, 1, C), h, True, y_dtype=y, two_norms=two, write_h=write_h, y_bias=yb)
+                plans.append((h, plan))
     return typed_report_cases_from(plans)
 
 

@@ -109,15 +109,20 @@ def residual_layernorm_ref(
     b2: torch.Tensor | None = None,
     eps: float = 1e-6,
     h_dtype: torch.dtype | None = None,
+    *,
+    y_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, N, C) r, y -> (res, h), both (B, T, N, C): reference of ``block.residual_layernorm``, the eager
-    computation it fuses, as the MixSTE block and DropPath do it (any device).
+    computation it fuses, as the MixSTE block and DropPath do it (any device). ``y_bias`` (C,): the bias of the
+    Linear that made y, added to y first (in y's dtype promoted with y_bias's).
 
     ``res`` comes out in r's dtype promoted with float32 (float64 in stays float64, for references).
     """
     h_dtype = w1.dtype if h_dtype is None else h_dtype
     C = r.shape[-1]
     s = r.to(torch.promote_types(r.dtype, torch.float32))
+    if y is not None and y_bias is not None:
+        y = y + y_bias
     if y is not None:
         s = s + (y if mask is None else y.div(keep) * mask)
     a = F.layer_norm(s, (C,), w1.to(s.dtype), b1.to(s.dtype), eps)

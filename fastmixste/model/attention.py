@@ -265,11 +265,13 @@ class Attention(nn.Module):
         """(B, T, N, C) -> (B, T, N, C), attention over N or T according to ``self.axis``."""
         return self.attend(self.qkv(x), backend)
 
-    def attend(self, qkv: torch.Tensor, backend: str = "eager") -> torch.Tensor:
+    def attend(self, qkv: torch.Tensor, backend: str = "eager", with_bias: bool = True) -> torch.Tensor:
         """(B, T, N, 3C) output of ``self.qkv`` -> (B, T, N, C): the attention core and the output projection.
 
         The fused block computes the qkv projection itself (``model.fused.norm_linear`` under recompute "lean") and
-        enters here.
+        enters here. ``with_bias`` False: the projection without its bias, which the caller adds (the fused block
+        adds it in its next kernel; the same math while ``proj_drop`` is off, which the triton backend requires in
+        training).
         """
         dropout_p = self.attn_drop.p if self.training else 0.0
         if backend == "eager":
@@ -282,7 +284,7 @@ class Attention(nn.Module):
             out = _triton_core(qkv, self.num_heads, self.scale, self.axis)
         else:
             raise ValueError(f"unknown attention backend {backend!r}; expected one of {BACKENDS}")
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(self.proj(out) if with_bias else F.linear(out, self.proj.weight))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -73,8 +73,8 @@ class _NormLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor, bias: torch.Tensor | None, *norm: Any) -> tuple[torch.Tensor, ...]:
-        # norm: the arguments of fastmixste::residual_layernorm (r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype)
-        h_dtype = norm[-1]
+        # norm: the arguments of fastmixste::residual_layernorm (r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, yb)
+        h_dtype = norm[9]
         res, h = torch.ops.fastmixste.residual_layernorm(*norm)
         out = F.linear(h, weight.to(h_dtype), None if bias is None else bias.to(h_dtype))
         # What the norm op keeps (kernels/block.py), and the Linear's parameters; not h.
@@ -130,14 +130,15 @@ def norm_linear(
     *,
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
+    y_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, N, C) r, y -> (res (B, T, N, C) float32, out (B, T, N, O) in ``h_dtype``), h not kept for backward.
 
     Arguments as :func:`fastmixste.kernels.block.residual_layernorm` (mask broadcastable to (B, T, N, 1); h_dtype
-    defaults to w1's dtype), plus the consuming Linear's (O, C) ``weight`` and (O,) ``bias`` (or None). Equivalent
-    to::
+    defaults to w1's dtype, ``y_bias`` the bias of the Linear that made y), plus the consuming Linear's (O, C)
+    ``weight`` and (O,) ``bias`` (or None). Equivalent to::
 
-        res, h = residual_layernorm(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype)
+        res, h = residual_layernorm(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, y_bias=y_bias)
         return res, F.linear(h, weight.to(h_dtype), bias.to(h_dtype))  # what autocast runs
 
     with the gradients of the parameters in their own dtypes.
@@ -147,7 +148,7 @@ def norm_linear(
         raise ValueError(f"norm_linear: weight must be (out_features, {r.shape[-1]}), got {got}")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"norm_linear: bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
-    norm = _block.norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, op="norm_linear")
+    norm = _block.norm_arguments(r, y, mask, keep, w1, b1, w2, b2, eps, h_dtype, op="norm_linear", y_bias=y_bias)
     return _NormLinear.apply(weight, bias, *norm)
 
 
@@ -232,16 +233,22 @@ def forward_features_fused(model: MixSTE, x: torch.Tensor) -> torch.Tensor:
 
 
 def _norm_linear(
-    model: MixSTE, lean: bool, linear: nn.Linear | None, *norm: object, h_dtype: torch.dtype, with_bias: bool = True
+    model: MixSTE,
+    lean: bool,
+    linear: nn.Linear | None,
+    *norm: object,
+    h_dtype: torch.dtype,
+    with_bias: bool = True,
+    y_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T, N, C) -> (res, linear(h)): ``residual_layernorm(*norm)`` (r, y, mask, keep, w1, b1, w2, b2) and the
-    Linear that reads h (its bias unless ``with_bias`` is False); h itself when ``linear`` is None. ``lean``: h
-    is not kept for backward."""
+    """(B, T, N, C) -> (res, linear(h)): ``residual_layernorm(*norm, y_bias=y_bias)`` (r, y, mask, keep, w1, b1,
+    w2, b2) and the Linear that reads h (its bias unless ``with_bias`` is False); h itself when ``linear`` is None.
+    ``lean``: h is not kept for backward."""
     eps = model.Spatial_norm.eps
     bias = linear.bias if linear is not None and with_bias else None
     if lean and linear is not None:
-        return norm_linear(*norm, eps=eps, h_dtype=h_dtype, weight=linear.weight, bias=bias)
-    res, h = residual_layernorm(*norm, eps=eps, h_dtype=h_dtype)
+        return norm_linear(*norm, eps=eps, h_dtype=h_dtype, weight=linear.weight, bias=bias, y_bias=y_bias)
+    res, h = residual_layernorm(*norm, eps=eps, h_dtype=h_dtype, y_bias=y_bias)
     return res, (h if linear is None else F.linear(h, linear.weight, bias))
 
 
@@ -271,32 +278,37 @@ def fused_block_pair(
     for k, blk, post in ((2 * i, model.STEblocks[i], model.Spatial_norm),
                          (2 * i + 1, model.TTEblocks[i], model.Temporal_norm)):  # fmt: skip
         keep = 1.0 - blk.drop_path.drop_prob
-        y = blk.attn.attend(qkv, "triton")  # fused core, proj Linear
+        # The biases of proj and fc2 are added in the next residual_layernorm (y_bias), whose backward sums their
+        # gradients in its own pass: no pass over dy for them.
+        y = blk.attn.attend(qkv, "triton", with_bias=False)  # fused core, proj Linear without its bias
         mask = blk.drop_path.draw_mask(y)
         n2, mlp = blk.norm2, blk.mlp
         r, u = _norm_linear(model, lean, mlp.fc1, r, y, mask, keep, n2.weight, n2.bias, h_dtype=h_dtype,
-                                 with_bias=False)  # fmt: skip
+                            with_bias=False, y_bias=blk.attn.proj.bias)  # fmt: skip
         if lean:
-            y = gelu_linear(u, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias)
+            y = gelu_linear(u, mlp.fc1.bias, mlp.fc2.weight, None)
         else:
-            y = mlp.fc2(bias_gelu(u, mlp.fc1.bias))
+            y = F.linear(bias_gelu(u, mlp.fc1.bias), mlp.fc2.weight)
         mask = blk.drop_path.draw_mask(y)
+        yb = mlp.fc2.bias
         if k == last:  # the last post-norm gives the features
-            return residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=out_dtype)
+            return residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=out_dtype, y_bias=yb)
         if prune_next and k == 2 * i + 1:  # the features that the pruning clusters and gathers
-            return residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=torch.float32)
+            return residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=torch.float32,
+                                      y_bias=yb)  # fmt: skip
         nxt = model.TTEblocks[i] if k == 2 * i else model.STEblocks[i + 1]
         # The next qkv projection, except at the end of a pair that the next one rebuilds from r.
         linear = nxt.attn.qkv if carry or k == 2 * i else None
         if k == 0:
             # STE0 -> TTE0: the temporal positions are added between Spatial_norm and TTE0.norm1.
-            _, a = residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=torch.float32)
+            _, a = residual_layernorm(r, y, mask, keep, post.weight, post.bias, eps=eps, h_dtype=torch.float32,
+                                      y_bias=yb)  # fmt: skip
             B, F_, J, C = a.shape
             tpos = model.Temporal_pos_embed[:, :F_].unsqueeze(2).expand(B, F_, J, C)  # (1, F, 1, C) view
             r, qkv = _norm_linear(model, lean, linear, a, tpos, None, 1.0, nxt.norm1.weight, nxt.norm1.bias,
                                        h_dtype=h_dtype)  # fmt: skip
         else:
             r, qkv = _norm_linear(model, lean, linear, r, y, mask, keep, post.weight, post.bias, nxt.norm1.weight,
-                                       nxt.norm1.bias, h_dtype=h_dtype)  # fmt: skip
+                                  nxt.norm1.bias, h_dtype=h_dtype, y_bias=yb)  # fmt: skip
     return r, qkv
 

@@ -494,3 +494,26 @@ def test_stored_inductor_kernels_support_the_compile_model_assumptions() -> None
         assert gemms["extern_kernels.addmm"] == 8
         assert gemms.get("extern_kernels.mm", 0) == (16 if mode == "train" else 0)
 
+
+
+def test_fused_step_folds_proj_and_fc2_bias_gradients_and_fills_no_zero_gradients() -> None:
+    """On meta, the fused training step sums no bias gradient of proj or fc2 over an activation (its block kernel's
+    backward does, in its own pass) and writes no activation-sized zeros for the outputs nobody reads; eager does both
+    sums (two per block) as autograd's Linear backward runs them."""
+    from benchmarks import cases, proxies
+    from benchmarks.cases import Shape
+
+    shape = Shape(2, 27)
+    activation = shape.B * shape.T * cases.JOINTS * cases.EMBED * 2  # one C-wide bf16 activation, in bytes
+
+    def column_sums(provider: str) -> tuple[int, int]:
+        counter, _ = proxies.count_case("model", provider, "train", shape)
+        sums = sum(r.op == "aten.sum.dim_IntList" and r.bytes_read == activation for r in counter.records)
+        zeros = sum(r.op == "aten.zeros.default" and r.bytes_written >= activation for r in counter.records)
+        return sums, zeros
+
+    eager_sums, _ = column_sums("eager")
+    triton_sums, triton_zeros = column_sums("triton")
+    assert eager_sums - triton_sums == 2 * 2 * cases.DEPTH
+    assert triton_sums == 1  # the embedding Linear's bias: its gradient comes from aten's Linear backward
+    assert triton_zeros == 0

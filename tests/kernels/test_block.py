@@ -204,6 +204,100 @@ def test_residual_layernorm_errors_and_refusal(monkeypatch):
         assert any("TRITON_INTERPRET=1" in m for m in unsupported_reasons(r))
 
 
+def _run_y_bias(fn, tensors, yb, two, mask, grads, h_dtype):
+    """Forward + backward with a y bias; returns [res, h, dr, dy, dw1, db1, (dw2, db2,) dyb]."""
+    leaves = [t.detach().clone().requires_grad_() for t in tensors + [yb]]
+    r, y, *p, ybl = leaves
+    w2, b2 = (p[2], p[3]) if two else (None, None)
+    res, h = fn(r, y, mask, KEEP, p[0], p[1], w2, b2, 1e-6, h_dtype, y_bias=ybl)
+    torch.autograd.backward([res, h], [grads[0].to(res.dtype), grads[1].to(h.dtype)])
+    return [res.detach(), h.detach()] + [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("variant", [(False, "frame"), (True, "joint"), (True, None), (False, None)], ids=str)
+def test_residual_layernorm_y_bias_matches_float64(variant):
+    """The Linear's bias added in the kernel (s = r + (y + yb) / keep * mask): outputs and every gradient, the bias's
+    (the column sum of dy, summed by the backward's programs) included, against float64; 7 tiles over 4 programs."""
+    two, kind = variant
+    shape = (3, 5, 7, 96)
+    B, T, N, C = shape
+    tensors = _inputs(shape, two, True)
+    yb = 0.5 * torch.randn(C, device=DEVICE)
+    mask = _mask(kind, B, T, N, torch.float64)
+    grads = (torch.randn(B, T, N, C, device=DEVICE), torch.randn(B, T, N, C, device=DEVICE))
+    ref = _run_y_bias(residual_layernorm_ref, [t.double() for t in tensors], yb.double(), two, mask, grads,
+                      torch.float64)  # fmt: skip
+    got = _run_y_bias(residual_layernorm, tensors, yb, two, None if mask is None else mask.float(), grads,
+                      torch.float32)  # fmt: skip
+    names = _names(True, two) + ["dyb"]
+    for name, g, r in zip(names, got, ref, strict=True):
+        assert_close(g, r, 1e-4, name)
+    # The bias's gradient is the column sum of dy (what autograd's Linear backward would compute from dy).
+    assert_close(got[-1], got[3].double().sum((0, 1, 2)), 1e-5, "dyb = sum of dy")
+
+
+@pytest.mark.parametrize("two", [False, True], ids=["one_norm", "two_norms"])
+def test_residual_layernorm_y_bias_fp16_error_at_most_twice_eager(two):
+    """fp16: the fused op with the bias vs eager fp16 (the Linear's output with its bias, then the block ops)."""
+    shape = (2, 3, 5, 40)
+    B, T, N, C = shape
+    tensors = _inputs(shape, two, True, torch.float16)
+    yb = (0.5 * torch.randn(C, device=DEVICE)).half()
+    mask = _mask("frame", B, T, N, torch.float16)
+    grads = (torch.randn(B, T, N, C, device=DEVICE).half(), torch.randn(B, T, N, C, device=DEVICE).half())
+
+    def eager_fp16(r, y, m, keep, w1, b1, w2, b2, eps, h_dtype, y_bias):
+        s = r + (y + y_bias).div(keep) * m  # F.linear's bias, then DropPath and the residual add
+        a = F.layer_norm(s, (C,), w1, b1, eps)
+        return (s, a) if w2 is None else (a, F.layer_norm(a, (C,), w2, b2, eps))
+
+    ref = _run_y_bias(residual_layernorm_ref, [t.double() for t in tensors], yb.double(), two, mask.double(), grads,
+                      torch.float64)  # fmt: skip
+    eager = _run_y_bias(eager_fp16, tensors, yb, two, mask, grads, torch.float16)
+    got = _run_y_bias(residual_layernorm, tensors, yb, two, mask, grads, torch.float16)
+    assert got[-1].dtype == torch.float16  # the bias's gradient in the bias's dtype
+    for name, g, e, r in zip(_names(True, two) + ["dyb"], got, eager, ref, strict=True):
+        assert_within_twice_eager(g, e, r, name)
+
+
+def test_residual_layernorm_y_bias_errors():
+    r, w = torch.randn(1, 2, 3, 8), torch.ones(8)
+    with pytest.raises(ValueError, match="y_bias is the bias of the Linear that made y; it needs a y"):
+        residual_layernorm(r, None, None, 1.0, w, w, y_bias=torch.zeros(8))
+    with pytest.raises(ValueError, match=r"y_bias must be a \(8,\) float32/float16/bfloat16 tensor"):
+        residual_layernorm(r, r, None, 1.0, w, w, y_bias=torch.zeros(7))
+
+
+def test_unused_outputs_get_no_zero_filled_gradient(monkeypatch):
+    """An output nobody reads (the res of the last post-norm, of STE0's post-norm) reaches the backward as None, not
+    as an activation of zeros that a kernel would then read; the gradients equal those of explicit zeros."""
+    seen = []
+    norm_grads = blk.norm_grads
+
+    def spy(ctx, saved, grad_res, grad_h, write_h=False):
+        seen.append((grad_res is None, grad_h is None))
+        return norm_grads(ctx, saved, grad_res, grad_h, write_h)
+
+    monkeypatch.setattr(blk, "norm_grads", spy)
+    shape = (2, 3, 5, 24)
+    tensors = _inputs(shape, True, True)
+    g_h = torch.randn(shape, device=DEVICE)
+
+    def grads(use_res: bool):
+        leaves = [t.detach().clone().requires_grad_() for t in tensors]
+        res, h = residual_layernorm(*leaves[:2], None, 1.0, *leaves[2:])
+        if use_res:
+            torch.autograd.backward([res, h], [torch.zeros_like(res), g_h])
+        else:
+            h.backward(g_h)
+        return [t.grad for t in leaves]
+
+    unused, zeros = grads(False), grads(True)
+    assert seen == [(True, False), (False, False)]
+    for name, a, b in zip(["dr", "dy", "dw1", "db1", "dw2", "db2"], unused, zeros, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
 @pytest.mark.slow
 def test_residual_layernorm_opcheck():
     B, T, N, C = 1, 3, 5, 24
@@ -213,10 +307,14 @@ def test_residual_layernorm_opcheck():
     op = torch.ops.fastmixste.residual_layernorm.default
     torch.library.opcheck(op, (r.requires_grad_(), y.requires_grad_(), mask, KEEP, w1, b1, w2, b2, 1e-6, torch.float16))
     torch.library.opcheck(op, (r, None, None, 1.0, w1, b1, None, None, 1e-6, torch.float32))
+    yb = torch.randn(C, device=DEVICE, requires_grad=True)
+    torch.library.opcheck(op, (r, y, mask, KEEP, w1, b1, w2, b2, 1e-6, torch.float32, yb))
+    torch.library.opcheck(op, (r, y, None, 1.0, w1, b1, None, None, 1e-6, torch.float16, yb))
     g = torch.randn(B, T, N, C, device=DEVICE)
     bwd = torch.ops.fastmixste.residual_layernorm_backward.default
     args = (g, g, r.detach(), y.detach(), mask, KEEP, w1.detach(), b1.detach(), w2.detach(), 1e-6, True)
     torch.library.opcheck(bwd, args + (torch.float32, torch.float32))
+    torch.library.opcheck(bwd, args + (torch.float32, torch.float32, None, False, yb.detach()))
 
 
 def test_residual_layernorm_compile_and_export_see_the_op():

@@ -42,9 +42,21 @@ def run(model: MixSTE, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Ten
 def test_pruned_fused_model_matches_eager(policy, cross_core, monkeypatch):
     import fastmixste.model.mixste as mixste
 
+    # The clustering is a discrete choice: two mutually nearest frames have equal densities up to rounding, so a
+    # last-bit difference in the features can swap which of them is kept (here, seed 0: frames 1 and 14 of sequence
+    # 0 score 0.653481 both in eager). So: the features the clustering sees must agree to fp32 tolerance, and both
+    # paths then prune the frames eager's clustering chose, so that everything after it is compared like for like.
     kept: list[torch.Tensor] = []
+    features: list[torch.Tensor] = []
     inner = mixste.cluster_dpc_knn
-    monkeypatch.setattr(mixste, "cluster_dpc_knn", lambda *a, **k: kept.append(inner(*a, **k)) or kept[-1])
+
+    def cluster(x, *a, **k):
+        features.append(x.detach().clone())
+        if not kept:
+            kept.append(inner(x, *a, **k))
+        return kept[0]
+
+    monkeypatch.setattr(mixste, "cluster_dpc_knn", cluster)
     torch.manual_seed(0)
     eager = MixSTE(**SMALL, attn_backend="eager", drop_path_rate=0.0, recompute=policy).train()
     fused = copy.deepcopy(eager).set_attn_backend("triton")
@@ -52,7 +64,8 @@ def test_pruned_fused_model_matches_eager(policy, cross_core, monkeypatch):
     target = torch.randn(2, 27, 17, 3)
     out_e, grads_e = run(eager, x, target)
     out_f, grads_f = run(fused, x, target)
-    assert torch.equal(kept[0], kept[1])  # the same frames kept (fp32: the fused features agree to ~1e-6)
+    assert len(features) == 2
+    torch.testing.assert_close(features[1], features[0], rtol=1e-5, atol=1e-6, msg="features at the pruning")
     torch.testing.assert_close(out_f, out_e, rtol=1e-4, atol=1e-5)
     for name, g in grads_e.items():
         assert grads_f[name] is not None, name
