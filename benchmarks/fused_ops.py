@@ -202,8 +202,10 @@ def _block_inputs(B: int, T: int, width: int, gelu: bool):
         else:
             mask = (torch.rand((B, T, 1, 1), device=device, generator=gen) < keep).to(dtype)
         w1, w2 = (1 + 0.1 * rand(width) for _ in range(2))
-        # two norms (the post-norm folded into the next block's pre-norm): the heaviest variant the model launches
-        return (rand(B, T, JOINTS, width), rand(B, T, JOINTS, width), mask, keep, w1, rand(width), w2, rand(width)), {}
+        # two norms (the post-norm folded into the next block's pre-norm) with fc2's bias as y_bias: the heaviest
+        # variant the model launches (eps, then h_dtype None: w1's dtype, as for the references)
+        r, y = rand(B, T, JOINTS, width), rand(B, T, JOINTS, width)
+        return (r, y, mask, keep, w1, rand(width), w2, rand(width), 1e-6, None, rand(width)), {}
 
     return make
 
@@ -215,7 +217,7 @@ def _block_programs(module: str, op: str, shape: tuple[int, ...]) -> Callable[[t
         plan = getattr(importlib.import_module(f"{KERNEL_PACKAGE}.{module}"), "launch_plan", None)
         if plan is None:
             return None
-        kwargs = {"y_dtype": dtype, "two_norms": True} if op == "residual_layernorm" else {}
+        kwargs = {"y_dtype": dtype, "two_norms": True, "y_bias": True} if op == "residual_layernorm" else {}
         grids = [grid for _, grid in plan(shape, dtype, False, **kwargs)]
         return max(math.prod(grid) for grid in grids) if grids else None
 
@@ -232,7 +234,7 @@ def _block_case(op: str, module: str, ref: Callable[..., Any]) -> ParityCase:
         fn=fused_function(op),
         ref=ref,
         make_inputs=_block_inputs(B, T, width, gelu),
-        grad_args=(0, 1) if gelu else (0, 1, 4, 5, 6, 7),
+        grad_args=(0, 1) if gelu else (0, 1, 4, 5, 6, 7, 10),
         batch_args=(0,) if gelu else (0, 1, 2),
         ref_chunk=16,
         kernels=2,

@@ -831,7 +831,6 @@ def residual_layernorm(
     b2: torch.Tensor | None = None,
     eps: float = 1e-6,
     h_dtype: torch.dtype | None = None,
-    *,
     y_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, N, C) residual r, branch output y -> (res, h), both (B, T, N, C), in one fused pass.

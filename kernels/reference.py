@@ -109,7 +109,6 @@ def residual_layernorm_ref(
     b2: torch.Tensor | None = None,
     eps: float = 1e-6,
     h_dtype: torch.dtype | None = None,
-    *,
     y_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, N, C) r, y -> (res, h), both (B, T, N, C): reference of ``block.residual_layernorm``, the eager
