@@ -69,8 +69,9 @@ def _cross_choices(op) -> Iterator[tuple[torch.dtype, LaunchConfig]]:
 
 # The block kernels: every C from 1 to 70, both sides of each tile width up to the 2048 limit and past it (refused),
 # row counts from 1 to a full-scale 243-frame sequence, one and two norms, with and without y (and with y, with and
-# without the y bias; the DropPath mask is a runtime operand, no variant), every h / y / gradient dtype, both directions, backwards with and without writing
-# the forward's h (g for bias + GELU); bias + GELU over row counts and widths around its tiles.
+# without the y bias; the DropPath mask is a runtime operand, no variant), every h / y / gradient dtype, both
+# directions, backwards with and without writing the forward's h (g for bias + GELU); bias + GELU over row counts
+# and widths around its tiles.
 _CHANNELS = [*range(1, 71), 95, 127, 128, 129, 255, 256, 257, 511, 512, 513, 1023, 1024, 1025, 2047, 2048, 2049, 4096]
 _ROWS = [(1, 1, 1), (2, 3, 5), (1, 27, 17), (2, 81, 17), (2, 243, 17)]
 
