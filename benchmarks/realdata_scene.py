@@ -18,6 +18,7 @@ import numpy as np
 
 from benchmarks.realdata_geometry import Camera, parse_qualisys, triangulate
 from fastmixste.data.builtin import _file_sha256, default_cache_root
+from fastmixste.data.filters import gaussian_smooth
 from fastmixste.io.files import atomic_write
 from fastmixste.video.fusion import blazepose_world_to_h36m
 from fastmixste.video.keypoints import BLAZEPOSE_JOINT_NAMES, Keypoints2D, RawKeypoints, to_h36m
@@ -260,17 +261,7 @@ def fill_short_gaps(x: np.ndarray, longest: int) -> np.ndarray:
 def lowpass(x: np.ndarray, sigma: float) -> np.ndarray:
     """(T, J, C) with NaN gaps -> zero-phase Gaussian low-pass along T (``sigma`` frames), each frame the
     weighted mean of the known frames near it (NaN frames stay NaN and lend no weight)."""
-    x = np.asarray(x, np.float64)
-    if sigma <= 0 or len(x) < 2:
-        return x.copy()
-    radius = min(int(math.ceil(3 * sigma)), (len(x) - 1) // 2)  # np.convolve "same" keeps the longer length
-    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    known = np.isfinite(x).all(-1, keepdims=True)  # (T, J, 1)
-    filled = np.where(known, x, 0.0)
-    num = np.apply_along_axis(lambda v: np.convolve(v, k, mode="same"), 0, filled)
-    den = np.apply_along_axis(lambda v: np.convolve(v, k, mode="same"), 0, known.astype(np.float64))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(known, num / den, np.nan)
+    return gaussian_smooth(x, sigma, edges="renormalise")
 
 
 def h36m_3d(points: np.ndarray) -> np.ndarray:

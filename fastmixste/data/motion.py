@@ -39,6 +39,7 @@ import numpy as np
 
 from fastmixste.data.builtin import _ANKLE_HEIGHT, _BONES, _CENTRE, _app, detector_noise
 from fastmixste.data.cameras import h36m_cameras, normalize_screen_coordinates, project_to_2d, world_to_camera
+from fastmixste.data.filters import gaussian_smooth
 
 MOTION_VERSION = 1
 FPS = 50
@@ -86,27 +87,10 @@ _MIN_DUR = {"Sit": 3.0, "Squat": 2.0, "Bend": 2.0, "Lunge": 2.0, "Jump": 1.6, "K
 
 # ------------------------------------------------------------------------------------------------ small helpers
 
-def gaussian_filter1d(x: np.ndarray, sigma: float, axis: int = -1, mode: str = "nearest") -> np.ndarray:
-    """(..., T, ...) -> same shape: a Gaussian low-pass along ``axis`` (truncated at 4 sigma), with the edges held
-    (``mode="nearest"``) or the signal taken as periodic (``mode="wrap"``, done by FFT)."""
-    radius = int(4.0 * sigma + 0.5)
-    taps = np.arange(-radius, radius + 1)
-    weights = np.exp(-0.5 * (taps / sigma) ** 2)
-    weights /= weights.sum()
-    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
-    T = x.shape[-1]
-    if mode == "wrap":
-        kernel = np.zeros(T)
-        np.add.at(kernel, taps % T, weights)
-        out = np.fft.irfft(np.fft.rfft(x, axis=-1) * np.fft.rfft(kernel), n=T, axis=-1)
-    elif mode == "nearest":
-        padded = np.concatenate([np.repeat(x[..., :1], radius, -1), x, np.repeat(x[..., -1:], radius, -1)], -1)
-        out = np.zeros_like(x)
-        for j, w in enumerate(weights):
-            out += w * padded[..., j : j + T]
-    else:
-        raise ValueError(f"mode must be 'nearest' or 'wrap', got {mode!r}")
-    return np.moveaxis(out, -1, axis)
+def _taps(sigma: float) -> int:
+    """Taps each side of the corpus's Gaussian low-passes: 4 sigma, rounded (the corpus was made with these)."""
+    return int(4.0 * sigma + 0.5)
+
 
 def _ss(u: np.ndarray) -> np.ndarray:
     """Smoothstep of u clipped to [0, 1]."""
@@ -441,7 +425,7 @@ def _texture(rng: np.random.Generator, n: int, T: int) -> np.ndarray:
     """(n, T, len(ANGLES)) small per-clip random movement on every angle: low-passed white noise (Gaussian,
     sigma 0.2 s, so mostly below ~1 Hz), standard deviation 0.01-0.06 rad per clip and angle."""
     sigma = 0.2 * FPS
-    noise = gaussian_filter1d(rng.standard_normal((n, T, len(ANGLES))), sigma, axis=1, mode="wrap")
+    noise = gaussian_smooth(rng.standard_normal((n, T, len(ANGLES))), sigma, axis=1, edges="wrap", radius=_taps(sigma))
     noise *= np.sqrt(2 * np.sqrt(np.pi) * sigma)  # unit variance after the filter
     return noise * rng.uniform(0.01, 0.06, (n, 1, len(ANGLES)))
 
@@ -529,10 +513,10 @@ def generate_motion(
     # Running: a short flight phase around each step (two per gait cycle).
     lift += run * 0.05 * np.maximum(np.sin(2 * phase), 0) ** 2
 
-    ang = gaussian_filter1d(np.clip(ang, _LO, _HI), _SMOOTH_SIGMA, axis=1, mode="nearest")
-    speed = gaussian_filter1d(speed, _SMOOTH_SIGMA, axis=1, mode="nearest")
-    turn = gaussian_filter1d(turn, _SMOOTH_SIGMA, axis=1, mode="nearest")
-    lift = np.maximum(gaussian_filter1d(lift, _SMOOTH_SIGMA, axis=1, mode="nearest"), 0.0)
+    ang = gaussian_smooth(np.clip(ang, _LO, _HI), _SMOOTH_SIGMA, axis=1, radius=_taps(_SMOOTH_SIGMA))
+    speed = gaussian_smooth(speed, _SMOOTH_SIGMA, axis=1, radius=_taps(_SMOOTH_SIGMA))
+    turn = gaussian_smooth(turn, _SMOOTH_SIGMA, axis=1, radius=_taps(_SMOOTH_SIGMA))
+    lift = np.maximum(gaussian_smooth(lift, _SMOOTH_SIGMA, axis=1, radius=_taps(_SMOOTH_SIGMA)), 0.0)
 
     # Root path: integrate heading and position, steering back towards the centre beyond the arena radius.
     yaw = np.empty((n, T))

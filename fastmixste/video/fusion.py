@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastmixste.data.filters import gaussian_smooth
 from fastmixste.video.keypoints import to_h36m
 
 #: Share of the lifter's pose in the fused pose; the detector's 3D has the rest.
@@ -56,18 +57,6 @@ def fill_frames(x: np.ndarray) -> np.ndarray | None:
     return out.reshape(x.shape)
 
 
-def gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
-    """(T, ...) -> (T, ...) low-passed along the first axis by a Gaussian of ``sigma`` frames (edges held)."""
-    x = np.asarray(x, np.float64)
-    if sigma <= 0 or len(x) < 2:
-        return x.copy()
-    radius = max(1, int(np.ceil(3 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    k /= k.sum()
-    pad = np.concatenate([np.repeat(x[:1], radius, 0), x, np.repeat(x[-1:], radius, 0)])
-    return sum(w * pad[i:i + len(x)] for i, w in enumerate(k))
-
-
 def rotate_onto(pose: np.ndarray, target: np.ndarray) -> np.ndarray:
     """(T, J, 3) x 2, root-relative -> ``pose`` turned about its root, per frame, by the rotation (no reflection)
     that brings it closest to ``target`` in the least-squares sense (Kabsch)."""
@@ -100,7 +89,7 @@ def fuse_with_detector_3d(lifted: np.ndarray, detector_3d: np.ndarray, fps: floa
     filled = fill_frames(det)
     if filled is None:
         return lifted.astype(np.float32), {"fused": False, "reason": "the detector gave no 3D in any frame"}
-    smooth = gaussian_smooth(filled - filled[:, :1], smooth_seconds * fps)
+    smooth = gaussian_smooth(filled - filled[:, :1], smooth_seconds * fps)  # edges held
     size_lifted = np.linalg.norm(lifted, axis=-1).mean()
     scale = np.linalg.norm(smooth, axis=-1).mean() / size_lifted if size_lifted > 0 else 1.0
     turned = rotate_onto(scale * lifted, smooth)

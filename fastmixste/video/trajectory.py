@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 
+from fastmixste.data.filters import gaussian_smooth
+
 DEFAULT_FOV_DEGREES = 60.0
 
 
@@ -86,14 +88,7 @@ def root_trajectory(pose_3d: np.ndarray, keypoints_2d: np.ndarray, focal: float 
         for i in range(3):
             root[:, i] = np.interp(frames, frames[solvable], root[solvable, i])
     if smooth_frames > 0 and solvable.any():
-        root = _gaussian_smooth(root, smooth_frames)
+        root = gaussian_smooth(root, smooth_frames, edges="renormalise")
     return root
 
 
-def _gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
-    """(T, C) -> (T, C): centred Gaussian average along T, weights renormalised at the edges."""
-    radius = min(int(math.ceil(3 * sigma)), (len(x) - 1) // 2)  # np.convolve "same" keeps the longer length
-    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    ones = np.ones(len(x))
-    norm = np.convolve(ones, k, mode="same")
-    return np.stack([np.convolve(x[:, c], k, mode="same") / norm for c in range(x.shape[1])], axis=1)

@@ -168,20 +168,3 @@ def test_heldout_evaluation_scores_and_baseline():
     assert np.isfinite(res["speed_ratio"]) and res["num_sequences"] == len(seqs)
     text = format_heldout_markdown(res)
     assert "Speed ratio" in text and "Jump" in text
-
-
-def test_gaussian_filter_keeps_constants_and_spreads_an_impulse_by_the_kernel() -> None:
-    from fastmixste.data.motion import gaussian_filter1d
-
-    const = np.full((2, 40, 3), 1.5)
-    for mode in ("nearest", "wrap"):
-        np.testing.assert_allclose(gaussian_filter1d(const, 2.0, axis=1, mode=mode), const, atol=1e-12)
-    impulse = np.zeros(50)
-    impulse[0] = 1.0
-    out = gaussian_filter1d(impulse, 2.0, mode="wrap")  # periodic: the kernel centred on frame 0, wrapped
-    taps = np.arange(-8, 9)
-    kernel = np.exp(-0.5 * (taps / 2.0) ** 2)
-    np.testing.assert_allclose(out[taps % 50], kernel / kernel.sum(), atol=1e-12)
-    assert out.sum() == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="mode"):
-        gaussian_filter1d(impulse, 2.0, mode="reflect")
