@@ -613,12 +613,35 @@ def dumps(data: dict) -> str:
     return lines + "}\n"
 
 
+def retained_cpu(T: int = 243, embed: int = 512, depth: int = 2, backends: tuple[str, ...] = ("sdpa", "eager"),
+                 seed: int = 0) -> dict[str, Any]:
+    """MEASURED on the CPU, real tensors: bytes a training forward keeps for backward (``retained_bytes``: the
+    storages alive after it, output excluded) per backend and recompute policy, fp32, batch 1, and each policy's
+    ratio to ``none``."""
+    from fastmixste import MixSTE
+    from fastmixste.perf.memory import retained_bytes
+
+    x = torch.randn(1, T, cases.JOINTS, 2, generator=torch.Generator().manual_seed(seed))
+    out: dict[str, Any] = {"T": T, "embed": embed, "depth": depth, "dtype": "float32", "device": "cpu"}
+    for backend in backends:
+        kept = {}
+        for policy in RECOMPUTE_POLICIES:
+            model = MixSTE(num_frame=T, embed_dim_ratio=embed, depth=depth, attn_backend=backend, recompute=policy)
+            model.train()
+            kept[policy] = retained_bytes(lambda m=model: m(x))
+        out[backend] = {"bytes": kept, "over_none": {p: round(kept[p] / kept["none"], 3) for p in kept}}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS / "proxies.json")
     parser.add_argument("--scopes", nargs="*", default=list(cases.SCOPES), choices=cases.SCOPES)
     parser.add_argument("--headline", action="store_true", help="print the whole-model headline JSON and exit")
     parser.add_argument("--memory", action="store_true", help="print the provider x recompute memory table and exit")
+    parser.add_argument("--retained-cpu", action="store_true",
+                        help="measure, on the CPU, what a forward keeps for backward per recompute policy (embed 512, "
+                        "depth 2, T = 243, fp32, sdpa and eager) and exit")  # fmt: skip
     parser.add_argument("--calibration", type=Path, default=None,
                         help="measured/modelled per kernel class from a GPU run (default: results/calibration.json "
                         "when present)")  # fmt: skip
@@ -643,6 +666,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.memory:
         print(json.dumps(policy_table(), indent=1))
+        return
+    if args.retained_cpu:
+        print(json.dumps(retained_cpu(), indent=1))
         return
     data = compute(tuple(args.scopes), verbose=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -264,8 +264,10 @@ def fused_block_pair(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(r, qkv) -> (r, qkv) through STE_i and TTE_i with the fused block; after the last pair, (r, features).
 
-    ``qkv`` None: STE_i's qkv projection is rebuilt from r (the ``full`` checkpoint keeps r alone), and the pair
-    ends at the next block's norm1 output h, without the next qkv projection (the next pair rebuilds it too).
+    ``qkv`` None: STE_i's qkv projection is rebuilt from r (the ``full`` checkpoint keeps r alone) and the residual
+    goes on from that LayerNorm op's ``res`` (equal to r), so the gradients of r's two readers are summed inside the
+    op's backward kernel rather than by an add; the pair ends at the next block's norm1 output h, without the next
+    qkv projection (the next pair rebuilds it too).
     ``prune_next``: the next pair starts with HoT's pruning; this one ends at (r, its post-norm output in fp32).
     """
     eps = model.Spatial_norm.eps
@@ -273,7 +275,7 @@ def fused_block_pair(
     if qkv is None:
         norm1 = model.STEblocks[i].norm1
         linear = model.STEblocks[i].attn.qkv
-        _, qkv = _norm_linear(model, lean, linear, r, None, None, 1.0, norm1.weight, norm1.bias, h_dtype=h_dtype)
+        r, qkv = _norm_linear(model, lean, linear, r, None, None, 1.0, norm1.weight, norm1.bias, h_dtype=h_dtype)
     last = 2 * model.block_depth - 1
     for k, blk, post in ((2 * i, model.STEblocks[i], model.Spatial_norm),
                          (2 * i + 1, model.TTEblocks[i], model.Temporal_norm)):  # fmt: skip

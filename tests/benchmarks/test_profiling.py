@@ -517,3 +517,26 @@ def test_fused_step_folds_proj_and_fc2_bias_gradients_and_fills_no_zero_gradient
     assert eager_sums - triton_sums == 2 * 2 * cases.DEPTH
     assert triton_sums == 1  # the embedding Linear's bias: its gradient comes from aten's Linear backward
     assert triton_zeros == 0
+
+
+def test_fused_full_recompute_accumulates_no_residual_gradient_by_a_separate_add() -> None:
+    """Under recompute "full" each fused pair rebuilds its first GEMM input from the fp32 residual; the residual then
+    flows on through that LayerNorm op's own output, so its gradient is summed inside the op's backward kernel, not
+    by an activation-sized aten.add per pair."""
+    from benchmarks import cases, proxies
+    from benchmarks.cases import Shape
+
+    shape = Shape(2, 27)
+    fp32_activation = shape.B * shape.T * cases.JOINTS * cases.EMBED * 4
+    counter, _ = proxies.count_case("model", "triton", "train", shape, policy="full")
+    adds = [r for r in counter.records if r.op == "aten.add.Tensor" and r.bytes_written >= fp32_activation]
+    assert adds == []
+
+
+def test_retained_cpu_measures_each_policy_on_real_tensors() -> None:
+    from benchmarks.proxies import retained_cpu
+
+    got = retained_cpu(T=9, embed=32, depth=2, backends=("sdpa",))
+    kept = got["sdpa"]["bytes"]
+    assert kept["none"] > kept["lean"] > kept["full"] > 0
+    assert got["sdpa"]["over_none"]["full"] == round(kept["full"] / kept["none"], 3)
