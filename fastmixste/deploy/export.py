@@ -250,6 +250,13 @@ def _check_and_publish(model: nn.Module, lifter: nn.Module, frames: int, tmp: Pa
     return diff
 
 
+def _first_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message that says something."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    summary = next((line for line in lines if "No ONNX function" in line or "not supported" in line), None)
+    return f"{type(exc).__name__}: {summary or (lines[0] if lines else '')}"
+
+
 def export_onnx(model: nn.Module, out: Path, frames: int, meta: dict[str, Any], *, opset: int = OPSET) -> dict:
     """Export ``model`` (eval, CPU) to ONNX at ``out`` (atomic) with ``meta`` in metadata_props; -> {"exporter",
     "max_abs_diff"}. ONNX Runtime checks the written graph against PyTorch before the file appears."""
@@ -268,10 +275,15 @@ def export_onnx(model: nn.Module, out: Path, frames: int, meta: dict[str, Any], 
                                   dynamic_shapes=({0: _dynamic_batch()},), verbose=False)
                 exporter = f"torch.onnx.export(dynamo=True) (torch.export + onnxscript), opset {opset}"
             except Exception as exc:  # noqa: BLE001 (any failure of the new exporter: try the TorchScript one)
-                first = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset,
-                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                first = _first_line(exc)
+                try:
+                    torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset,
+                                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                      dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                except Exception as exc2:  # noqa: BLE001 (both exporters failed: say why, no traceback)
+                    raise ExportError(f"neither ONNX exporter could export this model (torch.onnx.export with "
+                                      f"dynamo=True: {first}; the TorchScript exporter: {_first_line(exc2)}); "
+                                      f"--format pt2 exports any model torch.export can trace") from None
                 exporter = f"TorchScript exporter (dynamo=False), opset {opset}; dynamo=True failed: {first}"
         m = onnx.load(str(tmp))
         meta = {**meta, "exporter": exporter}
@@ -350,6 +362,10 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     used, note = choose_backend(backend, fmt, device)
     model = load_checkpoint(checkpoint, attn_backend=used, map_location="cpu", num_heads=num_heads).float().eval()
+    if fmt == "onnx" and model.config.token_num is not None:
+        raise ExportError(f"this checkpoint prunes tokens (HoT, token_num={model.config.token_num}): its frame "
+                          "clustering uses torch.cdist, which neither ONNX exporter translates; export it with "
+                          "--format pt2 (torch.export + AOTInductor carries it)")
     frames = _check_frames(model.config, frames)
     meta = contract(model, frames, backend=used, exporter="", source=Path(checkpoint).name, fps=fps)
     t0 = time.perf_counter()

@@ -116,3 +116,39 @@ def test_pt2_round_trip_and_contract(tmp_path, checkpoint):
     got, _ = lift(lifter, x, batch_size=2, progress=False)
     assert np.abs(got - ref).max() <= TOLERANCE
     assert json.loads(json.dumps(meta)) == meta
+
+
+def _hot_checkpoint(tmp_path):
+    import torch
+
+    from fastmixste import save_checkpoint
+
+    torch.manual_seed(0)
+    model = tiny_mixste(token_num=3, prune_at=1, depth=2)  # 9 frames, 3 kept after the first pair
+    path = tmp_path / "hot.pt"
+    save_checkpoint(path, model)
+    return model, path
+
+
+def test_pruned_checkpoint_is_refused_by_onnx_with_the_reason(tmp_path, capsys):
+    _, path = _hot_checkpoint(tmp_path)
+    out = tmp_path / "hot.onnx"
+    assert cli.run_cli(main, ["--checkpoint", str(path), "--format", "onnx", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "prunes tokens (HoT, token_num=3)" in err and "--format pt2" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_pruned_checkpoint_round_trips_through_pt2(tmp_path):
+    """HoT pruning (clustering, gather, recovery cross-attention) in an AOTInductor package: the same lift."""
+    model, path = _hot_checkpoint(tmp_path)
+    out = tmp_path / "hot.pt2"
+    info = export_checkpoint(path, "pt2", out)
+    assert info["max_abs_diff"] <= TOLERANCE
+    assert read_contract(out)["config"]["token_num"] == 3
+    lifter = runtime_model(model.eval(), "pt2", model_file=out)
+    x = np.random.default_rng(2).uniform(-0.8, 0.8, (30, 17, 2)).astype(np.float32)
+    ref, _ = lift(model, x, batch_size=3, progress=False)
+    got, _ = lift(lifter, x, batch_size=3, progress=False)
+    assert np.abs(got - ref).max() <= TOLERANCE
