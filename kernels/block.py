@@ -16,9 +16,9 @@ bias-gradient sums. Two ops remove most of that traffic: this module's, and bias
 gradient (the column sum of dy) comes out of the backward pass, as the LayerNorm's do, instead of a pass of its own
 that re-reads dy (what autograd's Linear backward runs). ``res`` (the residual stream) is float32 whatever the
 inputs; ``h`` (a GEMM input) comes out in ``h_dtype`` (bf16/fp16 under autocast), so no cast kernel runs before the
-next Linear. The backward takes the gradients of both
-outputs and writes dr (= ds: the residual gradient accumulation is the add of grad_res inside the kernel), dy (the
-DropPath backward) and the LayerNorm weight/bias gradients as per-program partial sums, reduced by one small sum.
+next Linear. The backward takes the gradients of both outputs and writes dr (= ds: the residual gradient
+accumulation is the add of grad_res inside the kernel), dy (the DropPath backward) and the LayerNorm weight/bias
+gradients (and y_bias's) as per-program partial sums, reduced by one small sum.
 Mean and rstd are recomputed from the saved rows (compute is free in a memory-bound kernel), so the forward writes
 nothing but ``res`` and ``h``; backward keeps ``s`` (one norm: the ``res`` output itself) or ``r`` and ``y`` (two
 norms: ``r`` is the previous op's saved ``s``, the same storage).
