@@ -11,10 +11,21 @@ import math
 
 import numpy as np
 
-__all__ = ["EDGES", "gaussian_smooth"]
+__all__ = ["EDGES", "gaussian_smooth", "gaussian_weights"]
 
 #: How the window is completed where it runs past the ends (and, for "renormalise", over missing samples).
 EDGES = ("hold", "renormalise", "wrap")
+
+
+def gaussian_weights(sigma: float, radius: int | None = None) -> np.ndarray:
+    """(2 radius + 1,) unnormalised Gaussian weights of ``sigma`` samples at offsets -radius..radius (default radius
+    ``max(1, ceil(3 sigma))``); ``sigma`` <= 0: the single weight 1."""
+    if not sigma > 0:
+        return np.ones(1)
+    r = max(1, math.ceil(3 * sigma)) if radius is None else int(radius)
+    if r < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    return np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
 
 
 def gaussian_smooth(
@@ -37,11 +48,9 @@ def gaussian_smooth(
     T = x.shape[-1]
     if not sigma > 0 or T < 2:
         return np.moveaxis(x.copy(), -1, axis)
-    r = max(1, math.ceil(3 * sigma)) if radius is None else int(radius)
-    if r < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
+    weights = gaussian_weights(sigma, radius)
+    r = len(weights) // 2
     taps = np.arange(-r, r + 1)
-    weights = np.exp(-0.5 * (taps / sigma) ** 2)
     if edges == "wrap":
         weights /= weights.sum()
         kernel = np.zeros(T)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastmixste.data.filters import gaussian_smooth
+from fastmixste.data.filters import gaussian_smooth, gaussian_weights
 from fastmixste.video.keypoints import to_h36m
 
 #: Share of the lifter's pose in the fused pose; the detector's 3D has the rest.
@@ -117,10 +117,8 @@ class OnlineFusion:
         if not (np.isfinite(fps) and fps > 0) or lookahead < 0 or not 0.0 <= lifter_weight <= 1.0:
             raise ValueError(f"OnlineFusion: need fps > 0, lookahead >= 0, lifter_weight in [0, 1]; got fps={fps}, "
                              f"lookahead={lookahead}, lifter_weight={lifter_weight}")
-        sigma = smooth_seconds * fps
-        self.radius = max(1, int(np.ceil(3 * sigma))) if sigma > 0 else 0
-        offsets = np.arange(-self.radius, self.radius + 1)
-        self._kernel = np.exp(-0.5 * (offsets / sigma) ** 2) if sigma > 0 else np.ones(1)
+        self._kernel = gaussian_weights(smooth_seconds * fps)  # the offline low-pass's taps
+        self.radius = len(self._kernel) // 2
         self.lookahead, self.lifter_weight = lookahead, lifter_weight
         self._world: dict[int, np.ndarray] = {}  # frame -> (J, 3) root-relative detector 3D (finite frames only)
         self._added = 0
