@@ -313,23 +313,20 @@ def keypoint_stream(x: np.ndarray, pose: np.ndarray, confidence: np.ndarray, fil
 def detected_stream(frames: Iterator[tuple[np.ndarray, float]], detector: Any, width: float, height: float,
                     min_confidence: float = 0.2, in_chans: int = 2) -> Iterator[Frame2D]:
     """(RGB frame, media time) pairs -> Frame2D: detection, conversion to H36M-17, one person (``OnlinePose``)."""
-    from fastmixste.video.detectors import check_detections
+    from fastmixste.video.detectors import detect_checked, gives_own_3d
     from fastmixste.video.fusion import blazepose_world_to_h36m
     from fastmixste.video.keypoints import to_h36m
 
     track = OnlinePose(width, height, min_confidence)
-    with_world = callable(getattr(detector, "detect_with_world", None)) and detector.layout == "blazepose"
+    with_world = gives_own_3d(detector)
     # (timestamp, arrival) of frames before the first person (16 bytes a frame: their pose will be the first one)
     waiting: list[tuple[float, float]] = []
     who = f"detector {detector.name!r}"
     for rgb, stamp in frames:
         arrival = time.perf_counter()
-        if with_world:
-            kp, w3d = detector.detect_with_world(rgb[None])
-            kp = check_detections(kp, 1, detector.layout, who)[0]  # (P, J, 3)
-            w3d = np.asarray(w3d, np.float64)[0]
-        else:
-            kp = check_detections(detector.detect(rgb[None]), 1, detector.layout, who)[0]  # (P, J, 3)
+        kp, w3d = detect_checked(detector, rgb[None], who, with_world)
+        kp = kp[0]  # (P, J, 3)
+        w3d = w3d[0] if with_world else None
         ok = np.isfinite(kp[..., :2]).all(-1).any(-1) & (kp[..., 2] > 0).any(-1)
         people = to_h36m(kp[ok], detector.layout) if ok.any() else np.zeros((0, 17, 3), np.float32)
         x, conf, filled = track.update(people)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from fastmixste.data.skeleton import H36M_LEFT, H36M_RIGHT, flip_pose
 from fastmixste.data.windows import eval_windows, stitch
-from fastmixste.video.detectors import MissingExtraError, PoseDetector, check_detections
+from fastmixste.video.detectors import MissingExtraError, PoseDetector, detect_checked, gives_own_3d
 from fastmixste.video.fusion import blazepose_world_to_h36m
 from fastmixste.video.keypoints import KeypointError, Keypoints2D, RawKeypoints, fill_gaps, pick_person, to_h36m
 
@@ -237,7 +237,7 @@ def detect_video(source: VideoSource, detector: PoseDetector, *, chunk: int = 8,
     store = np.full((1024, 1, 17, 3), np.nan, np.float32)
     counts = np.zeros(1024, np.int64)
     # The detector's own 3D where it gives one (MediaPipe's world landmarks), kept beside the 2D in the same slots.
-    with_world = callable(getattr(detector, "detect_with_world", None)) and detector.layout == "blazepose"
+    with_world = gives_own_3d(detector)
     world = np.full_like(store, np.nan) if with_world else None
     who = f"detector {detector.name!r}"
     bar = tqdm(total=source.num_frames, desc="detect", unit="frame", disable=not progress, leave=False)
@@ -250,14 +250,9 @@ def detect_video(source: VideoSource, detector: PoseDetector, *, chunk: int = 8,
             stats.decode_seconds += t1 - t0
             if batch is None:
                 break
-            if with_world:
-                kp, w3d = detector.detect_with_world(batch)
-                kp = check_detections(kp, len(batch), detector.layout, who)
-                w3d = np.asarray(w3d, np.float64)
-                if w3d.shape != kp.shape:
-                    raise VideoError(f"{who} returned 3D of shape {w3d.shape} beside keypoints {kp.shape}")
-            else:
-                kp = check_detections(detector.detect(batch), len(batch), detector.layout, who)
+            kp, w3d = detect_checked(detector, batch, who, with_world)
+            if with_world and w3d.shape != kp.shape:
+                raise VideoError(f"{who} returned 3D of shape {w3d.shape} beside keypoints {kp.shape}")
             stats.detect_seconds += time.perf_counter() - t1
             present = np.isfinite(kp[..., :2]).all(-1).any(-1) & (kp[..., 2] > 0).any(-1)  # (n, P)
             most = int(present.sum(-1).max(initial=0))

@@ -125,6 +125,24 @@ def check_detections(keypoints: np.ndarray, frames: int, layout: str, who: str) 
     return kp
 
 
+def gives_own_3d(detector: Any) -> bool:
+    """Whether ``detector`` makes 3D of its own in the layout the video path converts (BlazePose: MediaPipe's world
+    landmarks, ``detect_with_world``)."""
+    return callable(getattr(detector, "detect_with_world", None)) and detector.layout == "blazepose"
+
+
+def detect_checked(
+    detector: Any, frames: np.ndarray, who: str, with_world: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(T, H, W, 3) RGB frames -> (keypoints (T, P, J, 3) checked by :func:`check_detections`, the detector's own 3D
+    as a float64 array when ``with_world`` (see :func:`gives_own_3d`), else None); its shape is the caller's to
+    check."""
+    if with_world:
+        kp, world = detector.detect_with_world(frames)
+        return check_detections(kp, len(frames), detector.layout, who), np.asarray(world, np.float64)
+    return check_detections(detector.detect(frames), len(frames), detector.layout, who), None
+
+
 def _check_frames(frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
