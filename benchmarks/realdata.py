@@ -7,8 +7,8 @@ walking on a treadmill platform, four calibrated cameras (``calibration/Calib.qc
 of 1088x1920 pixels at 60 fps, 100 frames each. On first use the wheel is fetched with ``pip download`` into the
 cache (default ``$FASTMIXSTE_REALDATA_CACHE``, else ``realdata`` in the project's cache folder,
 ``~/.cache/fastmixste`` or ``$FASTMIXSTE_CACHE``), checked against its sha256, and
-only the calibration and the four videos are extracted; nothing else in the wheel is opened (its
-``Demo_SinglePerson`` / ``Demo_Batch`` are a held-out check and stay untouched). Afterwards everything runs offline.
+only the calibration and the four videos are extracted; nothing else in the wheel is opened (its other recordings
+include a held-out check and stay untouched). Afterwards everything runs offline.
 
 1. Detection (once, cached as an npz): the project's detector (``fastmixste.video.detectors.MediaPipePose``,
    BlazePose-33, one person per frame, tracking) runs over each video in ``DETECTION_PASSES`` passes: pass k sees
